@@ -1,0 +1,53 @@
+"""Fixtures every test tier shares: short homes (Unix socket paths are limited to 107 bytes)
+and the example plugins built once per session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def short_home():
+    """A fresh, short home directory (socket paths under run/ must stay short)."""
+    d = Path(tempfile.mkdtemp(prefix="toru-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def example_plugins() -> dict[str, Path]:
+    """Every example built into a session-wide directory: plugin id -> binary path."""
+    out = Path(tempfile.mkdtemp(prefix="toru-ex-", dir="/tmp"))
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "build.py"), "--out", str(out)], check=True
+    )
+    found = {}
+    for binary in sorted(out.glob("*.binary")):
+        import json
+
+        meta = json.loads(
+            subprocess.run(
+                [str(binary), "--metadata"], capture_output=True, check=True, timeout=10
+            ).stdout
+        )
+        found[meta["id"]] = binary
+    yield found
+    shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture
+def test_output() -> Path:
+    """Where tests leave artifacts worth looking at (screenshots, benchmark JSON)."""
+    p = ROOT / "test-output"
+    p.mkdir(exist_ok=True)
+    return p

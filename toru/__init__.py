@@ -1,0 +1,3 @@
+"""Toru: a process-isolated plugin host."""
+
+__version__ = "0.1.0"

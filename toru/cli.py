@@ -1,0 +1,106 @@
+"""The ``toru`` command: one argparse tree, each command implemented in the module it names.
+
+Handlers are imported lazily so ``toru plugin check`` or ``toru license issue`` start fast
+and do not pull in gunicorn or falcon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+def _handler(spec: str):
+    def run(args: argparse.Namespace) -> int:
+        module, func = spec.split(":")
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+
+    return run
+
+
+def _home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", help="Toru home directory (env TORU_HOME, default: current dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="toru", description="Toru: a process-isolated plugin host."
+    )
+    parser.add_argument("--version", action="version", version=f"toru {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run everything: supervisor + gunicorn with the web app")
+    _home(p)
+    p.add_argument("--bind", help="HOST:PORT or unix:/path (default 127.0.0.1:8080)")
+    p.add_argument("--workers", type=int, help="gunicorn worker processes (default 2 x cores)")
+    p.add_argument(
+        "--enable-all", action="store_true", help="enable every discovered plugin at start"
+    )
+    p.set_defaults(func=_handler("toru.serve:main"))
+
+    p = sub.add_parser("supervisor", help="run only the plugin supervisor (split mode)")
+    _home(p)
+    p.set_defaults(func=_handler("toru.supervisor.main:main"))
+
+    p = sub.add_parser("plugins", help="list, enable, disable or rescan plugins")
+    _home(p)
+    psub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
+    psub.add_parser("list", help="list installed plugins (default)")
+    for action in ("enable", "disable"):
+        a = psub.add_parser(action, help=f"{action} a plugin (works with or without a server)")
+        a.add_argument("plugin_id")
+    psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_handler("toru.plugins_cli:main"))
+
+    p = sub.add_parser("user", help="manage users")
+    _home(p)
+    usub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    a = usub.add_parser("add", help="add a user; the password is read from stdin")
+    a.add_argument("username")
+    a.add_argument("--role", choices=("admin", "user"), default="user")
+    a = usub.add_parser("passwd", help="set a user's password, read from stdin")
+    a.add_argument("username")
+    usub.add_parser("list", help="list users")
+    a = usub.add_parser("token", help="create an API token for a user (printed once)")
+    a.add_argument("username")
+    a.add_argument("--name", default="cli")
+    p.set_defaults(func=_handler("toru.users_cli:main"))
+
+    p = sub.add_parser("plugin", help="plugin author tools")
+    psub = p.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
+    a = psub.add_parser("check", help="run the protocol conformance checker on an executable")
+    a.add_argument("path")
+    a.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=_handler("toru_plugin_api.check:cli"))
+
+    p = sub.add_parser("license", help="license keys")
+    lsub = p.add_subparsers(dest="license_command", metavar="ACTION", required=True)
+    a = lsub.add_parser("issue", help="issue a key; secret from TORU_LICENSE_SECRET or stdin")
+    a.add_argument("--instance", required=True)
+    a.add_argument("--expiry", required=True, help="'never' or an ISO date (YYYY-MM-DD)")
+    a = lsub.add_parser("verify", help="verify a key; secret from TORU_LICENSE_SECRET or stdin")
+    a.add_argument("key")
+    a.add_argument("--instance")
+    p.set_defaults(func=_handler("toru_plugin_api.license:cli"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""Settings, declared once: name, env var, toml key, default, parser, help.
+
+The same table feeds the loader (precedence flag > env > toru.toml > default), the CLI's
+``--help`` texts and docs/operations.md. ``Config`` is frozen; derived paths are properties.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+def _floats(v: Any) -> tuple[float, ...]:
+    items = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    out = tuple(float(x) for x in items if str(x).strip() != "")
+    if not out or any(x < 0 for x in out):
+        raise ValueError(f"expected a comma list of non-negative seconds: {v!r}")
+    return out
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    items = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    return tuple(str(x).strip() for x in items if str(x).strip())
+
+
+def _pos_int(v: Any) -> int:
+    n = int(v)
+    if n < 1:
+        raise ValueError(f"expected a positive integer: {v!r}")
+    return n
+
+
+def _pos_float(v: Any) -> float:
+    n = float(v)
+    if n <= 0:
+        raise ValueError(f"expected a positive number: {v!r}")
+    return n
+
+
+def _default_workers() -> int:
+    return 2 * (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    toml: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("bind", "TORU_BIND", "bind", "127.0.0.1:8080", str, "HOST:PORT or unix:/path"),
+    Setting("workers", "TORU_WORKERS", "workers", None, _pos_int, "gunicorn workers (2 x cores)"),
+    Setting("plugins_dir", "TORU_PLUGINS_DIR", "plugins_dir", None, str, "plugin directory"),
+    Setting("log_dir", "TORU_LOG_DIR", "log_dir", None, str, "log directory"),
+    Setting(
+        "http_timeout",
+        "TORU_HTTP_TIMEOUT",
+        "supervisor.http_timeout",
+        30.0,
+        _pos_float,
+        "seconds a plugin has to answer an http request (then 504)",
+    ),
+    Setting(
+        "kv_timeout",
+        "TORU_KV_TIMEOUT",
+        "supervisor.kv_timeout",
+        5.0,
+        _pos_float,
+        "seconds a plugin has to answer a kv request",
+    ),
+    Setting(
+        "restart_backoff",
+        "TORU_RESTART_BACKOFF",
+        "supervisor.restart_backoff",
+        (1.0, 2.0, 4.0, 8.0, 16.0),
+        _floats,
+        "restart delays after consecutive crashes",
+    ),
+    Setting(
+        "max_failures",
+        "TORU_MAX_FAILURES",
+        "supervisor.max_failures",
+        10,
+        _pos_int,
+        "consecutive failures before a plugin is disabled",
+    ),
+    Setting(
+        "shutdown_grace",
+        "TORU_SHUTDOWN_GRACE",
+        "supervisor.shutdown_grace",
+        5.0,
+        _pos_float,
+        "seconds between shutdown/SIGTERM and SIGKILL",
+    ),
+    Setting(
+        "health_interval",
+        "TORU_HEALTH_INTERVAL",
+        "supervisor.health_interval",
+        5.0,
+        _pos_float,
+        "seconds between health probes of a running plugin",
+    ),
+    Setting(
+        "health_timeout",
+        "TORU_HEALTH_TIMEOUT",
+        "supervisor.health_timeout",
+        3.0,
+        _pos_float,
+        "seconds a health probe may take before the plugin counts as hung",
+    ),
+    Setting(
+        "rescan_interval",
+        "TORU_RESCAN_INTERVAL",
+        "supervisor.rescan_interval",
+        5.0,
+        _pos_float,
+        "seconds between cheap checks of the plugin directory",
+    ),
+    Setting(
+        "max_frame",
+        "TORU_MAX_FRAME",
+        "supervisor.max_frame",
+        16 * 1024 * 1024,
+        _pos_int,
+        "maximum protocol frame size in bytes",
+    ),
+    Setting(
+        "log_max_bytes",
+        "TORU_LOG_MAX_BYTES",
+        "logs.max_bytes",
+        10 * 1024 * 1024,
+        _pos_int,
+        "rotate a log file at this size",
+    ),
+    Setting("log_backups", "TORU_LOG_BACKUPS", "logs.backups", 5, _pos_int, "rotated files kept"),
+    Setting(
+        "metrics_public",
+        "TORU_METRICS_PUBLIC",
+        "metrics.public",
+        False,
+        _bool,
+        "serve /metrics without auth to any client",
+    ),
+    Setting(
+        "body_limit",
+        "TORU_BODY_LIMIT",
+        "http.body_limit",
+        10 * 1024 * 1024,
+        _pos_int,
+        "largest request body accepted (413 beyond)",
+    ),
+    Setting(
+        "trusted_proxies",
+        "TORU_TRUSTED_PROXIES",
+        "http.trusted_proxies",
+        ("127.0.0.1", "::1", "unix"),
+        _strs,
+        "peers whose X-Forwarded-* headers are believed ('unix' = a Unix-socket peer)",
+    ),
+    Setting(
+        "session_ttl",
+        "TORU_SESSION_TTL",
+        "auth.session_ttl",
+        12 * 3600.0,
+        _pos_float,
+        "session lifetime in seconds",
+    ),
+    Setting(
+        "login_rate",
+        "TORU_LOGIN_RATE",
+        "auth.login_rate",
+        10,
+        _pos_int,
+        "failed logins per client or user per 5 minutes before 429",
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    bind: str
+    workers: int
+    plugins_dir: Path
+    log_dir: Path
+    http_timeout: float
+    kv_timeout: float
+    restart_backoff: tuple[float, ...]
+    max_failures: int
+    shutdown_grace: float
+    health_interval: float
+    health_timeout: float
+    rescan_interval: float
+    max_frame: int
+    log_max_bytes: int
+    log_backups: int
+    metrics_public: bool
+    body_limit: int
+    trusted_proxies: tuple[str, ...]
+    session_ttl: float
+    login_rate: int
+
+    # Derived locations: fixed relative to home so every process agrees on them.
+    @property
+    def var_dir(self) -> Path:
+        return self.home / "var"
+
+    @property
+    def db_path(self) -> Path:
+        return self.var_dir / "toru.db"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def plugin_socket_dir(self) -> Path:
+        return self.run_dir / "p"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.var_dir / "metrics"
+
+    @property
+    def plugin_log_dir(self) -> Path:
+        return self.log_dir / "plugins"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.log_dir / "plugin-supervisor.log"
+
+    @property
+    def state_file(self) -> Path:
+        return self.plugins_dir / ".metadata" / "config.json"
+
+    def to_env(self) -> dict[str, str]:
+        """Environment that makes a child process (gunicorn, supervisor) load this config."""
+        env = {"TORU_HOME": str(self.home)}
+        for s in SETTINGS:
+            v = getattr(self, s.name)
+            if isinstance(v, tuple):
+                v = ",".join(str(x) for x in v)
+            elif isinstance(v, bool):
+                v = "true" if v else "false"
+            env[s.env] = str(v)
+        return env
+
+
+class ConfigError(ValueError):
+    """A setting has a value that does not parse; the message names the setting and source."""
+
+
+def _toml_get(data: dict[str, Any], dotted: str) -> Any:
+    cur: Any = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def load_config(
+    home: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Config:
+    """Build the config: flag (``overrides``) > env > ``<home>/toru.toml`` > default."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    home_path = Path(home or env.get("TORU_HOME") or os.getcwd()).resolve()
+    toml_path = home_path / "toru.toml"
+    data: dict[str, Any] = {}
+    if toml_path.exists():
+        try:
+            data = tomllib.loads(toml_path.read_text())
+        except (tomllib.TOMLDecodeError, OSError) as exc:
+            raise ConfigError(f"{toml_path}: {exc}") from None
+    values: dict[str, Any] = {"home": home_path}
+    for s in SETTINGS:
+        raw, source = None, "default"
+        if s.name in overrides:
+            raw, source = overrides[s.name], "flag"
+        elif env.get(s.env, "") != "":
+            raw, source = env[s.env], s.env
+        else:
+            t = _toml_get(data, s.toml)
+            if t is not None:
+                raw, source = t, f"toru.toml {s.toml}"
+        if raw is None:
+            values[s.name] = s.default
+            continue
+        try:
+            values[s.name] = s.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bad value for {s.name} (from {source}): {exc}") from None
+    if values["workers"] is None:
+        values["workers"] = _default_workers()
+    values["plugins_dir"] = _path(home_path, values["plugins_dir"], "plugins")
+    values["log_dir"] = _path(home_path, values["log_dir"], "var/log")
+    known = {f.name for f in fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in known})
+
+
+def _path(home: Path, value: str | None, default: str) -> Path:
+    p = Path(value) if value else Path(default)
+    return p if p.is_absolute() else (home / p)
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]

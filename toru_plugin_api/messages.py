@@ -1,0 +1,444 @@
+"""Protocol v1 message model: builders and strict parsers for every message type.
+
+Parsers accept the original nesting (``payload.payload`` for http and kv requests) and the
+flat form, and are strict about types: anything malformed raises ``ProtocolError`` with a
+message that names the field, never ``KeyError``/``TypeError``.
+
+Bodies travel as JSON strings. A body that is not valid UTF-8 is sent base64-encoded with
+``"body_encoding": "base64"`` beside it (see docs/plugins/PROTOCOL.md); readers that do not
+know the flag only ever see it for binary bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import ProtocolError
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "HttpRequest",
+    "HttpResponse",
+    "KvOp",
+    "Message",
+    "PluginError",
+    "PluginMetadata",
+    "ProtocolError",
+    "decode_body",
+    "encode_body",
+    "http_request_message",
+    "http_response_message",
+    "kv_request_message",
+    "kv_response_message",
+    "lifecycle_init",
+    "lifecycle_shutdown",
+    "make_message",
+    "now_iso",
+    "parse_http_request",
+    "parse_http_response",
+    "parse_kv_op",
+    "parse_kv_result",
+    "parse_message",
+]
+
+MESSAGE_TYPES = ("lifecycle", "http", "kv")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+KV_ACTIONS = ("get", "set", "delete", "list")
+
+
+class PluginError(Exception):
+    """An error a plugin handler raises to answer with a specific HTTP status."""
+
+    def __init__(self, message: str, status: int = 500, code: str = "plugin_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def now_iso() -> str:
+    """ISO-8601 UTC timestamp with millisecond precision, as every message carries."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class PluginMetadata:
+    """What ``<binary> --metadata`` prints; validated by DESIGN.md's rules."""
+
+    id: str
+    name: str
+    version: str
+    icon: str = ""
+    route: str = ""
+    author: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ProtocolError("invalid plugin metadata: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("id", "name", "version", "icon", "route"):
+            if not isinstance(getattr(self, name), str):
+                out.append(f"{name} must be a string")
+        if out:
+            return out
+        if self.author is not None and not isinstance(self.author, str):
+            out.append("author must be a string")
+        if not ID_RE.match(self.id):
+            out.append("id must match ^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+        if not self.name or len(self.name) >= 100:
+            out.append("name must be 1-99 characters")
+        if isinstance(self.author, str) and len(self.author) >= 100:
+            out.append("author must be under 100 characters")
+        if not self.version:
+            out.append("version must not be empty")
+        r = self.route
+        if not r.startswith("/") or len(r) < 2:
+            out.append("route must start with / and name a segment")
+        elif ".." in r or "/" in r[1:] or "\\" in r or "%" in r or "?" in r or "#" in r:
+            out.append("route must be a single segment without '..', '/', '%', '?' or '#'")
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> PluginMetadata:
+        if not isinstance(data, dict):
+            raise ProtocolError("invalid plugin metadata: expected a JSON object")
+        missing = [k for k in ("id", "name", "version", "route") if k not in data]
+        if missing:
+            raise ProtocolError("invalid plugin metadata: missing " + ", ".join(missing))
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            version=data["version"],
+            icon=data.get("icon", "") if data.get("icon") is not None else "",
+            route=data["route"],
+            author=data.get("author"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "icon": self.icon,
+            "route": self.route,
+        }
+        if self.author is not None:
+            d["author"] = self.author
+        return d
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def encode_body(body: bytes | str | None) -> tuple[str, bool]:
+    """Body for the wire: (text, is_base64). UTF-8 text travels as is."""
+    if body is None:
+        return "", False
+    if isinstance(body, str):
+        return body, False
+    try:
+        return body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), True
+
+
+def decode_body(payload: dict[str, Any], where: str) -> bytes:
+    body = payload.get("body")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise ProtocolError(f"{where}.body must be a string")
+    enc = payload.get("body_encoding")
+    if enc in (None, "", "utf-8"):
+        return body.encode("utf-8", "surrogatepass")
+    if enc == "base64":
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError(f"{where}.body is not valid base64") from None
+    raise ProtocolError(f"{where}.body_encoding must be 'base64' or absent")
+
+
+def _put_body(d: dict[str, Any], body: bytes | str | None) -> None:
+    text, b64 = encode_body(body)
+    d["body"] = text
+    if b64:
+        d["body_encoding"] = "base64"
+
+
+def _headers(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{where}.headers must be an object")
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise ProtocolError(f"{where}.headers[{k!r}] must be a string")
+    return value
+
+
+# --------------------------------------------------------------------------- http
+
+
+@dataclass
+class HttpRequest:
+    """A request forwarded to a plugin. ``path`` is below the plugin's route, query kept."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def route_path(self) -> str:
+        """The path without the query string."""
+        return self.path.split("?", 1)[0]
+
+    @property
+    def query(self) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        qs = self.path.split("?", 1)[1] if "?" in self.path else ""
+        return dict(parse_qsl(qs, keep_blank_values=True))
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        lname = name.lower()
+        for k, v in self.headers.items():
+            if k.lower() == lname:
+                return v
+        return default
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """Parse the body as JSON; a malformed body is the client's fault (400)."""
+        import json
+
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError as exc:
+            raise PluginError(f"request body is not valid JSON: {exc}", 400, "bad_json") from None
+
+
+@dataclass
+class HttpResponse:
+    """A plugin's answer; ``body`` may be bytes, str or a JSON-able object (see ``json``)."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | str = b""
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, headers: dict[str, str] | None = None):
+        from .codec import dumps
+
+        h = {"Content-Type": "application/json"}
+        if headers:
+            h.update(headers)
+        return cls(status, h, dumps(data))
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8"):
+        return cls(status, {"Content-Type": content_type}, text)
+
+    @property
+    def body_bytes(self) -> bytes:
+        return self.body.encode("utf-8") if isinstance(self.body, str) else self.body
+
+    def to_payload(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"status": self.status, "headers": self.headers}
+        _put_body(d, self.body)
+        return d
+
+
+def _inner(payload: Any, where: str) -> dict[str, Any]:
+    """Accept ``payload.payload`` (original nesting) and a flat payload."""
+    if not isinstance(payload, dict):
+        raise ProtocolError(f"{where} must be an object")
+    inner = payload.get("payload")
+    if isinstance(inner, dict):
+        return inner
+    if inner is not None:
+        raise ProtocolError(f"{where}.payload must be an object")
+    return payload
+
+
+def parse_http_request(payload: Any) -> HttpRequest:
+    p = _inner(payload, "http payload")
+    method, path = p.get("method"), p.get("path")
+    if not isinstance(method, str) or not method:
+        raise ProtocolError("http payload.method must be a non-empty string")
+    if not isinstance(path, str):
+        raise ProtocolError("http payload.path must be a string")
+    if not path.startswith("/"):
+        path = "/" + path
+    return HttpRequest(
+        method.upper(),
+        path,
+        _headers(p.get("headers"), "http payload"),
+        decode_body(p, "http payload"),
+    )
+
+
+def parse_http_response(payload: Any) -> HttpResponse:
+    p = _inner(payload, "http response payload")
+    status = p.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ProtocolError("http response payload.status must be an integer 100-599")
+    return HttpResponse(
+        status,
+        _headers(p.get("headers"), "http response payload"),
+        decode_body(p, "http response payload"),
+    )
+
+
+# --------------------------------------------------------------------------- kv
+
+
+@dataclass(frozen=True)
+class KvOp:
+    """One key-value operation; ``list`` is only on the plugin->host channel."""
+
+    action: str
+    key: str = ""
+    value: str | None = None
+    prefix: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"action": self.action, "key": self.key}
+        if self.action == "set":
+            d["value"] = self.value
+        if self.action == "list" and self.prefix:
+            d["prefix"] = self.prefix
+        return d
+
+
+def parse_kv_op(payload: Any, allow_list: bool = False) -> KvOp:
+    p = _inner(payload, "kv payload")
+    action = p.get("action")
+    allowed = KV_ACTIONS if allow_list else KV_ACTIONS[:3]
+    if action not in allowed:
+        raise ProtocolError(f"kv payload.action must be one of {', '.join(allowed)}")
+    if action == "list":
+        prefix = p.get("prefix", "") or ""
+        if not isinstance(prefix, str):
+            raise ProtocolError("kv payload.prefix must be a string")
+        return KvOp("list", prefix=prefix)
+    key = p.get("key")
+    if not isinstance(key, str) or not key:
+        raise ProtocolError("kv payload.key must be a non-empty string")
+    if len(key) > 1024:
+        raise ProtocolError("kv payload.key must be at most 1024 characters")
+    value = p.get("value")
+    if action == "set" and not isinstance(value, str):
+        raise ProtocolError("kv payload.value must be a string for set")
+    return KvOp(action, key, value if action == "set" else None)
+
+
+def parse_kv_result(payload: Any) -> Any:
+    """The ``value`` of a kv reply (``keys`` for list); an ``error`` becomes PluginError."""
+    if not isinstance(payload, dict):
+        raise ProtocolError("kv reply payload must be an object")
+    if payload.get("error"):
+        raise PluginError(str(payload["error"]), 500, "kv_error")
+    if "keys" in payload:
+        return payload["keys"]
+    value = payload.get("value")
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError("kv reply payload.value must be a string or null")
+    return value
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+@dataclass
+class Message:
+    type: str
+    payload: dict[str, Any]
+    request_id: str | None = None
+    timestamp: str | None = None
+
+
+def make_message(type_: str, payload: dict[str, Any], request_id: str | None = None) -> dict:
+    msg: dict[str, Any] = {"type": type_, "timestamp": now_iso(), "payload": payload}
+    if request_id is not None:
+        msg["request_id"] = request_id
+    return msg
+
+
+def parse_message(obj: Any) -> Message:
+    if not isinstance(obj, dict):
+        raise ProtocolError("message must be a JSON object")
+    type_ = obj.get("type")
+    if type_ not in MESSAGE_TYPES:
+        raise ProtocolError(
+            f"message.type must be one of {', '.join(MESSAGE_TYPES)}, got {type_!r}"
+        )
+    payload = obj.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise ProtocolError("message.payload must be an object")
+    rid = obj.get("request_id")
+    if rid is not None and not isinstance(rid, str):
+        if isinstance(rid, int) and not isinstance(rid, bool):
+            rid = str(rid)
+        else:
+            raise ProtocolError("message.request_id must be a string")
+    ts = obj.get("timestamp")
+    return Message(type_, payload, rid, ts if isinstance(ts, str) else None)
+
+
+def lifecycle_init(instance_id: str, plugin_socket: str, log_path: str) -> dict:
+    return make_message(
+        "lifecycle",
+        {
+            "action": "init",
+            "instance_id": instance_id,
+            "plugin_socket": plugin_socket,
+            "log_path": log_path,
+        },
+    )
+
+
+def lifecycle_shutdown() -> dict:
+    return make_message("lifecycle", {"action": "shutdown"})
+
+
+def http_request_message(request_id: str, req: HttpRequest) -> dict:
+    inner: dict[str, Any] = {"method": req.method, "path": req.path, "headers": req.headers}
+    _put_body(inner, req.body)
+    return make_message("http", {"payload": inner}, request_id)
+
+
+def http_response_message(request_id: str | None, resp: HttpResponse) -> dict:
+    return make_message("http", resp.to_payload(), request_id)
+
+
+def kv_request_message(request_id: str, op: KvOp) -> dict:
+    return make_message("kv", {"payload": op.to_payload()}, request_id)
+
+
+def kv_response_message(
+    request_id: str | None, value: Any = None, error: str | None = None
+) -> dict:
+    if error is not None:
+        return make_message("kv", {"value": None, "error": error}, request_id)
+    if isinstance(value, list):
+        return make_message("kv", {"keys": value}, request_id)
+    return make_message("kv", {"value": value}, request_id)
