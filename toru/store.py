@@ -1,0 +1,248 @@
+"""The one SQLite database of Toru (APSW, WAL): schema, migrations, KV, events, settings.
+
+Every process (supervisor, gunicorn workers, CLI) opens the same file. One ``apsw.Connection``
+per thread (APSW connections may not be shared across threads without serialising), WAL so
+readers never block the writer, and a 5 s busy timeout so concurrent writers wait instead of
+failing.
+
+NOTE: durability. ``synchronous=NORMAL`` in WAL mode fsyncs only at checkpoints, so a commit
+is in the WAL file in the OS page cache when ``execute`` returns. That survives ``kill -9`` of
+the process (the kernel still owns the pages) but not a power loss of the last transactions.
+"An acknowledged KV set survives kill -9 of the supervisor" is therefore guaranteed: the
+supervisor answers the plugin only after the commit returned. (FULL would add an fsync per
+commit for power-loss safety at ~100x the latency; not what a plugin's KV needs.)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+# Each entry migrates from version i to i+1. Never edit a shipped entry; append a new one.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS plugin_kv (
+        plugin_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (plugin_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS plugin_events (
+        id INTEGER PRIMARY KEY,
+        plugin_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS plugin_events_plugin ON plugin_events(plugin_id, id);
+    CREATE INDEX IF NOT EXISTS plugin_events_created ON plugin_events(created_at);
+    CREATE TABLE IF NOT EXISTS users (
+        username TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK(role IN ('admin','user')),
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS sessions (
+        token_hash TEXT PRIMARY KEY,
+        username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+        csrf_token TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sessions_user ON sessions(username);
+    CREATE TABLE IF NOT EXISTS api_tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        last_used_at REAL
+    );
+    CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures(key, at);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+EVENT_RETENTION_S = 7 * 24 * 3600
+
+
+def iso_utc(t: float | None = None) -> str:
+    """ISO-8601 UTC with milliseconds; sorts lexicographically like the time it names."""
+    dt = datetime.fromtimestamp(time.time() if t is None else t, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+class Store:
+    """Handle on the database file; cheap to create, safe to share between threads."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 5000) -> None:
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+
+    def connection(self) -> apsw.Connection:
+        """This thread's connection, opened on first use (WAL, NORMAL, foreign keys on)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = apsw.Connection(str(self.path))
+            conn.set_busy_timeout(self.busy_timeout_ms)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (idempotent)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ------------------------------------------------------------------ schema
+
+    def migrate(self) -> int:
+        """Bring the schema to ``SCHEMA_VERSION``; idempotent and safe from several processes.
+
+        ``BEGIN IMMEDIATE`` takes the write lock before reading the version, so two processes
+        starting together serialise instead of both applying a migration.
+        """
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0 if row else 0
+            for i in range(current, SCHEMA_VERSION):
+                conn.execute(_MIGRATIONS[i])
+                conn.execute("INSERT INTO schema_version(version) VALUES (?)", (i + 1,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return SCHEMA_VERSION
+
+    def instance_id(self) -> str:
+        """This installation's UUID4, created on first call and stable afterwards."""
+        conn = self.connection()
+        conn.execute(
+            "INSERT OR IGNORE INTO settings(key, value) VALUES ('instance_id', ?)",
+            (str(uuid.uuid4()),),
+        )
+        return conn.execute("SELECT value FROM settings WHERE key='instance_id'").fetchone()[0]
+
+    def get_setting(self, key: str) -> str | None:
+        row = self.connection().execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        self.connection().execute(
+            "INSERT INTO settings(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    # ------------------------------------------------------------------ plugin KV
+
+    def kv_get(self, plugin_id: str, key: str) -> str | None:
+        row = (
+            self.connection()
+            .execute("SELECT value FROM plugin_kv WHERE plugin_id=? AND key=?", (plugin_id, key))
+            .fetchone()
+        )
+        return row[0] if row else None
+
+    def kv_set(self, plugin_id: str, key: str, value: str) -> None:
+        """Upsert; durable against a process kill once this returns (see module doc)."""
+        self.connection().execute(
+            "INSERT INTO plugin_kv(plugin_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(plugin_id, key) DO UPDATE SET value=excluded.value, "
+            "updated_at=excluded.updated_at",
+            (plugin_id, key, value, time.time()),
+        )
+
+    def kv_delete(self, plugin_id: str, key: str) -> bool:
+        conn = self.connection()
+        conn.execute("DELETE FROM plugin_kv WHERE plugin_id=? AND key=?", (plugin_id, key))
+        return conn.changes() > 0
+
+    def kv_list(self, plugin_id: str, prefix: str = "", limit: int = 10000) -> list[str]:
+        """Keys of one namespace, sorted; ``prefix`` matched literally (no LIKE wildcards)."""
+        conn = self.connection()
+        if prefix:
+            rows = conn.execute(
+                "SELECT key FROM plugin_kv WHERE plugin_id=? AND substr(key, 1, ?)=? "
+                "ORDER BY key LIMIT ?",
+                (plugin_id, len(prefix), prefix, limit),
+            )
+        else:
+            rows = conn.execute(
+                "SELECT key FROM plugin_kv WHERE plugin_id=? ORDER BY key LIMIT ?",
+                (plugin_id, limit),
+            )
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------ events
+
+    def add_event(
+        self, plugin_id: str, event_type: str, details: dict[str, Any] | None = None
+    ) -> int:
+        conn = self.connection()
+        conn.execute(
+            "INSERT INTO plugin_events(plugin_id, event_type, details, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (plugin_id, event_type, json.dumps(details or {}, default=str), iso_utc()),
+        )
+        return conn.last_insert_rowid()
+
+    def events(self, plugin_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        conn = self.connection()
+        if plugin_id is None:
+            rows: Iterable[Any] = conn.execute(
+                "SELECT id, plugin_id, event_type, details, created_at FROM plugin_events "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+        else:
+            rows = conn.execute(
+                "SELECT id, plugin_id, event_type, details, created_at FROM plugin_events "
+                "WHERE plugin_id=? ORDER BY id DESC LIMIT ?",
+                (plugin_id, limit),
+            )
+        out = []
+        for eid, pid, etype, details, created in rows:
+            try:
+                d = json.loads(details) if details else {}
+            except ValueError:
+                d = {"raw": details}
+            out.append(
+                {
+                    "id": eid,
+                    "plugin_id": pid,
+                    "event_type": etype,
+                    "details": d,
+                    "created_at": created,
+                }
+            )
+        return out
+
+    def prune_events(self, max_age_s: float = EVENT_RETENTION_S, now: float | None = None) -> int:
+        """Delete events older than ``max_age_s``; returns how many went."""
+        cutoff = iso_utc((time.time() if now is None else now) - max_age_s)
+        conn = self.connection()
+        conn.execute("DELETE FROM plugin_events WHERE created_at < ?", (cutoff,))
+        return conn.changes()
