@@ -1,0 +1,103 @@
+// Pieces several views share: health dot, state badge, the admin enable switch, the
+// error panel.
+
+import { h } from "./dom.js";
+import { pluginHealth, stateLabel, stateTone } from "./format.js";
+import { post } from "./http.js";
+import { pluginStore } from "./store.js";
+import { showToast } from "./toast.js";
+
+/** A coloured dot with an accessible label; `data-health` is green/red/amber/grey. */
+export function healthDot(p, extra = {}) {
+  const el = h("span", { class: "dot", role: "img", ...extra });
+  updateHealthDot(el, p);
+  return el;
+}
+
+export function updateHealthDot(el, p) {
+  const { tone, label } = pluginHealth(p);
+  el.dataset.health = tone;
+  el.setAttribute("aria-label", label);
+  el.title = label;
+}
+
+/** "Running" badge coloured by state. */
+export function stateBadge(p, extra = {}) {
+  const el = h("span", { class: "badge", ...extra });
+  updateStateBadge(el, p);
+  return el;
+}
+
+export function updateStateBadge(el, p) {
+  el.dataset.tone = stateTone(p.state);
+  el.dataset.state = p.state || "";
+  el.textContent = stateLabel(p.state);
+}
+
+/**
+ * The admin's enable/disable switch for plugin `p`; confirms with a toast, explains errors
+ * with one. Call `.update(p)` to follow the store without losing keyboard focus.
+ */
+export function enableSwitch(p) {
+  let current = p;
+  const button = h("button", {
+    type: "button",
+    class: "switch",
+    role: "switch",
+    dataset: { testid: `toggle-${p.id}` },
+  });
+  const update = (next) => {
+    current = next;
+    if (button.getAttribute("aria-busy") === "true") return;
+    button.setAttribute("aria-checked", next.enabled ? "true" : "false");
+    button.setAttribute("aria-label", `${next.name || next.id} enabled`);
+    button.disabled = next.state === "invalid" && !next.enabled;
+  };
+  button.addEventListener("click", async () => {
+    if (button.getAttribute("aria-busy") === "true") return;
+    const enable = !current.enabled;
+    const name = current.name || current.id;
+    button.setAttribute("aria-busy", "true");
+    button.setAttribute("aria-checked", enable ? "true" : "false");
+    try {
+      const info = await post(
+        `/api/plugins/${encodeURIComponent(current.id)}/${enable ? "enable" : "disable"}`,
+      );
+      const fresh = info && info.id ? info : { ...current, enabled: enable };
+      pluginStore.update(fresh);
+      current = { ...current, ...fresh };
+      showToast(`${name} ${enable ? "enabled" : "disabled"}`, "success");
+    } catch (err) {
+      showToast(`Could not ${enable ? "enable" : "disable"} ${name}: ${err.message}`, "error");
+    } finally {
+      button.removeAttribute("aria-busy");
+      update(current);
+      pluginStore.refresh();
+    }
+  });
+  update(p);
+  button.update = update;
+  return button;
+}
+
+/** A calm, explicit failure: what went wrong, why, and where to look next. */
+export function errorPanel({ title, reason, actions = [], testid = "error-panel" }) {
+  return h(
+    "section",
+    { class: "error-panel", role: "alert", dataset: { testid } },
+    h("span", { class: "err-icon", "aria-hidden": "true", text: "!" }),
+    h(
+      "div",
+      { class: "err-body" },
+      h("h2", { text: title }),
+      reason ? h("p", { class: "reason", dataset: { testid: "error-reason" }, text: reason }) : null,
+      actions.length ? h("div", { class: "actions" }, actions) : null,
+    ),
+  );
+}
+
+/** Icon from metadata (usually an emoji), with a neutral fallback. */
+export function pluginIcon(p, cls = "plugin-icon") {
+  const text = (p.icon && String(p.icon).slice(0, 8)) || "🧩";
+  return h("span", { class: cls, "aria-hidden": "true", text });
+}

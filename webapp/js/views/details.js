@@ -1,0 +1,270 @@
+// Plugin details: metadata, activity, the last crash (exit code or signal, stderr tail)
+// and recent events. Tabs link to the logs viewer.
+
+import {
+  enableSwitch,
+  errorPanel,
+  healthDot,
+  pluginIcon,
+  stateBadge,
+  updateHealthDot,
+  updateStateBadge,
+} from "../components.js";
+import { h, replace } from "../dom.js";
+import { formatAgo, formatDuration, formatTime } from "../format.js";
+import { get, listOf, session } from "../http.js";
+import { fetchStats, sparkline } from "../sparkline.js";
+import { pluginStore } from "../store.js";
+
+const POLL_MS = 3000;
+
+/** Header with icon, name, state and (admins) the switch; shared by details and logs. */
+export function pluginHeader(p, active) {
+  const id = encodeURIComponent(p.id);
+  const badge = stateBadge(p, { dataset: { testid: "detail-state" } });
+  const dot = healthDot(p, { dataset: { testid: "detail-dot" } });
+  const toggle = session.user?.role === "admin" ? enableSwitch(p) : null;
+  const name = h("h1", { text: p.name || p.id });
+  const sub = h("p", {});
+  const open = h("a", { class: "btn", href: `#/p/${id}`, text: "Open plugin" });
+  const el = h(
+    "div",
+    {},
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/plugins", text: "Plugins" }), " / ", p.name || p.id),
+    h(
+      "div",
+      { class: "page-head" },
+      h(
+        "div",
+        { class: "card-head" },
+        pluginIcon(p),
+        h("div", {}, name, sub),
+      ),
+      h(
+        "div",
+        { class: "toolbar" },
+        dot,
+        badge,
+        toggle ? h("label", { class: "toggle-wrap" }, toggle, h("span", { class: "muted", text: "Enabled" })) : null,
+        open,
+      ),
+    ),
+    h(
+      "nav",
+      { class: "tabs", "aria-label": "Plugin sections" },
+      h("a", { class: "tab", href: `#/plugins/${id}`, "aria-current": active === "overview" ? "page" : null, text: "Overview" }),
+      h("a", { class: "tab", href: `#/plugins/${id}/logs`, "aria-current": active === "logs" ? "page" : null, dataset: { testid: "tab-logs" }, text: "Logs" }),
+    ),
+  );
+  const update = (next) => {
+    name.textContent = next.name || next.id;
+    sub.textContent = [next.version ? `v${next.version}` : null, next.author ? `by ${next.author}` : null]
+      .filter(Boolean)
+      .join(" · ");
+    sub.className = "muted";
+    updateStateBadge(badge, next);
+    updateHealthDot(dot, next);
+    toggle?.update(next);
+    open.hidden = !next.enabled;
+  };
+  update(p);
+  return { el, update };
+}
+
+/** A plugin's info from GET /api/plugins/:id, accepting `{plugin, events}` or a flat object. */
+export async function fetchPlugin(id) {
+  const data = await get(`/api/plugins/${encodeURIComponent(id)}`);
+  const info = data && data.plugin ? { ...data.plugin, events: data.events ?? data.plugin.events } : data;
+  info.events = listOf(info.events, "events");
+  return info;
+}
+
+const uptimeText = (p) => (p.state === "running" ? formatDuration(p.uptime_seconds) : "—");
+
+function metadataPanel(p) {
+  const row = (k, v) => [h("dt", { text: k }), h("dd", {}, v ?? "—")];
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "meta-h" },
+    h("div", { class: "panel-head" }, h("h2", { id: "meta-h", text: "Metadata" })),
+    h(
+      "div",
+      { class: "panel-body" },
+      h(
+        "dl",
+        { class: "kv", dataset: { testid: "metadata" } },
+        row("ID", h("code", { text: p.id })),
+        row("Version", p.version),
+        row("Author", p.author),
+        row("Route", p.route ? h("code", { text: p.route }) : null),
+        row("Binary", p.binary ? h("code", { text: p.binary }) : null),
+        row("Enabled", p.enabled ? "Yes" : "No"),
+        row("PID", p.pid ? String(p.pid) : null),
+        [h("dt", { text: "Uptime" }), h("dd", { dataset: { field: "uptime" }, text: uptimeText(p) })],
+        row("Restarts", String(p.restarts ?? 0)),
+        row("Consecutive failures", String(p.consecutive_failures ?? 0)),
+        p.retry_at ? row("Next restart", formatTime(p.retry_at)) : null,
+        p.error ? row("Error", h("span", { class: "card-error", text: p.error })) : null,
+      ),
+    ),
+  );
+}
+
+function activityPanel(stats) {
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "act-h" },
+    h("div", { class: "panel-head" }, h("h2", { id: "act-h", text: "Activity, last 5 minutes" })),
+    h(
+      "div",
+      { class: "panel-body" },
+      sparkline(stats, { label: "Latency" }),
+      h("p", { class: "muted", style: "margin-top: 8px; font-size: 12.5px" }, "Latency measured by the supervisor in 10-second buckets; red marks are restarts."),
+    ),
+  );
+}
+
+function crashReason(d) {
+  if (d.signal !== undefined && d.signal !== null) return `Killed by signal ${d.signal_name || d.signal}`;
+  if (d.exit_code !== undefined && d.exit_code !== null) return `Exited with code ${d.exit_code}`;
+  return "Exited unexpectedly";
+}
+
+function crashPanel(event, p) {
+  const d = event.details || {};
+  const tail = Array.isArray(d.stderr_tail) ? d.stderr_tail.join("\n") : d.stderr_tail || "";
+  const row = (k, v) => (v === undefined || v === null ? null : [h("dt", { text: k }), h("dd", {}, v)]);
+  return h(
+    "section",
+    { class: "panel crash", "aria-labelledby": "crash-h", dataset: { testid: "crash-details" } },
+    h(
+      "div",
+      { class: "panel-head" },
+      h("h2", { id: "crash-h", text: "Last crash" }),
+      h("span", { class: "muted", text: `${formatTime(event.created_at)} (${formatAgo(event.created_at)})` }),
+    ),
+    h(
+      "div",
+      { class: "panel-body" },
+      h(
+        "dl",
+        { class: "kv" },
+        row("Reason", h("strong", { dataset: { testid: "crash-reason" }, text: crashReason(d) })),
+        row("Exit code", d.exit_code ?? null),
+        row("Signal", d.signal ?? null),
+        row("Up for", d.uptime_seconds !== undefined ? formatDuration(d.uptime_seconds) : null),
+        p.state === "backoff" && p.retry_at ? row("Restarting at", formatTime(p.retry_at)) : null,
+      ),
+      tail
+        ? [h("h3", { style: "margin-top: 16px", text: "Last stderr lines" }), h("pre", { class: "stderr", dataset: { testid: "crash-stderr" }, text: tail })]
+        : h("p", { class: "muted", style: "margin-top: 12px", text: "The plugin wrote nothing to stderr before it stopped." }),
+    ),
+  );
+}
+
+const EVENT_TONE = { crashed: "bad", failed: "bad", disabled: "warn", timeout: "warn", unhealthy: "warn", invalid: "bad", started: "ok", restarted: "ok", enabled: "ok" };
+
+function eventSummary(e) {
+  const d = e.details || {};
+  if (e.event_type === "crashed") return crashReason(d);
+  const parts = [];
+  for (const [k, v] of Object.entries(d)) {
+    if (k === "stderr_tail") continue;
+    parts.push(`${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
+  }
+  return parts.join(" · ");
+}
+
+function eventsPanel(events) {
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "ev-h" },
+    h("div", { class: "panel-head" }, h("h2", { id: "ev-h", text: "Recent events" })),
+    events.length
+      ? h(
+          "ul",
+          { class: "events", dataset: { testid: "events" } },
+          events.map((e) =>
+            h(
+              "li",
+              {},
+              h("time", { datetime: e.created_at, title: e.created_at, text: formatTime(e.created_at) }),
+              h(
+                "div",
+                { class: "ev-body" },
+                h("span", { class: "badge", dataset: { tone: EVENT_TONE[e.event_type] || "" }, text: e.event_type }),
+                " ",
+                h("span", { class: "muted", text: eventSummary(e) }),
+              ),
+            ),
+          ),
+        )
+      : h("div", { class: "panel-body muted", text: "No events recorded in the last 7 days." }),
+  );
+}
+
+/** Render the details page for `params.id`; returns the cleanup. */
+export function renderDetails(container, params, shell) {
+  const id = params.id;
+  shell.setTitle(pluginStore.byId(id)?.name || id);
+  let header = null;
+  let stats = null;
+  let timer = null;
+  let alive = true;
+  let signature = "";
+  const body = h("div", {});
+  replace(container, h("div", { class: "loading", role: "status", text: "Loading plugin…" }));
+
+  const load = async () => {
+    try {
+      const [p, s] = await Promise.all([fetchPlugin(id), stats ? Promise.resolve(stats) : fetchStats(id)]);
+      if (!alive) return;
+      stats = s;
+      shell.setTitle(p.name || p.id);
+      if (!header) {
+        header = pluginHeader(p, "overview");
+        replace(container, header.el, body);
+      } else header.update(p);
+      // Re-render only on change, so selecting stderr text survives the poll.
+      const { uptime_seconds: _u, ...rest } = p;
+      const next = JSON.stringify([rest, stats]);
+      const uptime = body.querySelector('[data-field="uptime"]');
+      if (uptime) uptime.textContent = uptimeText(p);
+      if (next === signature) {
+        if (alive) timer = setTimeout(load, POLL_MS);
+        return;
+      }
+      signature = next;
+      const lastCrash = p.events.find((e) => e.event_type === "crashed");
+      replace(
+        body,
+        lastCrash ? crashPanel(lastCrash, p) : null,
+        h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats)),
+        eventsPanel(p.events),
+      );
+    } catch (err) {
+      if (!alive) return;
+      if (!header) {
+        replace(
+          container,
+          errorPanel({
+            title: err.status === 404 ? `No plugin called “${id}”` : "Could not load this plugin",
+            reason: err.message,
+            actions: [h("a", { class: "btn", href: "#/plugins", text: "Back to plugins" })],
+          }),
+        );
+        return; // nothing to poll
+      }
+    }
+    if (alive) timer = setTimeout(load, POLL_MS);
+  };
+  const statsTimer = setInterval(async () => {
+    stats = await fetchStats(id);
+  }, 10000);
+  load();
+  return () => {
+    alive = false;
+    clearTimeout(timer);
+    clearInterval(statsTimer);
+  };
+}
