@@ -1,0 +1,167 @@
+"""Authentication, roles and CSRF (one middleware), plus the ``/api/auth`` resources.
+
+Each resource declares ``auth = "public" | "user" | "admin" | "metrics"``; the middleware
+enforces it before the responder runs. A session cookie authenticates browsers and requires
+``X-CSRF-Token`` on state-changing methods; ``Authorization: Bearer`` authenticates
+automation and needs no CSRF token (a browser never sends it on its own).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import falcon
+
+from ..accounts import Accounts, Session, User
+from ..config import Config
+from ..errors import BadRequest, Forbidden, Unauthorized
+from .http import client_info, field, read_json, send_json
+
+COOKIE = "toru_session"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuthMiddleware:
+    """Resolves the principal and applies the resource's ``auth`` level."""
+
+    def __init__(self, config: Config, accounts: Accounts) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.trusted = frozenset(config.trusted_proxies)
+
+    def principal(self, req: falcon.Request) -> tuple[User, str, Session | None] | None:
+        """``(user, "token"|"session", session)`` or None; a bad bearer token is a 401."""
+        header = req.get_header("Authorization")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("Authorization must be 'Bearer <api-token>'")
+            user = self.accounts.token_user(token.strip())
+            if user is None:
+                raise Unauthorized("invalid API token", code="invalid_token")
+            return user, "token", None
+        values = req.get_cookie_values(COOKIE)
+        if values:
+            for value in values:
+                session = self.accounts.session(value)
+                if session is not None:
+                    return session.user, "session", session
+        return None
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: dict
+    ) -> None:
+        level = getattr(resource, "auth", "public" if resource is None else "user")
+        req.context.user = None
+        req.context.session = None
+        if level == "public":
+            return
+        if level == "metrics":
+            if self.config.metrics_public or client_info(req, self.trusted).is_local:
+                return
+            level = "user"
+        found = self.principal(req)
+        if found is None:
+            raise Unauthorized("authentication required: log in or send a bearer token")
+        user, kind, session = found
+        req.context.user = user
+        req.context.session = session
+        if kind == "session" and req.method in UNSAFE_METHODS:
+            sent = req.get_header("X-CSRF-Token") or ""
+            if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+                raise Forbidden("missing or wrong X-CSRF-Token header", code="csrf_failed")
+        if level == "admin" and not user.is_admin:
+            raise Forbidden("this needs the admin role", code="admin_required")
+
+
+def _secure(req: falcon.Request, config: Config) -> bool:
+    return client_info(req, frozenset(config.trusted_proxies)).scheme == "https"
+
+
+class LoginResource:
+    auth = "public"
+
+    def __init__(self, config: Config, accounts: Accounts) -> None:
+        self.config = config
+        self.accounts = accounts
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, min(self.config.body_limit, 64 * 1024))
+        username = field(body, "username")
+        password = field(body, "password")
+        if len(username) > 256 or len(password) > 1024:
+            raise BadRequest("username or password too long")
+        client = client_info(req, frozenset(self.config.trusted_proxies)).ip
+        self.accounts.check_login_rate(client, username)
+        user = self.accounts.authenticate(username, password)
+        if user is None:
+            self.accounts.record_login_failure(client, username)
+            raise Unauthorized("wrong username or password", code="bad_credentials")
+        token, session = self.accounts.create_session(user)
+        resp.set_cookie(
+            COOKIE,
+            token,
+            max_age=int(self.config.session_ttl),
+            path="/",
+            secure=_secure(req, self.config),
+            http_only=True,
+            same_site="Strict",
+        )
+        send_json(resp, {"user": user.to_json(), "csrf_token": session.csrf_token})
+
+
+class LogoutResource:
+    auth = "user"
+
+    def __init__(self, config: Config, accounts: Accounts) -> None:
+        self.config = config
+        self.accounts = accounts
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        for value in req.get_cookie_values(COOKIE) or ():
+            self.accounts.delete_session(value)
+        resp.unset_cookie(COOKIE, path="/")
+        send_json(resp, {"ok": True})
+
+
+class MeResource:
+    auth = "user"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        session = req.context.session
+        send_json(
+            resp,
+            {
+                "user": req.context.user.to_json(),
+                "csrf_token": session.csrf_token if session else None,
+            },
+        )
+
+
+class TokensResource:
+    auth = "admin"
+
+    def __init__(self, config: Config, accounts: Accounts) -> None:
+        self.config = config
+        self.accounts = accounts
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, self.accounts.list_tokens())
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, 64 * 1024)
+        name = field(body, "name")
+        username = field(body, "username", required=False) or req.context.user.username
+        send_json(resp, self.accounts.create_token(username, name), status=201)
+
+
+class TokenResource:
+    auth = "admin"
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, token_id: str) -> None:
+        self.accounts.delete_token(token_id)
+        send_json(resp, {"ok": True})

@@ -1,0 +1,71 @@
+"""Error mapping: every failure becomes JSON ``{"error": code, "message": text}``.
+
+``ToruError`` (ours and the supervisor's, re-raised by the control client) carries its own
+status; Falcon's own HTTP errors (404 no route, 405, ...) go through the serializer; anything
+else is a bug, logged with its traceback and answered with a 500 JSON body, and the worker
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import falcon
+import ujson
+
+from ..errors import ToruError
+
+log = logging.getLogger("toru.wsgi")
+
+
+def _code_for(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def _write(resp: falcon.Response, status: int, code: str, message: str) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = ujson.dumps(
+        {"error": code, "message": message}, ensure_ascii=False, escape_forward_slashes=False
+    ).encode()
+    resp.set_header("Cache-Control", "no-store")
+
+
+def handle_toru_error(
+    req: falcon.Request, resp: falcon.Response, ex: ToruError, params: dict[str, Any]
+) -> None:
+    _write(resp, ex.status, ex.code, ex.message)
+    if ex.status in (429, 503):
+        retry = ex.retry_after if ex.retry_after is not None else 1
+        resp.set_header("Retry-After", str(max(0, int(retry))))
+
+
+def handle_http_error(
+    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+) -> None:
+    status = ex.status_code
+    message = ex.description or ex.title or _code_for(status).replace("_", " ")
+    code = ex.code if isinstance(ex.code, str) else _code_for(status)
+    _write(resp, status, code, str(message))
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def handle_unexpected(
+    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+) -> None:
+    log.exception("unhandled error in %s %s", req.method, req.path)
+    resp.complete = True
+    _write(resp, 500, "internal_error", "internal server error (logged)")
+
+
+def install(app: falcon.App) -> None:
+    """Register the handlers; Falcon picks the most specific class for each exception."""
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(ToruError, handle_toru_error)

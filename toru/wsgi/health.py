@@ -1,0 +1,55 @@
+"""``/healthz`` (supervisor reachable?) and ``/metrics`` (all processes' metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from ..config import Config
+from ..errors import ToruError
+from . import metrics
+from .http import send_json
+
+PING_TIMEOUT = 2.0
+
+
+class HealthResource:
+    auth = "public"
+
+    def __init__(self, control: Any) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            self.control().call("ping", {}, PING_TIMEOUT)
+        except (ToruError, OSError) as exc:
+            resp.set_header("Retry-After", "1")
+            send_json(
+                resp,
+                {
+                    "status": "unavailable",
+                    "error": "supervisor_unavailable",
+                    "message": f"the supervisor does not answer: {exc}",
+                },
+                status=503,
+            )
+            return
+        send_json(resp, {"status": "ok"})
+
+    on_head = on_get
+
+
+class MetricsResource:
+    """Public if ``metrics.public``; else a session/bearer user or a direct loopback client."""
+
+    auth = "metrics"
+
+    def __init__(self, config: Config) -> None:
+        self.metrics_dir = str(config.metrics_dir)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        data, ctype = metrics.render(self.metrics_dir)
+        resp.content_type = ctype
+        resp.cache_control = ["no-store"]
+        resp.data = data

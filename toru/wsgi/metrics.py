@@ -1,0 +1,117 @@
+"""Worker-side metrics and the ``/metrics`` endpoint.
+
+Import only after ``PROMETHEUS_MULTIPROC_DIR`` is set (``toru.wsgi`` does that from the
+config): prometheus_client chooses its value backend at import time. Every gunicorn worker
+writes its own files; ``/metrics`` merges all processes' files (workers and supervisor) with a
+fresh ``MultiProcessCollector`` per scrape, as prometheus_client's multiprocess docs require.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import falcon
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Latency buckets tuned for the proxy path: a local plugin answers in well under 1 ms to
+# tens of ms; the upper buckets catch timeouts (30 s default).
+_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+PROXY_DURATION = Histogram(
+    "toru_proxy_request_duration_seconds",
+    "Plugin route requests as measured in the worker, by plugin and status class",
+    ["plugin", "code_class"],
+    buckets=_BUCKETS,
+)
+PROXY_INFLIGHT = Gauge(
+    "toru_proxy_inflight",
+    "Plugin route requests in progress in live workers",
+    ["plugin"],
+    multiprocess_mode="livesum",
+)
+PROXY_ERRORS = Counter(
+    "toru_proxy_errors",
+    "Plugin route failures as seen by the worker (timeout, unavailable, bad_response, not_found)",
+    ["plugin", "kind"],
+)
+HTTP_REQUESTS = Counter(
+    "toru_http_requests",
+    "HTTP requests handled by the API, by method, route template and status",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "toru_http_request_duration_seconds",
+    "HTTP request duration in the worker, by method and route template",
+    ["method", "route"],
+    buckets=_BUCKETS,
+)
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (bounded label values)."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.t0 = time.perf_counter()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        t0 = req.context.get("t0")
+        if t0 is None:
+            return
+        route = req.uri_template or ("static" if resource is None else "unknown")
+        if not route.startswith(("/api", "/metrics", "/healthz")):
+            route = "static"
+        method = req.method if req.method in _METHODS else "OTHER"
+        status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])
+        HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        HTTP_DURATION.labels(method, route).observe(time.perf_counter() - t0)
+
+
+def render(metrics_dir: str | None) -> tuple[bytes, str]:
+    """The exposition text of every process (multiprocess mode) or of this one."""
+    path = metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and os.path.isdir(path):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_dead(pid: int, metrics_dir: str | None = None) -> None:
+    """Drop a dead worker's live-gauge files (gunicorn ``child_exit`` hook)."""
+    path = metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)

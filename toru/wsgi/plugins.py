@@ -1,0 +1,165 @@
+"""``/api/plugins/...`` management resources: thin calls to the supervisor's control socket.
+
+The supervisor owns plugin state; these resources validate input, pick the control op and
+hand back its result. Its errors are ``ToruError``s with the right status already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+
+from toru_plugin_api.messages import ID_RE, ProtocolError, decode_body
+
+from ..errors import BadGateway, BadRequest, NotFound
+from .http import field, query_int, read_json, send_json
+
+ControlFactory = Callable[[], Any]
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+KV_ACTIONS = ("get", "set", "delete", "list")
+CONTROL_TIMEOUT = 10.0
+ENABLE_TIMEOUT = 30.0
+
+
+def _plugin_id(plugin_id: str) -> str:
+    if not ID_RE.match(plugin_id):
+        raise NotFound(f"no plugin {plugin_id!r}", code="plugin_not_found")
+    return plugin_id
+
+
+class PluginsResource:
+    auth = "user"
+
+    def __init__(self, control: ControlFactory) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, self.control().call("list", {}, CONTROL_TIMEOUT))
+
+
+class PluginResource:
+    auth = "user"
+
+    def __init__(self, control: ControlFactory) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        args = {"plugin": _plugin_id(plugin_id)}
+        send_json(resp, self.control().call("get", args, CONTROL_TIMEOUT))
+
+
+class PluginActionResource:
+    """``POST /api/plugins/:id/enable`` and ``/disable`` (admin)."""
+
+    auth = "admin"
+
+    def __init__(self, control: ControlFactory, op: str) -> None:
+        self.control = control
+        self.op = op
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        args = {"plugin": _plugin_id(plugin_id)}
+        send_json(resp, self.control().call(self.op, args, ENABLE_TIMEOUT))
+
+
+class BundleResource:
+    """The plugin's frontend bundle: ``GET /bundle.js`` forwarded to the plugin."""
+
+    auth = "user"
+
+    def __init__(self, control: ControlFactory, timeout: float) -> None:
+        self.control = control
+        self.timeout = timeout
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        args = {
+            "plugin": _plugin_id(plugin_id),
+            "method": "GET",
+            "path": "/bundle.js",
+            "headers": {"Accept": "application/javascript"},
+            "body": "",
+        }
+        result = self.control().call("http", args, self.timeout)
+        try:
+            status = int(result.get("status", 502))
+            body = decode_body(result, "bundle")
+        except (ProtocolError, TypeError, ValueError, AttributeError):
+            raise BadGateway("the plugin answered the bundle request with garbage") from None
+        if status == 404:
+            raise NotFound(f"plugin {plugin_id!r} has no frontend bundle", code="no_bundle")
+        if status != 200:
+            raise BadGateway(f"the plugin answered the bundle request with {status}")
+        resp.content_type = "application/javascript; charset=utf-8"
+        resp.cache_control = ["no-cache"]
+        resp.data = body
+
+
+class LogsResource:
+    auth = "user"
+
+    def __init__(self, control: ControlFactory) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        args: dict[str, Any] = {
+            "plugin": _plugin_id(plugin_id),
+            "page": query_int(req, "page", 0, 0, 1_000_000),
+            "page_size": query_int(req, "page_size", 100, 1, 1000),
+        }
+        level = req.get_param("level")
+        if level:
+            if level.lower() not in LOG_LEVELS:
+                raise BadRequest(f"level must be one of {', '.join(LOG_LEVELS)}", code="bad_query")
+            args["level"] = level.lower()
+        send_json(resp, self.control().call("logs", args, CONTROL_TIMEOUT))
+
+
+class EventsResource:
+    auth = "user"
+
+    def __init__(self, control: ControlFactory) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        args = {"plugin": _plugin_id(plugin_id), "limit": query_int(req, "limit", 50, 1, 1000)}
+        send_json(resp, self.control().call("events", args, CONTROL_TIMEOUT))
+
+
+class KvResource:
+    """``POST /api/plugins/:id/kv`` ``{"action", "key", "value"?, "prefix"?}``."""
+
+    auth = "user"
+
+    def __init__(self, control: ControlFactory, body_limit: int) -> None:
+        self.control = control
+        self.body_limit = body_limit
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        body = read_json(req, self.body_limit)
+        action = field(body, "action")
+        if action not in KV_ACTIONS:
+            raise BadRequest(f"action must be one of {', '.join(KV_ACTIONS)}", code="bad_field")
+        args: dict[str, Any] = {"plugin": _plugin_id(plugin_id), "action": action}
+        if action == "list":
+            args["prefix"] = field(body, "prefix", required=False) or ""
+        else:
+            key = field(body, "key")
+            if not key or len(key) > 1024:
+                raise BadRequest("key must be 1-1024 characters", code="bad_field")
+            args["key"] = key
+            if action == "set":
+                args["value"] = field(body, "value")
+        send_json(resp, self.control().call("kv", args, CONTROL_TIMEOUT))
+
+
+class StatsResource:
+    auth = "user"
+
+    def __init__(self, control: ControlFactory) -> None:
+        self.control = control
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+        args = {"plugin": _plugin_id(plugin_id)}
+        send_json(resp, self.control().call("stats", args, CONTROL_TIMEOUT))

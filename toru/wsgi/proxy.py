@@ -1,0 +1,234 @@
+"""``ANY /api/plugins/route/<route>/<rest>``: forward a request to a plugin and back.
+
+What the plugin gets (documented in docs/SECURITY.md and docs/plugins/PROTOCOL.md):
+
+- ``method``; ``path`` = the raw (still percent-encoded) path below the route plus the raw
+  query string, ``/`` when empty;
+- the client's headers minus hop-by-hop headers (and any the ``Connection`` header names),
+  minus Toru's own credentials (``Authorization``, ``X-CSRF-Token``, the ``toru_session``
+  cookie; other cookies stay), minus client-supplied ``X-Forwarded-*``/``Forwarded``/
+  ``X-Toru-*``, plus ``X-Forwarded-For/Proto/Host`` computed by the trusted-proxy rules and
+  ``X-Toru-User``/``X-Toru-Role`` naming the authenticated user;
+- the body as bytes (non-UTF-8 travels base64 with ``body_encoding``, see the protocol doc).
+
+Path segments that are ``.``/``..`` or contain ``/``, ``\\``, NUL or ``%`` once decoded
+(i.e. ``%2e%2e``, ``%2f``, ``%5c``, double encoding) are refused with 400 before anything is
+forwarded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+from urllib.parse import quote, unquote
+
+import falcon
+
+from ..config import Config
+from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
+from . import metrics
+from .http import client_info, read_body
+
+PREFIX = "/api/plugins/route/"
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "proxy-connection",
+    }
+)
+# Never forwarded from the client: Toru's credentials and headers only Toru may set.
+DROP_REQUEST = frozenset(
+    {
+        "authorization",
+        "x-csrf-token",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+        "forwarded",
+        "host",
+        "content-length",
+    }
+)
+DROP_RESPONSE = frozenset({"content-length", "date", "server"})
+
+
+def _title(name: str) -> str:
+    return "-".join(p.capitalize() for p in name.split("-"))
+
+
+def _bad_segment(seg: str) -> bool:
+    decoded = unquote(seg)
+    return (
+        decoded in (".", "..")
+        or "/" in decoded
+        or "\\" in decoded
+        or "\x00" in decoded
+        or "%" in decoded
+    )
+
+
+def split_target(req: falcon.Request) -> tuple[str, str]:
+    """``(route, path)`` from the raw request target; 400 on traversal in any segment."""
+    raw = req.env.get("RAW_URI") or req.env.get("REQUEST_URI") or ""
+    if raw.startswith("/"):
+        raw_path = raw.partition("?")[0].partition("#")[0]
+    else:  # absolute-form target or a server without RAW_URI: rebuild from the decoded path
+        raw_path = quote(req.path, safe="/:@!$&'()*+,;=~-._")
+    raw_qs = req.env.get("QUERY_STRING", "")
+    if not raw_path.startswith(PREFIX):
+        raise NotFound("no such plugin route", code="route_not_found")
+    below = raw_path[len(PREFIX) :]
+    route_seg, _, rest = below.partition("/")
+    if not route_seg:
+        raise NotFound("no such plugin route", code="route_not_found")
+    for seg in [route_seg, *rest.split("/")]:
+        if _bad_segment(seg):
+            raise BadRequest(
+                "path segments must not be '.', '..' or contain encoded '/', '\\', '%' or NUL",
+                code="bad_path",
+            )
+    path = "/" + rest
+    if raw_qs:
+        path += "?" + raw_qs
+    return "/" + route_seg, path
+
+
+def forward_headers(req: falcon.Request, config: Config) -> dict[str, str]:
+    """The request headers a plugin sees (see the module docstring)."""
+    connection_named = {
+        t.strip().lower() for t in (req.get_header("Connection") or "").split(",") if t.strip()
+    }
+    out: dict[str, str] = {}
+    for name, value in req.headers.items():
+        lname = name.lower()
+        if (
+            lname in HOP_BY_HOP
+            or lname in DROP_REQUEST
+            or lname in connection_named
+            or lname.startswith("x-toru-")
+            or lname.startswith("proxy-")
+        ):
+            continue
+        if lname == "cookie":
+            kept = [
+                c.strip()
+                for c in value.split(";")
+                if c.strip() and c.strip().split("=", 1)[0].strip() != "toru_session"
+            ]
+            if not kept:
+                continue
+            value = "; ".join(kept)
+        out[_title(lname)] = value
+    info = client_info(req, frozenset(config.trusted_proxies))
+    if info.forwarded_for:
+        out["X-Forwarded-For"] = info.forwarded_for
+    out["X-Forwarded-Proto"] = info.scheme
+    out["X-Forwarded-Host"] = info.host
+    host = req.get_header("Host")
+    if host:
+        out["Host"] = host
+    user = req.context.get("user")
+    if user is not None:
+        out["X-Toru-User"] = user.username
+        out["X-Toru-Role"] = user.role
+    return out
+
+
+class RouteNames:
+    """Route -> plugin id for metric labels, refreshed from ``list`` every few seconds.
+
+    PERF: one control call per worker per ``ttl`` instead of one per request; an unknown
+    route gets the label ``_unknown`` so clients cannot create label values.
+    """
+
+    def __init__(self, control: Any, ttl: float = 5.0) -> None:
+        self.control = control
+        self.ttl = ttl
+        self._map: dict[str, str] = {}
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def plugin_for(self, route: str) -> str:
+        now = time.monotonic()
+        name = self._map.get(route)
+        stale = now - self._at > self.ttl
+        if name is not None and not stale:
+            return name
+        if stale or (name is None and now - self._at > 1.0):
+            with self._lock:
+                self._at = now
+                try:
+                    plugins = self.control().call("list", {}, 2.0)
+                    self._map = {
+                        p["route"]: p["id"]
+                        for p in plugins
+                        if isinstance(p, dict) and p.get("route") and p.get("id")
+                    }
+                except (ToruError, OSError, KeyError, TypeError):
+                    pass
+        return self._map.get(route, "_unknown")
+
+
+class PluginRouteResource:
+    auth = "user"
+
+    def __init__(self, config: Config, control: Any, names: RouteNames) -> None:
+        self.config = config
+        self.control = control
+        self.names = names
+
+    def _forward(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+        route, path = split_target(req)
+        body = read_body(req, self.config.body_limit)
+        headers = forward_headers(req, self.config)
+        plugin = self.names.plugin_for(route)
+        t0 = time.perf_counter()
+        status = 500
+        inflight = metrics.PROXY_INFLIGHT.labels(plugin)
+        inflight.inc()
+        try:
+            answer = self.control().http(route, req.method, path, headers, body)
+            status = answer.status
+        except ToruError as exc:
+            status = exc.status
+            kind = {
+                GatewayTimeout: "timeout",
+                BadGateway: "bad_response",
+            }.get(type(exc))
+            if kind is None and isinstance(exc, Unavailable):
+                kind = "unavailable"
+            if kind:
+                metrics.PROXY_ERRORS.labels(plugin, kind).inc()
+            raise
+        finally:
+            inflight.dec()
+            metrics.PROXY_DURATION.labels(plugin, f"{status // 100}xx").observe(
+                time.perf_counter() - t0
+            )
+        resp.status = answer.status
+        content_type = None
+        for name, value in (answer.headers or {}).items():
+            lname = name.lower()
+            if lname in HOP_BY_HOP or lname in DROP_RESPONSE:
+                continue
+            if lname == "content-type":
+                content_type = value
+                continue
+            resp.append_header(name, value) if lname == "set-cookie" else resp.set_header(
+                name, value
+            )
+        resp.content_type = content_type or "application/octet-stream"
+        resp.data = answer.body or b""
+
+    on_get = on_head = on_post = on_put = on_patch = on_delete = on_options = _forward

@@ -1,0 +1,40 @@
+"""``/api/users``: admin-only user management."""
+
+from __future__ import annotations
+
+import falcon
+
+from ..accounts import Accounts, validate_password, validate_role, validate_username
+from .http import field, read_json, send_json
+
+
+def _user_json(u) -> dict:
+    return {"username": u.username, "role": u.role, "created_at": u.created_at}
+
+
+class UsersResource:
+    auth = "admin"
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, [_user_json(u) for u in self.accounts.list_users()])
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, 64 * 1024)
+        username = validate_username(field(body, "username"))
+        password = validate_password(field(body, "password"))
+        role = validate_role(field(body, "role", required=False) or "user")
+        send_json(resp, _user_json(self.accounts.create_user(username, password, role)), 201)
+
+
+class UserResource:
+    auth = "admin"
+
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        self.accounts.delete_user(username)
+        send_json(resp, {"ok": True})
