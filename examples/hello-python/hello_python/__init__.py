@@ -1,0 +1,1 @@
+"""The hello-python example plugin (see plugin.py)."""

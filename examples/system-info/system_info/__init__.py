@@ -1,0 +1,1 @@
+"""The system-info example plugin (see plugin.py and probes.py)."""
