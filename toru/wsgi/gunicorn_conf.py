@@ -1,0 +1,77 @@
+"""gunicorn settings for Toru, read from the Toru config in the environment.
+
+``toru serve`` runs ``gunicorn -c <this file> toru.wsgi:application``; split mode's
+``deploy/gunicorn.conf.py`` imports everything from here and overrides what it needs.
+
+Hooks:
+- ``on_starting`` (master, once): schema migration and the first-run admin, so split mode
+  gets them too;
+- ``post_fork`` (worker): ``PR_SET_PDEATHSIG`` so a worker never outlives a killed master;
+- ``post_worker_init`` (worker): build the app before the first request arrives;
+- ``child_exit`` (master): ``mark_process_dead`` so a dead worker's live gauges vanish.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+from toru.config import load_config
+from toru.wsgi import prepare_environment
+
+_config = prepare_environment()
+
+bind = [_config.bind]
+workers = _config.workers
+worker_class = "sync"
+# NOTE: a worker busy with a slow plugin must outlive the plugin timeout (504 comes from the
+# supervisor after http_timeout), else gunicorn would kill it mid-request.
+timeout = int(_config.http_timeout + 30)
+graceful_timeout = 30
+keepalive = 2
+proc_name = "toru-web"
+errorlog = "-"
+loglevel = os.environ.get("TORU_GUNICORN_LOGLEVEL", "info")
+accesslog = os.environ.get("TORU_ACCESS_LOG") or None
+# gunicorn believes X-Forwarded-Proto only from these; keep it in line with Toru's own list.
+forwarded_allow_ips = ",".join(p for p in _config.trusted_proxies if p != "unix") or "127.0.0.1"
+limit_request_field_size = 16384
+
+
+def _set_pdeathsig(sig: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - non-Linux
+        pass
+
+
+def on_starting(server) -> None:
+    """Migrate the schema and create the first admin (split mode has no ``toru serve``)."""
+    from toru.serve import ensure_first_admin
+
+    ensure_first_admin(load_config(), quiet=bool(os.environ.get("TORU_SERVE_PARENT")))
+
+
+def post_fork(server, worker) -> None:
+    """A worker dies with its master (the master's own death is toru serve's business)."""
+    parent = os.getppid()
+    _set_pdeathsig(signal.SIGTERM)
+    if os.getppid() != parent:  # pragma: no cover - master died before the prctl
+        sys.exit(1)
+
+
+def post_worker_init(worker) -> None:
+    """Build the app now so the first request does not pay for imports and set-up."""
+    from toru import wsgi
+
+    wsgi._build()
+
+
+def child_exit(server, worker) -> None:
+    """Drop the dead worker's live-gauge files (prometheus_client multiprocess mode)."""
+    from toru.wsgi.metrics import mark_dead
+
+    mark_dead(worker.pid)
