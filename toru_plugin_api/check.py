@@ -1,0 +1,547 @@
+"""Protocol v1 conformance checker: ``toru plugin check PATH`` / ``python -m toru_plugin_api.check PATH``.
+
+Runs a plugin executable the way the host does and checks, in order: ``--metadata``, the
+socket appearing within 5 s, ``init``, a request answered with the same ``request_id``,
+pipelined requests, ``/bundle.js`` (when the plugin has a UI), the health probe, host->plugin
+``kv``, behaviour on a malformed and on an oversized frame, recovery afterwards, exit within
+5 s of ``shutdown``, and how it behaves when started by hand. A plugin written in the
+original style (one connection at a time, in-order answers, ``payload.payload``) passes.
+
+Needs no host install: standard library and ``toru_plugin_api`` only. Exit code 0 when
+nothing failed (warnings allowed), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .codec import HEADER, FrameReader, ProtocolError, encode, encode_payload
+from .messages import (
+    HttpRequest,
+    KvOp,
+    PluginMetadata,
+    http_request_message,
+    kv_request_message,
+    lifecycle_init,
+    lifecycle_shutdown,
+    parse_http_response,
+    parse_kv_result,
+    parse_message,
+)
+from .testing import KvDouble
+
+__all__ = ["Check", "PluginChecker", "cli", "main"]
+
+START_TIMEOUT = 5.0
+REPLY_TIMEOUT = 5.0
+SHORT_TIMEOUT = 2.0
+EXIT_TIMEOUT = 5.0
+
+PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+class _Abort(Exception):
+    """A check failed in a way that makes the following checks meaningless."""
+
+
+class _Conn:
+    """One blocking connection to the plugin with request_id matching."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.reader = FrameReader(self.sock)
+        self.stash: dict[str, dict[str, Any]] = {}
+        self.log: list[str] = []
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.log.append(f"-> {json.dumps(msg)[:300]}")
+        self.sock.sendall(encode(msg))
+
+    def reply(self, rid: str, timeout: float) -> dict[str, Any]:
+        """The message carrying ``rid``; raises TimeoutError, EOFError or ProtocolError."""
+        deadline = time.monotonic() + timeout
+        while rid not in self.stash:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply with request_id {rid!r} within {timeout:g} s")
+            self.sock.settimeout(left)
+            msg = self.reader.read()
+            if msg is None:
+                raise EOFError("the plugin closed the connection")
+            self.log.append(f"<- {json.dumps(msg)[:300]}")
+            self.stash[str(msg.get("request_id"))] = msg
+        return self.stash.pop(rid)
+
+    def wait_closed(self, timeout: float) -> bool:
+        """True when the peer closes the connection within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                if not self.sock.recv(65536):
+                    return True
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PluginChecker:
+    """Runs the checks against one executable; ``run()`` returns the list of ``Check``."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], verbose: bool = False, out: TextIO | None = None
+    ):
+        self.path = Path(path)
+        self.verbose = verbose
+        self.out = out or sys.stdout
+        self.results: list[Check] = []
+        self.metadata: PluginMetadata | None = None
+        self.workdir = Path(tempfile.mkdtemp(prefix="toru-chk-", dir="/tmp"))
+        self.socket_path = str(self.workdir / "p.sock")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kv = KvDouble()
+        self._rid = 0
+        self._conns: list[_Conn] = []
+
+    # ------------------------------------------------------------------ helpers
+
+    def record(self, name: str, status: str, detail: str) -> None:
+        self.results.append(Check(name, status, detail))
+        self.out.write(f"  {status:<5} {name:<18} {detail}\n")
+        self.out.flush()
+
+    def rid(self) -> str:
+        self._rid += 1
+        return f"check-{self._rid}"
+
+    def connect(self) -> _Conn:
+        c = _Conn(self.socket_path, REPLY_TIMEOUT)
+        self._conns.append(c)
+        return c
+
+    def http(
+        self, conn: _Conn, method: str, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        rid = self.rid()
+        conn.send(http_request_message(rid, HttpRequest(method, path, headers or {})))
+        return rid, conn.reply(rid, REPLY_TIMEOUT)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr_text(self) -> str:
+        try:
+            return (self.workdir / "stderr.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ checks
+
+    def check_executable(self) -> None:
+        p = self.path
+        if not p.is_file():
+            self.record("executable", FAIL, f"{p} is not a file")
+            raise _Abort
+        if not os.access(p, os.X_OK):
+            self.record("executable", FAIL, f"{p} is not executable (chmod +x)")
+            raise _Abort
+        self.record("executable", PASS, f"{p.name}, {p.stat().st_size} bytes")
+
+    def check_metadata(self) -> None:
+        t0 = time.monotonic()
+        try:
+            done = subprocess.run(
+                [str(self.path), "--metadata"],
+                capture_output=True,
+                timeout=START_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                env=_clean_env(),
+            )
+        except subprocess.TimeoutExpired:
+            self.record("metadata", FAIL, f"--metadata did not finish within {START_TIMEOUT:g} s")
+            raise _Abort from None
+        except OSError as exc:
+            self.record("metadata", FAIL, f"cannot execute: {exc}")
+            raise _Abort from None
+        if done.returncode != 0:
+            self.record(
+                "metadata",
+                FAIL,
+                f"--metadata exited with {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}",
+            )
+            raise _Abort
+        try:
+            self.metadata = PluginMetadata.from_json(json.loads(done.stdout))
+        except (ValueError, ProtocolError) as exc:
+            self.record("metadata", FAIL, f"--metadata output is not valid metadata: {exc}")
+            raise _Abort from None
+        md = self.metadata
+        self.record(
+            "metadata",
+            PASS,
+            f"{md.id} {md.version} {md.name!r}, route {md.route} ({time.monotonic() - t0:.2f} s)",
+        )
+
+    def check_start(self) -> None:
+        env = _clean_env()
+        env.update(
+            TORU_PLUGIN_SOCKET=self.socket_path,
+            TORU_PLUGIN_ID=self.metadata.id if self.metadata else "",
+            TORU_INSTANCE_ID="toru-check-instance",
+            TORU_KV_FD=str(self.kv.plugin_fd),
+        )
+        with (
+            open(self.workdir / "stderr.log", "wb") as err,
+            open(self.workdir / "stdout.log", "wb") as out,
+        ):
+            self.proc = subprocess.Popen(
+                [str(self.path)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                pass_fds=(self.kv.plugin_fd,),
+                start_new_session=True,
+            )
+        self.kv.plugin_sock.close()
+        self.kv.start()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < START_TIMEOUT:
+            if os.path.exists(self.socket_path):
+                break
+            if not self.alive():
+                self.record(
+                    "socket",
+                    FAIL,
+                    f"exited with {self.proc.returncode} before listening; stderr: {self.stderr_text()[-300:]!r}",
+                )
+                raise _Abort
+            time.sleep(0.01)
+        else:
+            self.record(
+                "socket", FAIL, f"no socket at TORU_PLUGIN_SOCKET within {START_TIMEOUT:g} s"
+            )
+            raise _Abort
+        took = time.monotonic() - t0
+        mode = stat.S_IMODE(os.stat(self.socket_path).st_mode)
+        self.record("socket", PASS, f"listening after {took:.2f} s")
+        if mode & 0o077:
+            self.record(
+                "socket mode", WARN, f"socket is mode {mode:04o}; 0600 keeps other users out"
+            )
+        else:
+            self.record("socket mode", PASS, f"{mode:04o}")
+
+    def check_requests(self) -> _Conn:
+        try:
+            conn = self.connect()
+        except OSError as exc:
+            self.record("connect", FAIL, f"cannot connect: {exc}")
+            raise _Abort from None
+        conn.send(
+            lifecycle_init(
+                "toru-check-instance", self.socket_path, str(self.workdir / "plugin.log")
+            )
+        )
+        self.record("init", PASS, "init sent (no reply expected)")
+        try:
+            rid, msg = self.http(conn, "GET", "/")
+            m = parse_message(msg)
+            if m.type != "http":
+                raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
+            resp = parse_http_response(m.payload)
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record("request", FAIL, f"GET / was not answered properly: {exc}")
+            raise _Abort from None
+        self.record("request", PASS, f"GET / answered {resp.status} with request_id {rid}")
+
+        rids = [self.rid() for _ in range(3)]
+        paths = ["/", "/toru-check-missing", "/"]
+        conn.sock.sendall(
+            b"".join(
+                encode(http_request_message(r, HttpRequest("GET", p)))
+                for r, p in zip(rids, paths, strict=True)
+            )
+        )
+        try:
+            statuses = [
+                parse_http_response(parse_message(conn.reply(r, REPLY_TIMEOUT)).payload).status
+                for r in rids
+            ]
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record(
+                "pipelining", FAIL, f"3 pipelined requests not all answered by request_id: {exc}"
+            )
+            raise _Abort from None
+        self.record("pipelining", PASS, f"3 pipelined requests answered by request_id ({statuses})")
+        return conn
+
+    def check_bundle(self, conn: _Conn) -> None:
+        try:
+            _, msg = self.http(conn, "GET", "/bundle.js")
+            resp = parse_http_response(parse_message(msg).payload)
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record("bundle", FAIL, f"GET /bundle.js not answered: {exc}")
+            raise _Abort from None
+        body = resp.body_bytes
+        if resp.status == 404:
+            self.record("bundle", SKIP, "GET /bundle.js is 404: the plugin has no UI")
+        elif resp.status != 200 or not body:
+            self.record(
+                "bundle", FAIL, f"GET /bundle.js answered {resp.status} with {len(body)} bytes"
+            )
+        elif b"ToruPlugins" not in body:
+            self.record(
+                "bundle", WARN, f"{len(body)} bytes, but it never mentions window.ToruPlugins"
+            )
+        else:
+            self.record(
+                "bundle", PASS, f"{len(body)} bytes of JavaScript registering window.ToruPlugins"
+            )
+
+    def check_probe(self, conn: _Conn) -> None:
+        try:
+            _, msg = self.http(conn, "GET", "/health", {"X-Toru-Probe": "1"})
+            resp = parse_http_response(parse_message(msg).payload)
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record("health probe", FAIL, f"GET /health (probe) not answered: {exc}")
+            raise _Abort from None
+        self.record(
+            "health probe", PASS, f"answered {resp.status} (any well-formed reply is healthy)"
+        )
+
+    def check_host_kv(self, conn: _Conn) -> None:
+        try:
+            r1, r2 = self.rid(), self.rid()
+            conn.send(kv_request_message(r1, KvOp("set", "toru-check", "ok")))
+            conn.send(kv_request_message(r2, KvOp("get", "toru-check")))
+            conn.reply(r1, SHORT_TIMEOUT)
+            value = parse_kv_result(parse_message(conn.reply(r2, SHORT_TIMEOUT)).payload)
+        except (TimeoutError, EOFError) as exc:
+            self.record("kv", WARN, f"host->plugin kv set/get not answered: {exc}")
+            return
+        except Exception as exc:
+            self.record("kv", WARN, f"host->plugin kv set/get failed: {exc}")
+            return
+        if value == "ok":
+            self.record("kv", PASS, "host->plugin kv set then get returned the value")
+        else:
+            self.record("kv", WARN, f"kv get after set returned {value!r}")
+
+    def _bad_input(self, name: str, data: bytes) -> None:
+        try:
+            conn = self.connect()
+            conn.sock.sendall(data)
+        except OSError as exc:
+            self.record(name, FAIL, f"could not connect to send it: {exc}")
+            raise _Abort from None
+        closed = conn.wait_closed(SHORT_TIMEOUT)
+        conn.close()
+        time.sleep(0.05)
+        if not self.alive():
+            self.record(
+                name,
+                FAIL,
+                f"the plugin died (exit {self.proc.returncode}); it must close the connection and go on",
+            )
+            raise _Abort
+        if closed:
+            self.record(name, PASS, "connection closed, plugin still running")
+        else:
+            self.record(
+                name,
+                WARN,
+                f"plugin still running but kept the connection open for {SHORT_TIMEOUT:g} s",
+            )
+
+    def check_bad_frames(self) -> None:
+        self._bad_input("malformed frame", encode_payload(b'{"type": "http", not json'))
+        self._bad_input("oversized frame", HEADER.pack(0xFFFFFFF0) + b"{}")
+
+    def check_recovery(self) -> _Conn:
+        try:
+            conn = self.connect()
+            _, msg = self.http(conn, "GET", "/")
+            parse_http_response(parse_message(msg).payload)
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record("recovery", FAIL, f"no answer on a new connection after bad input: {exc}")
+            raise _Abort from None
+        self.record("recovery", PASS, "a new connection is served after the bad frames")
+        return conn
+
+    def check_shutdown(self, conn: _Conn) -> None:
+        conn.send(lifecycle_shutdown())
+        t0 = time.monotonic()
+        try:
+            code = self.proc.wait(EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.record("shutdown", FAIL, f"still running {EXIT_TIMEOUT:g} s after shutdown")
+            return
+        took = time.monotonic() - t0
+        if code == 0:
+            self.record("shutdown", PASS, f"exited 0 after {took:.2f} s")
+        else:
+            self.record("shutdown", WARN, f"exited with {code} after {took:.2f} s (0 expected)")
+        if os.path.exists(self.socket_path):
+            self.record("cleanup", WARN, "left its socket file behind")
+
+    def check_logs(self) -> None:
+        lines = [ln for ln in self.stderr_text().splitlines() if ln.strip()]
+        structured = 0
+        for ln in lines:
+            with contextlib.suppress(ValueError):
+                obj = json.loads(ln)
+                if isinstance(obj, dict) and "level" in obj and "message" in obj:
+                    structured += 1
+        if not lines:
+            self.record("logs", PASS, "nothing on stderr")
+        elif structured == len(lines):
+            self.record("logs", PASS, f"{structured} structured JSON log lines")
+        else:
+            self.record(
+                "logs",
+                WARN,
+                f"{len(lines) - structured} of {len(lines)} stderr lines are not JSON logs (kept as warn)",
+            )
+
+    def check_manual_start(self) -> None:
+        try:
+            done = subprocess.run(
+                [str(self.path)],
+                capture_output=True,
+                timeout=START_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+                env=_clean_env(),
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired:
+            self.record(
+                "started by hand",
+                WARN,
+                "without TORU_PLUGIN_SOCKET it hangs instead of explaining and exiting",
+            )
+            return
+        if done.returncode != 0 and done.stderr.strip():
+            self.record(
+                "started by hand",
+                PASS,
+                f"explains and exits {done.returncode} without TORU_PLUGIN_SOCKET",
+            )
+        else:
+            self.record(
+                "started by hand",
+                WARN,
+                f"without TORU_PLUGIN_SOCKET it exits {done.returncode} and says nothing on stderr",
+            )
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self) -> list[Check]:
+        self.out.write(f"Checking {self.path}\n")
+        try:
+            self.check_executable()
+            self.check_metadata()
+            self.check_start()
+            conn = self.check_requests()
+            self.check_bundle(conn)
+            self.check_probe(conn)
+            self.check_host_kv(conn)
+            conn.close()  # an original-style plugin serves one connection at a time
+            self.check_bad_frames()
+            conn = self.check_recovery()
+            self.check_shutdown(conn)
+            self.check_logs()
+            self.check_manual_start()
+        except _Abort:
+            pass
+        finally:
+            self.cleanup()
+        if self.verbose:
+            self.out.write(
+                "\n--- plugin stderr ---\n" + (self.stderr_text()[-4000:] or "(empty)\n")
+            )
+            for i, c in enumerate(self._conns):
+                self.out.write(f"--- connection {i + 1} ---\n" + "\n".join(c.log) + "\n")
+        failed = sum(1 for c in self.results if c.status == FAIL)
+        warned = sum(1 for c in self.results if c.status == WARN)
+        passed = sum(1 for c in self.results if c.status == PASS)
+        verdict = "FAIL" if failed else "PASS"
+        self.out.write(
+            f"Result: {verdict} ({passed} checks passed, {failed} failed, {warned} warnings)\n"
+        )
+        return self.results
+
+    def cleanup(self) -> None:
+        for c in self._conns:
+            c.close()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.kv.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and not any(c.status == FAIL for c in self.results)
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for k in ("TORU_PLUGIN_SOCKET", "TORU_KV_FD", "TORU_PLUGIN_ID", "TORU_INSTANCE_ID"):
+        env.pop(k, None)
+    return env
+
+
+def check(path: str | os.PathLike[str], verbose: bool = False, out: TextIO | None = None) -> bool:
+    """Run every check on ``path``, print the report, return True when nothing failed."""
+    checker = PluginChecker(path, verbose, out)
+    checker.run()
+    return checker.ok
+
+
+def cli(args: argparse.Namespace) -> int:
+    """``toru plugin check PATH [-v]``."""
+    return 0 if check(args.path, args.verbose) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m toru_plugin_api.check",
+        description="Check a Toru plugin executable against protocol v1.",
+    )
+    parser.add_argument("path")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    return cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
