@@ -1,0 +1,99 @@
+"""``python -m benchmarks --smoke | --quick | --full [--target URL --token T] [--out DIR]``.
+
+See benchmarks/README.md for what each scenario measures and how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from .runner import ROOT, BenchmarkRun, preset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="Benchmarks of Toru's proxy path."
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--smoke",
+        action="store_const",
+        dest="mode",
+        const="smoke",
+        help="a few seconds, every scenario once (for the test suite)",
+    )
+    mode.add_argument(
+        "--quick",
+        action="store_const",
+        dest="mode",
+        const="quick",
+        help="3 runs x 3 s per scenario (default)",
+    )
+    mode.add_argument(
+        "--full",
+        action="store_const",
+        dest="mode",
+        const="full",
+        help="5 runs x 10 s, plus scale tables and the 1,000,000-request leak check",
+    )
+    p.add_argument(
+        "--target", metavar="URL", help="run the HTTP scenarios against an existing installation"
+    )
+    p.add_argument("--token", metavar="T", help="API token for --target (toru user token NAME)")
+    p.add_argument("--sdk-path", help="path of the SDK-plugin scenario on --target")
+    p.add_argument("--raw-path", help="path of the raw-plugin scenario on --target")
+    p.add_argument("--out", type=Path, help="output directory (default build/bench/<mode>-<time>)")
+    p.add_argument("--runs", type=int, help="runs per scenario (override the mode's)")
+    p.add_argument("--duration", type=float, help="seconds per HTTP run (override)")
+    p.add_argument("--connections", type=int, help="wrk connections of the main scenarios (16)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="gunicorn workers for Toru and the baseline (default: toru serve's)",
+    )
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="add the scale tables (concurrency, body size, plugin count)",
+    )
+    p.add_argument(
+        "--leak", type=int, metavar="N", help="leak check with N requests through the supervisor"
+    )
+    p.add_argument("--no-nginx", action="store_true", help="skip scenario (f)")
+    p.set_defaults(mode="quick")
+    return p  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.target and not args.token:
+        print("--target needs --token (an API token: toru user token NAME)", file=sys.stderr)
+        return 2
+    o = preset(args.mode)
+    o.target, o.token = args.target, args.token
+    for name in ("sdk_path", "raw_path", "runs", "duration", "connections", "workers"):
+        v = getattr(args, name)
+        if v is not None:
+            setattr(o, name, v)
+    if args.scale:
+        o.scale = True
+    if args.leak is not None:
+        o.leak_requests = args.leak
+    o.nginx = not args.no_nginx
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or ROOT / "build" / "bench" / f"{o.mode}-{stamp}"
+    doc = BenchmarkRun(o).run()
+    from .report import markdown, write_all
+
+    paths = write_all(doc, out)
+    print(markdown(doc))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

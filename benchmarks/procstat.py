@@ -1,0 +1,103 @@
+"""CPU time and memory of a process tree from /proc (Linux), without psutil.
+
+CPU per request is measured as the growth of utime+stime of every process under a root
+(the server's master, its workers, the supervisor, the plugins) across one load run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return rest  # rest[0] is field 3 (state)
+
+
+def _ppid_map() -> dict[int, int]:
+    out: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            f = _stat_fields(int(entry))
+            if f is not None:
+                out[int(entry)] = int(f[1])
+    return out
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _ppid_map().items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of one process in clock ticks (None when it is gone)."""
+    f = _stat_fields(pid)
+    if f is None:
+        return None
+    return int(f[11]) + int(f[12])  # fields 14 and 15
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of one process."""
+    f = _stat_fields(pid)
+    if f is None:
+        return None
+    return int(f[21]) * _PAGE  # field 24
+
+
+def cmdline(pid: int) -> str:
+    """The process's command line, for picking the supervisor out of a tree."""
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+class CpuMeter:
+    """CPU seconds used by the trees under some roots between ``start()`` and ``stop()``.
+
+    Processes that appear during the run count in full; processes that die during it lose
+    their last interval (servers under test do not fork per request, so this stays exact).
+    """
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self._before: dict[int, int] = {}
+
+    def _snapshot(self) -> dict[int, int]:
+        snap: dict[int, int] = {}
+        for root in self.roots:
+            for pid in descendants(root):
+                t = cpu_ticks(pid)
+                if t is not None:
+                    snap[pid] = t
+        return snap
+
+    def start(self) -> None:
+        """Remember the current counters."""
+        self._before = self._snapshot()
+
+    def stop(self) -> float:
+        """CPU seconds since ``start()``."""
+        after = self._snapshot()
+        ticks = sum(t - self._before.get(pid, 0) for pid, t in after.items())
+        return max(0, ticks) / _TICKS

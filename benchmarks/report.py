@@ -1,0 +1,150 @@
+"""Write a run's results: ``results.json`` (the stable format), ``results.md``, ``results.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+GROUP_TITLES = {
+    "core": "Scenarios (a)-(f)",
+    "scale_concurrency": "Throughput and p99 against concurrency",
+    "scale_body": "Throughput and p99 against body size",
+    "scale_plugins": "Throughput against the number of enabled plugins",
+}
+
+
+def _rng(s: dict[str, Any] | None, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    if not s:
+        return "-"
+    med, lo, hi = (s[k] / scale for k in ("median", "min", "max"))
+    if s.get("n", 1) <= 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(lo)}-{fmt.format(hi)})"
+
+
+def scenario_table(scenarios: list[dict[str, Any]]) -> str:
+    """Markdown table: median (min-max) of every metric."""
+    rows = [
+        "| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU µs/req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sc in scenarios:
+        if sc.get("error") and not sc.get("rps"):
+            rows.append(
+                f"| {sc['label']} | {sc['connections']} | failed: {sc['error'][:80]} | | | | | |"
+            )
+            continue
+        rows.append(
+            f"| {sc['label']} | {sc['connections']} | {_rng(sc['rps'])} | "
+            f"{_rng(sc['p50_us'], 1000, '{:.2f}')} | {_rng(sc['p99_us'], 1000, '{:.2f}')} | "
+            f"{_rng(sc['max_us'], 1000, '{:.1f}')} | {_rng(sc['cpu_us_per_request'])} | {sc['errors']} |"
+        )
+    return "\n".join(rows)
+
+
+def targets_table(targets: list[dict[str, Any]]) -> str:
+    """Markdown table of the issue's targets."""
+    rows = ["| target | value | threshold | met | other form |", "|---|---:|---:|:---:|---|"]
+    for t in targets:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        val = "-" if t["value"] is None else f"{t['value']:,.2f} {t['unit']}"
+        rows.append(
+            f"| {t['text']} | {val} | {t['op']} {t['threshold']:,} {t['unit']} | {met} | {t['detail']} |"
+        )
+    return "\n".join(rows)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The whole run as Markdown."""
+    m, c = doc["machine"], doc["config"]
+    parts = [
+        f"# Toru benchmark ({doc['mode']}) — {doc['started_at']}",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_mb']} MB, Linux {m['kernel']}, "
+        f"Python {m['python']}  ",
+        f"Server: gunicorn {c['workers']} `{c['worker_class']}` workers; wrk 1 thread; "
+        f"{c['runs']} interleaved runs of {c['duration_s']:g} s (socket scenarios {c['socket_duration_s']:g} s); "
+        "cells are median (min-max) over runs.",
+        "",
+    ]
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for sc in doc["scenarios"].values():
+        by_group.setdefault(sc.get("group", "core"), []).append(sc)
+    for group, title in GROUP_TITLES.items():
+        if group in by_group:
+            parts += [f"## {title}", "", scenario_table(by_group[group]), ""]
+    parts += ["## Targets (issue 6)", "", targets_table(doc["targets"]), ""]
+    leak = doc.get("leak")
+    if leak:
+        parts += ["## Leak check (supervisor RSS)", "", "| requests | RSS MB |", "|---:|---:|"]
+        for s in leak["samples"]:
+            rss = s.get("rss_bytes")
+            parts.append(
+                f"| {s['requests']:,} | {rss / 1e6:.1f} |" if rss else f"| {s['requests']:,} | - |"
+            )
+        parts.append("")
+    return "\n".join(parts)
+
+
+def chart(doc: dict[str, Any], path: Path) -> bool:
+    """A PNG: requests/s (with min-max bars) and p50/p99 latency of the core scenarios.
+
+    Returns False (and writes nothing) when matplotlib is not installed (``pip install
+    '.[bench]'``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    core = [s for s in doc["scenarios"].values() if s.get("group") == "core" and s.get("rps")]
+    if not core:
+        return False
+    labels = [s["id"] for s in core]
+    rps = [s["rps"]["median"] for s in core]
+    err = [
+        [s["rps"]["median"] - s["rps"]["min"] for s in core],
+        [s["rps"]["max"] - s["rps"]["median"] for s in core],
+    ]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+    colors = [
+        "#888888" if s["id"].startswith("a_") else "#3b78c2" if s["kind"] == "http" else "#d08a2b"
+        for s in core
+    ]
+    ax1.barh(labels, rps, xerr=err, color=colors)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("requests/s (median, min-max; log scale)")
+    ax1.invert_yaxis()
+    p50 = [s["p50_us"]["median"] / 1000 for s in core]
+    p99 = [s["p99_us"]["median"] / 1000 for s in core]
+    y = range(len(core))
+    ax2.barh([i - 0.2 for i in y], p50, height=0.4, label="p50", color="#3b78c2")
+    ax2.barh([i + 0.2 for i in y], p99, height=0.4, label="p99", color="#c24a3b")
+    ax2.set_yticks(list(y), labels)
+    ax2.set_xscale("log")
+    ax2.set_xlabel("latency ms (median over runs; log scale)")
+    ax2.invert_yaxis()
+    ax2.legend()
+    fig.suptitle(
+        f"Toru proxy path — {doc['mode']} run {doc['started_at']} ({doc['machine']['cpus']} CPUs)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_all(doc: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write JSON, Markdown and (if matplotlib is there) PNG into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    paths["json"].write_text(json.dumps(doc, indent=2) + "\n")
+    paths["markdown"].write_text(markdown(doc))
+    png = out / "results.png"
+    if chart(doc, png):
+        paths["png"] = png
+    return paths

@@ -1,0 +1,484 @@
+"""One benchmark run: start what is measured, run every scenario several times, summarise.
+
+Runs are interleaved (run 1 of every scenario, then run 2 of every scenario, ...), so slow
+drift of a shared machine hits all scenarios alike and ratios within one run stay fair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import socket_bench as sb
+from .plugins.build import build_bench_plugin
+from .procstat import cmdline, descendants, rss_bytes
+from .scenarios import Scenario, http_scenario, socket_scenario
+from .stack import ROOT, BaselineServer, NginxFront, ToruStack
+
+SCHEMA = "toru-bench/1"
+SDK_ID = "bench-sdk"
+RAW_ID = "raw-python"
+SDK_PATH = f"/api/plugins/route/{SDK_ID}/json"
+RAW_PATH = "/api/plugins/route/raw/"
+
+
+@dataclass
+class Options:
+    """What to run; ``preset()`` fills these from ``--smoke/--quick/--full``."""
+
+    mode: str = "quick"
+    runs: int = 3
+    duration: float = 3.0
+    socket_duration: float = 2.0
+    connections: int = 16
+    workers: int | None = None  # default: toru serve's default (2 x cores)
+    scale: bool = False
+    scale_concurrency: tuple[int, ...] = (1, 16, 64, 256)
+    scale_plugins: tuple[int, ...] = (1, 10, 50)
+    scale_sizes: tuple[int, ...] = (100, 10_240, 1_048_576)
+    leak_requests: int = 0
+    nginx: bool = True
+    target: str | None = None
+    token: str | None = None
+    sdk_path: str = SDK_PATH
+    raw_path: str = RAW_PATH
+    out: Path | None = None
+    progress: Callable[[str], None] = field(
+        default=lambda msg: print(msg, file=sys.stderr, flush=True)
+    )
+
+
+def preset(mode: str) -> Options:
+    """The options of a named mode."""
+    if mode == "smoke":
+        return Options(mode="smoke", runs=1, duration=1.0, socket_duration=0.3)
+    if mode == "full":
+        return Options(
+            mode="full",
+            runs=5,
+            duration=10.0,
+            socket_duration=5.0,
+            scale=True,
+            leak_requests=1_000_000,
+        )
+    return Options(mode="quick")
+
+
+def toru_worker_settings(workers: int | None) -> tuple[int, str]:
+    """The worker count and class ``toru serve`` uses by default (read, not duplicated)."""
+    from toru.config import load_config
+
+    n = workers or load_config(None, {}).workers or 2 * (os.cpu_count() or 1)
+    worker_class = "sync"
+    conf = ROOT / "toru" / "wsgi" / "gunicorn_conf.py"
+    with contextlib.suppress(OSError):
+        m = re.search(r'^worker_class\s*=\s*"(\w+)"', conf.read_text(), re.M)
+        if m:
+            worker_class = m.group(1)
+    return int(n), worker_class
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers come from."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_mb": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def supervisor_pid(toru_pid: int) -> int | None:
+    """The ``toru supervisor`` process under a ``toru serve`` (by command line)."""
+    for pid in descendants(toru_pid):
+        if pid != toru_pid and "supervisor" in cmdline(pid) and "gunicorn" not in cmdline(pid):
+            return pid
+    return None
+
+
+def _short_tmp(prefix: str) -> Path:
+    # NOTE: Unix socket paths are limited to 107 bytes; keep the run directory short.
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class BenchmarkRun:
+    """Everything one ``python -m benchmarks`` invocation starts, measures and stops."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.say = opts.progress
+        self.workdir = _short_tmp("tb-")
+        self.stack = contextlib.ExitStack()
+        self.scenarios: list[Scenario] = []
+        self.extra: dict[str, Any] = {}
+        self.workers, self.worker_class = toru_worker_settings(opts.workers)
+        self.started = dt.datetime.now(dt.UTC)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _start(self, what: str, obj: Any) -> Any:
+        t0 = time.monotonic()
+        self.say(f"starting {what} ...")
+        self.stack.callback(obj.stop)
+        obj.start()
+        self.say(f"  {what} up in {time.monotonic() - t0:.1f}s")
+        return obj
+
+    def build_plugins(self, count: int = 1) -> dict[str, Path]:
+        """The SDK benchmark plugin (``count`` copies) and the raw example."""
+        sys.path.insert(0, str(ROOT / "examples"))
+        out = self.workdir / f"plugins-{count}"
+        ids = [SDK_ID] + [f"{SDK_ID}-{i:02d}" for i in range(2, count + 1)]
+        built = build_bench_plugin(out, ids)
+        raw = out / f"{RAW_ID}.binary"
+        shutil.copyfile(ROOT / "examples" / "raw-python" / "plugin.py", raw)
+        raw.chmod(0o755)
+        built[RAW_ID] = raw
+        return built
+
+    def start_toru(self, name: str, plugins: dict[str, Path], bind: str | None = None) -> ToruStack:
+        home = self.workdir / name
+        toru = ToruStack(home, list(plugins.values()), list(plugins), self.workers, bind=bind)
+        self._start(f"toru serve ({name}, {len(plugins)} plugins)", toru)
+        toru.wait_route(SDK_PATH)
+        return toru
+
+    # ------------------------------------------------------------------ scenarios
+
+    def local_scenarios(self) -> None:
+        """(a)-(f) against servers this run starts."""
+        o = self.opts
+        plugins = self.build_plugins()
+        baseline = self._start(
+            f"baseline gunicorn ({self.workers} {self.worker_class} workers)",
+            BaselineServer(self.workdir / "baseline", self.workers, self.worker_class),
+        )
+        toru = self.start_toru("h1", plugins)
+        toru.wait_route(RAW_PATH)
+        self.toru = toru
+        floor = self._start(
+            "benchmark plugin alone (floor)", sb.StandalonePlugin(plugins[SDK_ID], self.workdir)
+        )
+
+        def b_roots() -> list[int]:
+            return [toru.pid]
+
+        base = lambda: [baseline.pid]  # noqa: E731
+        c = o.connections
+        self.scenarios += [
+            http_scenario("a_baseline", f"(a) gunicorn+Falcon direct, {c} conns", baseline.url + SDK_PATH, connections=c, cpu_roots=base),
+            http_scenario("b_toru_sdk", f"(b) Toru -> SDK plugin, {c} conns", toru.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
+            http_scenario("c_toru_raw", f"(c) Toru -> raw plugin, {c} conns", toru.url + RAW_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
+            http_scenario("a_baseline_c1", "(a) direct, 1 conn", baseline.url + SDK_PATH, connections=1, cpu_roots=base),
+            http_scenario("b_toru_sdk_c1", "(b) Toru -> SDK, 1 conn", toru.url + SDK_PATH, connections=1, token=toru.token, cpu_roots=b_roots),
+            http_scenario("b_toru_sdk_c64", "(b) Toru -> SDK, 64 conns", toru.url + SDK_PATH, connections=64, token=toru.token, cpu_roots=b_roots),
+        ]  # fmt: skip
+        if o.nginx:
+            self.scenarios.append(self._nginx_scenario(plugins))
+        self.scenarios += self._socket_scenarios(toru, floor)
+
+    def _nginx_scenario(self, plugins: dict[str, Path]) -> Scenario:
+        sock = str(self.workdir / "web.sock")
+        toru2 = self.start_toru("h2", {SDK_ID: plugins[SDK_ID]}, bind=f"unix:{sock}")
+        nginx = self._start("nginx in front (Unix socket upstream)", NginxFront(self.workdir, sock))
+        return http_scenario(
+            "f_nginx_sdk",
+            f"(f) nginx -> Toru (unix) -> SDK, {self.opts.connections} conns",
+            nginx.url + SDK_PATH,
+            connections=self.opts.connections,
+            token=toru2.token,
+            cpu_roots=lambda: [nginx.pid, toru2.pid],
+        )
+
+    def _socket_scenarios(self, toru: ToruStack, floor: sb.StandalonePlugin) -> list[Scenario]:
+        control = str(toru.home / "run" / "supervisor.sock")
+        route = "/" + SDK_ID
+        conns: dict[str, socket.socket] = {}
+
+        def floor_run(inflight: int) -> Callable[[float], sb.SocketRun]:
+            def run(duration: float) -> sb.SocketRun:
+                if "floor" not in conns:
+                    conns["floor"] = floor.connect()
+                    self.stack.callback(conns["floor"].close)
+                return sb.pipelined_run(
+                    conns["floor"], sb.plugin_frame(), sb.plugin_reply_id, sb.plugin_reply_ok,
+                    inflight=inflight, duration=duration,
+                )  # fmt: skip
+
+            return run
+
+        def hop_run(inflight: int) -> Callable[[float], sb.SocketRun]:
+            def run(duration: float) -> sb.SocketRun:
+                if "hop" not in conns:
+                    conns["hop"] = sb.connect_unix(control)
+                    self.stack.callback(conns["hop"].close)
+                return sb.pipelined_run(
+                    conns["hop"], sb.control_frame(route), sb.control_reply_id, sb.control_reply_ok,
+                    inflight=inflight, duration=duration,
+                )  # fmt: skip
+
+            return run
+
+        def client_run(duration: float) -> sb.SocketRun:
+            return sb.worker_client_run(control, route, duration)
+
+        floor_roots = lambda: [floor.pid]  # noqa: E731
+        toru_roots = lambda: [toru.pid]  # noqa: E731
+        return [
+            socket_scenario("d_floor_seq", "(d) plugin socket direct, sequential", floor_run(1), inflight=1, cpu_roots=floor_roots),
+            socket_scenario("d_floor_32", "(d) plugin socket direct, 32 in flight", floor_run(32), inflight=32, cpu_roots=floor_roots),
+            socket_scenario("e_hop_seq", "(e) supervisor hop, sequential", hop_run(1), inflight=1, cpu_roots=toru_roots),
+            socket_scenario("e_hop_32", "(e) supervisor hop, 32 in flight", hop_run(32), inflight=32, cpu_roots=toru_roots),
+            socket_scenario("e_client_seq", "(e) supervisor hop via ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
+        ]  # fmt: skip
+
+    def target_scenarios(self) -> None:
+        """HTTP scenarios against an existing installation (``--target URL --token T``)."""
+        o = self.opts
+        base = o.target.rstrip("/")
+        c = o.connections
+        self.scenarios += [
+            http_scenario("b_toru_sdk", f"(b) target {o.sdk_path}, {c} conns", base + o.sdk_path, connections=c, token=o.token),
+            http_scenario("c_toru_raw", f"(c) target {o.raw_path}, {c} conns", base + o.raw_path, connections=c, token=o.token),
+            http_scenario("b_toru_sdk_c1", f"(b) target {o.sdk_path}, 1 conn", base + o.sdk_path, connections=1, token=o.token),
+            http_scenario("b_toru_sdk_c64", f"(b) target {o.sdk_path}, 64 conns", base + o.sdk_path, connections=64, token=o.token),
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------------ measuring
+
+    def measure(self, scenarios: list[Scenario], runs: int) -> None:
+        """Interleaved runs of ``scenarios``, with a progress line per run."""
+        total = runs * len(scenarios)
+        k = 0
+        for i in range(runs):
+            for sc in scenarios:
+                k += 1
+                if sc.error:
+                    continue
+                dur = self.opts.duration if sc.kind == "http" else self.opts.socket_duration
+                try:
+                    r = sc.run_once(dur)
+                except Exception as exc:  # recorded in the JSON; the run goes on
+                    sc.error = f"{type(exc).__name__}: {exc}"
+                    self.say(f"[{k:3d}/{total}] {sc.id:<22} FAILED: {sc.error}")
+                    continue
+                cpu = r.get("cpu_us_per_request")
+                cpu_s = f"  cpu {cpu:6.0f} us/req" if cpu is not None else ""
+                err = f"  errors {r['errors']}" if r.get("errors") else ""
+                self.say(
+                    f"[{k:3d}/{total}] {sc.id:<22} run {i + 1}/{runs} {r['rps']:9.0f} req/s"
+                    f"  p50 {r['p50_us'] / 1000:7.2f} ms  p99 {r['p99_us'] / 1000:7.2f} ms{cpu_s}{err}"
+                )
+
+    # ------------------------------------------------------------------ scale + leak
+
+    def scale_scenarios(
+        self, baseline_url: str, toru: ToruStack, baseline_pid: int
+    ) -> list[Scenario]:
+        """Concurrency and body-size tables (same servers as the core scenarios)."""
+        o = self.opts
+        out: list[Scenario] = []
+        for c in o.scale_concurrency:
+            out.append(
+                http_scenario(
+                    f"scale_conc_a_c{c}",
+                    f"(a) direct, {c} conns",
+                    baseline_url + SDK_PATH,
+                    connections=c,
+                    cpu_roots=lambda: [baseline_pid],
+                    group="scale_concurrency",
+                    params={"variant": "a", "concurrency": c},
+                )
+            )
+            out.append(
+                http_scenario(
+                    f"scale_conc_b_c{c}",
+                    f"(b) Toru -> SDK, {c} conns",
+                    toru.url + SDK_PATH,
+                    connections=c,
+                    token=toru.token,
+                    cpu_roots=lambda: [toru.pid],
+                    group="scale_concurrency",
+                    params={"variant": "b", "concurrency": c},
+                )
+            )
+        for size in o.scale_sizes:
+            path = f"/api/plugins/route/{SDK_ID}/size/{size}"
+            out.append(
+                http_scenario(
+                    f"scale_body_a_{size}",
+                    f"(a) direct, {size} B body",
+                    baseline_url + path,
+                    connections=o.connections,
+                    cpu_roots=lambda: [baseline_pid],
+                    group="scale_body",
+                    params={"variant": "a", "body_bytes": size},
+                )
+            )
+            out.append(
+                http_scenario(
+                    f"scale_body_b_{size}",
+                    f"(b) Toru -> SDK, {size} B body",
+                    toru.url + path,
+                    connections=o.connections,
+                    token=toru.token,
+                    cpu_roots=lambda: [toru.pid],
+                    group="scale_body",
+                    params={"variant": "b", "body_bytes": size},
+                )
+            )
+        return out  # fmt: skip
+
+    def plugin_count_scale(self) -> list[Scenario]:
+        """(b) with 1, 10, 50 enabled plugins: a fresh Toru per count, one at a time."""
+        out: list[Scenario] = []
+        for n in self.opts.scale_plugins:
+            plugins = self.build_plugins(n)
+            plugins.pop(RAW_ID)
+            toru = ToruStack(
+                self.workdir / f"n{n}", list(plugins.values()), list(plugins), self.workers
+            )
+            self.say(f"starting toru serve with {n} enabled plugins ...")
+            try:
+                toru.start(timeout=120)
+                toru.wait_route(SDK_PATH, timeout=120)
+                for pid in plugins:  # every plugin must be up, else this measures start-up
+                    toru.wait_route(f"/api/plugins/route/{pid}/json", timeout=120)
+                sc = http_scenario(f"scale_plugins_b_{n}", f"(b) Toru -> SDK with {n} plugins enabled", toru.url + SDK_PATH, connections=self.opts.connections, token=toru.token, cpu_roots=lambda t=toru: [t.pid], group="scale_plugins", params={"variant": "b", "plugins": n})  # fmt: skip
+                self.measure([sc], self.opts.runs)
+                out.append(sc)
+            finally:
+                toru.stop()
+        return out
+
+    def leak_check(self, toru: ToruStack, total: int) -> dict[str, Any]:
+        """Supervisor RSS while ``total`` requests go through the hop (32 in flight)."""
+        sup = supervisor_pid(toru.pid)
+        control = str(toru.home / "run" / "supervisor.sock")
+        frame = sb.control_frame("/" + SDK_ID)
+        samples: list[dict[str, Any]] = []
+        done = 0
+        step = max(1, total // 10)
+        self.say(f"leak check: {total} requests through the supervisor, RSS of pid {sup} ...")
+        sock = sb.connect_unix(control)
+        try:
+            samples.append({"requests": 0, "rss_bytes": rss_bytes(sup) if sup else None})
+            while done < total:
+                r = sb.pipelined_run(
+                    sock,
+                    frame,
+                    sb.control_reply_id,
+                    sb.control_reply_ok,
+                    inflight=32,
+                    duration=3600,
+                    warmup=0,
+                    limit=min(step, total - done),
+                )
+                done += r.requests
+                samples.append(
+                    {
+                        "requests": done,
+                        "rss_bytes": rss_bytes(sup) if sup else None,
+                        "rps": round(r.rps, 1),
+                    }
+                )
+                self.say(
+                    f"  {done:>9} requests  supervisor RSS {samples[-1]['rss_bytes'] / 1e6 if sup else 0:.1f} MB"
+                )
+        finally:
+            sock.close()
+        rss = [s["rss_bytes"] for s in samples if s["rss_bytes"]]
+        # Growth is judged after the first tenth (caches, allocator pools warm up first).
+        growth = (rss[-1] - rss[1]) if len(rss) > 2 else None
+        return {
+            "supervisor_pid": sup,
+            "requests": done,
+            "samples": samples,
+            "rss_growth_bytes_after_warmup": growth,
+        }
+
+    # ------------------------------------------------------------------ the whole run
+
+    def run(self) -> dict[str, Any]:
+        """Start, measure, stop; returns the result document."""
+        o = self.opts
+        try:
+            if o.target:
+                self.target_scenarios()
+            else:
+                self.local_scenarios()
+            self.say(f"measuring {len(self.scenarios)} scenarios x {o.runs} runs ...")
+            self.measure(self.scenarios, o.runs)
+            if o.scale and not o.target:
+                baseline = next(s for s in self.scenarios if s.id == "a_baseline")
+                scale = self.scale_scenarios(
+                    baseline.params["url"].rsplit(SDK_PATH, 1)[0], self.toru, self._baseline_pid()
+                )
+                self.say(f"scale: {len(scale)} scenarios x {o.runs} runs ...")
+                self.measure(scale, o.runs)
+                self.scenarios += scale
+            if o.leak_requests and not o.target:
+                self.extra["leak"] = self.leak_check(self.toru, o.leak_requests)
+            if o.scale and not o.target:
+                self.stack.close()  # free the cores before starting 50 plugins
+                self.scenarios += self.plugin_count_scale()
+        finally:
+            self.stack.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.document()
+
+    def _baseline_pid(self) -> int:
+        sc = next(s for s in self.scenarios if s.id == "a_baseline")
+        return sc.cpu_roots()[0]
+
+    def document(self) -> dict[str, Any]:
+        """The result JSON (schema ``toru-bench/1``)."""
+        from .targets import evaluate
+
+        o = self.opts
+        scen = {s.id: s.summary() for s in self.scenarios}
+        doc: dict[str, Any] = {
+            "schema": SCHEMA,
+            "mode": o.mode,
+            "started_at": self.started.isoformat(timespec="seconds"),
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+            "machine": machine_info(),
+            "config": {
+                "runs": o.runs,
+                "duration_s": o.duration,
+                "socket_duration_s": o.socket_duration,
+                "connections": o.connections,
+                "workers": self.workers,
+                "worker_class": self.worker_class,
+                "target": o.target,
+                "wrk_threads": 1,
+            },
+            "scenarios": scen,
+            "leak": self.extra.get("leak"),
+        }
+        doc["targets"] = evaluate(doc)
+        return doc
