@@ -1,0 +1,175 @@
+"""Helpers for the supervisor tests: test-plugin binaries, a supervisor subprocess, polling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from toru.supervisor.client import ControlClient
+
+ROOT = Path(__file__).resolve().parents[2]
+MISBEHAVE = Path(__file__).resolve().parent / "plugins" / "misbehave.py"
+
+# Small numbers so the whole directory stays fast; every test can override.
+FAST_ENV = {
+    "TORU_RESTART_BACKOFF": "0.1,0.2",
+    "TORU_MAX_FAILURES": "10",
+    "TORU_SHUTDOWN_GRACE": "1",
+    "TORU_HEALTH_INTERVAL": "0.3",
+    "TORU_HEALTH_TIMEOUT": "0.5",
+    "TORU_RESCAN_INTERVAL": "0.3",
+    "TORU_HTTP_TIMEOUT": "5",
+    "TORU_SUPERVISOR_QUIET": "1",
+}
+
+
+def make_plugin(plugins_dir: Path, plugin_id: str, mode: str = "good", name: str | None = None) -> Path:
+    """Write ``<name or id>.binary`` running misbehave.py in ``mode`` as plugin ``plugin_id``."""
+    plugins_dir.mkdir(parents=True, exist_ok=True)
+    path = plugins_dir / f"{name or plugin_id}.binary"
+    path.write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -I "{MISBEHAVE}" {mode} {plugin_id} "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``pred`` until truthy; the value, or AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def enable_on_disk(home: Path, *ids: str) -> None:
+    state = home / "plugins" / ".metadata" / "config.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(state.read_text()) if state.exists() else {"version": 1, "plugins": {}}
+    for i in ids:
+        data["plugins"][i] = {"enabled": True}
+    state.write_text(json.dumps(data))
+
+
+class SupervisorProc:
+    """``toru supervisor --home H`` in its own process group, with a client."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.socket = home / "run" / "supervisor.sock"
+        self._client: ControlClient | None = None
+
+    def start(self, timeout: float = 20.0) -> SupervisorProc:
+        self.socket.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(self.home)],
+            env=self.env,
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.home / "supervisor.stderr", "ab"),  # noqa: SIM115
+        )
+        wait_for(self._ready, timeout)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"supervisor exited {self.proc.returncode}: "
+                + (self.home / "supervisor.stderr").read_text()[-2000:]
+            )
+        if not self.socket.exists():
+            return False
+        try:
+            return bool(self.client.call("ping", timeout=2))
+        except Exception:  # noqa: BLE001
+            return False
+
+    @property
+    def client(self) -> ControlClient:
+        if self._client is None:
+            self._client = ControlClient(self.socket, timeout=10)
+        return self._client
+
+    def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10) -> Any:
+        return self.client.call(op, args, timeout)
+
+    def info(self, plugin: str) -> dict[str, Any]:
+        return self.call("get", {"plugin": plugin})
+
+    def wait_state(self, plugin: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (i := self.info(plugin))["state"] == state and i, timeout
+        )
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, wait; SIGKILL the group if it hangs. Idempotent."""
+        if self._client is not None:
+            self._client.close()
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> SupervisorProc:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        kill_leftovers(self.home)
+
+
+def kill_leftovers(home: Path) -> None:
+    """Safety net: SIGKILL any process still running a test plugin of this home."""
+    marker = str(home)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = (d / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in env and b"TORU_PLUGIN_ID=" in env:
+            try:
+                os.kill(int(d.name), signal.SIGKILL)
+            except OSError:
+                pass

@@ -1,0 +1,215 @@
+"""The worker-side control client: blocking, one per thread, bounded in time.
+
+gunicorn's sync workers call the supervisor through this. Every call is one ``send`` and
+then reads until the reply with its ``id`` arrives (stale replies of an abandoned call are
+skipped), all bounded by a deadline enforced with ``selectors``. A dead supervisor shows up
+as ``SupervisorUnavailable`` (503) quickly: connecting to a missing or refused socket fails
+at once, and a broken connection is re-opened once before giving up (a send that fails with
+EPIPE never reached the old supervisor, so retrying it cannot duplicate a request).
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toru.errors import SupervisorUnavailable, ToruError
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode_payload
+from toru_plugin_api.messages import decode_body, encode_body
+
+__all__ = ["ControlClient", "ProxyResponse"]
+
+_local = threading.local()
+
+
+@dataclass
+class ProxyResponse:
+    """A plugin's answer to a proxied request."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class ControlClient:
+    """Blocking client of docs/control-protocol.md. Not thread-safe: use ``for_thread``."""
+
+    def __init__(
+        self,
+        socket_path: str | Path,
+        *,
+        connect_timeout: float = 2.0,
+        timeout: float = 10.0,
+        http_timeout: float = 35.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.path = str(socket_path)
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.http_timeout = http_timeout
+        self.max_frame = max_frame
+        self._sock: socket.socket | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._decoder = Decoder(max_frame)
+        self._ready: list[dict[str, Any]] = []
+        self._seq = 0
+
+    @classmethod
+    def for_thread(cls, socket_path: str | Path, **kwargs: Any) -> ControlClient:
+        """This thread's client for ``socket_path`` (created on first use, then reused)."""
+        clients = getattr(_local, "clients", None)
+        if clients is None:
+            clients = _local.clients = {}
+        key = str(socket_path)
+        client = clients.get(key)
+        if client is None:
+            client = clients[key] = cls(socket_path, **kwargs)
+        return client
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self, deadline: float) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            err = sock.connect_ex(self.path)
+            if err in (errno.EAGAIN, errno.EINPROGRESS):  # listen backlog full: wait a bit
+                sel = selectors.DefaultSelector()
+                sel.register(sock, selectors.EVENT_WRITE)
+                wait = min(self.connect_timeout, max(0.0, deadline - time.monotonic()))
+                ready = sel.select(wait)
+                sel.close()
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ready else err
+            if err:
+                raise OSError(err, errno.errorcode.get(err, str(err)))
+        except OSError as exc:
+            sock.close()
+            raise SupervisorUnavailable(
+                f"the supervisor is not reachable at {self.path}: {exc.strerror or exc}"
+            ) from None
+        self._sock = sock
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(sock, selectors.EVENT_READ)
+        self._decoder = Decoder(self.max_frame)
+        self._ready = []
+
+    def close(self) -> None:
+        """Drop the connection (idempotent); the next call reconnects."""
+        if self._sel is not None:
+            self._sel.close()
+            self._sel = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._ready = []
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        sock = self._sock
+        assert sock is not None
+        view = memoryview(data)
+        while view:
+            try:
+                n = sock.send(view)
+            except BlockingIOError:
+                sel = selectors.DefaultSelector()
+                sel.register(sock, selectors.EVENT_WRITE)
+                ok = sel.select(max(0.0, deadline - time.monotonic()))
+                sel.close()
+                if not ok:
+                    raise TimeoutError("timed out sending to the supervisor") from None
+                continue
+            view = view[n:]
+
+    # ------------------------------------------------------------------ calls
+
+    def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Run one operation; its ``result``, or raises the ``ToruError`` it failed with."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._seq += 1
+        rid = self._seq
+        frame = encode_payload(
+            dumps({"v": 1, "id": rid, "op": op, "args": args or {}}), self.max_frame
+        )
+        for attempt in (0, 1):
+            if self._sock is None:
+                self._connect(deadline)
+            try:
+                self._send(frame, deadline)
+                break
+            except TimeoutError:
+                self.close()
+                raise SupervisorUnavailable("timed out sending to the supervisor") from None
+            except OSError as exc:
+                self.close()
+                if attempt:
+                    raise SupervisorUnavailable(f"lost the supervisor: {exc}") from None
+        msg = self._read_reply(rid, deadline)
+        if msg.get("ok"):
+            return msg.get("result")
+        err = msg.get("error")
+        raise ToruError.from_dict(err if isinstance(err, dict) else {"message": str(err)})
+
+    def _read_reply(self, rid: int, deadline: float) -> dict[str, Any]:
+        ready = self._ready
+        while True:
+            while ready:
+                msg = ready.pop(0)
+                if msg.get("id") == rid:
+                    return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._sel.select(remaining):  # type: ignore[union-attr]
+                self.close()  # a late reply must not be read as the next call's
+                raise SupervisorUnavailable("the supervisor did not answer in time")
+            try:
+                data = self._sock.recv(262144)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self.close()
+                raise SupervisorUnavailable(f"lost the supervisor: {exc}") from None
+            if not data:
+                self.close()
+                raise SupervisorUnavailable("the supervisor closed the connection")
+            try:
+                ready.extend(self._decoder.feed(data))
+            except ProtocolError as exc:
+                self.close()
+                raise SupervisorUnavailable(f"bad reply from the supervisor: {exc}") from None
+
+    def http(
+        self,
+        route: str,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = b"",
+        timeout: float | None = None,
+    ) -> ProxyResponse:
+        """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
+        text, b64 = encode_body(body)
+        args: dict[str, Any] = {
+            "route": route,
+            "method": method,
+            "path": path,
+            "headers": headers or {},
+            "body": text,
+        }
+        if b64:
+            args["body_encoding"] = "base64"
+        result = self.call("http", args, self.http_timeout if timeout is None else timeout)
+        try:
+            raw = decode_body(result, "plugin reply")
+        except ProtocolError as exc:
+            raise ToruError(str(exc), code="bad_gateway", status=502) from None
+        headers_out = result.get("headers")
+        return ProxyResponse(
+            result.get("status", 502), headers_out if isinstance(headers_out, dict) else {}, raw
+        )

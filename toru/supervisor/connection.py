@@ -1,0 +1,198 @@
+"""The one persistent connection from the supervisor to a plugin (asyncio Protocol).
+
+Requests are pipelined and matched by ``request_id`` (original plugins answer in order on a
+single connection, SDK plugins may answer out of order: both work). Each request has a
+deadline: on expiry its caller gets 504 at once and a late answer is dropped. When the
+connection breaks or the plugin sends something that is not a valid frame (including a
+length prefix above the maximum frame size, checked before any payload is buffered), every
+pending request gets 502 at once.
+
+PERF: this is the hot path of every proxied request. Replies are delivered by plain
+callbacks (no Future or Task per request) and outgoing frames are corked: everything queued
+during one loop iteration goes out in one ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from toru.errors import BadGateway, GatewayTimeout, ToruError
+from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
+
+ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
+
+_ts_cache: list[Any] = [0, ""]
+
+
+def fast_timestamp() -> str:
+    """ISO-8601 UTC with milliseconds, formatted at most once per millisecond."""
+    t = time.time()
+    ms = int(t * 1000)
+    if ms != _ts_cache[0]:
+        _ts_cache[0] = ms
+        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms % 1000:03d}Z"
+    return _ts_cache[1]
+
+
+class PluginConnection(asyncio.Protocol):
+    """Client side of protocol v1 over one Unix-socket connection to one plugin."""
+
+    def __init__(
+        self,
+        plugin_id: str,
+        max_frame: int,
+        on_lost: Callable[[str], None] | None = None,
+        on_timeout: Callable[[str], None] | None = None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.max_frame = max_frame
+        self.on_lost = on_lost
+        self.on_timeout = on_timeout
+        self.decoder = Decoder(max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[str, tuple[ReplyCallback, asyncio.TimerHandle]] = {}
+        self.closed = False
+        self.close_reason = ""
+        self._loop = asyncio.get_running_loop()
+        self._seq = 0
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+
+    # ------------------------------------------------------------------ asyncio side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self.decoder.feed(data)
+        except ProtocolError as exc:
+            for msg in exc.decoded:
+                self._dispatch(msg)
+            self._fail(f"protocol error: {exc}")
+            return
+        for msg in msgs:
+            self._dispatch(msg)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"connection lost: {exc}" if exc else "connection closed by the plugin")
+
+    # ------------------------------------------------------------------ requests
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        rid = msg.get("request_id")
+        entry = self.pending.pop(rid, None) if rid is not None else None
+        if entry is None:
+            if rid is not None and not isinstance(rid, str):
+                entry = self.pending.pop(str(rid), None)
+            if entry is None:
+                return  # a late answer to a timed-out request, or an unsolicited message
+        callback, timer = entry
+        timer.cancel()
+        payload = msg.get("payload")
+        if type(payload) is not dict:
+            callback(None, BadGateway(f"plugin {self.plugin_id} sent a reply without a payload"))
+            return
+        callback(payload, None)
+
+    def request(
+        self, type_: str, payload: dict[str, Any], timeout: float, callback: ReplyCallback
+    ) -> str:
+        """Send a request; ``callback(payload, None)`` or ``callback(None, error)`` exactly once."""
+        if self.closed:
+            callback(None, BadGateway(f"plugin {self.plugin_id} is not connected"))
+            return ""
+        self._seq += 1
+        rid = str(self._seq)
+        body = dumps(
+            {"type": type_, "timestamp": fast_timestamp(), "request_id": rid, "payload": payload}
+        )
+        try:
+            frame = encode_payload(body, self.max_frame)
+        except ProtocolError as exc:
+            callback(None, BadGateway(f"request too large for plugin {self.plugin_id}: {exc}"))
+            return ""
+        timer = self._loop.call_later(timeout, self._expire, rid)
+        self.pending[rid] = (callback, timer)
+        self._queue(frame)
+        return rid
+
+    async def call(self, type_: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Awaitable ``request``: the reply payload, or raises the ``ToruError``."""
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+
+        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
+            if fut.done():
+                return
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(reply or {})
+
+        self.request(type_, payload, timeout, done)
+        return await fut
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Fire-and-forget message (lifecycle); dropped if the connection is gone."""
+        if not self.closed:
+            self._queue(encode_payload(dumps(msg), self.max_frame))
+
+    def _expire(self, rid: str) -> None:
+        entry = self.pending.pop(rid, None)
+        if entry is None:
+            return
+        entry[0](None, GatewayTimeout(f"plugin {self.plugin_id} did not answer in time"))
+        if self.on_timeout is not None:
+            self.on_timeout(rid)
+
+    # ------------------------------------------------------------------ writing
+
+    def _queue(self, frame: bytes) -> None:
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self.transport is None or self.closed:
+            out.clear()
+            return
+        self._out = []
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    # ------------------------------------------------------------------ failure
+
+    def _fail(self, reason: str, abort: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._out.clear()
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()  # flushes what is buffered first
+        pending, self.pending = self.pending, {}
+        err = BadGateway(f"plugin {self.plugin_id}: {reason}")
+        for callback, timer in pending.values():
+            timer.cancel()
+            callback(None, err)
+        if self.on_lost is not None:
+            self.on_lost(reason)
+
+    def close(self, reason: str = "closed by the supervisor") -> None:
+        """Close and fail whatever is pending with 502 (idempotent)."""
+        if not self.closed:
+            if self.transport is not None and self._out:
+                self._flush()  # let a queued shutdown message out first
+            self.on_lost = None  # intentional: the owner knows
+            self._fail(reason, abort=False)

@@ -1,0 +1,203 @@
+"""The control socket: protocol v1 of docs/control-protocol.md, served to workers and the CLI.
+
+Each connection is an asyncio Protocol. Requests may be pipelined; replies go out as they
+complete (matched by ``id``). ``http`` and the other quick operations are answered inside
+``data_received``; ``enable``/``disable``/``rescan`` run as tasks the server owns; ``logs``
+reads files in a worker thread. A malformed frame closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from toru.errors import BadRequest, ToruError
+from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
+
+from .supervisor import Supervisor
+
+VERSION = 1
+
+
+class ControlServer:
+    """Owns the listening socket, the connections and the tasks of slow operations."""
+
+    def __init__(self, supervisor: Supervisor, path: Path) -> None:
+        self.supervisor = supervisor
+        self.path = path
+        self.max_frame = supervisor.config.max_frame
+        self.connections: set[ControlConnection] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        sup = supervisor
+        self.sync_ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "hello": lambda a: {
+                "version": VERSION,
+                "instance_id": sup.instance_id,
+                "pid": os.getpid(),
+                "started_at": sup.started_at,
+            },
+            "ping": lambda a: {"ok": True},
+            "list": lambda a: sup.list(),
+            "get": lambda a: sup.get(a.get("plugin")),
+            "events": sup.events,
+            "kv": sup.kv,
+            "stats": sup.stats,
+        }
+        self.async_ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "enable": lambda a: sup.enable(a.get("plugin")),
+            "disable": lambda a: sup.disable(a.get("plugin")),
+            "rescan": lambda a: sup.rescan(),
+            "logs": self._logs,
+        }
+
+    async def _logs(self, args: dict[str, Any]) -> Any:
+        self.supervisor.logs_args(args)  # validate in the loop: errors are cheap and typed
+        return await asyncio.to_thread(self.supervisor.read_logs, args)
+
+    async def start(self) -> None:
+        """Listen on ``path`` (0600 in a 0700 directory); a stale socket file is replaced."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path.parent, 0o700)
+        self.path.unlink(missing_ok=True)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.get_running_loop().create_unix_server(
+                lambda: ControlConnection(self), str(self.path), backlog=512
+            )
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        """Stop listening, drop connections, cancel slow operations, remove the socket."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for c in list(self.connections):
+            c.close()
+        for t in list(self.tasks):
+            t.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.path.unlink(missing_ok=True)
+
+    def run_task(self, conn: ControlConnection, rid: Any, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+
+        def finished(t: asyncio.Task[Any]) -> None:
+            self.tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                conn.reply(rid, t.result())
+            elif isinstance(exc, ToruError):
+                conn.fail(rid, exc)
+            else:
+                self.supervisor.log.error("control operation failed", error=repr(exc))
+                conn.fail(rid, ToruError(f"internal error: {exc}"))
+
+        task.add_done_callback(finished)
+
+
+class ControlConnection(asyncio.Protocol):
+    def __init__(self, server: ControlServer) -> None:
+        self.server = server
+        self.sup = server.supervisor
+        self.decoder = Decoder(server.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.server.connections.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self.decoder.feed(data)
+        except ProtocolError as exc:
+            for m in exc.decoded:
+                self._handle(m)
+            self.sup.log.warn("bad frame on the control socket", error=str(exc))
+            self._flush()
+            self.close()
+            return
+        for m in msgs:
+            self._handle(m)
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        rid = msg.get("id")
+        op = msg.get("op")
+        args = msg.get("args")
+        if args is None:
+            args = {}
+        try:
+            if msg.get("v", VERSION) != VERSION:
+                raise BadRequest(f"unsupported control protocol version {msg.get('v')!r}")
+            if type(args) is not dict:
+                raise BadRequest("args must be an object")
+            if op == "http":
+                self.sup.http(args, lambda payload, err: self._http_done(rid, payload, err))
+                return
+            handler = self.server.sync_ops.get(op)  # type: ignore[arg-type]
+            if handler is not None:
+                self.reply(rid, handler(args))
+                return
+            slow = self.server.async_ops.get(op)  # type: ignore[arg-type]
+            if slow is None:
+                raise BadRequest(f"unknown control operation {op!r}")
+            self.server.run_task(self, rid, slow(args))
+        except ToruError as exc:
+            self.fail(rid, exc)
+        except Exception as exc:  # a bug in one operation must not take the socket down
+            self.sup.log.error(f"control operation {op!r} failed", error=repr(exc))
+            self.fail(rid, ToruError(f"internal error: {exc}"))
+
+    def _http_done(self, rid: Any, payload: dict[str, Any] | None, err: ToruError | None) -> None:
+        if err is None:
+            self._send(rid, {"id": rid, "ok": True, "result": payload})
+        else:
+            self.fail(rid, err)
+
+    def reply(self, rid: Any, result: Any) -> None:
+        self._send(rid, {"id": rid, "ok": True, "result": result})
+
+    def fail(self, rid: Any, err: ToruError) -> None:
+        self._send(rid, {"id": rid, "ok": False, "error": err.to_dict()})
+
+    def _send(self, rid: Any, obj: dict[str, Any]) -> None:
+        if self.transport is None:
+            return  # the client went away; nothing to answer
+        try:
+            frame = encode_payload(dumps(obj), self.server.max_frame)
+        except ProtocolError as exc:
+            err = ToruError(f"reply too large: {exc}", code="bad_gateway", status=502)
+            frame = encode_payload(dumps({"id": rid, "ok": False, "error": err.to_dict()}))
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))

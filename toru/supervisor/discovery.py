@@ -1,0 +1,162 @@
+"""Finding plugins: ``plugins/*.binary``, their ``--metadata``, validation, duplicates.
+
+A plugin that cannot be run, times out, prints garbage or fails validation is recorded as
+invalid with a reason a human can act on; it never stops the others from loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toru_plugin_api.codec import ProtocolError, loads
+from toru_plugin_api.messages import PluginMetadata
+
+from .process import PluginProcess, describe_exit
+
+METADATA_TIMEOUT = 5.0
+MAX_METADATA_BYTES = 64 * 1024
+
+
+@dataclass
+class Discovered:
+    """One ``*.binary`` file and what we learned about it."""
+
+    binary: Path
+    signature: tuple[int, int]  # (mtime_ns, size): re-read metadata only when it changes
+    metadata: PluginMetadata | None = None
+    error: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The plugin id, or the file name without ``.binary`` when there is no metadata."""
+        return self.metadata.id if self.metadata else self.binary.name[: -len(".binary")]
+
+
+def list_binaries(plugins_dir: Path) -> dict[Path, tuple[int, int]]:
+    """``{path: (mtime_ns, size)}`` of every ``*.binary`` (creating the directory if missing)."""
+    plugins_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    with os.scandir(plugins_dir) as it:
+        for e in it:
+            if e.name.endswith(".binary") and not e.name.startswith("."):
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue
+                out[Path(e.path)] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+def directory_signature(plugins_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """Cheap fingerprint of the plugin directory for the periodic check."""
+    try:
+        items = list_binaries(plugins_dir)
+    except OSError:
+        return ()
+    return tuple(sorted((p.name, m, s) for p, (m, s) in items.items()))
+
+
+async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> PluginMetadata:
+    """Run ``<binary> --metadata`` and validate; raises ``ProtocolError`` saying why not."""
+    if not os.access(binary, os.X_OK):
+        raise ProtocolError("file is not executable (chmod +x it)")
+    out: list[bytes] = []
+    err: list[bytes] = []
+    size = [0]
+
+    def on_output(stream: str, lines: list[bytes]) -> None:
+        target = out if stream == "stdout" else err
+        for ln in lines:
+            size[0] += len(ln)
+            if size[0] <= MAX_METADATA_BYTES:
+                target.append(ln)
+
+    try:
+        proc = await PluginProcess.spawn(
+            [str(binary), "--metadata"],
+            env=_metadata_env(),
+            cwd=str(binary.parent),
+            on_output=on_output,
+        )
+    except OSError as exc:
+        raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
+    code = await proc.wait(timeout)
+    if code is None:
+        await proc.terminate(0.0)
+        raise ProtocolError(f"--metadata did not finish within {timeout:g} s")
+    await proc.drain_output(1.0)
+    if code != 0:
+        tail = b" | ".join(err[-3:]).decode("utf-8", "replace")
+        why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
+        raise ProtocolError(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
+    if size[0] > MAX_METADATA_BYTES:
+        raise ProtocolError("--metadata printed more than 64 KiB")
+    text = b"\n".join(out).strip()
+    if not text:
+        raise ProtocolError("--metadata printed nothing")
+    try:
+        data = loads(text)
+    except ProtocolError:
+        raise ProtocolError("--metadata did not print a JSON object") from None
+    return PluginMetadata.from_json(data)
+
+
+def _metadata_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORU_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+async def inspect(
+    binary: Path, signature: tuple[int, int], timeout: float = METADATA_TIMEOUT
+) -> Discovered:
+    """Read and validate one binary's metadata into a ``Discovered``."""
+    try:
+        meta = await read_metadata(binary, timeout)
+    except ProtocolError as exc:
+        return Discovered(binary, signature, error=str(exc))
+    return Discovered(binary, signature, metadata=meta)
+
+
+async def inspect_all(
+    binaries: dict[Path, tuple[int, int]], timeout: float = METADATA_TIMEOUT, limit: int = 8
+) -> list[Discovered]:
+    """Inspect many binaries concurrently (bounded), sorted by file name."""
+    sem = asyncio.Semaphore(limit)
+
+    async def one(p: Path, sig: tuple[int, int]) -> Discovered:
+        async with sem:
+            return await inspect(p, sig, timeout)
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(p, s)) for p, s in sorted(binaries.items())]
+    return [t.result() for t in tasks]
+
+
+def resolve_conflicts(
+    found: list[Discovered], claimed_ids: dict[str, Path], claimed_routes: dict[str, Path]
+) -> None:
+    """Mark the second plugin claiming an id or route invalid, with a clear reason.
+
+    ``claimed_*`` hold what already-loaded plugins own (they keep it); updated in place.
+    """
+    for d in found:
+        if d.metadata is None:
+            continue
+        owner = claimed_ids.get(d.metadata.id)
+        if owner is not None and owner != d.binary:
+            d.error = f"duplicate plugin id {d.metadata.id!r}: already provided by {owner.name}"
+            d.metadata = None
+            continue
+        owner = claimed_routes.get(d.metadata.route)
+        if owner is not None and owner != d.binary:
+            d.error = f"duplicate route {d.metadata.route!r}: already served by {owner.name}"
+            d.extra["id"] = d.metadata.id
+            d.metadata = None
+            continue
+        claimed_ids[d.metadata.id] = d.binary
+        claimed_routes[d.metadata.route] = d.binary

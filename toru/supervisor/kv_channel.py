@@ -1,0 +1,103 @@
+"""Host side of the plugin -> host KV channel (the socketpair end behind ``TORU_KV_FD``).
+
+The namespace is the plugin id the supervisor spawned on this channel, never a field of
+the message, so a plugin cannot reach another plugin's keys. Requests may be pipelined;
+each is answered after its SQLite statement returned (for ``set``: committed, see
+``toru.store`` on durability).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from toru.store import Store
+from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
+from toru_plugin_api.messages import parse_kv_op
+
+from .connection import fast_timestamp
+
+MAX_VALUE = 1024 * 1024
+
+
+def execute_kv(
+    store: Store, plugin_id: str, action: str, key: str, value: str | None, prefix: str = ""
+) -> dict[str, Any]:
+    """Run one KV operation on the plugin's namespace; the reply payload."""
+    if action == "get":
+        return {"value": store.kv_get(plugin_id, key)}
+    if action == "set":
+        if value is None:
+            raise ValueError("set needs a string value")
+        if len(value) > MAX_VALUE:
+            raise ValueError(f"value larger than {MAX_VALUE} characters")
+        store.kv_set(plugin_id, key, value)
+        return {"value": value}
+    if action == "delete":
+        store.kv_delete(plugin_id, key)
+        return {"value": None}
+    if action == "list":
+        return {"keys": store.kv_list(plugin_id, prefix)}
+    raise ValueError(f"unknown kv action {action!r}")
+
+
+class KvChannel(asyncio.Protocol):
+    """Serves one plugin's KV requests on its private channel."""
+
+    def __init__(
+        self,
+        plugin_id: str,
+        store: Store,
+        max_frame: int,
+        on_op: Callable[[str], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.store = store
+        self.max_frame = max_frame
+        self.on_op = on_op
+        self.on_error = on_error
+        self.decoder = Decoder(max_frame)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self.decoder.feed(data)
+            bad = None
+        except ProtocolError as exc:
+            msgs, bad = exc.decoded, exc
+        out = [self._answer(m) for m in msgs]
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out))
+        if bad is not None:
+            if self.on_error is not None:
+                self.on_error(f"kv channel protocol error: {bad}")
+            if self.transport is not None:
+                self.transport.close()
+
+    def _answer(self, msg: dict[str, Any]) -> bytes:
+        rid = msg.get("request_id")
+        try:
+            if msg.get("type") != "kv":
+                raise ProtocolError("only kv messages are accepted on the kv channel")
+            op = parse_kv_op(msg.get("payload"), allow_list=True)
+            payload = execute_kv(self.store, self.plugin_id, op.action, op.key, op.value, op.prefix)
+            if self.on_op is not None:
+                self.on_op(op.action)
+        except (ProtocolError, ValueError) as exc:
+            payload = {"value": None, "error": str(exc)}
+        except apsw.Error as exc:
+            payload = {"value": None, "error": f"storage error: {exc}"}
+        reply = {"type": "kv", "timestamp": fast_timestamp(), "payload": payload}
+        if rid is not None:
+            reply["request_id"] = rid
+        return encode_payload(dumps(reply), self.max_frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None

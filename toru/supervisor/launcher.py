@@ -1,0 +1,171 @@
+"""Bringing one plugin up: spawn, KV channel, wait for its socket, connect, ``init``.
+
+This is the OS seam of the state machine: ``SupervisedPlugin`` only sees a ``Launcher``
+returning a ``Launched`` (process + connection), so its tests can pass a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from toru.store import Store
+from toru_plugin_api.messages import lifecycle_init
+
+from .connection import PluginConnection
+from .kv_channel import KvChannel
+from .process import PluginProcess, describe_exit
+
+if TYPE_CHECKING:
+    from .supervised import SupervisedPlugin
+
+SOCKET_WAIT = 5.0
+MAX_UNIX_PATH = 107
+
+
+class LaunchError(Exception):
+    """The plugin could not be brought up; ``details`` go into the crash event."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+class LaunchAborted(Exception):
+    """The plugin was disabled while it was starting."""
+
+
+@dataclass
+class Launched:
+    process: Any  # PluginProcess or a test fake: exited, pid, signal_group, wait, terminate
+    connection: Any  # PluginConnection or a test fake
+    kv_transport: asyncio.BaseTransport | None = None
+
+    def close_kv(self) -> None:
+        if self.kv_transport is not None:
+            self.kv_transport.close()
+            self.kv_transport = None
+
+
+class Launcher(Protocol):
+    async def launch(self, plugin: SupervisedPlugin) -> Launched: ...
+
+
+def plugin_env(extra: dict[str, str]) -> dict[str, str]:
+    """The plugin's environment: ours minus Toru's own settings and secrets, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORU_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(extra)
+    return env
+
+
+class ProcessLauncher:
+    """The real launcher: a process per plugin and a Unix-socket connection to it."""
+
+    def __init__(
+        self,
+        store: Store,
+        instance_id: str,
+        socket_dir: Path,
+        cwd: Path,
+        max_frame: int,
+        socket_wait: float = SOCKET_WAIT,
+    ) -> None:
+        self.store = store
+        self.instance_id = instance_id
+        self.socket_dir = socket_dir
+        self.cwd = cwd
+        self.max_frame = max_frame
+        self.socket_wait = socket_wait
+
+    async def launch(self, plugin: SupervisedPlugin) -> Launched:
+        loop = asyncio.get_running_loop()
+        sock_path = self.socket_dir / f"{plugin.id}.sock"
+        if len(str(sock_path).encode()) > MAX_UNIX_PATH:
+            raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
+        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sock_path.unlink(missing_ok=True)
+        host_end, plugin_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = plugin_env(
+            {
+                "TORU_PLUGIN_SOCKET": str(sock_path),
+                "TORU_PLUGIN_ID": plugin.id,
+                "TORU_INSTANCE_ID": self.instance_id,
+                "TORU_KV_FD": str(plugin_end.fileno()),
+            }
+        )
+        try:
+            proc = await PluginProcess.spawn(
+                [str(plugin.binary)],
+                env=env,
+                cwd=str(self.cwd),
+                on_output=plugin.on_output,
+                pass_fds=[plugin_end.fileno()],
+            )
+        except OSError as exc:
+            host_end.close()
+            raise LaunchError(f"cannot execute {plugin.binary.name}: {exc.strerror or exc}")
+        finally:
+            plugin_end.close()
+        launched = Launched(proc, None)
+        try:
+            kv_transport, _ = await loop.create_unix_connection(
+                lambda: KvChannel(
+                    plugin.id,
+                    self.store,
+                    self.max_frame,
+                    on_op=plugin.on_kv_op,
+                    on_error=plugin.on_kv_error,
+                ),
+                sock=host_end,
+            )
+            launched.kv_transport = kv_transport
+            launched.connection = await self._connect(plugin, proc, sock_path)
+            launched.connection.send(
+                lifecycle_init(self.instance_id, str(sock_path), str(plugin.log_path))
+            )
+        except BaseException:
+            launched.close_kv()
+            await proc.terminate(0.0)
+            raise
+        return launched
+
+    async def _connect(
+        self, plugin: SupervisedPlugin, proc: PluginProcess, sock_path: Path
+    ) -> PluginConnection:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.socket_wait
+        delay = 0.005
+        while True:
+            if plugin.stopping:
+                raise LaunchAborted()
+            if proc.exited.done():
+                code = proc.exited.result()
+                raise LaunchError(
+                    "plugin exited while starting", {**describe_exit(code), "phase": "starting"}
+                )
+            if sock_path.exists():
+                try:
+                    _, conn = await loop.create_unix_connection(
+                        lambda: PluginConnection(
+                            plugin.id,
+                            self.max_frame,
+                            on_lost=plugin.on_connection_lost,
+                            on_timeout=plugin.on_request_timeout,
+                        ),
+                        str(sock_path),
+                    )
+                    return conn
+                except (ConnectionRefusedError, FileNotFoundError):
+                    pass
+            if loop.time() >= deadline:
+                raise LaunchError(
+                    f"plugin did not create its socket within {self.socket_wait:g} s",
+                    {"phase": "starting", "socket": str(sock_path)},
+                )
+            await asyncio.wait({proc.exited}, timeout=delay)
+            delay = min(delay * 2, 0.1)

@@ -1,0 +1,226 @@
+"""JSON-lines logs: the writer (size rotation) and the reader (newest first, paged, filtered).
+
+The supervisor is the only writer of each file, so rotation needs no locking: ``<name>.log``
+is current, ``<name>.log.1`` the previous one, up to ``.log.<backups>``.
+Each line: ``{"timestamp", "level", "plugin", "message", "error"?, ...extra}``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from toru_plugin_api.codec import dumps, loads
+
+LEVELS = ("trace", "debug", "info", "warn", "error")
+_RANK = {name: i for i, name in enumerate(LEVELS)}
+_ALIASES = {
+    "warning": "warn",
+    "critical": "error",
+    "fatal": "error",
+    "err": "error",
+    "notice": "info",
+}
+MAX_LINE = 64 * 1024  # a longer line from a plugin is truncated, never buffered without bound
+
+
+def normalize_level(level: Any, default: str = "info") -> str:
+    """Map any spelling (``WARNING``, ``fatal``) onto one of ``LEVELS``."""
+    if not isinstance(level, str):
+        return default
+    s = level.strip().lower()
+    s = _ALIASES.get(s, s)
+    return s if s in _RANK else default
+
+
+def level_rank(level: str) -> int:
+    return _RANK.get(normalize_level(level), _RANK["info"])
+
+
+def timestamp() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class LogWriter:
+    """Appends JSON lines to ``path``, rotating at ``max_bytes`` keeping ``backups`` files."""
+
+    def __init__(self, path: Path, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._f: Any = None
+        self._size = 0
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "ab")  # noqa: SIM115 - kept open for the writer's life
+        self._size = self._f.tell()
+
+    def _rotate(self) -> None:
+        self.close()
+        for i in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{i}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.backups > 0:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Append one entry (buffered; call ``flush`` when a batch is done)."""
+        line = dumps(entry) + b"\n"
+        if self._f is None:
+            self._open()
+        if self._size and self._size + len(line) > self.max_bytes:
+            self._rotate()
+            self._open()
+        self._f.write(line)
+        self._size += len(line)
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+
+    def close(self) -> None:
+        """Flush and close (idempotent); the next write reopens."""
+        if self._f is not None:
+            try:
+                self._f.close()
+            finally:
+                self._f = None
+
+
+class SupervisorLog:
+    """The supervisor's own log: ``plugin-supervisor.log`` plus a copy on stderr."""
+
+    def __init__(self, writer: LogWriter, echo: bool = True) -> None:
+        self.writer = writer
+        self.echo = echo
+
+    def log(self, level: str, message: str, plugin: str | None = None, **fields: Any) -> None:
+        entry: dict[str, Any] = {"timestamp": timestamp(), "level": level, "plugin": plugin}
+        entry["message"] = message
+        entry.update(fields)
+        self.writer.write(entry)
+        self.writer.flush()
+        if self.echo and _RANK[level] >= _RANK["info"]:
+            who = f"[{plugin}] " if plugin else ""
+            extra = f" ({fields['error']})" if fields.get("error") else ""
+            print(f"toru supervisor {level}: {who}{message}{extra}", file=sys.stderr, flush=True)
+
+    def debug(self, message: str, plugin: str | None = None, **fields: Any) -> None:
+        self.log("debug", message, plugin, **fields)
+
+    def info(self, message: str, plugin: str | None = None, **fields: Any) -> None:
+        self.log("info", message, plugin, **fields)
+
+    def warn(self, message: str, plugin: str | None = None, **fields: Any) -> None:
+        self.log("warn", message, plugin, **fields)
+
+    def error(self, message: str, plugin: str | None = None, **fields: Any) -> None:
+        self.log("error", message, plugin, **fields)
+
+
+def plugin_line_entry(plugin_id: str, raw: bytes, stream: str) -> dict[str, Any]:
+    """Turn one captured output line into a log entry.
+
+    A JSON object with ``level``/``message`` keeps its level and fields (the SDK logs that
+    way); anything else is wrapped: stderr as ``warn``, stdout as ``info``.
+    """
+    if len(raw) > MAX_LINE:
+        raw = raw[:MAX_LINE]
+    text = raw.rstrip(b"\r\n")
+    if text[:1] == b"{":
+        try:
+            obj = loads(text)
+        except Exception:
+            obj = None
+        if isinstance(obj, dict) and ("level" in obj or "message" in obj):
+            obj["level"] = normalize_level(obj.get("level"))
+            if not isinstance(obj.get("message"), str):
+                obj["message"] = str(obj.get("message", ""))
+            obj["plugin"] = plugin_id
+            obj.setdefault("timestamp", timestamp())
+            obj.setdefault("stream", stream)
+            return obj
+    return {
+        "timestamp": timestamp(),
+        "level": "warn" if stream == "stderr" else "info",
+        "plugin": plugin_id,
+        "message": text.decode("utf-8", "replace"),
+        "stream": stream,
+    }
+
+
+# ---------------------------------------------------------------------------- reader
+
+
+def _reverse_lines(path: Path, block: int = 65536) -> Iterator[bytes]:
+    """Lines of a file from last to first, reading blocks from the end."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed in finally
+    except OSError:
+        return
+    try:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        rest = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step) + rest
+            lines = chunk.split(b"\n")
+            rest = lines[0]
+            for line in reversed(lines[1:]):
+                if line:
+                    yield line
+        if rest:
+            yield rest
+    finally:
+        f.close()
+
+
+def log_files(path: Path, backups: int) -> list[Path]:
+    """Current file first, then ``.1`` .. ``.backups`` (newest to oldest)."""
+    return [path] + [path.with_name(f"{path.name}.{i}") for i in range(1, backups + 1)]
+
+
+def read_logs(
+    path: Path,
+    backups: int = 5,
+    page: int = 0,
+    page_size: int = 100,
+    level: str | None = None,
+) -> dict[str, Any]:
+    """One page of entries, newest first, across rotated files, ``level`` = minimum."""
+    min_rank = level_rank(level) if level else 0
+    skip = page * page_size
+    entries: list[dict[str, Any]] = []
+    has_more = False
+    for p in log_files(path, backups):
+        for line in _reverse_lines(p):
+            try:
+                entry = loads(line)
+            except Exception:
+                entry = {"level": "warn", "message": line.decode("utf-8", "replace")}
+            if not isinstance(entry, dict):
+                continue
+            if min_rank and level_rank(str(entry.get("level", "info"))) < min_rank:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            if len(entries) == page_size:
+                has_more = True
+                break
+            entries.append(entry)
+        if has_more:
+            break
+    return {"entries": entries, "page": page, "page_size": page_size, "has_more": has_more}

@@ -1,0 +1,109 @@
+"""``toru supervisor --home DIR``: the supervisor process (asyncio on uvloop).
+
+Signals are handled in the loop (``loop.add_signal_handler`` only sets an event); the
+shutdown itself runs as ordinary code: every plugin gets ``shutdown``, then SIGTERM, then
+SIGKILL after ``shutdown_grace``; sockets are removed; exit code 0. A lock file under
+``run/`` keeps a second supervisor of the same home from starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import signal
+import sys
+from typing import Any
+
+from toru.config import Config, ConfigError, load_config
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``toru supervisor``."""
+    try:
+        config = load_config(getattr(args, "home", None))
+    except ConfigError as exc:
+        print(f"toru supervisor: {exc}", file=sys.stderr)
+        return 2
+    return run_supervisor(config)
+
+
+def prepare_dirs(config: Config) -> None:
+    """Create the home's directories with the modes DESIGN.md asks for."""
+    config.plugins_dir.mkdir(parents=True, exist_ok=True)
+    config.var_dir.mkdir(parents=True, exist_ok=True)
+    config.plugin_log_dir.mkdir(parents=True, exist_ok=True)
+    config.metrics_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(config.run_dir, 0o700)
+    config.plugin_socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def run_supervisor(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if another supervisor holds the home."""
+    prepare_dirs(config)
+    # Must precede the first import of prometheus_client (toru.supervisor.metrics).
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(config.metrics_dir))
+    lock_fd = os.open(config.run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(
+            f"toru supervisor: another supervisor already runs for {config.home}", file=sys.stderr
+        )
+        os.close(lock_fd)
+        return 1
+    try:
+        import uvloop
+
+        uvloop.run(_serve(config))
+    finally:
+        os.close(lock_fd)
+    return 0
+
+
+async def _serve(config: Config) -> None:
+    from toru.store import Store
+
+    from . import metrics
+    from .control_server import ControlServer
+    from .logs import LogWriter, SupervisorLog
+    from .supervisor import Supervisor
+
+    store = Store(config.db_path)
+    store.migrate()
+    instance_id = store.instance_id()
+    log = SupervisorLog(
+        LogWriter(config.supervisor_log, config.log_max_bytes, config.log_backups),
+        echo=os.environ.get("TORU_SUPERVISOR_QUIET", "") == "",
+    )
+    metrics.cleanup_dead_processes(config.metrics_dir)
+    supervisor = Supervisor(config, store, log, instance_id)
+    server = ControlServer(supervisor, config.control_socket)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: dict[str, Any] = {}
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.setdefault("signal", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    async def ready() -> None:
+        await server.start()
+        log.info(
+            f"supervisor ready (pid {os.getpid()}, {len(supervisor.plugins)} plugins, "
+            f"control socket {config.control_socket})"
+        )
+
+    log.info(f"supervisor starting for {config.home}")
+    try:
+        await supervisor.run(stop, ready)
+    finally:
+        await server.close()
+        log.info(f"supervisor stopped ({received.get('signal', 'no signal')})")
+        log.writer.close()
+        store.close()

@@ -1,0 +1,84 @@
+"""Supervisor-owned Prometheus metrics (multiprocess mode, shared directory with workers).
+
+Import this only after ``PROMETHEUS_MULTIPROC_DIR`` is set (``main`` does that): the
+client picks its value backend at import time. Gauges are ``livemax``: the exposition shows
+only live processes' values, so a killed supervisor's ``toru_plugin_up=1`` disappears instead
+of being summed with the new supervisor's.
+
+NOTE: ``toru_proxy_errors_total`` here counts what only the supervisor sees (``timeout``,
+``bad_response``, ``connection_lost``, ``unavailable`` as decided by the supervisor); the
+worker's metric of the same name counts what the client got. Filter by ``kind`` when summing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+from .states import PluginState
+
+PLUGIN_UP = Gauge(
+    "toru_plugin_up",
+    "1 when the plugin process runs and its connection is up",
+    ["plugin"],
+    multiprocess_mode="livemax",
+)
+PLUGIN_STATE = Gauge(
+    "toru_plugin_state",
+    "1 for the plugin's current supervision state, 0 for the others",
+    ["plugin", "state"],
+    multiprocess_mode="livemax",
+)
+PLUGIN_RESTARTS = Counter("toru_plugin_restarts", "Plugin restarts after a crash", ["plugin"])
+PLUGIN_CRASHES = Counter("toru_plugin_crashes", "Plugin crashes and forced kills", ["plugin"])
+KV_OPERATIONS = Counter("toru_kv_operations", "Plugin KV operations", ["plugin", "action"])
+PROXY_ERRORS = Counter(
+    "toru_proxy_errors", "Proxy errors decided by the supervisor", ["plugin", "kind"]
+)
+
+
+def set_state(plugin: str, state: PluginState) -> None:
+    """One-hot state gauge plus ``up``."""
+    for s in PluginState:
+        PLUGIN_STATE.labels(plugin, s.value).set(1 if s is state else 0)
+    PLUGIN_UP.labels(plugin).set(1 if state is PluginState.RUNNING else 0)
+
+
+def clear_plugin(plugin: str) -> None:
+    """A plugin left the directory: zero its gauges (multiprocess files cannot drop labels)."""
+    for s in PluginState:
+        PLUGIN_STATE.labels(plugin, s.value).set(0)
+    PLUGIN_UP.labels(plugin).set(0)
+
+
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def cleanup_dead_processes(directory: Path) -> int:
+    """``mark_process_dead`` for every pid with files in ``directory`` that no longer runs."""
+    from prometheus_client import multiprocess
+
+    dead = set()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        m = _PID_FILE.search(name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or pid in dead:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(directory))
+    return len(dead)

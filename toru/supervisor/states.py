@@ -1,0 +1,46 @@
+"""Plugin states and the one table of allowed transitions.
+
+``SupervisedPlugin._set_state`` is the only place that changes a plugin's state; it checks
+this table, updates the metrics and writes the event, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class PluginState(enum.Enum):
+    STOPPED = "stopped"  # disabled (or not yet enabled)
+    STARTING = "starting"  # spawned, waiting for its socket / init
+    RUNNING = "running"  # connected and initialised
+    BACKOFF = "backoff"  # crashed, restart pending
+    FAILED = "failed"  # disabled after too many consecutive failures
+    INVALID = "invalid"  # bad metadata or binary
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = PluginState
+
+TRANSITIONS: dict[PluginState, frozenset[PluginState]] = {
+    S.STOPPED: frozenset({S.STARTING, S.INVALID}),
+    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPED}),
+    S.RUNNING: frozenset({S.BACKOFF, S.FAILED, S.STOPPED}),
+    S.BACKOFF: frozenset({S.STARTING, S.STOPPED}),
+    S.FAILED: frozenset({S.STARTING, S.STOPPED, S.INVALID}),
+    S.INVALID: frozenset({S.STOPPED}),
+}
+
+# States in which the plugin is wanted (enabled) and will be (re)started.
+ACTIVE = frozenset({S.STARTING, S.RUNNING, S.BACKOFF})
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: some code tried a transition the table does not allow."""
+
+
+def check_transition(old: PluginState, new: PluginState) -> None:
+    """Raise ``IllegalTransition`` unless ``old -> new`` is in the table."""
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"illegal plugin state transition {old} -> {new}")

@@ -1,0 +1,420 @@
+"""One plugin under supervision: its state machine and lifecycle task.
+
+Everything that changes a plugin's state goes through ``_set_state``, which checks
+``states.TRANSITIONS``, updates the metrics and writes the event. The lifecycle is one
+task per enabled plugin: start -> run until exit/hang/connection loss -> backoff -> start
+again, until it is disabled or gives up (``failed``, persisted as disabled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from toru.errors import ToruError
+from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown
+
+from . import metrics
+from .discovery import Discovered
+from .launcher import LaunchAborted, Launched, Launcher, LaunchError
+from .logs import LogWriter, SupervisorLog, plugin_line_entry, timestamp
+from .process import describe_exit
+from .restart_policy import RestartPolicy
+from .states import ACTIVE, PluginState, check_transition
+from .stats import PluginStats
+
+S = PluginState
+STDERR_TAIL = 20
+TIMEOUT_EVENT_EVERY = 10.0  # seconds: at most one `timeout` event per plugin per window
+
+
+@dataclass
+class Deps:
+    """What a plugin's lifecycle needs from the outside; OS seams are replaceable in tests."""
+
+    launcher: Launcher
+    store: Any  # toru.store.Store (or a fake with add_event)
+    log: SupervisorLog
+    policy: RestartPolicy
+    log_dir: Path
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    shutdown_grace: float = 5.0
+    health_timeout: float = 3.0
+    persist_enabled: Callable[[str, bool, str | None], None] = lambda pid, on, why: None
+    spawn_task: Callable[[Awaitable[Any]], asyncio.Task[Any]] = field(
+        default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
+    )
+    clock: Callable[[], float] = time.monotonic
+
+
+class SupervisedPlugin:
+    """A discovered plugin and, when enabled, its running process."""
+
+    def __init__(self, found: Discovered, deps: Deps, plugin_id: str | None = None) -> None:
+        self.deps = deps
+        self.binary = found.binary
+        self.signature = found.signature
+        self.metadata: PluginMetadata | None = found.metadata
+        self.id = plugin_id or found.id
+        self.error: str | None = found.error
+        self.state = S.INVALID if found.metadata is None else S.STOPPED
+        self.enabled = False
+        self.failures = 0
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.retry_at: float | None = None
+        self.health = "unknown"
+        self.launched: Launched | None = None
+        self.stopping = False
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self.stats = PluginStats()
+        self.log_path = deps.log_dir / f"{self.id}.log"
+        self._log: LogWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[str] | None = None
+        self._probe_pending = False
+        self._last_timeout_event = -math.inf
+        metrics.set_state(self.id, self.state)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def route(self) -> str | None:
+        return self.metadata.route if self.metadata else None
+
+    def _set_state(
+        self, new: PluginState, event: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        """The only place a state changes: table check, metric, event, log."""
+        old = self.state
+        if new is not old:
+            check_transition(old, new)
+            self.state = new
+            metrics.set_state(self.id, new)
+        if event is not None:
+            self.record_event(event, details or {})
+
+    def record_event(self, event: str, details: dict[str, Any]) -> None:
+        """Write a ``plugin_events`` row; a storage error is logged, never raised."""
+        try:
+            self.deps.store.add_event(self.id, event, details)
+        except apsw.Error as exc:
+            self.deps.log.error("could not record event", self.id, error=str(exc), event=event)
+        level = "warn" if event in ("crashed", "timeout", "unhealthy", "disabled") else "info"
+        self.deps.log.log(level, f"plugin {event}", self.id, **{"details": details})
+        if event != "timeout":
+            self._plugin_log(level, f"supervisor: plugin {event}", details)
+
+    def _plugin_log(self, level: str, message: str, details: dict[str, Any]) -> None:
+        w = self._writer()
+        w.write(
+            {
+                "timestamp": timestamp(),
+                "level": level,
+                "plugin": self.id,
+                "message": message,
+                "source": "supervisor",
+                "details": details,
+            }
+        )
+        w.flush()
+
+    def _writer(self) -> LogWriter:
+        if self._log is None:
+            self._log = LogWriter(self.log_path, self.deps.log_max_bytes, self.deps.log_backups)
+        return self._log
+
+    # ------------------------------------------------------------------ callbacks
+
+    def on_output(self, stream: str, lines: list[bytes]) -> None:
+        """Captured stdout/stderr lines -> the plugin's JSON-lines log (+ stderr tail)."""
+        w = self._writer()
+        for raw in lines:
+            entry = plugin_line_entry(self.id, raw, stream)
+            w.write(entry)
+            if stream == "stderr":
+                self.stderr_tail.append(str(entry.get("message", ""))[:500])
+        w.flush()
+
+    def on_kv_op(self, action: str) -> None:
+        metrics.KV_OPERATIONS.labels(self.id, action).inc()
+
+    def on_kv_error(self, reason: str) -> None:
+        self.deps.log.warn(reason, self.id)
+
+    def on_connection_lost(self, reason: str) -> None:
+        self._wakeup(f"connection lost ({reason})")
+        if reason.startswith("protocol error"):
+            metrics.PROXY_ERRORS.labels(self.id, "bad_response").inc()
+        else:
+            metrics.PROXY_ERRORS.labels(self.id, "connection_lost").inc()
+
+    def on_request_timeout(self, request_id: str) -> None:
+        metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
+        now = self.deps.clock()
+        if now - self._last_timeout_event >= TIMEOUT_EVENT_EVERY:
+            self._last_timeout_event = now
+            self.record_event("timeout", {"request_id": request_id})
+
+    def _wakeup(self, reason: str) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(reason)
+
+    # ------------------------------------------------------------------ control
+
+    def enable(self) -> bool:
+        """Start the lifecycle if it is not running. Idempotent; False if invalid."""
+        if self.state is S.INVALID:
+            return False
+        self.enabled = True
+        if self._task is not None and not self._task.done():
+            return True
+        self.stopping = False
+        if self.state is S.FAILED:
+            self.failures = 0
+        self._task = self.deps.spawn_task(self._lifecycle())
+        return True
+
+    async def disable(self) -> None:
+        """Stop the lifecycle: shutdown, SIGTERM, SIGKILL after the grace. Idempotent."""
+        self.enabled = False
+        self.stopping = True
+        self._wakeup("disabled")
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        if self.state is S.FAILED:
+            self._set_state(S.STOPPED)
+
+    async def wait_started(self, timeout: float) -> None:
+        """Wait until the plugin is past ``starting`` (running, backoff, ...) or ``timeout``."""
+        deadline = self.deps.clock() + timeout
+        while self.state is S.STARTING and self.deps.clock() < deadline:
+            await asyncio.sleep(0.01)
+
+    def retry_after(self) -> int:
+        """Seconds a client should wait (503 ``Retry-After``) while starting or in backoff."""
+        if self.state is S.BACKOFF and self.retry_at is not None:
+            return max(1, math.ceil(self.retry_at - self.deps.clock()))
+        return 1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _lifecycle(self) -> None:
+        try:
+            await self._supervise()
+        except asyncio.CancelledError:
+            await self._stop_process("cancelled")
+            if self.state is not S.STOPPED and S.STOPPED in _allowed(self.state):
+                self._set_state(S.STOPPED, "stopped", {"reason": "supervisor shutdown"})
+            raise
+        except Exception as exc:  # a bug: never let it kill the supervisor silently
+            self.deps.log.error("lifecycle failed", self.id, error=repr(exc))
+            await self._stop_process("internal error")
+            self.error = f"internal error: {exc!r}"
+            if S.STOPPED in _allowed(self.state):
+                self._set_state(S.STOPPED, "stopped", {"reason": self.error})
+
+    async def _supervise(self) -> None:
+        first = True
+        while not self.stopping:
+            self._set_state(S.STARTING)
+            self.retry_at = None
+            self.stderr_tail.clear()
+            self._wake = asyncio.get_running_loop().create_future()
+            t0 = self.deps.clock()
+            try:
+                self.launched = await self.deps.launcher.launch(self)
+            except LaunchAborted:
+                break
+            except LaunchError as exc:
+                if self.stopping:
+                    break
+                outcome: dict[str, Any] = {"reason": str(exc), **exc.details}
+                uptime = self.deps.clock() - t0
+            else:
+                self.started_at = self.deps.clock()
+                self.health = "healthy"
+                self.error = None
+                details = {"pid": self.launched.process.pid}
+                if first:
+                    self._set_state(S.RUNNING, "started", details)
+                else:
+                    self.restarts += 1
+                    metrics.PLUGIN_RESTARTS.labels(self.id).inc()
+                    self.stats.record_restart()
+                    self._set_state(S.RUNNING, "restarted", {**details, "restarts": self.restarts})
+                maybe = await self._run()
+                uptime = self.deps.clock() - self.started_at
+                if maybe is None:
+                    break  # disabled
+                outcome = maybe
+            first = False
+            self.health = "unknown"
+            self.started_at = None
+            self.failures = self.deps.policy.failures_after_crash(self.failures, uptime)
+            metrics.PLUGIN_CRASHES.labels(self.id).inc()
+            self.error = str(outcome.get("reason", "crashed"))
+            crash = {
+                **outcome,
+                "uptime_seconds": round(uptime, 3),
+                "consecutive_failures": self.failures,
+                "stderr_tail": list(self.stderr_tail),
+            }
+            if self.deps.policy.gives_up(self.failures):
+                self.enabled = False
+                self.record_event("crashed", crash)
+                reason = f"disabled after {self.failures} consecutive failures"
+                self.error = f"{reason}; last: {self.error}"
+                self._set_state(S.FAILED, "disabled", {"reason": reason})
+                self.deps.persist_enabled(self.id, False, reason)
+                return
+            delay = self.deps.policy.delay(self.failures)
+            self.retry_at = self.deps.clock() + delay
+            crash["restart_in_seconds"] = delay
+            self._set_state(S.BACKOFF, "crashed", crash)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._wake), delay)
+            except TimeoutError:
+                pass
+        if self.state is not S.STOPPED:
+            self._set_state(S.STOPPED, "stopped", {"reason": "disabled"})
+        self.retry_at = None
+
+    async def _run(self) -> dict[str, Any] | None:
+        """Wait for exit, connection loss, a failed probe or a stop; the crash details or None."""
+        launched = self.launched
+        assert launched is not None and self._wake is not None
+        proc = launched.process
+        await asyncio.wait({proc.exited, self._wake}, return_when=asyncio.FIRST_COMPLETED)
+        if self.stopping:
+            await self._stop_process("disabled")
+            return None
+        if proc.exited.done():
+            code = proc.exited.result()
+            launched.connection.close("plugin exited")
+            await self._reap()
+            return {"reason": "exited", **describe_exit(code)}
+        reason = self._wake.result()
+        proc.signal_group(9)
+        code = await asyncio.shield(proc.exited)
+        await self._reap()
+        return {"reason": reason, **describe_exit(code)}
+
+    async def _reap(self) -> None:
+        launched, self.launched = self.launched, None
+        if launched is None:
+            return
+        launched.connection.close("plugin stopped")
+        launched.close_kv()
+        drain = getattr(launched.process, "drain_output", None)
+        if drain is not None:
+            await drain(0.5)
+
+    async def _stop_process(self, why: str) -> None:
+        """Polite stop: ``shutdown`` message, wait, SIGTERM the group, SIGKILL after the grace."""
+        launched = self.launched
+        if launched is None:
+            return
+        proc = launched.process
+        if proc.exited.done():
+            await self._reap()
+            return
+        grace = self.deps.shutdown_grace
+        launched.connection.send(lifecycle_shutdown())
+        launched.connection.close(f"stopping ({why})")
+        launched.close_kv()
+        if await proc.wait(grace / 2) is None:
+            await proc.terminate(grace / 2)
+        await self._reap()
+
+    # ------------------------------------------------------------------ health
+
+    def probe(self, now: float) -> None:
+        """Start a health probe (``GET /health``, ``X-Toru-Probe: 1``); any reply is healthy."""
+        launched = self.launched
+        if self.state is not S.RUNNING or launched is None or self._probe_pending:
+            return
+        if self.started_at is not None and now - self.started_at >= self.deps.policy.reset_after:
+            self.failures = 0
+        self._probe_pending = True
+        timeout = self.deps.health_timeout
+
+        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
+            self._probe_pending = False
+            if err is None:
+                self.health = "healthy"
+                return
+            if err.status == 504 and self.launched is launched:
+                self.health = "unhealthy"
+                self.record_event(
+                    "unhealthy", {"reason": f"health probe unanswered after {timeout:g} s"}
+                )
+                self._wakeup(f"unhealthy: health probe unanswered after {timeout:g} s")
+
+        launched.connection.request(
+            "http",
+            {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}},
+            timeout,
+            done,
+        )
+
+    # ------------------------------------------------------------------ views
+
+    def uptime(self) -> float | None:
+        return None if self.started_at is None else self.deps.clock() - self.started_at
+
+    def info(self) -> dict[str, Any]:
+        """``PluginInfo`` of docs/control-protocol.md."""
+        m = self.metadata
+        launched = self.launched
+        up = self.uptime() if self.state is S.RUNNING else None
+        return {
+            "id": self.id,
+            "name": m.name if m else self.binary.name,
+            "version": m.version if m else "",
+            "author": m.author if m else None,
+            "icon": m.icon if m else "",
+            "route": m.route if m else None,
+            "binary": self.binary.name,
+            "enabled": self.enabled,
+            "state": self.state.value,
+            "health": self.health if self.state is S.RUNNING else "unknown",
+            "pid": launched.process.pid if launched is not None else None,
+            "restarts": self.restarts,
+            "consecutive_failures": self.failures,
+            "uptime_seconds": round(up, 3) if up is not None else None,
+            "error": self.error,
+            "retry_at": _wall(self.retry_at, self.deps.clock) if self.retry_at else None,
+        }
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+_PROBE = {"X-Toru-Probe": "1"}
+
+
+def _allowed(state: PluginState) -> frozenset[PluginState]:
+    from .states import TRANSITIONS
+
+    return TRANSITIONS[state]
+
+
+def _wall(mono: float, clock: Callable[[], float]) -> float:
+    """A monotonic deadline as a Unix timestamp (for the UI)."""
+    return round(time.time() + (mono - clock()), 3)
