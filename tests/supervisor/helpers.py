@@ -30,7 +30,9 @@ FAST_ENV = {
 }
 
 
-def make_plugin(plugins_dir: Path, plugin_id: str, mode: str = "good", name: str | None = None) -> Path:
+def make_plugin(
+    plugins_dir: Path, plugin_id: str, mode: str = "good", name: str | None = None
+) -> Path:
     """Write ``<name or id>.binary`` running misbehave.py in ``mode`` as plugin ``plugin_id``."""
     plugins_dir.mkdir(parents=True, exist_ok=True)
     path = plugins_dir / f"{name or plugin_id}.binary"
@@ -48,7 +50,7 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0
     while time.monotonic() < deadline:
         try:
             last = pred()
-        except Exception as exc:  # noqa: BLE001 - keep polling through transient errors
+        except Exception as exc:
             last = exc
         else:
             if last:
@@ -110,7 +112,7 @@ class SupervisorProc:
             return False
         try:
             return bool(self.client.call("ping", timeout=2))
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     @property
@@ -126,9 +128,7 @@ class SupervisorProc:
         return self.call("get", {"plugin": plugin})
 
     def wait_state(self, plugin: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
-        return wait_for(
-            lambda: (i := self.info(plugin))["state"] == state and i, timeout
-        )
+        return wait_for(lambda: (i := self.info(plugin))["state"] == state and i, timeout)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, wait; SIGKILL the group if it hangs. Idempotent."""

@@ -31,7 +31,13 @@ def metadata():
     if MODE == "metadata-fail":
         print("cannot describe myself", file=sys.stderr)
         sys.exit(2)
-    meta = {"id": PLUGIN_ID, "name": f"Test {MODE}", "version": "0.1.0", "icon": "T", "route": ROUTE}
+    meta = {
+        "id": PLUGIN_ID,
+        "name": f"Test {MODE}",
+        "version": "0.1.0",
+        "icon": "T",
+        "route": ROUTE,
+    }
     if MODE == "bad-metadata":
         meta["id"] = "not a valid id!"
     print(json.dumps(meta))
@@ -98,8 +104,13 @@ def handle_http(msg):
     if route == "/health":
         body = {"status": "ok"}
     elif route == "/echo" or route.startswith("/echo/"):
-        body = {"method": p["method"], "path": path, "headers": p.get("headers", {}),
-                "body": p.get("body", ""), "body_encoding": p.get("body_encoding")}
+        body = {
+            "method": p["method"],
+            "path": path,
+            "headers": p.get("headers", {}),
+            "body": p.get("body", ""),
+            "body_encoding": p.get("body_encoding"),
+        }
     elif route == "/pid":
         body = {"pid": os.getpid(), "pgid": os.getpgid(0)}
     elif route == "/sleep":
@@ -127,13 +138,22 @@ def handle_http(msg):
         sys.stderr.flush()
         body = {"written": int(q.get("n", "10"))}
     elif route == "/json-log":
-        print(json.dumps({"level": "error", "message": "structured", "code": 7}), file=sys.stderr,
-              flush=True)
+        print(
+            json.dumps({"level": "error", "message": "structured", "code": 7}),
+            file=sys.stderr,
+            flush=True,
+        )
     else:
         status, body = 404, {"error": "not_found"}
-    return {"type": "http", "request_id": msg.get("request_id"),
-            "payload": {"status": status, "headers": {"Content-Type": "application/json"},
-                        "body": json.dumps(body)}}
+    return {
+        "type": "http",
+        "request_id": msg.get("request_id"),
+        "payload": {
+            "status": status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body),
+        },
+    }
 
 
 def serve_connection(conn):
@@ -180,8 +200,11 @@ def main():
     if MODE == "no-socket":
         time.sleep(3600)
         return
-    print(json.dumps({"level": "info", "message": f"{PLUGIN_ID} starting", "mode": MODE}),
-          file=sys.stderr, flush=True)
+    print(
+        json.dumps({"level": "info", "message": f"{PLUGIN_ID} starting", "mode": MODE}),
+        file=sys.stderr,
+        flush=True,
+    )
     print(f"hello on stdout from {PLUGIN_ID}", flush=True)
     if MODE == "flood":
         threading.Thread(target=flood, daemon=True).start()
