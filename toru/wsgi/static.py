@@ -99,10 +99,10 @@ class StaticFiles:
         etag, data = loaded
         resp.set_header("ETag", etag)
         resp.cache_control = ["no-cache"]
-        ctype = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0]
-        resp.content_type = ctype or "application/octet-stream"
         inm = req.get_header("If-None-Match")
         if inm and etag in [t.strip() for t in inm.split(",")]:
             resp.status = 304
             return
+        ctype = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0]
+        resp.content_type = ctype or "application/octet-stream"
         resp.data = data
