@@ -136,6 +136,22 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between cheap checks of the plugin directory",
     ),
     Setting(
+        "start_timeout",
+        "TORU_START_TIMEOUT",
+        "supervisor.start_timeout",
+        5.0,
+        _pos_float,
+        "seconds a spawned plugin has to create its socket",
+    ),
+    Setting(
+        "metadata_timeout",
+        "TORU_METADATA_TIMEOUT",
+        "supervisor.metadata_timeout",
+        5.0,
+        _pos_float,
+        "seconds `<binary> --metadata` may take",
+    ),
+    Setting(
         "max_frame",
         "TORU_MAX_FRAME",
         "supervisor.max_frame",
@@ -212,6 +228,8 @@ class Config:
     health_interval: float
     health_timeout: float
     rescan_interval: float
+    start_timeout: float
+    metadata_timeout: float
     max_frame: int
     log_max_bytes: int
     log_backups: int

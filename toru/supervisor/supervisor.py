@@ -23,7 +23,6 @@ from toru_plugin_api.messages import parse_kv_op
 
 from . import metrics
 from .discovery import (
-    METADATA_TIMEOUT,
     Discovered,
     directory_signature,
     inspect_all,
@@ -31,7 +30,7 @@ from .discovery import (
     resolve_conflicts,
 )
 from .kv_channel import execute_kv
-from .launcher import SOCKET_WAIT, Launcher, ProcessLauncher
+from .launcher import Launcher, ProcessLauncher
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .plugin_state_file import load_state, set_enabled
 from .restart_policy import RestartPolicy
@@ -53,15 +52,13 @@ class Supervisor:
         log: SupervisorLog,
         instance_id: str,
         launcher: Launcher | None = None,
-        metadata_timeout: float = METADATA_TIMEOUT,
-        socket_wait: float = SOCKET_WAIT,
     ) -> None:
         self.config = config
         self.store = store
         self.log = log
         self.instance_id = instance_id
-        self.metadata_timeout = metadata_timeout
-        self.socket_wait = socket_wait
+        self.metadata_timeout = config.metadata_timeout
+        self.socket_wait = config.start_timeout
         self.started_at = time.time()
         self.plugins: dict[str, SupervisedPlugin] = {}
         self.routes: dict[str, SupervisedPlugin] = {}
@@ -72,7 +69,7 @@ class Supervisor:
             config.plugin_socket_dir,
             config.home,
             config.max_frame,
-            socket_wait,
+            self.socket_wait,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
