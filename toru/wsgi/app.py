@@ -46,9 +46,10 @@ def _default_control(config: Config) -> Callable[[], Any]:
     from ..supervisor.client import ControlClient
 
     path = str(config.control_socket)
+    kwargs = {"http_timeout": config.http_timeout + 5, "max_frame": config.max_frame}
 
     def control() -> Any:
-        return ControlClient.for_thread(path)
+        return ControlClient.for_thread(path, **kwargs)
 
     return control
 

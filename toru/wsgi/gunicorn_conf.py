@@ -38,6 +38,9 @@ accesslog = os.environ.get("TORU_ACCESS_LOG") or None
 # gunicorn believes X-Forwarded-Proto only from these; keep it in line with Toru's own list.
 forwarded_allow_ips = ",".join(p for p in _config.trusted_proxies if p != "unix") or "127.0.0.1"
 limit_request_field_size = 16384
+# gunicorn 23+ opens a management socket at a per-user default path that several Toru
+# instances would fight over; Toru does not use it.
+control_socket_disable = True
 
 
 def _set_pdeathsig(sig: int) -> None:
