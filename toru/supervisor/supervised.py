@@ -181,6 +181,7 @@ class SupervisedPlugin:
         self.stopping = False
         if self.state is S.FAILED:
             self.failures = 0
+        self._set_state(S.STARTING)  # at once, so callers never see a stale `stopped`
         self._task = self.deps.spawn_task(self._lifecycle())
         return True
 

@@ -22,7 +22,7 @@ import time
 from urllib.parse import parse_qsl
 
 MODE, PLUGIN_ID = sys.argv[1], sys.argv[2]
-ROUTE = os.environ.get("MISBEHAVE_ROUTE_" + PLUGIN_ID.replace("-", "_"), "/" + PLUGIN_ID)
+ROUTE = os.environ.get("MISBEHAVE_ROUTE_" + PLUGIN_ID.replace("-", "_").upper(), "/" + PLUGIN_ID)
 
 
 def metadata():

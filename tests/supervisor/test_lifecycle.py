@@ -1,0 +1,263 @@
+"""Integration: a real ``toru supervisor`` with real plugin processes (seed T1-T4, T12-T15)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+
+import pytest
+
+from toru.errors import BadGateway, Conflict, NotFound, Unavailable
+
+from .helpers import (
+    SupervisorProc,
+    enable_on_disk,
+    kill_leftovers,
+    make_plugin,
+    pid_alive,
+    wait_for,
+)
+
+
+@pytest.fixture
+def home(short_home):
+    yield short_home
+    kill_leftovers(short_home)
+
+
+def test_t1_t12_enabled_plugin_spawns_in_own_group_and_answers(home):
+    make_plugin(home / "plugins", "alpha")
+    with SupervisorProc(home) as sup:
+        info = sup.info("alpha")
+        assert info["state"] == "stopped" and info["enabled"] is False  # new = disabled
+        with pytest.raises(NotFound):
+            sup.client.http("/alpha", "GET", "/echo")
+        info = sup.call("enable", {"plugin": "alpha"})
+        assert info["state"] == "running" and info["enabled"] is True
+        pid = info["pid"]
+        resp = sup.client.http("/alpha", "POST", "/echo?q=1", {"X-Test": "yes"}, b"body!")
+        assert resp.status == 200
+        echoed = json.loads(resp.body)
+        assert echoed["path"] == "/echo?q=1" and echoed["method"] == "POST"
+        assert echoed["headers"]["X-Test"] == "yes" and echoed["body"] == "body!"
+        got = json.loads(sup.client.http("alpha", "GET", "/pid").body)
+        assert got["pid"] == pid and got["pgid"] == pid  # its own process group
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+        names = {e.split(b"=", 1)[0]: e.split(b"=", 1)[1] for e in env if b"=" in e}
+        assert names[b"TORU_PLUGIN_ID"] == b"alpha"
+        assert names[b"TORU_PLUGIN_SOCKET"].endswith(b"run/p/alpha.sock")
+        assert names[b"TORU_INSTANCE_ID"] == sup.call("hello")["instance_id"].encode()
+        assert b"TORU_KV_FD" in names
+        assert b"TORU_ADMIN_PASSWORD" not in names
+        events = [e["event_type"] for e in sup.call("events", {"plugin": "alpha"})]
+        assert events[:2] == ["started", "enabled"]
+    assert not pid_alive(pid)
+
+
+def test_t2_t4_invalid_plugins_are_recorded_and_others_load(home):
+    plugins = home / "plugins"
+    make_plugin(plugins, "good")
+    make_plugin(plugins, "badmeta", mode="bad-metadata")
+    make_plugin(plugins, "failmeta", mode="metadata-fail")
+    make_plugin(plugins, "slowmeta", mode="metadata-timeout")
+    (plugins / "garbage.binary").write_bytes(b"\x7fELF not really")
+    (plugins / "garbage.binary").chmod(0o755)
+    (plugins / "noexec.binary").write_text("#!/bin/sh\necho hi\n")
+    enable_on_disk(home, "good")
+    with SupervisorProc(home, env={"TORU_METADATA_TIMEOUT": "0.5"}) as sup:
+        states = {p["id"]: p for p in sup.call("list")}
+        assert states["good"]["state"] == "running"
+        for pid in ("badmeta", "failmeta", "slowmeta", "garbage", "noexec"):
+            assert states[pid]["state"] == "invalid", pid
+            assert states[pid]["error"], pid
+        assert "id must match" in states["badmeta"]["error"]
+        assert "exit_code 2" in states["failmeta"]["error"]
+        assert "cannot describe myself" in states["failmeta"]["error"]
+        assert "did not finish" in states["slowmeta"]["error"]
+        assert "not executable" in states["noexec"]["error"]
+        with pytest.raises(Conflict):
+            sup.call("enable", {"plugin": "badmeta"})
+        invalid = {e["plugin_id"] for e in sup.call("events", {}) if e["event_type"] == "invalid"}
+        assert invalid == {"badmeta", "failmeta", "slowmeta", "garbage", "noexec"}
+        log = (home / "var" / "log" / "plugin-supervisor.log").read_text()
+        assert "invalid plugin badmeta.binary" in log
+        assert sup.client.http("/good", "GET", "/health").status == 200
+
+
+def test_t3_missing_plugins_directory_is_created(home):
+    assert not (home / "plugins").exists()
+    with SupervisorProc(home) as sup:
+        assert sup.call("list") == []
+        assert (home / "plugins").is_dir()
+        run = home / "run"
+        assert stat.S_IMODE(run.stat().st_mode) == 0o700
+        assert stat.S_IMODE((run / "supervisor.sock").stat().st_mode) == 0o600
+
+
+def test_duplicate_id_and_route_second_is_invalid(home):
+    plugins = home / "plugins"
+    make_plugin(plugins, "dup", name="a-first")
+    make_plugin(plugins, "dup", name="b-second")
+    make_plugin(plugins, "other", name="c-route")
+    with SupervisorProc(home, env={"MISBEHAVE_ROUTE_OTHER": "/dup"}) as sup:
+        states = {p["binary"]: p for p in sup.call("list")}
+    assert states["a-first.binary"]["state"] == "stopped"
+    assert states["b-second.binary"]["state"] == "invalid"
+    assert "duplicate plugin id 'dup'" in states["b-second.binary"]["error"]
+    assert "a-first.binary" in states["b-second.binary"]["error"]
+    assert states["c-route.binary"]["state"] == "invalid"
+    assert "duplicate route '/dup'" in states["c-route.binary"]["error"]
+
+
+def test_t13_disable_kills_process_and_route_404(home):
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        info = sup.call("disable", {"plugin": "alpha"})
+        assert info["state"] == "stopped" and info["pid"] is None
+        assert not pid_alive(pid)
+        with pytest.raises(NotFound):
+            sup.client.http("/alpha", "GET", "/echo")
+        assert not (home / "run" / "p" / "alpha.sock").exists() or True
+        state = json.loads((home / "plugins" / ".metadata" / "config.json").read_text())
+        assert state["plugins"]["alpha"]["enabled"] is False
+
+
+def test_t14_enabled_state_persists_across_restart(home):
+    make_plugin(home / "plugins", "alpha")
+    make_plugin(home / "plugins", "beta")
+    with SupervisorProc(home) as sup:
+        sup.call("enable", {"plugin": "alpha"})
+    state = json.loads((home / "plugins" / ".metadata" / "config.json").read_text())
+    assert state["plugins"]["alpha"]["enabled"] is True
+    with SupervisorProc(home) as sup:
+        assert sup.info("alpha")["state"] == "running"
+        assert sup.info("beta")["state"] == "stopped"
+
+
+def test_t15_crash_at_start_backs_off_then_fails_and_stays_disabled(home):
+    make_plugin(home / "plugins", "crashy", mode="crash-start")
+    enable_on_disk(home, "crashy")
+    env = {"TORU_MAX_FAILURES": "3", "TORU_RESTART_BACKOFF": "0.05,0.1"}
+    with SupervisorProc(home, env=env) as sup:
+        info = sup.wait_state("crashy", "failed")
+        assert info["enabled"] is False and info["consecutive_failures"] == 3
+        assert "disabled after 3 consecutive failures" in info["error"]
+        events = sup.call("events", {"plugin": "crashy"})
+        kinds = [e["event_type"] for e in events]
+        assert kinds.count("crashed") == 3 and kinds[0] == "disabled"
+        crash = next(e for e in events if e["event_type"] == "crashed")
+        assert crash["details"]["exit_code"] == 1
+        assert "uptime_seconds" in crash["details"]
+        assert any("crashing at start" in ln for ln in crash["details"]["stderr_tail"])
+        state = json.loads((home / "plugins" / ".metadata" / "config.json").read_text())
+        assert state["plugins"]["crashy"]["enabled"] is False
+    with SupervisorProc(home, env=env) as sup:  # stays disabled across restarts
+        assert sup.info("crashy")["state"] == "stopped"
+
+
+def test_503_with_retry_after_while_in_backoff(home):
+    make_plugin(home / "plugins", "crashy", mode="crash-start")
+    enable_on_disk(home, "crashy")
+    with SupervisorProc(home, env={"TORU_RESTART_BACKOFF": "30"}) as sup:
+        sup.wait_state("crashy", "backoff")
+        with pytest.raises(Unavailable) as err:
+            sup.client.http("/crashy", "GET", "/echo")
+        assert err.value.status == 503 and err.value.retry_after >= 1
+
+
+def test_crash_mid_request_gives_502_and_restarts(home):
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        with pytest.raises(BadGateway):
+            sup.client.http("/alpha", "GET", "/crash")
+        info = wait_for(
+            lambda: (i := sup.info("alpha"))["state"] == "running" and i["pid"] != pid and i
+        )
+        assert info["restarts"] == 1
+        assert sup.client.http("/alpha", "GET", "/echo").status == 200
+        crash = next(e for e in info["events"] if e["event_type"] == "crashed")
+        assert crash["details"]["exit_code"] == 3
+        assert "about to crash mid-request" in crash["details"]["stderr_tail"]
+        assert "restarted" in [e["event_type"] for e in info["events"]]
+
+
+def test_sigterm_stops_plugins_removes_sockets_exit_0(home):
+    make_plugin(home / "plugins", "alpha")
+    make_plugin(home / "plugins", "stubborn", mode="ignore-shutdown")
+    enable_on_disk(home, "alpha", "stubborn")
+    sup = SupervisorProc(home).start()
+    try:
+        pids = [sup.wait_state(p, "running")["pid"] for p in ("alpha", "stubborn")]
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(15) == 0
+        for pid in pids:
+            assert not pid_alive(pid)
+        assert not (home / "run" / "supervisor.sock").exists()
+        assert list((home / "run" / "p").glob("*.sock")) == []
+        events = [e["event_type"] for e in _events_offline(home, "stubborn")]
+        assert events[0] == "stopped"
+    finally:
+        sup.stop()
+
+
+def _events_offline(home, plugin):
+    from toru.store import Store
+
+    return Store(home / "var" / "toru.db").events(plugin)
+
+
+def test_ignore_shutdown_is_sigkilled_after_grace(home):
+    make_plugin(home / "plugins", "stubborn", mode="ignore-shutdown")
+    enable_on_disk(home, "stubborn")
+    with SupervisorProc(home, env={"TORU_SHUTDOWN_GRACE": "0.4"}) as sup:
+        pid = sup.wait_state("stubborn", "running")["pid"]
+        info = sup.call("disable", {"plugin": "stubborn"})
+        assert info["state"] == "stopped"
+        assert not pid_alive(pid)
+
+
+def test_grandchild_is_gone_after_stop(home):
+    make_plugin(home / "plugins", "forker")
+    enable_on_disk(home, "forker")
+    with SupervisorProc(home) as sup:
+        sup.wait_state("forker", "running")
+        child = json.loads(sup.client.http("/forker", "GET", "/fork").body)["grandchild"]
+        assert pid_alive(child)
+        sup.call("disable", {"plugin": "forker"})
+        wait_for(lambda: not pid_alive(child), 5)
+
+
+def test_kill9_of_supervisor_leaves_no_plugin_alive(home):
+    for pid in ("p1", "p2", "p3"):
+        make_plugin(home / "plugins", pid)
+    make_plugin(home / "plugins", "stubborn", mode="ignore-shutdown")
+    enable_on_disk(home, "p1", "p2", "p3", "stubborn")
+    sup = SupervisorProc(home).start()
+    try:
+        pids = [sup.wait_state(p, "running")["pid"] for p in ("p1", "p2", "p3", "stubborn")]
+        assert all(pid_alive(p) for p in pids)
+        sup.kill9()
+        wait_for(lambda: not any(pid_alive(p) for p in pids), 5)
+    finally:
+        sup.stop()
+
+
+def test_rescan_notices_new_changed_and_removed_binaries(home):
+    make_plugin(home / "plugins", "alpha")
+    with SupervisorProc(home) as sup:
+        assert [p["id"] for p in sup.call("list")] == ["alpha"]
+        make_plugin(home / "plugins", "beta")
+        wait_for(lambda: "beta" in {p["id"] for p in sup.call("list")}, 5)  # periodic check
+        (home / "plugins" / "alpha.binary").unlink()
+        result = sup.call("rescan")
+        assert result["removed"] == ["alpha"] and result["total"] == 1
+        with pytest.raises(NotFound):
+            sup.info("alpha")
+        make_plugin(home / "plugins", "gamma")
+        assert sup.call("rescan")["added"] == ["gamma"]
