@@ -1,0 +1,144 @@
+"""The benchmark's smoke mode runs in the suite: valid JSON with every scenario, never timings.
+
+``python -m benchmarks --smoke`` starts its own baseline gunicorn, two ``toru serve``
+instances, nginx and a standalone plugin, runs every scenario once for about a second and
+stops everything; this test checks the output's shape and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.plugins.bench_sdk import body_of_size, plugin_id_from_argv
+from benchmarks.report import markdown
+from benchmarks.stack import nginx_config
+from benchmarks.targets import evaluate
+from benchmarks.wrk import parse_output
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE = [
+    "a_baseline",
+    "b_toru_sdk",
+    "c_toru_raw",
+    "a_baseline_c1",
+    "b_toru_sdk_c1",
+    "b_toru_sdk_c64",
+    "f_nginx_sdk",
+    "d_floor_seq",
+    "d_floor_32",
+    "e_hop_seq",
+    "e_hop_32",
+    "e_client_seq",
+]
+METRICS = ["rps", "p50_us", "p90_us", "p99_us", "max_us", "cpu_us_per_request"]
+
+
+def _leftovers(marker: str) -> list[str]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd:
+            out.append(f"{pid}: {cmd}")
+    return out
+
+
+@pytest.mark.nginx
+def test_smoke_mode_writes_every_scenario(tmp_path: Path, test_output: Path) -> None:
+    out = tmp_path / "bench"
+    cp = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    (test_output / "bench-smoke.log").write_text(cp.stderr + cp.stdout)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    (test_output / "bench-smoke.json").write_text(json.dumps(doc, indent=2))
+    assert doc["schema"] == "toru-bench/1"
+    assert doc["mode"] == "smoke"
+    for sid in CORE:
+        sc = doc["scenarios"][sid]
+        assert sc["error"] is None, (sid, sc["error"])
+        assert len(sc["runs"]) == 1, sid
+        assert sc["requests"] > 0, sid
+        assert sc["errors"] == 0, (sid, sc["runs"])
+        for key in METRICS:
+            assert set(sc[key]) == {"median", "min", "max", "n"}, (sid, key)
+    ids = {t["id"] for t in doc["targets"]}
+    assert {
+        "throughput_ratio",
+        "added_cpu",
+        "added_latency_c1",
+        "hop_p50",
+        "hop_p99",
+        "hop_throughput",
+        "no_convoy",
+    } <= ids
+    for t in doc["targets"]:
+        assert set(t) == {"id", "text", "value", "unit", "op", "threshold", "met", "detail"}
+    assert (out / "results.md").read_text().startswith("# Toru benchmark")
+    # Every process the run started is gone (their command lines name the run's temp dir,
+    # or the baseline app).
+    assert _leftovers("/tmp/tb-") == []
+    assert _leftovers("benchmarks.baseline_app") == []
+
+
+def test_wrk_output_parsing() -> None:
+    text = (
+        "Running 1s test @ http://x\n"
+        'BENCH_JSON {"requests":10,"duration_us":2000000,"bytes":1,"errors":{"connect":0,"read":1,'
+        '"write":0,"status":2,"timeout":0},"latency_us":{"min":1,"mean":2.5,"stdev":1.0,"p50":2,'
+        '"p90":3,"p99":4,"p999":5,"max":6}}\n'
+    )
+    r = parse_output(text)
+    assert r.requests == 10
+    assert r.rps == 5.0
+    assert r.error_count == 3
+    assert r.latency_us["p99"] == 4.0
+
+
+def test_bench_plugin_bodies_and_ids() -> None:
+    for n in (100, 10_240, 1_048_576):
+        body = body_of_size(n)
+        assert len(body) == n
+        assert json.loads(body)["message"] == "hello"
+    assert plugin_id_from_argv("/x/plugins/bench-sdk-07.binary") == "bench-sdk-07"
+    assert plugin_id_from_argv("/x/plugins/evil..binary") == "bench-sdk"
+
+
+def test_nginx_config_and_empty_report(tmp_path: Path) -> None:
+    conf = nginx_config(tmp_path, "/tmp/tb-x/web.sock", 12345)
+    assert "server unix:/tmp/tb-x/web.sock;" in conf
+    assert "listen 127.0.0.1:12345" in conf
+    doc = {
+        "schema": "toru-bench/1",
+        "mode": "smoke",
+        "started_at": "t",
+        "command": "c",
+        "machine": {"cpus": 2, "cpu_model": "m", "memory_mb": 1, "kernel": "k", "python": "p"},
+        "config": {
+            "connections": 16,
+            "workers": 4,
+            "worker_class": "sync",
+            "runs": 1,
+            "duration_s": 1,
+            "socket_duration_s": 1,
+        },
+        "scenarios": {},
+    }
+    doc["targets"] = evaluate(doc)
+    assert all(t["met"] is None for t in doc["targets"])
+    assert "Targets" in markdown(doc)
