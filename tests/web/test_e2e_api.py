@@ -1,0 +1,445 @@
+"""End to end against a real ``toru serve``: gunicorn (4 sync workers), the real supervisor and
+real plugin executables (the examples plus tests/web/webtest_plugin.py).
+
+Covers T12, T13, T15-T17, every status path (400 401 403 404 413 429 502 503 504), auth and
+roles on every endpoint, CSRF, session expiry and logout, 64 concurrent clients against a plugin
+that answers out of order, and /metrics + /healthz.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import apsw
+import pytest
+
+from tests.servers import ToruServer
+from tests.web.procs import alive
+from tests.web.webtest_plugin import install
+
+ADMIN_PW = "admin-pass-123"
+USER_PW = "user-pass-456"
+BINARY = bytes(range(256))
+
+
+def _poll(fn, timeout=20.0, interval=0.1):
+    """Call ``fn`` until it returns a truthy value; returns it (or the last value)."""
+    deadline = time.monotonic() + timeout
+    value = fn()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = fn()
+    return value
+
+
+@pytest.fixture(scope="module")
+def srv(example_plugins):
+    home = Path(tempfile.mkdtemp(prefix="toru-w-", dir="/tmp"))
+    install(home / "plugins")
+    plugins = [example_plugins[i] for i in ("hello-python", "raw-python", "system-info")]
+    s = ToruServer(
+        home,
+        plugins=plugins,
+        enable=["hello-python", "raw-python", "web-test"],
+        workers=4,
+        env={
+            "TORU_HTTP_TIMEOUT": "2",
+            "TORU_RESTART_BACKOFF": "1.5",
+            "TORU_LOGIN_RATE": "5",
+            "TORU_BODY_LIMIT": "65536",
+            "TORU_SHUTDOWN_GRACE": "2",
+        },
+        admin_password=ADMIN_PW,
+    )
+    s.start()
+    try:
+        s.admin = s.login()
+        status, body = s.json(
+            "POST",
+            "/api/users",
+            {"username": "alice", "password": USER_PW, "role": "user"},
+            cookie=s.admin[0],
+            csrf=s.admin[1],
+        )
+        assert status == 201, body
+        s.user = s.login("alice", USER_PW)
+        status, body = s.json(
+            "POST", "/api/auth/tokens", {"name": "e2e"}, cookie=s.admin[0], csrf=s.admin[1]
+        )
+        assert status == 201, body
+        s.token = body["token"]
+        assert _poll(lambda: _running(s, "web-test") and _running(s, "hello-python"))
+        yield s
+    finally:
+        s.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _info(s, plugin_id):
+    status, body = s.json("GET", f"/api/plugins/{plugin_id}", token=s.token)
+    assert status == 200, body
+    return body
+
+
+def _running(s, plugin_id):
+    return _info(s, plugin_id)["state"] == "running"
+
+
+def _route(s, method, path, body=None, **kw):
+    kw.setdefault("token", s.token)
+    return s.request(method, "/api/plugins/route" + path, body, **kw)
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_healthz_static_and_listing(srv):
+    status, body = srv.json("GET", "/healthz")
+    assert status == 200 and body["status"] == "ok"
+    status, headers, data = srv.request("GET", "/")
+    assert status == 200 and b"<html" in data.lower() and headers["etag"]
+    status, plugins = srv.json("GET", "/api/plugins", cookie=srv.user[0])
+    assert status == 200
+    ids = {p["id"]: p for p in plugins}
+    assert ids["hello-python"]["enabled"] and not ids["system-info"]["enabled"]
+
+
+def test_t16_t17_forwarding(srv):
+    """T16/T17: method, path below the route, query, headers, XFF, body; answer comes back."""
+    status, _, data = _route(
+        srv,
+        "PUT",
+        "/hello/echo/a/b?x=1&y=two",
+        {"k": "v"},
+        headers={"X-Custom": "yes", "X-Forwarded-For": "203.0.113.9", "Connection": "close"},
+        cookie="toru_session=secret; theme=dark",
+    )
+    assert status == 200, data
+    echo = json.loads(data)
+    assert echo["method"] == "PUT"
+    assert echo["path"] == "/echo/a/b" and echo["query"] == {"x": "1", "y": "two"}
+    assert json.loads(echo["body"]) == {"k": "v"}
+    h = {k.lower(): v for k, v in echo["headers"].items()}
+    assert h["x-custom"] == "yes"
+    assert h["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"  # trusted loopback peer appends
+    assert h["x-forwarded-proto"] == "http" and h["x-forwarded-host"].startswith("127.0.0.1:")
+    assert h["x-toru-user"] == "admin"
+    assert "authorization" not in h and "connection" not in h
+    assert h["cookie"] == "theme=dark"  # Toru's session cookie never reaches a plugin
+
+
+def test_binary_bodies_round_trip(srv):
+    status, headers, data = _route(srv, "GET", "/hello/bytes")
+    assert status == 200 and data == BINARY
+    assert headers["content-type"] == "application/octet-stream"
+    payload = BINARY[::-1] + b"\xff\xfe\x00"
+    status, _, data = _route(
+        srv,
+        "POST",
+        "/hello/bytes",
+        payload,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert status == 200 and data == payload
+
+
+def test_raw_plugin_and_bundle(srv):
+    status, _, data = _route(srv, "GET", "/raw/")
+    assert status == 200, data
+    status, headers, data = srv.request(
+        "GET", "/api/plugins/hello-python/bundle.js", cookie=srv.user[0]
+    )
+    assert status == 200 and "javascript" in headers["content-type"]
+    assert b"ToruPlugins" in data
+
+
+def test_kv_through_api_reaches_plugin(srv):
+    """The API's KV op and the plugin's own ctx.kv see the same namespace."""
+    cookie, csrf = srv.user
+    url = "/api/plugins/hello-python/kv"
+    status, body = srv.json(
+        "POST", url, {"action": "set", "key": "count", "value": "41"}, cookie=cookie, csrf=csrf
+    )
+    assert status == 200, body
+    status, _, data = _route(srv, "POST", "/hello/counter/increment")
+    assert status == 200 and json.loads(data) == {"count": 42}
+    status, body = srv.json("POST", url, {"action": "get", "key": "count"}, token=srv.token)
+    assert status == 200 and body["value"] == "42"
+
+
+def test_logs_events_stats(srv):
+    status, body = srv.json("GET", "/api/plugins/hello-python/logs?page_size=5", token=srv.token)
+    assert status == 200 and "entries" in body
+    status, body = srv.json("GET", "/api/plugins/hello-python/events?limit=5", token=srv.token)
+    assert status == 200 and isinstance(body, list)
+    status, body = srv.json("GET", "/api/plugins/hello-python/stats", token=srv.token)
+    assert status == 200 and "latency" in body
+
+
+# --------------------------------------------------------------------------- auth
+
+
+USER_ENDPOINTS = [
+    ("GET", "/api/auth/me"),
+    ("POST", "/api/auth/logout"),
+    ("GET", "/api/plugins"),
+    ("GET", "/api/plugins/hello-python"),
+    ("GET", "/api/plugins/hello-python/bundle.js"),
+    ("GET", "/api/plugins/hello-python/logs"),
+    ("GET", "/api/plugins/hello-python/events"),
+    ("GET", "/api/plugins/hello-python/stats"),
+    ("POST", "/api/plugins/hello-python/kv"),
+    ("GET", "/api/plugins/route/hello/echo"),
+    ("POST", "/api/plugins/route/hello/echo"),
+]
+ADMIN_ENDPOINTS = [
+    ("GET", "/api/auth/tokens"),
+    ("POST", "/api/auth/tokens"),
+    ("DELETE", "/api/auth/tokens/abc"),
+    ("GET", "/api/users"),
+    ("POST", "/api/users"),
+    ("DELETE", "/api/users/alice"),
+    ("POST", "/api/plugins/hello-python/enable"),
+    ("POST", "/api/plugins/hello-python/disable"),
+]
+
+
+def test_unauthenticated_everywhere_401(srv):
+    for method, path in USER_ENDPOINTS + ADMIN_ENDPOINTS:
+        body = {} if method == "POST" else None
+        status, _, data = srv.request(method, path, body)
+        assert status == 401, (method, path, data)
+        assert json.loads(data)["error"] == "unauthorized"
+        status, _, _ = srv.request(method, path, body, token="toru_not-a-real-token")
+        assert status == 401, (method, path)
+    # /metrics through a proxy chain is not "a loopback client": needs auth too
+    status, _, _ = srv.request("GET", "/metrics", headers={"X-Forwarded-For": "198.51.100.7"})
+    assert status == 401
+
+
+def test_wrong_role_403(srv):
+    cookie, csrf = srv.user
+    for method, path in ADMIN_ENDPOINTS:
+        body = {} if method == "POST" else None
+        status, _, data = srv.request(method, path, body, cookie=cookie, csrf=csrf)
+        assert status == 403, (method, path, data)
+        assert json.loads(data)["error"] == "admin_required"
+
+
+def test_csrf_refused_without_token(srv):
+    cookie, csrf = srv.user
+    for method, path in [
+        ("POST", "/api/auth/logout"),
+        ("POST", "/api/plugins/hello-python/kv"),
+        ("POST", "/api/plugins/route/hello/counter/increment"),
+        ("DELETE", "/api/plugins/route/hello/echo"),
+    ]:
+        status, _, data = srv.request(method, path, {}, cookie=cookie)
+        assert status == 403 and json.loads(data)["error"] == "csrf_failed", (path, data)
+        status, _, _ = srv.request(method, path, {}, cookie=cookie, csrf=csrf[::-1])
+        assert status == 403
+    # still logged in: the refused logout did nothing
+    assert srv.request("GET", "/api/auth/me", cookie=cookie)[0] == 200
+
+
+def test_me_returns_csrf_and_logout(srv):
+    cookie, csrf = srv.login("alice", USER_PW)
+    status, body = srv.json("GET", "/api/auth/me", cookie=cookie)
+    assert status == 200 and body == {
+        "user": {"username": "alice", "role": "user"},
+        "csrf_token": csrf,
+    }
+    status, headers, _ = srv.request("POST", "/api/auth/logout", {}, cookie=cookie, csrf=csrf)
+    assert status == 200 and "toru_session=;" in headers["set-cookie"].replace('""', "")
+    assert srv.request("GET", "/api/auth/me", cookie=cookie)[0] == 401
+
+
+def test_session_expiry(srv):
+    cookie, _ = srv.login("alice", USER_PW)
+    assert srv.request("GET", "/api/auth/me", cookie=cookie)[0] == 200
+    db = apsw.Connection(str(srv.home / "var" / "toru.db"))
+    db.set_busy_timeout(5000)
+    try:
+        import hashlib
+
+        token = cookie.split("=", 1)[1]
+        db.execute(
+            "UPDATE sessions SET expires_at=? WHERE token_hash=?",
+            (time.time() - 1, hashlib.sha256(token.encode()).hexdigest()),
+        )
+    finally:
+        db.close()
+    status, _, data = srv.request("GET", "/api/auth/me", cookie=cookie)
+    assert status == 401, data
+
+
+def test_login_rate_limit_429(srv):
+    spoof = {"X-Forwarded-For": "192.0.2.44"}  # its own client key; the peer is a trusted proxy
+    for _ in range(5):
+        status, _, _ = srv.request(
+            "POST",
+            "/api/auth/login",
+            {"username": "mallory", "password": "wrong-password"},
+            headers=spoof,
+        )
+        assert status == 401
+    status, headers, data = srv.request(
+        "POST", "/api/auth/login", {"username": "mallory", "password": "x"}, headers=spoof
+    )
+    assert status == 429 and json.loads(data)["error"] == "rate_limited"
+    assert int(headers["retry-after"]) >= 1
+    # another client is not affected
+    assert srv.login("alice", USER_PW)
+
+
+# --------------------------------------------------------------------------- 4xx inputs
+
+
+def test_bad_input_400(srv):
+    cookie, csrf = srv.admin
+    for body in (b"{nope", b"[]", b'"str"', b""):
+        status, _, data = srv.request(
+            "POST", "/api/users", body, cookie=cookie, csrf=csrf,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert status == 400, (body, data)
+    status, body = srv.json(
+        "POST", "/api/users", {"username": ["x"], "password": 5}, cookie=cookie, csrf=csrf
+    )
+    assert status == 400 and body["error"] in ("bad_field", "bad_username")
+    status, body = srv.json("POST", "/api/plugins/hello-python/kv", {"action": 3}, token=srv.token)
+    assert status == 400
+    status, _, _ = srv.request(
+        "GET", "/api/plugins/hello-python/logs?page_size=abc", token=srv.token
+    )
+    assert status == 400
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/hello/../../api/users",
+        "/hello/%2e%2e/x",
+        "/hello/a%2fb",
+        "/hello/a%5Cb",
+        "/hello/%252e%252e/",
+        "/%2e%2e/hello",
+        "/..",
+    ],
+)
+def test_traversal_400(srv, path):
+    status, _, data = _route(srv, "GET", path)
+    assert status == 400, (path, data)
+
+
+def test_404s(srv):
+    assert _route(srv, "GET", "/nope/x")[0] == 404  # unknown route
+    assert _route(srv, "GET", "/system-info/")[0] == 404  # installed but disabled
+    assert srv.request("GET", "/api/plugins/nope", token=srv.token)[0] == 404
+    assert srv.request("GET", "/api/no/such/thing", token=srv.token)[0] == 404
+
+
+def test_413_body_limit(srv):
+    status, _, data = _route(srv, "POST", "/hello/echo", b"x" * 70000)
+    assert status == 413 and json.loads(data)["error"] == "payload_too_large"
+    # the worker is fine afterwards
+    assert _route(srv, "GET", "/hello/echo")[0] == 200
+
+
+# --------------------------------------------------------------------------- plugin failures
+
+
+def test_504_on_plugin_timeout_and_plugin_keeps_running(srv):
+    pid = json.loads(_route(srv, "GET", "/webtest/pid")[2])["pid"]
+    status, _, data = _route(srv, "GET", "/webtest/hang")
+    assert status == 504 and json.loads(data)["error"] == "timeout"
+    status, _, data = _route(srv, "GET", "/webtest/pid")
+    assert status == 200 and json.loads(data)["pid"] == pid
+
+
+def test_t15_crash_502_then_503_then_restart(srv):
+    """T15 plus 502/503: a crash fails the in-flight request (502), requests during the
+    backoff get 503 with Retry-After, and the plugin comes back with a new pid."""
+    old = json.loads(_route(srv, "GET", "/webtest/pid")[2])["pid"]
+    restarts = _info(srv, "web-test")["restarts"]
+    status, _, data = _route(srv, "POST", "/webtest/crash", b"")
+    assert status == 502, data
+    seen_503 = None
+
+    def during():
+        nonlocal seen_503
+        status, headers, _ = _route(srv, "GET", "/webtest/pid")
+        if status == 503:
+            seen_503 = headers
+        return status in (200, 503)
+
+    _poll(during, timeout=10, interval=0.05)
+    assert seen_503 is not None, "no 503 during the restart backoff"
+    assert int(seen_503["retry-after"]) >= 1
+    assert _poll(lambda: _route(srv, "GET", "/webtest/pid")[0] == 200, timeout=20)
+    new = json.loads(_route(srv, "GET", "/webtest/pid")[2])["pid"]
+    assert new != old and not alive(old)
+    assert _info(srv, "web-test")["restarts"] > restarts
+
+
+def test_t12_t13_enable_disable_via_api(srv):
+    cookie, csrf = srv.admin
+    assert _route(srv, "GET", "/system-info/")[0] == 404
+    status, body = srv.json("POST", "/api/plugins/system-info/enable", {}, cookie=cookie, csrf=csrf)
+    assert status == 200 and body["enabled"] and body["state"] in ("starting", "running")
+    assert _poll(lambda: _route(srv, "GET", "/system-info/")[0] == 200)
+    pid = _info(srv, "system-info")["pid"]
+    assert pid and alive(pid)
+    status, body = srv.json(
+        "POST", "/api/plugins/system-info/disable", {}, cookie=cookie, csrf=csrf
+    )
+    assert status == 200 and body["state"] == "stopped" and not body["enabled"]
+    assert not alive(pid)
+    assert _route(srv, "GET", "/system-info/")[0] == 404
+
+
+def test_64_concurrent_clients_out_of_order(srv):
+    """64 clients, each request answered after a random delay: every answer is its own."""
+    errors: list[str] = []
+    rng = random.Random(4)
+    plan = [[(f"{c}-{i}", rng.randint(0, 120)) for i in range(3)] for c in range(64)]
+
+    def client(reqs):
+        for rid, ms in reqs:
+            try:
+                status, _, data = _route(srv, "GET", f"/webtest/slow?ms={ms}&id={rid}")
+                got = json.loads(data).get("id") if status == 200 else None
+                if status != 200 or got != rid:
+                    errors.append(f"{rid}: {status} {data[:80]!r}")
+            except Exception as exc:
+                errors.append(f"{rid}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(p,)) for p in plan]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+
+
+def test_metrics_aggregate_workers_and_supervisor(srv):
+    for _ in range(4):
+        _route(srv, "GET", "/hello/echo")
+    status, headers, data = srv.request("GET", "/metrics")  # direct loopback client
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    text = data.decode()
+    assert 'toru_proxy_request_duration_seconds_bucket{code_class="2xx"' in text
+    assert 'plugin="hello-python"' in text
+    assert "toru_http_requests_total{" in text
+    assert 'toru_plugin_up{plugin="hello-python"} 1.0' in text
+    assert "toru_proxy_inflight" in text
+    status, _, _ = srv.request(
+        "GET", "/metrics", token=srv.token, headers={"X-Forwarded-For": "198.51.100.7"}
+    )
+    assert status == 200
