@@ -96,8 +96,69 @@ export function errorPanel({ title, reason, actions = [], testid = "error-panel"
   );
 }
 
-/** Icon from metadata (usually an emoji), with a neutral fallback. */
+const glyphCache = new Map();
+const LETTER_COLORS = ["#0f766e", "#1d4ed8", "#7c3aed", "#b45309", "#be123c", "#0e7490", "#4d7c0f"];
+
+/**
+ * Whether this browser can draw `text` (servers and kiosks often lack an emoji font, and a
+ * missing glyph shows as an empty box). Colour pixels mean an emoji font drew it; otherwise
+ * it must at least differ from a glyph no font has.
+ */
+function glyphRenders(text) {
+  if (!/[^\u0000-\u007f]/.test(text)) return true;
+  if (glyphCache.has(text)) return glyphCache.get(text);
+  let ok = true;
+  try {
+    const draw = (t) => {
+      const c = document.createElement("canvas");
+      c.width = 28;
+      c.height = 28;
+      const ctx = c.getContext("2d", { willReadFrequently: true });
+      ctx.fillStyle = "#000";
+      ctx.textBaseline = "top";
+      ctx.font = "22px sans-serif";
+      ctx.fillText(t, 2, 2);
+      return ctx.getImageData(0, 0, 28, 28).data;
+    };
+    const d = draw(text);
+    let colour = false;
+    for (let i = 0; i < d.length; i += 4) {
+      if (d[i + 3] && (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2])) {
+        colour = true;
+        break;
+      }
+    }
+    if (!colour) {
+      const missing = draw("\u{10FFFD}");
+      ok = d.some((v, i) => v !== missing[i]);
+    }
+  } catch {
+    ok = true;
+  }
+  glyphCache.set(text, ok);
+  return ok;
+}
+
+/** Show `p`'s icon in `el`: its emoji when the browser can draw it, else a letter tile. */
+export function setPluginIcon(el, p) {
+  const icon = p.icon ? String(p.icon).slice(0, 8) : "";
+  if (icon && glyphRenders(icon)) {
+    el.textContent = icon;
+    el.classList.remove("icon-letter");
+    el.style.removeProperty("--tile");
+    return;
+  }
+  const name = String(p.name || p.id || "?");
+  let hash = 0;
+  for (const ch of String(p.id || name)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  el.textContent = name.trim().charAt(0).toUpperCase() || "?";
+  el.classList.add("icon-letter");
+  el.style.setProperty("--tile", LETTER_COLORS[hash % LETTER_COLORS.length]);
+}
+
+/** Icon from metadata (usually an emoji), with a letter tile when it cannot be drawn. */
 export function pluginIcon(p, cls = "plugin-icon") {
-  const text = (p.icon && String(p.icon).slice(0, 8)) || "🧩";
-  return h("span", { class: cls, "aria-hidden": "true", text });
+  const el = h("span", { class: cls, "aria-hidden": "true" });
+  setPluginIcon(el, p);
+  return el;
 }

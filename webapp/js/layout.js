@@ -1,7 +1,7 @@
 // The signed-in shell: dark sidebar (system items, then every enabled plugin with its
 // health), a top bar that always shows who is signed in, and the content area.
 
-import { healthDot, pluginIcon, updateHealthDot } from "./components.js";
+import { healthDot, pluginIcon, setPluginIcon, updateHealthDot } from "./components.js";
 import { h, icon } from "./dom.js";
 import { session } from "./http.js";
 import { pluginStore } from "./store.js";
@@ -156,7 +156,7 @@ export class Shell {
         this.pluginItems.set(p.id, item);
       }
       item.label.textContent = p.name || p.id;
-      item.iconEl.textContent = (p.icon && String(p.icon).slice(0, 8)) || "🧩";
+      setPluginIcon(item.iconEl, p);
       updateHealthDot(item.dot, p);
       item.link.setAttribute("aria-label", `${p.name || p.id} (${item.dot.title})`);
       if (this.pluginList.children[index] !== item.li) {

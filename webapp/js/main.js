@@ -25,6 +25,27 @@ const ROUTES = [
   [/^\/users$/, renderUsers],
 ];
 
+// Remembers (not secret) that this browser signed in, so a signed-out visit goes straight to
+// the login form instead of asking /api/auth/me for a 401 the console would show as an error.
+const SIGNED_IN_HINT = "toru.signedIn";
+const hint = {
+  get: () => {
+    try {
+      return localStorage.getItem(SIGNED_IN_HINT) === "1";
+    } catch {
+      return true; // storage unavailable: ask the server
+    }
+  },
+  set: (on) => {
+    try {
+      if (on) localStorage.setItem(SIGNED_IN_HINT, "1");
+      else localStorage.removeItem(SIGNED_IN_HINT);
+    } catch {
+      // Private mode or storage disabled: the server is asked every time instead.
+    }
+  },
+};
+
 const root = document.getElementById("app");
 let shell = null;
 let cleanup = null;
@@ -88,6 +109,7 @@ function route() {
 }
 
 function showApp() {
+  hint.set(true);
   root.removeAttribute("aria-busy");
   shell?.destroy();
   shell = new Shell(root, { onSignOut: signOut });
@@ -97,6 +119,7 @@ function showApp() {
 }
 
 function showLogin(note = null) {
+  hint.set(false);
   teardownView();
   shell?.destroy();
   shell = null;
@@ -128,6 +151,10 @@ async function boot() {
     session.csrf = null;
     showLogin("Your session has ended. Sign in again to continue.");
   });
+  if (!hint.get()) {
+    showLogin();
+    return;
+  }
   try {
     const me = await get("/api/auth/me", { quiet401: true });
     session.user = me.user;

@@ -64,7 +64,7 @@ export function sparkline(stats, { label = "Recent latency" } = {}) {
   if (!stats) {
     legend.append(h("span", { text: "Loading activity…" }));
   } else if (!last && !restartCount) {
-    legend.append(h("span", { text: "No requests in the last 5 min" }));
+    legend.append(h("span", { text: "No recent requests" }));
   } else {
     if (last) {
       legend.append(

@@ -4,6 +4,7 @@ import {
   enableSwitch,
   healthDot,
   pluginIcon,
+  setPluginIcon,
   stateBadge,
   updateHealthDot,
   updateStateBadge,
@@ -67,8 +68,8 @@ class PluginCard {
           : null,
         h("span", { class: "spacer" }),
         this.open,
-        h("a", { class: "btn btn-sm", href: `#/plugins/${id}`, text: "Details" }),
-        h("a", { class: "btn btn-sm", href: `#/plugins/${id}/logs`, text: "Logs" }),
+        h("a", { class: "btn btn-sm btn-link", href: `#/plugins/${id}`, text: "Details" }),
+        h("a", { class: "btn btn-sm btn-link", href: `#/plugins/${id}/logs`, text: "Logs" }),
       ),
     );
     this.update(p);
@@ -79,7 +80,7 @@ class PluginCard {
     this.title.textContent = p.name || p.id;
     const bits = [p.version ? `v${p.version}` : null, p.author ? `by ${p.author}` : null, p.route];
     this.sub.textContent = bits.filter(Boolean).join(" · ");
-    this.icon.textContent = (p.icon && String(p.icon).slice(0, 8)) || "🧩";
+    setPluginIcon(this.icon, p);
     updateStateBadge(this.badge, p);
     updateHealthDot(this.dot, p);
     this.healthText.textContent = this.dot.title;

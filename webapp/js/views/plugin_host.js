@@ -2,7 +2,14 @@
 // Whatever goes wrong (plugin down, bundle throws on load or in mount) ends in an error
 // panel with the reason and a link to the plugin's logs — never a broken page.
 
-import { errorPanel, healthDot, pluginIcon, updateHealthDot } from "../components.js";
+import {
+  errorPanel,
+  healthDot,
+  pluginIcon,
+  stateBadge,
+  updateHealthDot,
+  updateStateBadge,
+} from "../components.js";
 import { BundleError, describe, loadBundle, pluginApi } from "../bundles.js";
 import { h, replace } from "../dom.js";
 import { formatTime, stateLabel } from "../format.js";
@@ -30,6 +37,7 @@ export function renderPluginHost(container, params, shell, navigate) {
   const enc = encodeURIComponent(id);
 
   const dot = healthDot(pluginStore.byId(id), { dataset: { testid: "view-dot" } });
+  const badge = stateBadge(pluginStore.byId(id) || {}, { dataset: { testid: "view-state" } });
   const title = h("h1", {});
   const iconSlot = h("span", {});
   const banner = h("p", { class: "card-error", role: "status", hidden: true, dataset: { testid: "view-banner" } });
@@ -44,6 +52,7 @@ export function renderPluginHost(container, params, shell, navigate) {
         "div",
         { class: "toolbar" },
         dot,
+        badge,
         h("a", { class: "btn btn-sm", href: `#/plugins/${enc}`, text: "Details" }),
         h("a", { class: "btn btn-sm", href: `#/plugins/${enc}/logs`, text: "Logs" }),
       ),
@@ -130,6 +139,7 @@ export function renderPluginHost(container, params, shell, navigate) {
     replace(iconSlot, pluginIcon(p));
     container.querySelector('[data-testid="view-sub"]').textContent = [p.version ? `v${p.version}` : null, p.route].filter(Boolean).join(" · ");
     updateHealthDot(dot, p);
+    updateStateBadge(badge, p);
     const down = p.state !== "running" || !p.enabled;
     banner.hidden = !(mounted && down);
     if (mounted && down) banner.textContent = `${downReason(p)} What you see may be out of date.`;
