@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -42,14 +41,12 @@ from .messages import (
     parse_kv_result,
     parse_message,
 )
-from .testing import KvDouble
+from .testing import KvDouble, connect_unix
 
 __all__ = ["Check", "PluginChecker", "cli", "main"]
 
 START_TIMEOUT = 5.0
-REPLY_TIMEOUT = 5.0
 SHORT_TIMEOUT = 2.0
-EXIT_TIMEOUT = 5.0
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 
@@ -69,9 +66,7 @@ class _Conn:
     """One blocking connection to the plugin with request_id matching."""
 
     def __init__(self, path: str, timeout: float) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        self.sock = connect_unix(path, timeout)
         self.reader = FrameReader(self.sock)
         self.stash: dict[str, dict[str, Any]] = {}
         self.log: list[str] = []
@@ -117,8 +112,16 @@ class PluginChecker:
     """Runs the checks against one executable; ``run()`` returns the list of ``Check``."""
 
     def __init__(
-        self, path: str | os.PathLike[str], verbose: bool = False, out: TextIO | None = None
+        self,
+        path: str | os.PathLike[str],
+        verbose: bool = False,
+        out: TextIO | None = None,
+        *,
+        timeout: float = START_TIMEOUT,
     ):
+        # NOTE: ``timeout`` scales every wait (start, reply, exit); tests pass a small one.
+        self.start_timeout = self.reply_timeout = self.exit_timeout = timeout
+        self.short_timeout = min(SHORT_TIMEOUT, timeout)
         self.path = Path(path)
         self.verbose = verbose
         self.out = out or sys.stdout
@@ -143,7 +146,7 @@ class PluginChecker:
         return f"check-{self._rid}"
 
     def connect(self) -> _Conn:
-        c = _Conn(self.socket_path, REPLY_TIMEOUT)
+        c = _Conn(self.socket_path, self.reply_timeout)
         self._conns.append(c)
         return c
 
@@ -152,7 +155,7 @@ class PluginChecker:
     ) -> tuple[str, dict[str, Any]]:
         rid = self.rid()
         conn.send(http_request_message(rid, HttpRequest(method, path, headers or {})))
-        return rid, conn.reply(rid, REPLY_TIMEOUT)
+        return rid, conn.reply(rid, self.reply_timeout)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -181,12 +184,14 @@ class PluginChecker:
             done = subprocess.run(
                 [str(self.path), "--metadata"],
                 capture_output=True,
-                timeout=START_TIMEOUT,
+                timeout=self.start_timeout,
                 stdin=subprocess.DEVNULL,
                 env=_clean_env(),
             )
         except subprocess.TimeoutExpired:
-            self.record("metadata", FAIL, f"--metadata did not finish within {START_TIMEOUT:g} s")
+            self.record(
+                "metadata", FAIL, f"--metadata did not finish within {self.start_timeout:g} s"
+            )
             raise _Abort from None
         except OSError as exc:
             self.record("metadata", FAIL, f"cannot execute: {exc}")
@@ -234,7 +239,7 @@ class PluginChecker:
         self.kv.plugin_sock.close()
         self.kv.start()
         t0 = time.monotonic()
-        while time.monotonic() - t0 < START_TIMEOUT:
+        while time.monotonic() - t0 < self.start_timeout:
             if os.path.exists(self.socket_path):
                 break
             if not self.alive():
@@ -247,7 +252,7 @@ class PluginChecker:
             time.sleep(0.01)
         else:
             self.record(
-                "socket", FAIL, f"no socket at TORU_PLUGIN_SOCKET within {START_TIMEOUT:g} s"
+                "socket", FAIL, f"no socket at TORU_PLUGIN_SOCKET within {self.start_timeout:g} s"
             )
             raise _Abort
         took = time.monotonic() - t0
@@ -293,7 +298,7 @@ class PluginChecker:
         )
         try:
             statuses = [
-                parse_http_response(parse_message(conn.reply(r, REPLY_TIMEOUT)).payload).status
+                parse_http_response(parse_message(conn.reply(r, self.reply_timeout)).payload).status
                 for r in rids
             ]
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
@@ -343,8 +348,8 @@ class PluginChecker:
             r1, r2 = self.rid(), self.rid()
             conn.send(kv_request_message(r1, KvOp("set", "toru-check", "ok")))
             conn.send(kv_request_message(r2, KvOp("get", "toru-check")))
-            conn.reply(r1, SHORT_TIMEOUT)
-            value = parse_kv_result(parse_message(conn.reply(r2, SHORT_TIMEOUT)).payload)
+            conn.reply(r1, self.short_timeout)
+            value = parse_kv_result(parse_message(conn.reply(r2, self.short_timeout)).payload)
         except (TimeoutError, EOFError) as exc:
             self.record("kv", WARN, f"host->plugin kv set/get not answered: {exc}")
             return
@@ -363,7 +368,7 @@ class PluginChecker:
         except OSError as exc:
             self.record(name, FAIL, f"could not connect to send it: {exc}")
             raise _Abort from None
-        closed = conn.wait_closed(SHORT_TIMEOUT)
+        closed = conn.wait_closed(self.short_timeout)
         conn.close()
         time.sleep(0.05)
         if not self.alive():
@@ -379,7 +384,7 @@ class PluginChecker:
             self.record(
                 name,
                 WARN,
-                f"plugin still running but kept the connection open for {SHORT_TIMEOUT:g} s",
+                f"plugin still running but kept the connection open for {self.short_timeout:g} s",
             )
 
     def check_bad_frames(self) -> None:
@@ -401,9 +406,9 @@ class PluginChecker:
         conn.send(lifecycle_shutdown())
         t0 = time.monotonic()
         try:
-            code = self.proc.wait(EXIT_TIMEOUT)
+            code = self.proc.wait(self.exit_timeout)
         except subprocess.TimeoutExpired:
-            self.record("shutdown", FAIL, f"still running {EXIT_TIMEOUT:g} s after shutdown")
+            self.record("shutdown", FAIL, f"still running {self.exit_timeout:g} s after shutdown")
             return
         took = time.monotonic() - t0
         if code == 0:
@@ -437,7 +442,7 @@ class PluginChecker:
             done = subprocess.run(
                 [str(self.path)],
                 capture_output=True,
-                timeout=START_TIMEOUT,
+                timeout=self.start_timeout,
                 stdin=subprocess.DEVNULL,
                 env=_clean_env(),
                 start_new_session=True,
@@ -521,9 +526,14 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def check(path: str | os.PathLike[str], verbose: bool = False, out: TextIO | None = None) -> bool:
+def check(
+    path: str | os.PathLike[str],
+    verbose: bool = False,
+    out: TextIO | None = None,
+    timeout: float = START_TIMEOUT,
+) -> bool:
     """Run every check on ``path``, print the report, return True when nothing failed."""
-    checker = PluginChecker(path, verbose, out)
+    checker = PluginChecker(path, verbose, out, timeout=timeout)
     checker.run()
     return checker.ok
 

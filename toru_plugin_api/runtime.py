@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 from collections.abc import Callable
@@ -133,6 +134,7 @@ class PluginServer:
         self._done: asyncio.Future[int] | None = None
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None
+        self._stop_early: tuple[int, str] | None = None
         self._own_health = plugin.has_route("GET", "/health")
         self._own_bundle = plugin.has_route("GET", "/bundle.js")
 
@@ -152,18 +154,13 @@ class PluginServer:
                 )
             else:
                 self._kv = MemoryKv()
-        _remove_stale_socket(self.socket_path)
-        old = os.umask(0o177)
-        try:
-            self._server = await loop.create_unix_server(
-                lambda: _Connection(self), path=self.socket_path, backlog=128
-            )
-        finally:
-            os.umask(old)
-        os.chmod(self.socket_path, 0o600)
+        sock = _listen_atomically(self.socket_path)
+        self._server = await loop.create_unix_server(lambda: _Connection(self), sock=sock)
         if self._watch_parent:
             self._watcher = loop.create_task(self._watch_parent_loop())
         self.log.debug("listening", socket=self.socket_path)
+        if self._stop_early is not None:
+            self.stop(*self._stop_early)
 
     async def wait(self) -> int:
         """Wait until the server stopped; returns the process exit code."""
@@ -172,7 +169,10 @@ class PluginServer:
 
     def stop(self, code: int = 0, reason: str = "shutdown") -> None:
         """Begin a graceful stop (idempotent): finish in-flight requests, then exit."""
-        if self._stopping or self._done is None:
+        if self._done is None:  # signalled before start() finished: stop right after it
+            self._stop_early = (code, reason)
+            return
+        if self._stopping:
             return
         self._stopping = True
         self._stop_task = self._loop.create_task(self._graceful_stop(code, reason))
@@ -388,6 +388,44 @@ def _probe_reply(rid: str | None) -> dict[str, Any]:
     return make_message("http", _PROBE_PAYLOAD, rid)
 
 
+def _listen_atomically(path: str) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600, that never exists half-ready.
+
+    NOTE: bind + listen happen on a temporary name that is then renamed over ``path``, so a
+    host that sees the file can connect at once (no ECONNREFUSED window), and a stale socket
+    left by a crashed predecessor is replaced in the same step.
+    """
+    st = None
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+    if st is not None and not stat.S_ISSOCK(st.st_mode):
+        raise RuntimeError(f"{path} exists and is not a socket; refusing to replace it")
+    tmp = os.path.join(os.path.dirname(path), f".tp{os.getpid()}")
+    if len(tmp.encode()) >= 100:  # Unix socket paths are limited to 107 bytes
+        tmp = ""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        if tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            sock.bind(tmp)
+        else:
+            _remove_stale_socket(path)
+            sock.bind(path)
+        os.chmod(tmp or path, 0o600)
+        sock.listen(128)
+        if tmp:
+            os.rename(tmp, path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    sock.setblocking(False)
+    return sock
+
+
 def _remove_stale_socket(path: str) -> None:
     try:
         st = os.lstat(path)
@@ -462,10 +500,10 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
             kv_fd=int(kv_fd) if kv_fd and kv_fd.isdigit() else None,
             kv_timeout=kv_timeout,
         )
-        await server.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop, 0, f"signal {sig.name}")
+        await server.start()
         return await server.wait()
 
     try:

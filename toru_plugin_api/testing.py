@@ -48,7 +48,7 @@ from .messages import (
 )
 from .plugin import ToruPlugin
 
-__all__ = ["HarnessError", "KvDouble", "PluginHarness", "Reply"]
+__all__ = ["HarnessError", "KvDouble", "PluginHarness", "Reply", "connect_unix"]
 
 
 class HarnessError(RuntimeError):
@@ -78,6 +78,26 @@ class Reply:
             if k.lower() == lname:
                 return v
         return default
+
+
+def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
+    """Connect to a plugin socket, retrying while it is bound but not yet listening.
+
+    NOTE: a plugin that binds before it listens (as the original ones do) has a short window
+    where the file exists but connect() is refused; the host retries the same way.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except (ConnectionRefusedError, FileNotFoundError):
+            s.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 class KvDouble:
@@ -299,10 +319,7 @@ class PluginHarness:
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
         """A new raw connection to the plugin's socket (blocking, with ``timeout``)."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect(self.socket_path)
-        return s
+        return connect_unix(self.socket_path, timeout)
 
     def send(self, msg: dict[str, Any]) -> None:
         """Send one message on the harness connection."""

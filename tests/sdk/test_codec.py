@@ -1,0 +1,216 @@
+"""The framing codec and the message parsers: round trips, fragmentation, hostile input."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toru_plugin_api.codec import (
+    HEADER,
+    Decoder,
+    FrameReader,
+    FrameTooLarge,
+    ProtocolError,
+    encode,
+    encode_payload,
+    write_frame,
+)
+from toru_plugin_api.messages import (
+    HttpRequest,
+    HttpResponse,
+    KvOp,
+    http_request_message,
+    http_response_message,
+    kv_request_message,
+    kv_response_message,
+    parse_http_request,
+    parse_http_response,
+    parse_kv_op,
+    parse_kv_result,
+    parse_message,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+json_objects = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
+
+
+@given(st.lists(json_objects, min_size=1, max_size=4), st.integers(1, 64))
+@settings(max_examples=60, deadline=None)
+def test_round_trip_in_arbitrary_chunks(msgs, chunk):
+    stream = b"".join(encode(m) for m in msgs)
+    dec = Decoder()
+    out = []
+    for i in range(0, len(stream), chunk):
+        out.extend(dec.feed(stream[i : i + chunk]))
+    assert out == msgs
+    assert dec.buffered == 0
+
+
+def test_coalesced_frames_in_one_chunk():
+    msgs = [{"n": i, "s": "é" * i} for i in range(50)]
+    assert Decoder().feed(b"".join(encode(m) for m in msgs)) == msgs
+
+
+def test_partial_header_and_body_wait_for_more():
+    frame = encode({"hello": "world"})
+    dec = Decoder()
+    assert dec.feed(frame[:2]) == []
+    assert dec.feed(frame[2:7]) == []
+    assert dec.buffered == 7
+    assert dec.feed(frame[7:]) == [{"hello": "world"}]
+
+
+def test_oversized_length_prefix_rejected_without_allocation():
+    dec = Decoder(max_frame=16 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameTooLarge, match="exceeds the maximum"):
+            dec.feed(HEADER.pack(0xFFFFFFFF) + b"{}")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024  # a 4 GB claim cost well under a megabyte
+    with pytest.raises(FrameTooLarge):  # the stream cannot be resynchronized
+        dec.feed(encode({"ok": 1}))
+
+
+def test_oversized_frame_refused_on_encode():
+    with pytest.raises(FrameTooLarge):
+        encode_payload(b"x" * 101, max_frame=100)
+
+
+def test_messages_before_a_bad_frame_are_kept():
+    dec = Decoder()
+    with pytest.raises(ProtocolError) as info:
+        dec.feed(encode({"a": 1}) + encode_payload(b"not json") + encode({"b": 2}))
+    assert info.value.decoded == [{"a": 1}]
+    assert dec.feed(b"") == [{"b": 2}]  # the bad frame is skipped, the rest survives
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=200, deadline=None)
+def test_arbitrary_payload_bytes_give_protocol_error_or_an_object(payload):
+    try:
+        out = Decoder().feed(encode_payload(payload))
+    except ProtocolError:
+        return
+    assert len(out) == 1 and isinstance(out[0], dict)
+
+
+@given(st.binary(min_size=1, max_size=32).filter(lambda b: not _is_utf8(b)))
+@settings(max_examples=100, deadline=None)
+def test_invalid_utf8_is_a_protocol_error(junk):
+    with pytest.raises(ProtocolError):
+        Decoder().feed(encode_payload(b'{"k": "' + junk + b'"}'))
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"42", b"null", b"{", b"{'a': 1}", b""])
+def test_non_object_or_invalid_json_is_a_protocol_error(payload):
+    with pytest.raises(ProtocolError):
+        Decoder().feed(encode_payload(payload))
+
+
+def test_blocking_reader_over_a_socketpair_and_eof_inside_a_frame():
+    a, b = socket.socketpair()
+    with a, b:
+        write_frame(a, {"x": 1})
+        a.sendall(encode({"y": 2})[:5])
+        a.shutdown(socket.SHUT_WR)
+        r = FrameReader(b)
+        assert r.read() == {"x": 1}
+        with pytest.raises(ProtocolError, match="middle of a frame"):
+            r.read()
+
+
+# ------------------------------------------------------------------ message parsers
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_parsers_raise_only_protocol_error(value):
+    for parse in (
+        parse_message,
+        parse_http_request,
+        parse_http_response,
+        parse_kv_op,
+        parse_kv_result,
+    ):
+        try:
+            parse(value)
+        except ProtocolError:
+            pass
+        except Exception as exc:  # PluginError is a legitimate answer of parse_kv_result
+            from toru_plugin_api.messages import PluginError
+
+            assert parse is parse_kv_result and isinstance(exc, PluginError), (parse, value, exc)
+
+
+@given(json_objects)
+@settings(max_examples=100, deadline=None)
+def test_http_payload_fields_are_type_checked(obj):
+    for wrap in (lambda p: p, lambda p: {"payload": p}):
+        try:
+            req = parse_http_request(wrap(obj))
+        except ProtocolError:
+            continue
+        assert isinstance(req.method, str) and req.path.startswith("/")
+        assert isinstance(req.body, bytes)
+
+
+def test_original_nesting_and_flat_form_both_parse():
+    inner = {"method": "get", "path": "x?a=1", "headers": {"A": "b"}, "body": "hi"}
+    for payload in ({"payload": inner}, inner):
+        req = parse_http_request(payload)
+        assert (req.method, req.path, req.route_path, req.query, req.body) == (
+            "GET",
+            "/x?a=1",
+            "/x",
+            {"a": "1"},
+            b"hi",
+        )
+
+
+def test_binary_bodies_travel_base64_both_ways():
+    blob = bytes(range(256))
+    msg = http_request_message("r1", HttpRequest("POST", "/b", {}, blob))
+    wire = json.loads(encode(msg)[4:])
+    assert wire["payload"]["payload"]["body_encoding"] == "base64"
+    assert parse_http_request(wire["payload"]).body == blob
+    reply = json.loads(encode(http_response_message("r1", HttpResponse(200, {}, blob)))[4:])
+    assert reply["payload"]["body_encoding"] == "base64"
+    assert parse_http_response(reply["payload"]).body == blob
+
+
+def test_kv_messages_round_trip():
+    wire = json.loads(encode(kv_request_message("k1", KvOp("set", "a", "1")))[4:])
+    assert wire["payload"] == {"payload": {"action": "set", "key": "a", "value": "1"}}
+    assert parse_kv_op(wire["payload"]) == KvOp("set", "a", "1")
+    assert parse_kv_result(kv_response_message("k1", "v")["payload"]) == "v"
+    assert parse_kv_result(kv_response_message("k1", ["a", "b"])["payload"]) == ["a", "b"]
+    with pytest.raises(ProtocolError):
+        parse_kv_op({"payload": {"action": "list"}})  # list only on the plugin->host channel
+
+
+def test_header_is_big_endian_length():
+    frame = encode({"a": 1})
+    assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
