@@ -1,0 +1,19 @@
+"""gunicorn configuration for split mode (``toru-web.service``).
+
+    gunicorn -c deploy/gunicorn.conf.py toru.wsgi:application
+
+Everything comes from Toru's config (``TORU_HOME``'s toru.toml and ``TORU_*`` env vars) via
+``toru.wsgi.gunicorn_conf``, including the hooks: ``child_exit`` calls prometheus_client's
+``mark_process_dead`` for every exited worker, ``post_fork`` ties workers to the master's
+life, ``on_starting`` migrates the schema and creates the first admin.
+"""
+
+import os
+
+os.environ.setdefault("TORU_HOME", "/var/lib/toru")
+os.environ.setdefault("TORU_BIND", "unix:/run/toru/web.sock")
+
+from toru.wsgi.gunicorn_conf import *  # noqa: F403  (settings and hooks)
+
+# The socket is group-accessible (0660) so nginx, in the toru group, can connect.
+umask = 0o007
