@@ -1,0 +1,362 @@
+"""Fast unit tests: the state machine with fake OS seams, restart policy, logs, state file, store.
+
+Async tests run under uvloop and fail on any unhandled loop exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from toru.errors import GatewayTimeout
+from toru.store import Store
+from toru.supervisor.discovery import Discovered, resolve_conflicts
+from toru.supervisor.launcher import Launched, LaunchError
+from toru.supervisor.logs import LogWriter, SupervisorLog, plugin_line_entry, read_logs
+from toru.supervisor.plugin_state_file import load_state, save_state, set_enabled
+from toru.supervisor.restart_policy import RestartPolicy
+from toru.supervisor.states import TRANSITIONS, IllegalTransition, PluginState, check_transition
+from toru.supervisor.supervised import Deps, SupervisedPlugin
+from toru_plugin_api.messages import PluginMetadata
+
+S = PluginState
+
+
+def run_async(coro: Any) -> Any:
+    """Run under uvloop; any exception the loop only logs fails the test."""
+    errors: list[dict[str, Any]] = []
+
+    async def main() -> Any:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        return await coro
+
+    result = uvloop.run(main())
+    assert not errors, errors
+    return result
+
+
+# ----------------------------------------------------------------------------- fakes
+
+
+class FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.signals: list[int] = []
+
+    def exit(self, code: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    def signal_group(self, sig: int) -> None:
+        self.signals.append(sig)
+        self.exit(-sig)
+
+    async def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exited), timeout)
+        except TimeoutError:
+            return None
+
+    async def terminate(self, grace: float) -> int:
+        self.signal_group(15)
+        return await self.exited
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, dict[str, Any], float, Any]] = []
+        self.closed = False
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.sent.append(msg)
+
+    def request(self, type_: str, payload: dict[str, Any], timeout: float, cb: Any) -> str:
+        self.requests.append((type_, payload, timeout, cb))
+        return str(len(self.requests))
+
+    def close(self, reason: str = "") -> None:
+        self.closed = True
+
+
+class FakeLauncher:
+    """Each launch pops a script entry: 'ok' -> running process, or an error message."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = script
+        self.launched: list[Launched] = []
+
+    async def launch(self, plugin: SupervisedPlugin) -> Launched:
+        await asyncio.sleep(0)
+        step = self.script.pop(0) if self.script else "ok"
+        if step != "ok":
+            raise LaunchError(step, {"phase": "starting"})
+        launched = Launched(FakeProcess(1000 + len(self.launched)), FakeConnection())
+        self.launched.append(launched)
+        return launched
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def add_event(self, plugin_id: str, event: str, details: dict[str, Any]) -> int:
+        self.events.append((plugin_id, event, details))
+        return len(self.events)
+
+    def kinds(self) -> list[str]:
+        return [e[1] for e in self.events]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def make_plugin(tmp_path: Path, script: list[str], max_failures: int = 3, clock: Any = None):
+    store = FakeStore()
+    persisted: list[tuple[str, bool, str | None]] = []
+    launcher = FakeLauncher(script)
+    deps = Deps(
+        launcher=launcher,
+        store=store,
+        log=SupervisorLog(LogWriter(tmp_path / "sup.log"), echo=False),
+        policy=RestartPolicy((0.001, 0.002), max_failures),
+        log_dir=tmp_path,
+        shutdown_grace=0.05,
+        health_timeout=0.05,
+        persist_enabled=lambda pid, on, why: persisted.append((pid, on, why)),
+        clock=clock or time.monotonic,
+    )
+    meta = PluginMetadata(id="p", name="P", version="1", route="/p")
+    plugin = SupervisedPlugin(Discovered(tmp_path / "p.binary", (0, 0), meta), deps)
+    return plugin, launcher, store, persisted
+
+
+async def until(pred: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+# ----------------------------------------------------------------------------- states
+
+
+def test_transition_table_is_closed_and_enforced():
+    for old, news in TRANSITIONS.items():
+        for new in news:
+            check_transition(old, new)
+    with pytest.raises(IllegalTransition):
+        check_transition(S.STOPPED, S.RUNNING)
+    with pytest.raises(IllegalTransition):
+        check_transition(S.INVALID, S.STARTING)
+    reachable = {s for news in TRANSITIONS.values() for s in news}
+    assert reachable == set(PluginState)
+
+
+def test_restart_policy_backoff_cap_give_up_and_reset():
+    p = RestartPolicy()
+    assert [p.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 16, 16]
+    assert not p.gives_up(9) and p.gives_up(10)
+    assert p.failures_after_crash(4, uptime=10) == 5
+    assert p.failures_after_crash(9, uptime=60) == 1
+
+
+def test_state_machine_crash_backoff_restart_then_disable(tmp_path):
+    async def scenario():
+        plugin, launcher, store, persisted = make_plugin(tmp_path, ["ok", "boom", "boom"])
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        launcher.launched[0].process.exit(3)  # crash while running
+        await until(lambda: plugin.state is S.FAILED)
+        return plugin, launcher, store, persisted
+
+    plugin, _launcher, store, persisted = run_async(scenario())
+    assert store.kinds() == ["started", "crashed", "crashed", "crashed", "disabled"]
+    assert store.events[1][2]["exit_code"] == 3
+    assert store.events[2][2]["reason"] == "boom"
+    assert persisted == [("p", False, "disabled after 3 consecutive failures")]
+    assert plugin.enabled is False and plugin.failures == 3
+
+
+def test_failure_count_resets_after_60s_up(tmp_path):
+    clock = Clock()
+
+    async def scenario():
+        plugin, launcher, store, _ = make_plugin(tmp_path, ["ok"] * 5, clock=clock)
+        plugin.enable()
+        for i in range(2):
+            await until(lambda i=i: plugin.state is S.RUNNING and len(launcher.launched) == i + 1)
+            launcher.launched[i].process.exit(1)
+        await until(lambda: plugin.state is S.RUNNING and len(launcher.launched) == 3)
+        assert plugin.failures == 2
+        clock.offset += 61  # stayed up a minute
+        launcher.launched[2].process.exit(1)
+        await until(lambda: len(launcher.launched) == 4 and plugin.state is S.RUNNING)
+        failures = plugin.failures
+        await plugin.disable()
+        return failures, plugin, store
+
+    failures, plugin, store = run_async(scenario())
+    assert failures == 1
+    assert plugin.state is S.STOPPED and plugin.restarts == 3
+    assert store.kinds()[-1] == "stopped"
+
+
+def test_disable_during_backoff_stops_without_restart(tmp_path):
+    async def scenario():
+        plugin, launcher, _store, _ = make_plugin(tmp_path, ["boom"])
+        plugin.deps.policy = RestartPolicy((30.0,), 10)
+        plugin.enable()
+        await until(lambda: plugin.state is S.BACKOFF)
+        assert plugin.retry_after() >= 29
+        await plugin.disable()
+        return plugin, launcher
+
+    plugin, launcher = run_async(scenario())
+    assert plugin.state is S.STOPPED and launcher.launched == []
+
+
+def test_disable_sends_shutdown_then_kills(tmp_path):
+    async def scenario():
+        plugin, launcher, _store, _ = make_plugin(tmp_path, ["ok"])
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        await plugin.disable()
+        await plugin.disable()  # idempotent
+        return plugin, launcher.launched[0]
+
+    plugin, launched = run_async(scenario())
+    assert launched.connection.sent[0]["payload"] == {"action": "shutdown"}
+    assert launched.process.signals == [15]  # ignored shutdown -> SIGTERM after grace/2
+    assert plugin.state is S.STOPPED and plugin.launched is None
+
+
+def test_unanswered_health_probe_kills_and_restarts(tmp_path):
+    async def scenario():
+        plugin, launcher, store, _ = make_plugin(tmp_path, ["ok", "ok"])
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        plugin.probe(time.monotonic())
+        plugin.probe(time.monotonic())  # one probe at a time
+        conn = launcher.launched[0].connection
+        assert len(conn.requests) == 1
+        type_, payload, _, cb = conn.requests[0]
+        assert type_ == "http"
+        assert payload["payload"]["path"] == "/health"
+        assert payload["payload"]["headers"] == {"X-Toru-Probe": "1"}
+        cb(None, GatewayTimeout("no answer"))
+        await until(lambda: len(launcher.launched) == 2 and plugin.state is S.RUNNING)
+        await plugin.disable()
+        return launcher, store
+
+    launcher, store = run_async(scenario())
+    assert launcher.launched[0].process.signals == [9]
+    kinds = store.kinds()
+    assert kinds[:4] == ["started", "unhealthy", "crashed", "restarted"]
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def test_resolve_conflicts_first_claim_wins(tmp_path):
+    def d(name: str, pid: str, route: str) -> Discovered:
+        meta = PluginMetadata(id=pid, name=pid, version="1", route=route)
+        return Discovered(tmp_path / name, (0, 0), meta)
+
+    found = [d("a.binary", "x", "/x"), d("b.binary", "x", "/y"), d("c.binary", "z", "/x")]
+    resolve_conflicts(found, {}, {})
+    assert found[0].metadata is not None
+    assert found[1].metadata is None and "duplicate plugin id 'x'" in found[1].error
+    assert found[2].metadata is None and "duplicate route '/x'" in found[2].error
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+def test_log_writer_rotates_and_reader_pages_across_files(tmp_path):
+    path = tmp_path / "x.log"
+    w = LogWriter(path, max_bytes=2000, backups=2)
+    for i in range(100):
+        w.write({"timestamp": "t", "level": "error" if i % 10 == 0 else "info", "message": f"m{i}"})
+    w.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["x.log", "x.log.1", "x.log.2"]
+    assert all((tmp_path / f).stat().st_size <= 2000 for f in files)
+    page = read_logs(path, 2, page=0, page_size=5)
+    assert [e["message"] for e in page["entries"]] == ["m99", "m98", "m97", "m96", "m95"]
+    assert page["has_more"]
+    everything = read_logs(path, 2, page=0, page_size=1000)
+    msgs = [e["message"] for e in everything["entries"]]
+    assert msgs == sorted(msgs, key=lambda m: -int(m[1:])) and not everything["has_more"]
+    errors = read_logs(path, 2, level="error", page_size=1000)["entries"]
+    assert {e["level"] for e in errors} == {"error"}
+    assert len(errors) == len([m for m in msgs if int(m[1:]) % 10 == 0])
+
+
+def test_plugin_line_entry_keeps_structured_and_wraps_plain():
+    e = plugin_line_entry("p", b'{"level":"WARNING","message":"hi","x":1}', "stderr")
+    assert e["level"] == "warn" and e["x"] == 1 and e["plugin"] == "p"
+    e = plugin_line_entry("p", b"plain text\n", "stderr")
+    assert e["level"] == "warn" and e["message"] == "plain text"
+    e = plugin_line_entry("p", b"\xff\xfe bytes", "stdout")
+    assert e["level"] == "info" and "bytes" in e["message"]
+
+
+# ----------------------------------------------------------------------------- state file
+
+
+def test_state_file_atomic_roundtrip_and_original_format(tmp_path):
+    path = tmp_path / ".metadata" / "config.json"
+    assert load_state(path) == {}
+    set_enabled(path, "a", True)
+    set_enabled(path, "b", False, disabled_reason="why")
+    state = load_state(path)
+    assert state["a"]["enabled"] is True and state["b"]["disabled_reason"] == "why"
+    assert [p.name for p in path.parent.iterdir()] == ["config.json"]  # no temp left
+    path.write_text(json.dumps({"old": {"enabled": True}}))  # the original flat form
+    assert load_state(path)["old"]["enabled"] is True
+    path.write_text("{broken")
+    assert load_state(path) == {}
+    save_state(path, {"z": {"enabled": True}})
+    assert json.loads(path.read_text())["version"] == 1
+
+
+# ----------------------------------------------------------------------------- store
+
+
+def test_store_migrate_idempotent_kv_events_prune(tmp_path):
+    db = tmp_path / "t.db"
+    s1, s2 = Store(db), Store(db)
+    assert s1.migrate() == s2.migrate()
+    assert s1.instance_id() == s2.instance_id()
+    assert s1.connection().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s1.kv_set("a", "k", "1")
+    s1.kv_set("a", "k", "2")
+    s1.kv_set("a", "k%", "x")
+    s1.kv_set("b", "k", "other")
+    assert s2.kv_get("a", "k") == "2" and s2.kv_get("b", "k") == "other"
+    assert s2.kv_list("a", "k%") == ["k%"]  # prefix is literal, not LIKE
+    assert s2.kv_delete("a", "k") and not s2.kv_delete("a", "k")
+    s1.add_event("a", "started", {"pid": 1})
+    old = time.time() - 8 * 24 * 3600
+    s1.connection().execute(
+        "INSERT INTO plugin_events(plugin_id, event_type, details, created_at) "
+        "VALUES ('a', 'crashed', '{}', ?)",
+        (time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(old)),),
+    )
+    assert s1.prune_events() == 1
+    assert [e["event_type"] for e in s2.events("a")] == ["started"]
+    tables = {r[0] for r in s1.connection().execute("SELECT name FROM sqlite_master")}
+    assert {"users", "sessions", "api_tokens", "login_failures", "settings"} <= tables
