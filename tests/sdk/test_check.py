@@ -1,0 +1,63 @@
+"""The conformance checker: it passes good plugins and names what is wrong with bad ones."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from toru_plugin_api.check import PluginChecker
+
+
+def _run(path, timeout=5.0):
+    out = io.StringIO()
+    checker = PluginChecker(path, out=out, timeout=timeout)
+    checker.run()
+    return checker, out.getvalue()
+
+
+def test_original_style_plugin_passes(misbehaving):
+    checker, report = _run(misbehaving("good"))
+    assert checker.ok, report
+    assert "Result: PASS" in report
+
+
+@pytest.mark.parametrize(
+    ("mode", "failing"),
+    [
+        ("bad-metadata", "metadata"),
+        ("no-socket", "socket"),
+        ("wrong-id", "request"),
+        ("no-exit", "shutdown"),
+        ("crash-on-garbage", "malformed frame"),
+    ],
+)
+def test_misbehaviour_is_reported(misbehaving, mode, failing):
+    checker, report = _run(misbehaving(mode), timeout=1.0)
+    assert not checker.ok
+    assert [c.name for c in checker.results if c.status == "FAIL"] == [failing], report
+    assert "Result: FAIL" in report
+
+
+def test_not_executable(tmp_path):
+    f = tmp_path / "x.binary"
+    f.write_text("#!/bin/sh\n")
+    checker, report = _run(f)
+    assert not checker.ok and "chmod +x" in report
+
+
+def test_module_entry_point_exit_codes(misbehaving):
+    good = subprocess.run(
+        [sys.executable, "-m", "toru_plugin_api.check", str(misbehaving("good"))],
+        capture_output=True,
+        text=True,
+    )
+    assert good.returncode == 0, good.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "toru_plugin_api.check", str(misbehaving("bad-metadata"))],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
