@@ -72,16 +72,34 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def role_of(pid: int) -> str:
+    """Which part of the stack a process is, from its command line (for CPU breakdowns)."""
+    cmd = cmdline(pid)
+    if ".binary" in cmd or "floor" in cmd:
+        return "plugin"
+    if "toru.cli supervisor" in cmd or "toru supervisor" in cmd:
+        return "supervisor"
+    if "gunicorn" in cmd:
+        return "web"
+    if "nginx" in cmd:
+        return "nginx"
+    if "toru.cli serve" in cmd or "toru serve" in cmd:
+        return "serve"
+    return "other"
+
+
 class CpuMeter:
     """CPU seconds used by the trees under some roots between ``start()`` and ``stop()``.
 
     Processes that appear during the run count in full; processes that die during it lose
     their last interval (servers under test do not fork per request, so this stays exact).
+    ``by_role`` (after ``stop()``) splits the total by ``role_of``.
     """
 
     def __init__(self, roots: list[int]) -> None:
         self.roots = roots
         self._before: dict[int, int] = {}
+        self.by_role: dict[str, float] = {}
 
     def _snapshot(self) -> dict[int, int]:
         snap: dict[int, int] = {}
@@ -99,5 +117,9 @@ class CpuMeter:
     def stop(self) -> float:
         """CPU seconds since ``start()``."""
         after = self._snapshot()
-        ticks = sum(t - self._before.get(pid, 0) for pid, t in after.items())
-        return max(0, ticks) / _TICKS
+        roles: dict[str, int] = {}
+        for pid, t in after.items():
+            role = role_of(pid)
+            roles[role] = roles.get(role, 0) + max(0, t - self._before.get(pid, 0))
+        self.by_role = {r: t / _TICKS for r, t in roles.items()}
+        return sum(roles.values()) / _TICKS

@@ -23,11 +23,16 @@ def _rng(s: dict[str, Any] | None, scale: float = 1.0, fmt: str = "{:.0f}") -> s
     return f"{fmt.format(med)} ({fmt.format(lo)}-{fmt.format(hi)})"
 
 
+def _roles(sc: dict[str, Any]) -> str:
+    roles = sc.get("cpu_us_per_request_by_role") or {}
+    return ", ".join(f"{r} {v:.0f}" for r, v in roles.items() if v is not None and v >= 0.5) or "-"
+
+
 def scenario_table(scenarios: list[dict[str, Any]]) -> str:
     """Markdown table: median (min-max) of every metric."""
     rows = [
-        "| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU µs/req | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU µs/req | CPU µs/req by process | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for sc in scenarios:
         if sc.get("error") and not sc.get("rps"):
@@ -38,7 +43,7 @@ def scenario_table(scenarios: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {sc['label']} | {sc['connections']} | {_rng(sc['rps'])} | "
             f"{_rng(sc['p50_us'], 1000, '{:.2f}')} | {_rng(sc['p99_us'], 1000, '{:.2f}')} | "
-            f"{_rng(sc['max_us'], 1000, '{:.1f}')} | {_rng(sc['cpu_us_per_request'])} | {sc['errors']} |"
+            f"{_rng(sc['max_us'], 1000, '{:.1f}')} | {_rng(sc['cpu_us_per_request'])} | {_roles(sc)} | {sc['errors']} |"
         )
     return "\n".join(rows)
 

@@ -49,6 +49,9 @@ class Scenario:
             out["cpu_s"] = round(cpu, 3)
             n = out.get("requests") or 0
             out["cpu_us_per_request"] = round(cpu / n * 1e6, 1) if n else None
+            out["cpu_us_per_request_by_role"] = (
+                {r: round(c / n * 1e6, 1) for r, c in sorted(meter.by_role.items())} if n else None
+            )
         else:
             out["cpu_s"] = None
             out["cpu_us_per_request"] = None
@@ -73,6 +76,16 @@ class Scenario:
         out["cpu_s_per_1k_requests"] = (
             {k: round(v / 1000, 4) for k, v in cpu.items()} if cpu else None
         )
+        roles = sorted(
+            {r for run in self.runs for r in (run.get("cpu_us_per_request_by_role") or {})}
+        )
+        out["cpu_us_per_request_by_role"] = {
+            r: (
+                spread([(run.get("cpu_us_per_request_by_role") or {}).get(r) for run in self.runs])
+                or {}
+            ).get("median")
+            for r in roles
+        }
         out["errors"] = sum(int(r.get("errors") or 0) for r in self.runs)
         out["requests"] = sum(int(r.get("requests") or 0) for r in self.runs)
         return out
