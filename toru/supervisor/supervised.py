@@ -283,6 +283,11 @@ class SupervisedPlugin:
             self.retry_at = self.deps.clock() + delay
             crash["restart_in_seconds"] = delay
             self._set_state(S.BACKOFF, "crashed", crash)
+            # NOTE: a fresh future, because the crash itself (connection lost) may already
+            # have resolved the old one, which would skip the backoff entirely.
+            self._wake = asyncio.get_running_loop().create_future()
+            if self.stopping:
+                break
             try:
                 await asyncio.wait_for(asyncio.shield(self._wake), delay)
             except TimeoutError:

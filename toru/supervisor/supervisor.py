@@ -136,21 +136,21 @@ class Supervisor:
         while True:
             await asyncio.sleep(tick)
             now = loop.time()
-            if now >= next_health:
-                next_health = now + cfg.health_interval
-                mono = time.monotonic()
-                for p in list(self.plugins.values()):
-                    p.probe(mono)
-            if now >= next_rescan:
-                next_rescan = now + cfg.rescan_interval
-                if directory_signature(cfg.plugins_dir) != self._dir_sig:
-                    try:
+            try:
+                if now >= next_health:
+                    next_health = now + cfg.health_interval
+                    mono = time.monotonic()
+                    for p in list(self.plugins.values()):
+                        p.probe(mono)
+                if now >= next_rescan:
+                    next_rescan = now + cfg.rescan_interval
+                    if directory_signature(cfg.plugins_dir) != self._dir_sig:
                         await self.rescan()
-                    except Exception as exc:  # never let a rescan bug end supervision
-                        self.log.error("rescan failed", error=repr(exc))
-            if now >= next_prune:
-                next_prune = now + PRUNE_EVERY
-                self._prune()
+                if now >= next_prune:
+                    next_prune = now + PRUNE_EVERY
+                    self._prune()
+            except Exception as exc:  # a bug here must not end supervision of every plugin
+                self.log.error("periodic check failed", error=repr(exc))
 
     def _prune(self) -> None:
         try:

@@ -1,0 +1,311 @@
+"""Micro-benchmark of the supervisor hop: ControlClient.http -> supervisor -> SDK plugin -> back.
+
+Measures, against a real ``toru supervisor`` and the ``hello-python`` example (SDK):
+- sequential: one ControlClient, one request at a time (requests/s, p50/p99 µs);
+- 32 in flight, threads: 32 threads with a ControlClient each (what gunicorn threads do);
+- 32 in flight, pipelined: 4 raw connections x 8 outstanding from one thread (the
+  supervisor's and plugin's capacity without the client's GIL in the way);
+- the same sequential loop directly on the plugin's socket, so the hop's added latency
+  is ``hop p50 - direct p50``; the supervisor's CPU time per request from /proc;
+- the supervisor's RSS with 20 (stdlib test) plugins running.
+
+Usage: ``.venv/bin/python benchmarks/micro_supervisor_hop.py [--requests N] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.supervisor.helpers import (  # noqa: E402
+    SupervisorProc,
+    enable_on_disk,
+    kill_leftovers,
+    make_plugin,
+)
+from toru.supervisor.client import ControlClient  # noqa: E402
+from toru_plugin_api.codec import Decoder, encode  # noqa: E402
+
+ENV = {
+    "TORU_HEALTH_INTERVAL": "5",
+    "TORU_HEALTH_TIMEOUT": "3",
+    "TORU_RESCAN_INTERVAL": "5",
+    "TORU_HTTP_TIMEOUT": "30",
+}
+PATH = "/echo"
+
+
+def pct(sorted_us: list[float], p: float) -> float:
+    if not sorted_us:
+        return 0.0
+    return sorted_us[min(len(sorted_us) - 1, int(p / 100 * len(sorted_us)))]
+
+
+def summary(name: str, lat_ns: list[int], wall: float, cpu: float | None = None) -> dict[str, Any]:
+    us = sorted(x / 1000 for x in lat_ns)
+    out = {
+        "scenario": name,
+        "requests": len(us),
+        "rps": round(len(us) / wall),
+        "p50_us": round(pct(us, 50), 1),
+        "p99_us": round(pct(us, 99), 1),
+    }
+    if cpu is not None:
+        out["supervisor_cpu_us_per_request"] = round(cpu / len(us) * 1e6, 1)
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sequential(client: ControlClient, route: str, n: int) -> tuple[list[int], float]:
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        s = time.perf_counter_ns()
+        r = client.http(route, "GET", PATH)
+        lat.append(time.perf_counter_ns() - s)
+        assert r.status == 200
+    return lat, time.perf_counter() - t0
+
+
+def threaded(sock: Path, route: str, n: int, threads: int) -> tuple[list[int], float]:
+    per = n // threads
+    lats: list[list[int]] = [[] for _ in range(threads)]
+    barrier = threading.Barrier(threads + 1)
+
+    def work(i: int) -> None:
+        c = ControlClient(sock, http_timeout=30)
+        c.call("ping")
+        barrier.wait()
+        out = lats[i]
+        for _ in range(per):
+            s = time.perf_counter_ns()
+            c.http(route, "GET", PATH)
+            out.append(time.perf_counter_ns() - s)
+        c.close()
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    return [x for xs in lats for x in xs], time.perf_counter() - t0
+
+
+def pipelined(
+    sock: Path, route: str, n: int, conns: int = 4, window: int = 8
+) -> tuple[list[int], float]:
+    socks = []
+    for _ in range(conns):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(sock))
+        socks.append(s)
+    args = {"route": route, "method": "GET", "path": PATH, "headers": {}, "body": ""}
+    lat: list[int] = []
+    sent_at: dict[int, int] = {}
+    per = n // conns
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    state = {}
+    seq = 0
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+        state[s] = {"dec": Decoder(), "sent": 0, "done": 0}
+    t0 = time.perf_counter()
+    for s in socks:  # fill every window
+        frames = []
+        for _ in range(window):
+            seq += 1
+            sent_at[seq] = time.perf_counter_ns()
+            frames.append(encode({"v": 1, "id": seq, "op": "http", "args": args}))
+        s.sendall(b"".join(frames))
+        state[s]["sent"] = window
+    remaining = conns
+    while remaining:
+        for key, _ in sel.select():
+            s = key.fileobj
+            st = state[s]
+            msgs = st["dec"].feed(s.recv(262144))
+            now = time.perf_counter_ns()
+            frames = []
+            for m in msgs:
+                lat.append(now - sent_at.pop(m["id"]))
+                assert m["ok"], m
+                st["done"] += 1
+                if st["sent"] < per:
+                    seq += 1
+                    sent_at[seq] = time.perf_counter_ns()
+                    frames.append(encode({"v": 1, "id": seq, "op": "http", "args": args}))
+                    st["sent"] += 1
+            if frames:
+                s.sendall(b"".join(frames))
+            if st["done"] >= per:
+                sel.unregister(s)
+                remaining -= 1
+    wall = time.perf_counter() - t0
+    for s in socks:
+        s.close()
+    return lat, wall
+
+
+def direct(plugin_socket: Path, n: int) -> tuple[list[int], float] | None:
+    """The same request straight to the plugin's socket (no supervisor), if it accepts."""
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(plugin_socket))
+    except OSError:
+        return None
+    s.settimeout(10)
+    dec = Decoder()
+    lat = []
+    t0 = time.perf_counter()
+    try:
+        for i in range(n):
+            msg = {
+                "type": "http",
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "request_id": f"d{i}",
+                "payload": {"payload": {"method": "GET", "path": PATH, "headers": {}, "body": ""}},
+            }
+            st = time.perf_counter_ns()
+            s.sendall(encode(msg))
+            got: list[Any] = []
+            while not got:
+                got = dec.feed(s.recv(262144))
+            lat.append(time.perf_counter_ns() - st)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        s.close()
+    return lat, time.perf_counter() - t0
+
+
+def build_hello(out: Path) -> Path:
+    subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "build.py"), "--out", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return out / "hello-python.binary"
+
+
+def measure_hop(n: int, hello: Path) -> list[dict[str, Any]]:
+    home = Path(tempfile.mkdtemp(prefix="toru-bh-", dir="/tmp"))
+    (home / "plugins").mkdir()
+    shutil.copy(hello, home / "plugins" / "hello-python.binary")
+    enable_on_disk(home, "hello-python")
+    results = []
+    sup = SupervisorProc(home, env=ENV)
+    try:
+        sup.start()
+        sup.wait_state("hello-python", "running")
+        client = ControlClient(sup.socket, http_timeout=30)
+        sequential(client, "/hello", 2000)  # warm-up
+        pid = sup.proc.pid
+        c0 = cpu_seconds(pid)
+        lat, wall = sequential(client, "/hello", n)
+        results.append(summary("hop sequential", lat, wall, cpu_seconds(pid) - c0))
+        c0 = cpu_seconds(pid)
+        lat, wall = threaded(sup.socket, "/hello", n, 32)
+        results.append(
+            summary("hop 32 in flight (32 client threads)", lat, wall, cpu_seconds(pid) - c0)
+        )
+        c0 = cpu_seconds(pid)
+        lat, wall = pipelined(sup.socket, "/hello", n)
+        results.append(
+            summary("hop 32 in flight (pipelined, 4 conns x 8)", lat, wall, cpu_seconds(pid) - c0)
+        )
+        d = direct(home / "run" / "p" / "hello-python.sock", n)
+        if d is not None:
+            results.append(summary("direct to plugin sequential (no supervisor)", *d))
+        client.close()
+    finally:
+        sup.stop()
+        kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+    return results
+
+
+def measure_rss(count: int = 20) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="toru-br-", dir="/tmp"))
+    ids = [f"p{i:02d}" for i in range(count)]
+    for pid in ids:
+        make_plugin(home / "plugins", pid)
+    enable_on_disk(home, *ids)
+    sup = SupervisorProc(home, env=ENV)
+    try:
+        sup.start(timeout=60)
+        for pid in ids:
+            sup.wait_state(pid, "running", timeout=30)
+        client = ControlClient(sup.socket)
+        for pid in ids:  # every plugin connection used at least once
+            client.http(f"/{pid}", "GET", "/echo")
+        client.close()
+        return {
+            "scenario": f"supervisor RSS with {count} plugins",
+            "rss_mib": round(rss_kib(sup.proc.pid) / 1024, 1),
+        }
+    finally:
+        sup.stop(timeout=30)
+        kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--plugins", type=Path, help="directory with hello-python.binary (else built)")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    a = ap.parse_args()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tmp = None
+    if a.plugins:
+        hello = a.plugins / "hello-python.binary"
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="toru-bx-", dir="/tmp"))
+        hello = build_hello(tmp)
+    try:
+        results = measure_hop(a.requests, hello)
+        results.append(measure_rss())
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "results": results}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
