@@ -348,14 +348,15 @@ def test_crash_turns_dot_red_and_shows_details(new_page, server, admin, shots) -
     assert pid
     os.kill(pid, signal.SIGKILL)
 
-    expect(page.get_by_test_id("nav-dot-raw-python")).to_have_attribute("data-health", "red")
     page.get_by_test_id("plugin-card-raw-python").get_by_role("link", name="Details").click()
     crash = page.get_by_test_id("crash-details")
     expect(crash).to_be_visible()
     expect(page.get_by_test_id("crash-reason")).to_contain_text("signal")
     expect(crash).to_contain_text(re.compile(r"SIGKILL|\b9\b"))
-    expect(page.get_by_test_id("detail-dot")).to_have_attribute("data-health", "red")
     expect(page.get_by_test_id("events")).to_contain_text("crashed")
+    page.screenshot(path=shots / "05-details-crash.png", full_page=True, animations="disabled")
+    expect(page.get_by_test_id("detail-dot")).to_have_attribute("data-health", "red")
+    expect(page.get_by_test_id("nav-dot-raw-python")).to_have_attribute("data-health", "red")
     page.screenshot(path=shots / "05-details-crash.png", full_page=True, animations="disabled")
 
     # Its view says it is down, with a way to its logs, instead of a broken page.

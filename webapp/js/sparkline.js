@@ -5,14 +5,15 @@ import { h, svg } from "./dom.js";
 import { formatMs } from "./format.js";
 import { get } from "./http.js";
 
-const W = 132;
-const H = 34;
 const PAD = 2;
 
 const toSeconds = (t) => (typeof t === "number" ? t : Date.parse(t) / 1000);
 
 /** Render a sparkline element for a stats result (or null while loading). */
-export function sparkline(stats, { label = "Recent latency" } = {}) {
+export function sparkline(stats, { label = "Recent latency", wide = false } = {}) {
+  // The wide variant stretches to its panel (non-scaling strokes keep lines crisp).
+  const W = wide ? 480 : 132;
+  const H = wide ? 96 : 34;
   const latency = (stats?.latency || []).filter((b) => b && b.count > 0);
   const restarts = (stats?.restarts || []).filter((b) => b && b.count > 0);
   const times = [...(stats?.latency || []), ...(stats?.restarts || [])]
@@ -28,11 +29,20 @@ export function sparkline(stats, { label = "Recent latency" } = {}) {
     width: W,
     height: H,
     viewBox: `0 0 ${W} ${H}`,
+    preserveAspectRatio: wide ? "none" : null,
     "aria-hidden": "true",
     focusable: "false",
   });
   chart.append(
-    svg("line", { x1: 0, x2: W, y1: H - 5.5, y2: H - 5.5, stroke: "#e2e5ea", "stroke-width": 1 }),
+    svg("line", {
+      x1: 0,
+      x2: W,
+      y1: H - 5.5,
+      y2: H - 5.5,
+      stroke: "#e2e5ea",
+      "stroke-width": 1,
+      "vector-effect": "non-scaling-stroke",
+    }),
   );
   const line = (key, color, width) => {
     if (!latency.length) return;
@@ -46,6 +56,7 @@ export function sparkline(stats, { label = "Recent latency" } = {}) {
         "stroke-width": width,
         "stroke-linejoin": "round",
         "stroke-linecap": "round",
+        "vector-effect": "non-scaling-stroke",
       }),
     );
   };
@@ -54,7 +65,15 @@ export function sparkline(stats, { label = "Recent latency" } = {}) {
   for (const r of restarts) {
     const rx = x(r.t).toFixed(1);
     chart.append(
-      svg("line", { x1: rx, x2: rx, y1: 2, y2: H - 3, stroke: "#dc2626", "stroke-width": 1.5 }),
+      svg("line", {
+        x1: rx,
+        x2: rx,
+        y1: 2,
+        y2: H - 3,
+        stroke: "#dc2626",
+        "stroke-width": 1.5,
+        "vector-effect": "non-scaling-stroke",
+      }),
     );
   }
 
@@ -86,7 +105,12 @@ export function sparkline(stats, { label = "Recent latency" } = {}) {
   const summary = last
     ? `${label}: p50 ${formatMs(last.p50_ms)}, p99 ${formatMs(last.p99_ms)}, ${restartCount} restarts in the last 5 minutes`
     : `${label}: no requests, ${restartCount} restarts in the last 5 minutes`;
-  return h("div", { class: "spark", role: "img", "aria-label": summary, title: summary }, chart, legend);
+  return h(
+    "div",
+    { class: wide ? "spark spark-wide" : "spark", role: "img", "aria-label": summary, title: summary },
+    chart,
+    legend,
+  );
 }
 
 /** Fetch stats for `pluginId`; resolves to null when the API cannot say. */

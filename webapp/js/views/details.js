@@ -118,7 +118,7 @@ function activityPanel(stats) {
     h(
       "div",
       { class: "panel-body" },
-      sparkline(stats, { label: "Latency" }),
+      sparkline(stats, { label: "Latency", wide: true }),
       h("p", { class: "muted", style: "margin-top: 8px; font-size: 12.5px" }, "Latency measured by the supervisor in 10-second buckets; red marks are restarts."),
     ),
   );
