@@ -91,6 +91,7 @@ def create_app(
     errors.install(app)
 
     app.add_route("/healthz", health.HealthResource(control))
+    app.add_route("/livez", health.LiveResource())
     app.add_route("/metrics", health.MetricsResource(config))
 
     app.add_route("/api/auth/login", auth.LoginResource(config, accounts))

@@ -40,6 +40,21 @@ class HealthResource:
     on_head = on_get
 
 
+class LiveResource:
+    """``/livez``: the worker itself answers (no supervisor, no database).
+
+    Liveness for a load balancer or systemd watchdog, distinct from ``/healthz`` (readiness:
+    the supervisor answers); also the bare-Falcon baseline of the proxy benchmark.
+    """
+
+    auth = "public"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, {"status": "ok"})
+
+    on_head = on_get
+
+
 class MetricsResource:
     """Public if ``metrics.public``; else a session/bearer user or a direct loopback client."""
 

@@ -86,7 +86,7 @@ class MetricsMiddleware:
         if t0 is None:
             return
         route = req.uri_template or ("static" if resource is None else "unknown")
-        if not route.startswith(("/api", "/metrics", "/healthz")):
+        if not route.startswith(("/api", "/metrics", "/healthz", "/livez")):
             route = "static"
         method = req.method if req.method in _METHODS else "OTHER"
         status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])

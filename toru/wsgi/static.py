@@ -81,7 +81,7 @@ class StaticFiles:
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **kwargs: object) -> None:
         path = req.path
-        if path == "/api" or path.startswith(("/api/", "/metrics", "/healthz")):
+        if path == "/api" or path.startswith(("/api/", "/metrics", "/healthz", "/livez")):
             raise NotFound(f"no endpoint {req.method} {path}", code="not_found")
         if req.method not in ("GET", "HEAD"):
             raise falcon.HTTPMethodNotAllowed(["GET", "HEAD"])
