@@ -250,3 +250,26 @@ def test_socket_is_private_and_a_stale_one_is_replaced(tmp_path: Path, sdk_plugi
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_pipelined_inline_replies_arrive_together():
+    with PluginHarness.in_process(SlowFast()) as h:
+        probe = {"X-Toru-Probe": "1"}
+        sock = h.connect()
+        sock.sendall(
+            b"".join(
+                encode(http_request_message(f"p{i}", HttpRequest("GET", "/health", probe)))
+                for i in range(5)
+            )
+            + encode(http_request_message("b", HttpRequest("GET", "/bundle.js")))
+        )
+        reader = FrameReader(sock)
+        assert {reader.read()["request_id"] for _ in range(6)} == {
+            "p0",
+            "p1",
+            "p2",
+            "p3",
+            "p4",
+            "b",
+        }
+        sock.close()
