@@ -338,6 +338,24 @@ def test_plain_user_sees_no_toggles(new_page, server, admin) -> None:
     assert page.get_by_role("switch").count() == 0
 
 
+def test_admin_manages_users(new_page, shots: Path) -> None:
+    page = new_page()
+    sign_in(page)
+    page.get_by_test_id("nav-users").click()
+    page.get_by_label("Username").fill("operator2")
+    page.get_by_label("Password").fill("operator-pass-789")
+    page.get_by_label("Role").select_option("user")
+    page.get_by_role("button", name="Add user").click()
+    expect(page.get_by_test_id("toast").filter(has_text="operator2")).to_contain_text("added")
+    row = page.get_by_role("row").filter(has_text="operator2")
+    expect(row).to_be_visible()
+    page.screenshot(path=shots / "09-users.png", animations="disabled")
+    page.on("dialog", lambda d: d.accept())
+    row.get_by_role("button", name="Delete user operator2").click()
+    expect(page.get_by_role("row").filter(has_text="operator2")).to_have_count(0)
+    expect(page.get_by_test_id("liveness")).to_contain_text("Live")
+
+
 def test_crash_turns_dot_red_and_shows_details(new_page, server, admin, shots) -> None:
     set_enabled(server, admin, "raw-python", True)
     page = new_page()

@@ -49,7 +49,11 @@ export class Shell {
         this.systemList,
       ),
       this.pluginSection,
-      h("div", { class: "sidebar-foot", text: "Process-isolated plugins" }),
+      (this.liveness = h("div", {
+        class: "sidebar-foot",
+        dataset: { testid: "liveness" },
+        text: "Connecting…",
+      })),
     );
 
     this.menuButton = h(
@@ -118,7 +122,10 @@ export class Shell {
     };
     document.addEventListener("keydown", this.onKey);
     root.replaceChildren(this.shell);
-    this.unsubscribe = pluginStore.subscribe((store) => this.renderPlugins(store.plugins));
+    this.unsubscribe = pluginStore.subscribe((store) => {
+      this.renderPlugins(store.plugins);
+      this.renderLiveness(store);
+    });
   }
 
   navItem(path, label, iconNode, testid) {
@@ -171,6 +178,22 @@ export class Shell {
     }
     this.pluginSection.hidden = enabled.length === 0;
     this.markCurrent(this.currentPath);
+  }
+
+  /** Say whether what the page shows is current, so a dead server is never mistaken for calm. */
+  renderLiveness(store) {
+    const now = new Date();
+    const hhmmss = now.toTimeString().slice(0, 8);
+    if (store.error) {
+      this.liveness.dataset.state = "down";
+      this.liveness.textContent =
+        store.error.status === 503
+          ? "Supervisor not answering — retrying"
+          : `Server unreachable — retrying (${store.error.message})`;
+    } else {
+      this.liveness.dataset.state = "live";
+      this.liveness.textContent = `Live · updated ${hhmmss}`;
+    }
   }
 
   /** Highlight the sidebar entry for `path` (the hash without "#"). */

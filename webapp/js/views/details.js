@@ -103,8 +103,7 @@ function metadataPanel(p) {
         [h("dt", { text: "Uptime" }), h("dd", { dataset: { field: "uptime" }, text: uptimeText(p) })],
         row("Restarts", String(p.restarts ?? 0)),
         row("Consecutive failures", String(p.consecutive_failures ?? 0)),
-        p.retry_at ? row("Next restart", formatTime(p.retry_at)) : null,
-        p.error ? row("Error", h("span", { class: "card-error", text: p.error })) : null,
+        p.error ? row("Last error", h("span", { class: "text-bad", text: p.error })) : null,
       ),
     ),
   );
