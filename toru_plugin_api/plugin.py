@@ -15,7 +15,7 @@ Handlers may return an ``HttpResponse``, a ``dict``/``list`` (JSON), ``str`` (te
 
 from __future__ import annotations
 
-import pkgutil
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -144,12 +144,14 @@ class ToruPlugin:
     Class attributes:
         metadata: a ``PluginMetadata`` or a dict of its fields (validated at class creation).
         bundle: the frontend bundle served at ``GET /bundle.js``: a resource name next to the
-            plugin's module (read with ``pkgutil.get_data``, so it works inside a zipapp), or
+            plugin's module (read through the module's loader), or
             the JavaScript itself as ``bytes``. ``None`` means the plugin has no UI.
+            (Read through the module's loader, so it works inside a zipapp.)
     """
 
     metadata: PluginMetadata | dict[str, Any]
     bundle: str | bytes | None = None
+    ctx: PluginContext | None = None  # set by the runtime before ``init``
     _router: _Router = _Router([])
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -223,30 +225,38 @@ class ToruPlugin:
         return methods is not None and (method in methods or "*" in methods)
 
     def bundle_bytes(self) -> bytes | None:
-        """The bundle's bytes, read once (works from a zipapp)."""
-        if self._bundle_cache is not None or self.bundle is None:
-            return self._bundle_cache
-        if isinstance(self.bundle, bytes):
-            self._bundle_cache = self.bundle
-            return self._bundle_cache
-        module = sys.modules.get(type(self).__module__)
-        data = None
-        pkg = getattr(module, "__package__", None) or None
-        if pkg is None and module is not None:
-            spec = getattr(module, "__spec__", None)
-            pkg = spec.parent if spec is not None and spec.parent else None
-        if pkg:
-            try:
-                data = pkgutil.get_data(pkg, self.bundle)
-            except (OSError, ValueError):
-                data = None
-        if data is None and module is not None and getattr(module, "__file__", None):
-            path = Path(module.__file__).resolve().parent / self.bundle
-            try:
-                data = path.read_bytes()
-            except OSError:
-                data = None
+        """The bundle's bytes, read once. Works from a package, a script or a zipapp."""
+        cached = getattr(self, "_bundle_cache", None)
+        if cached is not None or self.bundle is None:
+            return cached
+        data = (
+            self.bundle if isinstance(self.bundle, bytes) else _read_beside(type(self), self.bundle)
+        )
         if data is None:
             raise PluginError(f"bundle {self.bundle!r} not found", 500, "bundle_missing")
         self._bundle_cache = data
         return data
+
+
+def _read_beside(cls: type, name: str) -> bytes | None:
+    """Read ``name`` next to the module defining ``cls``, through its loader when it has one.
+
+    NOTE: ``loader.get_data`` is what makes this work inside a zipapp (zipimporter), where the
+    module's ``__file__`` is not a real path; a plain script falls back to the file system.
+    """
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    if module is None or not file:
+        return None
+    path = os.path.join(os.path.dirname(file), name)
+    spec = getattr(module, "__spec__", None)
+    loader = getattr(module, "__loader__", None) or getattr(spec, "loader", None)
+    if loader is not None and hasattr(loader, "get_data"):
+        try:
+            return loader.get_data(path)
+        except OSError:
+            pass
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return None
