@@ -17,6 +17,7 @@ from typing import Any
 from toru.errors import BadRequest, ToruError
 from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
 
+from .connection import WriteBatch
 from .supervisor import Supervisor
 
 VERSION = 1
@@ -128,17 +129,21 @@ class ControlConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        WriteBatch.begin()
         try:
-            msgs = self.decoder.feed(data)
-        except ProtocolError as exc:
-            for m in exc.decoded:
+            try:
+                msgs = self.decoder.feed(data)
+            except ProtocolError as exc:
+                for m in exc.decoded:
+                    self._handle(m)
+                self.sup.log.warn("bad frame on the control socket", error=str(exc))
+                self._flush()
+                self.close()
+                return
+            for m in msgs:
                 self._handle(m)
-            self.sup.log.warn("bad frame on the control socket", error=str(exc))
-            self._flush()
-            self.close()
-            return
-        for m in msgs:
-            self._handle(m)
+        finally:
+            WriteBatch.end()
 
     def _handle(self, msg: dict[str, Any]) -> None:
         rid = msg.get("id")
@@ -191,7 +196,7 @@ class ControlConnection(asyncio.Protocol):
         self._out.append(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            WriteBatch.schedule(self, self._loop)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -107,3 +107,4 @@ async def _serve(config: Config) -> None:
         log.info(f"supervisor stopped ({received.get('signal', 'no signal')})")
         log.writer.close()
         store.close()
+        metrics.mark_self_dead(config.metrics_dir)

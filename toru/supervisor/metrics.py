@@ -82,3 +82,13 @@ def cleanup_dead_processes(directory: Path) -> int:
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(directory))
     return len(dead)
+
+
+def mark_self_dead(directory: Path) -> None:
+    """On a clean exit: drop this process's live-gauge files so its values vanish at once."""
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(os.getpid(), str(directory))
+    except OSError:
+        pass
