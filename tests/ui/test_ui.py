@@ -261,6 +261,21 @@ def test_plugin_view_counter_persists_and_unmounts(new_page, server, admin, shot
     assert page.locator('script[data-plugin="hello-python"]').count() == 1
 
 
+@pytest.mark.parametrize("plugin_id", ["raw-python", "hello-node", "system-info"])
+def test_other_example_views_mount(new_page, server, admin, shots, plugin_id: str) -> None:
+    set_enabled(server, admin, plugin_id, True)
+    page = new_page()
+    sign_in(page)
+    sidebar_entry(page, plugin_id).click()
+    container = page.get_by_test_id("plugin-container")
+    expect(container).to_be_visible()
+    expect(container).not_to_be_empty()
+    expect(page.get_by_test_id("plugin-error")).to_have_count(0)
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=shots / f"10-view-{plugin_id}.png", animations="disabled")
+    set_enabled(server, admin, plugin_id, False)
+
+
 def test_logs_viewer_shows_plugin_lines(new_page, server, admin, shots) -> None:
     set_enabled(server, admin, "hello-python", True)
     # Make sure the plugin has logged a request or two.
