@@ -366,11 +366,16 @@ class PluginChecker:
             conn = self.connect()
             conn.sock.sendall(data)
         except OSError as exc:
-            self.record(name, FAIL, f"could not connect to send it: {exc}")
+            died = "" if self.alive() else f" (the plugin had exited with {self.proc.returncode})"
+            self.record(name, FAIL, f"could not connect to send it: {exc}{died}")
             raise _Abort from None
         closed = conn.wait_closed(self.short_timeout)
         conn.close()
-        time.sleep(0.05)
+        if closed:
+            # NOTE: a plugin that crashes on bad input also "closes the connection"; give
+            # its exit a moment to show before calling it a clean close.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.3)
         if not self.alive():
             self.record(
                 name,
