@@ -25,6 +25,7 @@ from toru_plugin_api.messages import (
     HttpRequest,
     HttpResponse,
     KvOp,
+    PluginError,
     http_request_message,
     http_response_message,
     kv_request_message,
@@ -160,8 +161,6 @@ def test_parsers_raise_only_protocol_error(value):
         except ProtocolError:
             pass
         except Exception as exc:  # PluginError is a legitimate answer of parse_kv_result
-            from toru_plugin_api.messages import PluginError
-
             assert parse is parse_kv_result and isinstance(exc, PluginError), (parse, value, exc)
 
 
@@ -214,3 +213,15 @@ def test_kv_messages_round_trip():
 def test_header_is_big_endian_length():
     frame = encode({"a": 1})
     assert struct.unpack(">I", frame[:4])[0] == len(frame) - 4
+
+
+@given(st.lists(st.binary(max_size=40), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_arbitrary_byte_streams_raise_only_protocol_error(chunks):
+    dec = Decoder(max_frame=1024)
+    for chunk in chunks:
+        try:
+            for msg in dec.feed(chunk):
+                assert isinstance(msg, dict)
+        except ProtocolError:
+            pass
