@@ -23,6 +23,7 @@ from toru.errors import BadGateway, GatewayTimeout, ToruError
 from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
 
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
+CLEAN_EOF = "connection closed by the plugin"
 
 
 class WriteBatch:
@@ -36,28 +37,31 @@ class WriteBatch:
     enough.
     """
 
-    active = False
+    depth = 0
     dirty: list[Any] = []
 
     @classmethod
     def schedule(cls, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
         """Flush ``conn`` at the end of the current batch, or on the next loop iteration."""
-        if cls.active:
+        if cls.depth:
             cls.dirty.append(conn)
         else:
             loop.call_soon(conn._flush)
 
     @classmethod
     def begin(cls) -> None:
-        cls.active = True
+        cls.depth += 1
 
     @classmethod
     def end(cls) -> None:
-        cls.active = False
+        cls.depth -= 1
+        if cls.depth:
+            return
         while cls.dirty:
             dirty, cls.dirty = cls.dirty, []
             for conn in dirty:
                 conn._flush()
+
 
 _ts_cache: list[Any] = [0, ""]
 
@@ -120,7 +124,7 @@ class PluginConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(f"connection lost: {exc}" if exc else "connection closed by the plugin")
+        self._fail(f"connection lost: {exc}" if exc else CLEAN_EOF)
 
     # ------------------------------------------------------------------ requests
 
