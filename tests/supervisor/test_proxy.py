@@ -321,3 +321,14 @@ def test_control_protocol_errors(home):
         assert s.recv(10) == b""
         s.close()
         assert sup.call("ping") == {"ok": True}
+
+
+def test_plugin_closing_its_connection_gets_a_new_one_not_a_restart(home):
+    make_plugin(home / "plugins", "once", mode="close-once")
+    enable_on_disk(home, "once")
+    with SupervisorProc(home, env={"TORU_HEALTH_INTERVAL": "30"}) as sup:
+        pid = sup.wait_state("once", "running")["pid"]
+        assert sup.client.http("/once", "GET", "/echo").status == 200  # then it closes
+        wait_for(lambda: sup.client.http("/once", "GET", "/echo").status == 200)
+        info = sup.info("once")
+        assert info["pid"] == pid and info["restarts"] == 0 and info["state"] == "running"

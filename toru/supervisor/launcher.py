@@ -134,6 +134,10 @@ class ProcessLauncher:
             raise
         return launched
 
+    async def reconnect(self, plugin: SupervisedPlugin, launched: Launched) -> PluginConnection:
+        """A new connection to a running plugin that closed the old one (no second init)."""
+        return await self._connect(plugin, launched.process, self.socket_dir / f"{plugin.id}.sock")
+
     async def _connect(
         self, plugin: SupervisedPlugin, proc: PluginProcess, sock_path: Path
     ) -> PluginConnection:

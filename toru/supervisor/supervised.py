@@ -23,6 +23,7 @@ from toru.errors import ToruError
 from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown
 
 from . import metrics
+from .connection import CLEAN_EOF
 from .discovery import Discovered
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError
 from .logs import LogWriter, SupervisorLog, plugin_line_entry, timestamp
@@ -83,6 +84,8 @@ class SupervisedPlugin:
         self._wake: asyncio.Future[str] | None = None
         self._probe_pending = False
         self._last_timeout_event = -math.inf
+        self._stop_reason = "disabled"
+        self._last_reconnect = -math.inf
         metrics.set_state(self.id, self.state)
 
     # ------------------------------------------------------------------ state
@@ -185,10 +188,18 @@ class SupervisedPlugin:
         self._task = self.deps.spawn_task(self._lifecycle())
         return True
 
-    async def disable(self) -> None:
+    async def start(self) -> bool:
+        """``enable``, first waiting for a stop still in progress (disable, then enable)."""
+        task = self._task
+        if task is not None and not task.done() and self.stopping:
+            await asyncio.shield(task)
+        return self.enable()
+
+    async def disable(self, reason: str = "disabled") -> None:
         """Stop the lifecycle: shutdown, SIGTERM, SIGKILL after the grace. Idempotent."""
         self.enabled = False
         self.stopping = True
+        self._stop_reason = reason
         self._wakeup("disabled")
         task = self._task
         if task is not None and not task.done():
@@ -293,7 +304,7 @@ class SupervisedPlugin:
             except TimeoutError:
                 pass
         if self.state is not S.STOPPED:
-            self._set_state(S.STOPPED, "stopped", {"reason": "disabled"})
+            self._set_state(S.STOPPED, "stopped", {"reason": self._stop_reason})
         self.retry_at = None
 
     async def _run(self) -> dict[str, Any] | None:
@@ -301,20 +312,45 @@ class SupervisedPlugin:
         launched = self.launched
         assert launched is not None and self._wake is not None
         proc = launched.process
-        await asyncio.wait({proc.exited, self._wake}, return_when=asyncio.FIRST_COMPLETED)
-        if self.stopping:
-            await self._stop_process("disabled")
-            return None
-        if proc.exited.done():
-            code = proc.exited.result()
-            launched.connection.close("plugin exited")
-            await self._reap()
-            return {"reason": "exited", **describe_exit(code)}
-        reason = self._wake.result()
+        while True:
+            await asyncio.wait({proc.exited, self._wake}, return_when=asyncio.FIRST_COMPLETED)
+            if self.stopping:
+                await self._stop_process(self._stop_reason)
+                return None
+            if proc.exited.done():
+                code = proc.exited.result()
+                launched.connection.close("plugin exited")
+                await self._reap()
+                return {"reason": "exited", **describe_exit(code)}
+            reason = self._wake.result()
+            if not await self._reconnect(launched, reason):
+                break
         proc.signal_group(9)
         code = await asyncio.shield(proc.exited)
         await self._reap()
         return {"reason": reason, **describe_exit(code)}
+
+    async def _reconnect(self, launched: Launched, reason: str) -> bool:
+        """A plugin that closed its connection cleanly but still runs gets a new one.
+
+        Original plugins serve one connection at a time; one that closes after a while is
+        not dead. At most one reconnect per second, else it counts as a crash.
+        """
+        reconnect = getattr(self.deps.launcher, "reconnect", None)
+        now = self.deps.clock()
+        if reason != f"connection lost ({CLEAN_EOF})" or reconnect is None:
+            return False
+        if now - self._last_reconnect < 1.0 or self.stopping:
+            return False
+        self._last_reconnect = now
+        self._wake = asyncio.get_running_loop().create_future()
+        try:
+            launched.connection = await reconnect(self, launched)
+        except (LaunchError, LaunchAborted, OSError) as exc:
+            self.deps.log.warn("could not reconnect to the plugin", self.id, error=str(exc))
+            return False
+        self.deps.log.info("plugin closed its connection; reconnected", self.id)
+        return True
 
     async def _reap(self) -> None:
         launched, self.launched = self.launched, None

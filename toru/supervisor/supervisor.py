@@ -121,7 +121,9 @@ class Supervisor:
     async def shutdown_all(self) -> None:
         """Stop every plugin concurrently (shutdown, SIGTERM, SIGKILL after the grace)."""
         plugins = list(self.plugins.values())
-        await asyncio.gather(*(p.disable() for p in plugins), return_exceptions=True)
+        await asyncio.gather(
+            *(p.disable("supervisor shutdown") for p in plugins), return_exceptions=True
+        )
         for p in plugins:
             p.close_log()
             (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
@@ -183,7 +185,7 @@ class Supervisor:
         gone = [p for b, p in by_binary.items() if binaries.get(b) != p.signature]
         removed_ids = [p.id for p in gone if p.binary not in binaries]
         for p in gone:
-            await p.disable()
+            await p.disable("binary removed or replaced")
             p.close_log()
             self._unregister(p)
         fresh = {
@@ -250,7 +252,7 @@ class Supervisor:
             raise Conflict(f"plugin {p.id} is invalid: {p.error}")
         was = p.enabled and p.active
         self._persist(p.id, True)
-        p.enable()
+        await p.start()
         if not was:
             p.record_event("enabled", {})
         await p.wait_started(self.socket_wait + 1.0)

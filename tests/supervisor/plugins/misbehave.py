@@ -5,7 +5,7 @@ Usage: ``misbehave.py MODE PLUGIN_ID [--metadata]``; the fixture wraps it into
 connection at a time, messages handled in order (except mode ``ooo``, which answers each
 request from its own thread, so replies come back out of order).
 
-Modes: good, ooo, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
+Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
 flood, bad-metadata, metadata-timeout, metadata-fail.
 HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /fork,
 /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health.
@@ -68,6 +68,7 @@ def frame(obj):
 
 
 WRITE_LOCK = threading.Lock()
+CLOSED_ONCE = []
 
 
 def send(conn, obj):
@@ -180,6 +181,9 @@ def serve_connection(conn):
             threading.Thread(target=lambda m=msg: send(conn, handle_http(m)), daemon=True).start()
             continue
         send(conn, handle_http(msg))
+        if MODE == "close-once" and not CLOSED_ONCE:
+            CLOSED_ONCE.append(True)
+            return
 
 
 def flood():
