@@ -441,3 +441,18 @@ def test_usable_at_375px(new_page, server, admin, shots) -> None:
     sidebar_entry(page, "hello-python").click()
     expect(page.get_by_test_id("hello-count")).to_be_visible()
     expect(page.get_by_test_id("user-role")).to_be_visible()
+
+
+def test_manager_sparkline_shows_latency(new_page, server, admin, shots) -> None:
+    for plugin_id in ("hello-python", "system-info"):
+        set_enabled(server, admin, plugin_id, True)
+    cookie, _ = admin
+    for _ in range(20):
+        status, _, _ = server.request("GET", "/api/plugins/route/hello/counter", cookie=cookie)
+        assert status == 200
+    page = new_page()
+    sign_in(page)
+    spark = page.get_by_test_id("plugin-card-hello-python").locator(".spark")
+    expect(spark).to_have_attribute("aria-label", re.compile(r"p50 [\d.]+ m?s, p99"))
+    expect(spark.locator("polyline")).to_have_count(2)
+    page.screenshot(path=shots / "02b-plugin-manager-traffic.png", animations="disabled")

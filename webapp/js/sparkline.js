@@ -79,6 +79,7 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
 
   const last = latency[latency.length - 1];
   const restartCount = restarts.reduce((n, r) => n + Number(r.count || 0), 0);
+  const restartText = `${restartCount} restart${restartCount === 1 ? "" : "s"}`;
   const legend = h("span", { class: "spark-legend" });
   if (!stats) {
     legend.append(h("span", { text: "Loading activity…" }));
@@ -93,18 +94,13 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
     }
     if (restartCount) {
       legend.append(
-        h(
-          "span",
-          {},
-          h("i", { class: "key key-restart" }),
-          `${restartCount} restart${restartCount === 1 ? "" : "s"}`,
-        ),
+        h("span", {}, h("i", { class: "key key-restart" }), restartText),
       );
     }
   }
   const summary = last
-    ? `${label}: p50 ${formatMs(last.p50_ms)}, p99 ${formatMs(last.p99_ms)}, ${restartCount} restarts in the last 5 minutes`
-    : `${label}: no requests, ${restartCount} restarts in the last 5 minutes`;
+    ? `${label}: p50 ${formatMs(last.p50_ms)}, p99 ${formatMs(last.p99_ms)}, ${restartText} in the last 5 minutes`
+    : `${label}: no requests, ${restartText} in the last 5 minutes`;
   return h(
     "div",
     { class: wide ? "spark spark-wide" : "spark", role: "img", "aria-label": summary, title: summary },
