@@ -247,6 +247,9 @@ def test_plugin_view_counter_persists_and_unmounts(new_page, server, admin, shot
 
     page.reload()
     expect(page.get_by_test_id("hello-count")).to_have_text(str(before + 1))
+    # After a reload the CSRF token comes from /api/auth/me: a POST still works.
+    page.get_by_test_id("hello-increment").click()
+    expect(count).to_have_text(str(before + 2))
     # The bundle script tag was inserted once.
     assert page.locator('script[data-plugin="hello-python"]').count() == 1
 
@@ -257,7 +260,7 @@ def test_plugin_view_counter_persists_and_unmounts(new_page, server, admin, shot
 
     # Coming back mounts again without loading the bundle a second time.
     sidebar_entry(page, "hello-python").click()
-    expect(page.get_by_test_id("hello-count")).to_have_text(str(before + 1))
+    expect(page.get_by_test_id("hello-count")).to_have_text(str(before + 2))
     assert page.locator('script[data-plugin="hello-python"]').count() == 1
 
 

@@ -10,12 +10,23 @@ import {
   updateStateBadge,
 } from "../components.js";
 import { h, icon, replace } from "../dom.js";
-import { formatDuration } from "../format.js";
+import { formatDuration, formatTime } from "../format.js";
 import { session } from "../http.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
 
 const STATS_MS = 10000; // the API's buckets are 10 s wide
+
+/** What an operator must know at a glance; empty when nothing is wrong (or it is off). */
+function cardProblem(p) {
+  if (p.state === "invalid" || p.state === "failed") return p.error || "";
+  if (p.state === "backoff") {
+    const when = p.retry_at ? ` at ${formatTime(p.retry_at).slice(11)}` : " soon";
+    return `Crashed (${p.error || "exited"}); restarting${when}.`;
+  }
+  if (p.state === "running" && p.health === "unhealthy") return p.error || "Not answering health probes.";
+  return "";
+}
 
 class PluginCard {
   constructor(p, isAdmin) {
@@ -86,8 +97,9 @@ class PluginCard {
     this.healthText.textContent = this.dot.title;
     this.restarts.textContent = String(p.restarts ?? 0);
     this.uptime.textContent = p.state === "running" ? formatDuration(p.uptime_seconds) : "—";
-    this.error.hidden = !p.error;
-    this.error.textContent = p.error || "";
+    const problem = cardProblem(p);
+    this.error.hidden = !problem;
+    this.error.textContent = problem;
     this.open.hidden = !p.enabled;
     if (this.toggle) {
       this.toggle.update(p);
