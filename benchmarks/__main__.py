@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--leak", type=int, metavar="N", help="leak check with N requests through the supervisor"
     )
     p.add_argument("--no-nginx", action="store_true", help="skip scenario (f)")
+    p.add_argument(
+        "--no-direct", action="store_true", help="skip scenario (g), the direct-channel prototype"
+    )
     p.set_defaults(mode="quick")
     return p  # fmt: skip
 
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.leak is not None:
         o.leak_requests = args.leak
     o.nginx = not args.no_nginx
+    o.direct = not args.no_direct
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "build" / "bench" / f"{o.mode}-{stamp}"
     doc = BenchmarkRun(o).run()

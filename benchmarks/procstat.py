@@ -48,10 +48,16 @@ def descendants(root: int) -> list[int]:
 
 def cpu_ticks(pid: int) -> int | None:
     """utime + stime of one process in clock ticks (None when it is gone)."""
+    t = cpu_split(pid)
+    return None if t is None else t[0] + t[1]
+
+
+def cpu_split(pid: int) -> tuple[int, int] | None:
+    """(utime, stime) of one process in clock ticks (None when it is gone)."""
     f = _stat_fields(pid)
     if f is None:
         return None
-    return int(f[11]) + int(f[12])  # fields 14 and 15
+    return int(f[11]), int(f[12])  # fields 14 and 15
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -98,14 +104,15 @@ class CpuMeter:
 
     def __init__(self, roots: list[int]) -> None:
         self.roots = roots
-        self._before: dict[int, int] = {}
+        self._before: dict[int, tuple[int, int]] = {}
         self.by_role: dict[str, float] = {}
+        self.sys_by_role: dict[str, float] = {}
 
-    def _snapshot(self) -> dict[int, int]:
-        snap: dict[int, int] = {}
+    def _snapshot(self) -> dict[int, tuple[int, int]]:
+        snap: dict[int, tuple[int, int]] = {}
         for root in self.roots:
             for pid in descendants(root):
-                t = cpu_ticks(pid)
+                t = cpu_split(pid)
                 if t is not None:
                     snap[pid] = t
         return snap
@@ -118,8 +125,12 @@ class CpuMeter:
         """CPU seconds since ``start()``."""
         after = self._snapshot()
         roles: dict[str, int] = {}
-        for pid, t in after.items():
+        sys_roles: dict[str, int] = {}
+        for pid, (u, s) in after.items():
             role = role_of(pid)
-            roles[role] = roles.get(role, 0) + max(0, t - self._before.get(pid, 0))
+            bu, bs = self._before.get(pid, (0, 0))
+            roles[role] = roles.get(role, 0) + max(0, u - bu) + max(0, s - bs)
+            sys_roles[role] = sys_roles.get(role, 0) + max(0, s - bs)
         self.by_role = {r: t / _TICKS for r, t in roles.items()}
+        self.sys_by_role = {r: t / _TICKS for r, t in sys_roles.items()}
         return sum(roles.values()) / _TICKS

@@ -25,13 +25,19 @@ def _rng(s: dict[str, Any] | None, scale: float = 1.0, fmt: str = "{:.0f}") -> s
 
 def _roles(sc: dict[str, Any]) -> str:
     roles = sc.get("cpu_us_per_request_by_role") or {}
-    return ", ".join(f"{r} {v:.0f}" for r, v in roles.items() if v is not None and v >= 0.5) or "-"
+    sys_ = sc.get("sys_cpu_us_per_request_by_role") or {}
+    parts = []
+    for r, v in roles.items():
+        if v is not None and v >= 0.5:
+            k = sys_.get(r)
+            parts.append(f"{r} {v:.0f}" + (f" ({k:.0f} sys)" if k is not None else ""))
+    return ", ".join(parts) or "-"
 
 
 def scenario_table(scenarios: list[dict[str, Any]]) -> str:
     """Markdown table: median (min-max) of every metric."""
     rows = [
-        "| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU µs/req | CPU µs/req by process | errors |",
+        "| scenario | conns | req/s | p50 ms | p99 ms | max ms | CPU µs/req | CPU µs/req by process (of it kernel) | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for sc in scenarios:

@@ -52,6 +52,11 @@ class Scenario:
             out["cpu_us_per_request_by_role"] = (
                 {r: round(c / n * 1e6, 1) for r, c in sorted(meter.by_role.items())} if n else None
             )
+            out["sys_cpu_us_per_request_by_role"] = (
+                {r: round(c / n * 1e6, 1) for r, c in sorted(meter.sys_by_role.items())}
+                if n
+                else None
+            )
         else:
             out["cpu_s"] = None
             out["cpu_us_per_request"] = None
@@ -79,13 +84,11 @@ class Scenario:
         roles = sorted(
             {r for run in self.runs for r in (run.get("cpu_us_per_request_by_role") or {})}
         )
-        out["cpu_us_per_request_by_role"] = {
-            r: (
-                spread([(run.get("cpu_us_per_request_by_role") or {}).get(r) for run in self.runs])
-                or {}
-            ).get("median")
-            for r in roles
-        }
+        for key in ("cpu_us_per_request_by_role", "sys_cpu_us_per_request_by_role"):
+            out[key] = {
+                r: (spread([(run.get(key) or {}).get(r) for run in self.runs]) or {}).get("median")
+                for r in roles
+            }
         out["errors"] = sum(int(r.get("errors") or 0) for r in self.runs)
         out["requests"] = sum(int(r.get("requests") or 0) for r in self.runs)
         return out
