@@ -79,6 +79,13 @@ def bench_codec(n: int) -> dict:
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(sorted_vals: list[float], p: float) -> float:
     return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * len(sorted_vals)))]
 
@@ -116,7 +123,10 @@ def bench_round_trip(n: int) -> dict:
         ):
             frames = [encode(http_request_message(f"r{i}", req)) for i in range(n + 200)]
             samples = []
+            cpu0 = 0.0
             for i, frame in enumerate(frames):
+                if i == 200:
+                    cpu0 = _cpu_seconds(proc.pid)
                 t0 = time.perf_counter()
                 sock.sendall(frame)
                 reply = reader.read()
@@ -124,8 +134,10 @@ def bench_round_trip(n: int) -> dict:
                 assert reply is not None and reply["request_id"] == f"r{i}"
                 if i >= 200:  # warm-up
                     samples.append(dt * 1e6)
+            cpu = _cpu_seconds(proc.pid) - cpu0
             samples.sort()
             results[name] = {
+                "plugin_cpu_us_per_request": round(cpu / len(samples) * 1e6, 1),
                 "requests": n,
                 "p50_us": round(_percentile(samples, 50), 1),
                 "p99_us": round(_percentile(samples, 99), 1),
@@ -180,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in out["sdk_round_trip"].items():
         print(
             f"  {name:<15} p50 {r['p50_us']:>7.1f} us   p99 {r['p99_us']:>7.1f} us   "
-            f"{r['requests_per_s']:>7,} req/s  ({r['requests']} requests)"
+            f"{r['requests_per_s']:>7,} req/s   plugin CPU {r['plugin_cpu_us_per_request']:>5.1f} us/req"
         )
     return 0
 

@@ -60,10 +60,21 @@ class PluginError(Exception):
         self.code = code
 
 
+_TS_CACHE: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
     """ISO-8601 UTC timestamp with millisecond precision, as every message carries."""
+    # PERF: every message carries one; strftime runs once per second, not once per message.
+    # The cache is one tuple, replaced atomically, so threads never see a torn pair.
+    global _TS_CACHE
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+    sec = int(t)
+    cached_sec, prefix = _TS_CACHE
+    if sec != cached_sec:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _TS_CACHE = (sec, prefix)
+    return f"{prefix}.{int((t - sec) * 1000):03d}Z"
 
 
 # --------------------------------------------------------------------------- metadata
