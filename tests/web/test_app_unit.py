@@ -50,6 +50,13 @@ class FakeControl:
             raise self.http_error
         if route != "/hello":
             raise NotFound("no plugin serves this route")
+        if path == "/badheaders":
+            bad = {"X-Bad\nName": "v", "X-Split": "a\r\nSet-Cookie: x=1", "X-Good": "1"}
+            return SimpleNamespace(status=200, headers=bad, body=b"ok")
+        if path == "/nocontent":
+            return SimpleNamespace(status=204, headers={"X-Good": "1"}, body=b"")
+        if path == "/continue":
+            return SimpleNamespace(status=100, headers={}, body=b"")
         payload = {"method": method, "path": path, "headers": headers, "body": body.hex()}
         return SimpleNamespace(
             status=201,
@@ -358,3 +365,13 @@ def test_login_rate_limit(env):
         "/api/auth/login", json={"username": "ratelimited", "password": "wrong-pass"}
     )
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def test_plugin_answers_are_sanitised(env):
+    r = env.client.simulate_get("/api/plugins/route/hello/badheaders", **_as(env.user))
+    assert r.status_code == 200 and r.headers["x-good"] == "1"
+    assert "x-split" not in r.headers and "set-cookie" not in r.headers
+    r = env.client.simulate_get("/api/plugins/route/hello/nocontent", **_as(env.user))
+    assert r.status_code == 204 and r.content == b""
+    r = env.client.simulate_get("/api/plugins/route/hello/continue", **_as(env.user))
+    assert r.status_code == 502

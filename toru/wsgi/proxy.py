@@ -18,6 +18,7 @@ forwarded.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -65,6 +66,19 @@ DROP_RESPONSE = frozenset({"content-length", "date", "server"})
 
 def _title(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _valid_header(name: object, value: object) -> bool:
+    """An RFC 9110 token name and a value without CR, LF or NUL."""
+    return (
+        isinstance(name, str)
+        and isinstance(value, str)
+        and _TOKEN.match(name) is not None
+        and not any(c in value for c in "\r\n\x00")
+    )
 
 
 def _bad_segment(seg: str) -> bool:
@@ -216,18 +230,24 @@ class PluginRouteResource:
             metrics.PROXY_DURATION.labels(plugin, f"{status // 100}xx").observe(
                 time.perf_counter() - t0
             )
+        if not 200 <= answer.status <= 599:  # 1xx cannot be relayed as a final answer
+            raise BadGateway(f"plugin answered with status {answer.status}")
         resp.status = answer.status
         content_type = None
         for name, value in (answer.headers or {}).items():
+            if not _valid_header(name, value):
+                continue  # a plugin's bad header must not break the response (or split it)
             lname = name.lower()
             if lname in HOP_BY_HOP or lname in DROP_RESPONSE:
                 continue
             if lname == "content-type":
                 content_type = value
-                continue
-            resp.append_header(name, value) if lname == "set-cookie" else resp.set_header(
-                name, value
-            )
+            elif lname == "set-cookie":
+                resp.append_header(name, value)
+            else:
+                resp.set_header(name, value)
+        if answer.status in (204, 304):
+            return
         resp.content_type = content_type or "application/octet-stream"
         resp.data = answer.body or b""
 
