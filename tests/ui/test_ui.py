@@ -444,6 +444,18 @@ def test_usable_at_375px(new_page, server, admin, shots) -> None:
     sidebar_entry(page, "hello-python").click()
     expect(page.get_by_test_id("hello-count")).to_be_visible()
     expect(page.get_by_test_id("user-role")).to_be_visible()
+    for route, ready in (
+        ("#/plugins/hello-python", "metadata"),
+        ("#/plugins/hello-python/logs", "log-row"),
+        ("#/users", "nav-users"),
+    ):
+        page.goto(f"/{route}")
+        expect(page.get_by_test_id(ready).first).to_be_attached()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 375, f"{route} is {width}px wide at 375px"
+    page.goto("/#/plugins/hello-python/logs")
+    expect(page.get_by_test_id("log-row").first).to_be_visible()
+    page.screenshot(path=shots / "07b-narrow-375-logs.png", animations="disabled")
 
 
 def test_manager_sparkline_shows_latency(new_page, server, admin, shots) -> None:
