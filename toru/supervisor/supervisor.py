@@ -74,6 +74,7 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
         self._dir_sig: Any = None
+        self.closing = False
         self.http_timeout = config.http_timeout
 
     # ------------------------------------------------------------------ running
@@ -114,6 +115,7 @@ class Supervisor:
             if ready is not None:
                 await ready()
             await stop.wait()
+            self.closing = True  # no enable/rescan may start a plugin from here on
             periodic.cancel()
             await self.shutdown_all()
         self._tg = None
@@ -175,6 +177,8 @@ class Supervisor:
     async def rescan(self) -> dict[str, Any]:
         """Sync the registry with ``plugins/*.binary``: new, changed and removed binaries."""
         async with self._rescan_lock:
+            if self.closing:
+                raise Unavailable("the supervisor is shutting down")
             return await self._rescan()
 
     async def _rescan(self) -> dict[str, Any]:
@@ -248,6 +252,8 @@ class Supervisor:
     async def enable(self, plugin_id: Any) -> dict[str, Any]:
         """Enable, persist, and return once the plugin left ``starting`` (or soon after)."""
         p = self.plugin(plugin_id)
+        if self.closing:
+            raise Unavailable("the supervisor is shutting down")
         if p.state is S.INVALID:
             raise Conflict(f"plugin {p.id} is invalid: {p.error}")
         was = p.enabled and p.active
