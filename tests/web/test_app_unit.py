@@ -55,6 +55,8 @@ class FakeControl:
             return SimpleNamespace(status=200, headers=bad, body=b"ok")
         if path == "/nocontent":
             return SimpleNamespace(status=204, headers={"X-Good": "1"}, body=b"")
+        if path == "/bug":
+            raise RuntimeError("a bug in the web tier")
         if path == "/continue":
             return SimpleNamespace(status=100, headers={}, body=b"")
         payload = {"method": method, "path": path, "headers": headers, "body": body.hex()}
@@ -375,3 +377,11 @@ def test_plugin_answers_are_sanitised(env):
     assert r.status_code == 204 and r.content == b""
     r = env.client.simulate_get("/api/plugins/route/hello/continue", **_as(env.user))
     assert r.status_code == 502
+
+
+def test_unexpected_exception_is_json_500(env, caplog):
+    r = env.client.simulate_get("/api/plugins/route/hello/bug", **_as(env.user))
+    assert r.status_code == 500
+    assert r.json == {"error": "internal_error", "message": "internal server error (logged)"}
+    assert "a bug in the web tier" in caplog.text
+    assert env.client.simulate_get("/healthz").status_code == 200

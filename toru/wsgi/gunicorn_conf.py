@@ -67,9 +67,20 @@ def post_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Build the app now so the first request does not pay for imports and set-up."""
+    """Send the app's log to stderr next to gunicorn's, then build the app now so the first
+    request does not pay for imports and set-up."""
+    import logging
+
     from toru import wsgi
 
+    logger = logging.getLogger("toru")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     wsgi._build()
 
 
