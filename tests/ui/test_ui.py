@@ -303,8 +303,26 @@ def test_logs_viewer_shows_plugin_lines(new_page, server, admin, shots) -> None:
     )
     page.get_by_label("Level").select_option("")
     expect(rows.first).to_be_visible()
+
+    # Paging: enough lines for two pages of 20, newest first.
+    cookie, csrf = admin
+    for _ in range(25):
+        server.request(
+            "POST", "/api/plugins/route/hello/counter/increment", cookie=cookie, csrf=csrf
+        )
     page.get_by_test_id("log-refresh").click()
+    page.get_by_label("Page size").select_option("20")
+    expect(rows).to_have_count(20)
+    first_msg = rows.first.locator("td.log-msg")
+    newest = first_msg.text_content()
+    expect(page.get_by_test_id("log-newer")).to_be_disabled()
+    page.get_by_test_id("log-older").click()
+    expect(page.get_by_test_id("log-page")).to_have_text("Page 2")
     expect(rows.first).to_be_visible()
+    expect(first_msg).not_to_have_text(newest)
+    page.get_by_test_id("log-newer").click()
+    expect(page.get_by_test_id("log-page")).to_have_text("Page 1")
+    expect(first_msg).to_have_text(newest)
 
 
 def test_disable_removes_sidebar_entry(new_page, server, admin) -> None:

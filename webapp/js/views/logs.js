@@ -62,14 +62,16 @@ export function renderLogs(container, params, shell) {
   const size = h(
     "select",
     { id: "log-size" },
-    [50, 100, 200, 500].map((n) => h("option", { value: n, text: `${n} per page` })),
+    [20, 50, 100, 200, 500].map((n) =>
+      h("option", { value: n, selected: n === 50, text: `${n} per page` }),
+    ),
   );
   const refresh = h("button", { type: "button", class: "btn", dataset: { testid: "log-refresh" } }, icon("refresh"), "Refresh");
   const tbody = h("tbody", {});
   const status = h("p", { class: "panel-body muted", role: "status" });
-  const newer = h("button", { type: "button", class: "btn btn-sm", text: "← Newer" });
-  const older = h("button", { type: "button", class: "btn btn-sm", text: "Older →" });
-  const pageLabel = h("span", { class: "muted", "aria-live": "polite" });
+  const newer = h("button", { type: "button", class: "btn btn-sm", dataset: { testid: "log-newer" }, text: "← Newer" });
+  const older = h("button", { type: "button", class: "btn btn-sm", dataset: { testid: "log-older" }, text: "Older →" });
+  const pageLabel = h("span", { class: "muted", "aria-live": "polite", dataset: { testid: "log-page" } });
   const table = h(
     "table",
     { class: "log-table", dataset: { testid: "log-table" } },
@@ -96,7 +98,9 @@ export function renderLogs(container, params, shell) {
     h("div", { class: "pager" }, newer, pageLabel, older),
   );
 
+  let seq = 0;
   const load = async () => {
+    const mine = ++seq; // only the newest request may paint the table
     refresh.disabled = true;
     status.hidden = false;
     status.textContent = "Loading logs…";
@@ -104,7 +108,7 @@ export function renderLogs(container, params, shell) {
     if (state.level) q.set("level", state.level);
     try {
       const data = await get(`/api/plugins/${encodeURIComponent(id)}/logs?${q}`);
-      if (!alive) return;
+      if (!alive || mine !== seq) return;
       const entries = listOf(data, "entries");
       replace(tbody, entries.map(logRow));
       table.hidden = entries.length === 0;
@@ -114,11 +118,11 @@ export function renderLogs(container, params, shell) {
       older.disabled = !data?.has_more;
       pageLabel.textContent = `Page ${state.page + 1}`;
     } catch (err) {
-      if (!alive) return;
+      if (!alive || mine !== seq) return;
       status.textContent = `Could not load logs: ${err.message}`;
       table.hidden = true;
     } finally {
-      refresh.disabled = false;
+      if (mine === seq) refresh.disabled = false;
     }
   };
   level.addEventListener("change", () => {
