@@ -360,3 +360,38 @@ def test_store_migrate_idempotent_kv_events_prune(tmp_path):
     assert [e["event_type"] for e in s2.events("a")] == ["started"]
     tables = {r[0] for r in s1.connection().execute("SELECT name FROM sqlite_master")}
     assert {"users", "sessions", "api_tokens", "login_failures", "settings"} <= tables
+
+
+# ----------------------------------------------------------------------------- client
+
+
+def test_client_for_thread_and_bounded_wait_on_a_silent_supervisor(short_home):
+    import socket
+    import threading
+
+    from toru.errors import SupervisorUnavailable
+    from toru.supervisor.client import ControlClient
+
+    path = short_home / "s.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(srv.accept()), daemon=True).start()
+    try:
+        a, b = ControlClient.for_thread(path), ControlClient.for_thread(path)
+        assert a is b
+        other: list[ControlClient] = []
+        t = threading.Thread(target=lambda: other.append(ControlClient.for_thread(path)))
+        t.start()
+        t.join()
+        assert other[0] is not a
+        t0 = time.monotonic()
+        with pytest.raises(SupervisorUnavailable):
+            a.call("ping", timeout=0.3)  # accepted, never answered
+        assert time.monotonic() - t0 < 5
+        a.close()
+    finally:
+        srv.close()
+        for conn, _ in accepted:
+            conn.close()
