@@ -211,6 +211,18 @@ def test_login_shows_user_and_role(new_page, console: Console, shots: Path) -> N
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
 
 
+def test_ended_session_returns_to_login(new_page, console: Console) -> None:
+    console.allow("401", "/api/")  # the poll that finds the session gone
+    page = new_page()
+    sign_in(page)
+    expect(page.get_by_test_id("plugin-grid")).to_be_visible()
+    page.context.clear_cookies()
+    expect(page.get_by_role("status").filter(has_text="session has ended")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    sign_in(page)
+    expect(page.get_by_test_id("plugin-grid")).to_be_visible()
+
+
 def test_enable_by_keyboard_shows_green_sidebar_entry(new_page, server, admin, shots: Path) -> None:
     set_enabled(server, admin, "hello-python", False)
     page = new_page()
