@@ -209,6 +209,79 @@ def direct(plugin_socket: Path, n: int) -> tuple[list[int], float] | None:
     return lat, time.perf_counter() - t0
 
 
+NULL_PLUGIN = r"""
+import asyncio, json, os, re, struct, sys
+if "--metadata" in sys.argv:
+    print(json.dumps({"id": "null", "name": "Null", "version": "1", "icon": "", "route": "/null"}))
+    sys.exit(0)
+RID = re.compile(rb'"request_id":"([^"]*)"')
+HEAD = struct.Struct(">I")
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t, self.buf = t, b""
+    def data_received(self, data):
+        buf = self.buf + data
+        out, pos = [], 0
+        while len(buf) - pos >= 4:
+            (n,) = HEAD.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < n:
+                break
+            frame = buf[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+            m = RID.search(frame)
+            if m:
+                body = (b'{"type":"http","request_id":"' + m.group(1)
+                        + b'","payload":{"status":200,"headers":{},"body":"ok"}}')
+                out.append(HEAD.pack(len(body)) + body)
+        self.buf = buf[pos:]
+        if out:
+            self.t.write(b"".join(out))
+async def main():
+    path = os.environ["TORU_PLUGIN_SOCKET"]
+    srv = await asyncio.get_running_loop().create_unix_server(P, path)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def measure_null(n: int) -> list[dict[str, Any]]:
+    """The supervisor's own capacity: a plugin that answers with canned bytes."""
+    home = Path(tempfile.mkdtemp(prefix="toru-bn-", dir="/tmp"))
+    (home / "plugins").mkdir()
+    script = home / "null.py"
+    script.write_text(NULL_PLUGIN)
+    binary = home / "plugins" / "null.binary"
+    binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I "{script}" "$@"\n')
+    binary.chmod(0o755)
+    enable_on_disk(home, "null")
+    out = []
+    sup = SupervisorProc(home, env=ENV)
+    try:
+        sup.start()
+        sup.wait_state("null", "running")
+        pid = sup.proc.pid
+        client = ControlClient(sup.socket)
+        sequential_path(client, "/null", 2000)
+        c0 = cpu_seconds(pid)
+        lat, wall = sequential_path(client, "/null", n)
+        out.append(summary("null plugin: hop sequential", lat, wall, cpu_seconds(pid) - c0))
+        c0 = cpu_seconds(pid)
+        lat, wall = pipelined(sup.socket, "/null", n * 2)
+        out.append(
+            summary("null plugin: 32 in flight (pipelined)", lat, wall, cpu_seconds(pid) - c0)
+        )
+        client.close()
+    finally:
+        sup.stop()
+        kill_leftovers(home)
+        shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def sequential_path(client: ControlClient, route: str, n: int) -> tuple[list[int], float]:
+    return sequential(client, route, n)
+
+
 def build_hello(out: Path) -> Path:
     subprocess.run(
         [sys.executable, str(ROOT / "examples" / "build.py"), "--out", str(out)],
@@ -295,6 +368,7 @@ def main() -> int:
         hello = build_hello(tmp)
     try:
         results = measure_hop(a.requests, hello)
+        results.extend(measure_null(a.requests))
         results.append(measure_rss())
     finally:
         if tmp:
