@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -263,3 +265,25 @@ def test_rescan_notices_new_changed_and_removed_binaries(home):
             sup.info("alpha")
         make_plugin(home / "plugins", "gamma")
         assert sup.call("rescan")["added"] == ["gamma"]
+
+
+def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        second = subprocess.run(
+            [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(home)],
+            env=sup.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1 and "already runs" in second.stderr
+        assert sup.call("ping") == {"ok": True}
+        binary = home / "plugins" / "alpha.binary"
+        binary.write_text(binary.read_text() + "# v2\n")  # an upgrade in place
+        sup.call("rescan")
+        info = sup.wait_state("alpha", "running")
+        assert info["pid"] != pid and info["enabled"] is True
+        assert not pid_alive(pid)
