@@ -37,6 +37,14 @@ export function replace(el, ...children) {
   return append(el, children);
 }
 
+/** `<thead>` with one column header per label (null or "" for a visually hidden one). */
+export function tableHead(...labels) {
+  const cells = labels.map(([text, hidden]) =>
+    h("th", { scope: "col" }, hidden ? h("span", { class: "visually-hidden", text }) : text),
+  );
+  return h("thead", {}, h("tr", {}, cells));
+}
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** Create an SVG element with attributes. */

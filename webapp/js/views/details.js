@@ -18,6 +18,12 @@ import { pluginStore } from "../store.js";
 
 const POLL_MS = 3000;
 
+function tab(href, text, current, testid) {
+  const attrs = { class: "tab", href, text, dataset: { testid } };
+  if (current) attrs["aria-current"] = "page";
+  return h("a", attrs);
+}
+
 /** Header with icon, name, state and (admins) the switch; shared by details and logs. */
 export function pluginHeader(p, active) {
   const id = encodeURIComponent(p.id);
@@ -52,8 +58,8 @@ export function pluginHeader(p, active) {
     h(
       "nav",
       { class: "tabs", "aria-label": "Plugin sections" },
-      h("a", { class: "tab", href: `#/plugins/${id}`, "aria-current": active === "overview" ? "page" : null, text: "Overview" }),
-      h("a", { class: "tab", href: `#/plugins/${id}/logs`, "aria-current": active === "logs" ? "page" : null, dataset: { testid: "tab-logs" }, text: "Logs" }),
+      tab(`#/plugins/${id}`, "Overview", active === "overview", "tab-overview"),
+      tab(`#/plugins/${id}/logs`, "Logs", active === "logs", "tab-logs"),
     ),
   );
   const update = (next) => {
@@ -118,7 +124,10 @@ function activityPanel(stats) {
       "div",
       { class: "panel-body" },
       sparkline(stats, { label: "Latency", wide: true }),
-      h("p", { class: "muted", style: "margin-top: 8px; font-size: 12.5px" }, "Latency measured by the supervisor in 10-second buckets; red marks are restarts."),
+      h("p", {
+        class: "muted note",
+        text: "Latency measured by the supervisor in 10-second buckets; red marks are restarts.",
+      }),
     ),
   );
 }
@@ -155,13 +164,26 @@ function crashPanel(event, p) {
         p.state === "backoff" && p.retry_at ? row("Restarting at", formatTime(p.retry_at)) : null,
       ),
       tail
-        ? [h("h3", { style: "margin-top: 16px", text: "Last stderr lines" }), h("pre", { class: "stderr", dataset: { testid: "crash-stderr" }, text: tail })]
+        ? [
+            h("h3", { class: "stderr-title", text: "Last stderr lines" }),
+            h("pre", { class: "stderr", dataset: { testid: "crash-stderr" }, text: tail }),
+          ]
         : h("p", { class: "muted", style: "margin-top: 12px", text: "The plugin wrote nothing to stderr before it stopped." }),
     ),
   );
 }
 
-const EVENT_TONE = { crashed: "bad", failed: "bad", disabled: "warn", timeout: "warn", unhealthy: "warn", invalid: "bad", started: "ok", restarted: "ok", enabled: "ok" };
+const EVENT_TONE = {
+  crashed: "bad",
+  failed: "bad",
+  invalid: "bad",
+  disabled: "warn",
+  timeout: "warn",
+  unhealthy: "warn",
+  started: "ok",
+  restarted: "ok",
+  enabled: "ok",
+};
 
 function eventSummary(e) {
   const d = e.details || {};

@@ -1,7 +1,7 @@
 // Logs viewer: newest first, level filter (minimum level), paging, readable time and level.
 
 import { errorPanel } from "../components.js";
-import { h, icon, replace } from "../dom.js";
+import { h, icon, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { get, listOf } from "../http.js";
 import { pluginStore } from "../store.js";
@@ -25,6 +25,12 @@ function extraText(entry) {
     parts.push(`${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
   }
   return parts.join("  ");
+}
+
+function emptyText(state) {
+  if (state.page > 0) return "No older entries.";
+  if (state.level) return "No entries at this level or above.";
+  return "This plugin has not logged anything yet.";
 }
 
 function logRow(e) {
@@ -76,7 +82,7 @@ export function renderLogs(container, params, shell) {
     "table",
     { class: "log-table", dataset: { testid: "log-table" } },
     h("caption", { class: "visually-hidden", text: "Plugin log entries, newest first" }),
-    h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Time" }), h("th", { scope: "col", text: "Level" }), h("th", { scope: "col", text: "Message" }))),
+    tableHead(["Time"], ["Level"], ["Message"]),
     tbody,
   );
   const panel = h(
@@ -113,7 +119,7 @@ export function renderLogs(container, params, shell) {
       replace(tbody, entries.map(logRow));
       table.hidden = entries.length === 0;
       status.hidden = entries.length > 0;
-      status.textContent = state.page > 0 ? "No older entries." : state.level ? "No entries at this level or above." : "This plugin has not logged anything yet.";
+      status.textContent = emptyText(state);
       newer.disabled = state.page === 0;
       older.disabled = !data?.has_more;
       pageLabel.textContent = `Page ${state.page + 1}`;

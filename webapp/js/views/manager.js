@@ -10,7 +10,7 @@ import {
   updateStateBadge,
 } from "../components.js";
 import { h, icon, replace } from "../dom.js";
-import { formatDuration, formatTime } from "../format.js";
+import { formatDuration, formatTime, pluginHealth } from "../format.js";
 import { session } from "../http.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
@@ -168,7 +168,15 @@ export function renderManager(container, _params, shell) {
           "div",
           { class: "empty" },
           h("h2", { text: "No plugins installed" }),
-          h("p", {}, "Copy plugin executables named ", h("code", { text: "*.binary" }), " into the home's ", h("code", { text: "plugins/" }), " directory."),
+          h(
+            "p",
+            {},
+            "Copy plugin executables named ",
+            h("code", { text: "*.binary" }),
+            " into the home's ",
+            h("code", { text: "plugins/" }),
+            " directory.",
+          ),
         ),
       );
       status.removeAttribute("role");
@@ -192,7 +200,7 @@ export function renderManager(container, _params, shell) {
     }
     const running = plugins.filter((p) => p.state === "running").length;
     const enabled = plugins.filter((p) => p.enabled).length;
-    const attention = plugins.filter((p) => ["backoff", "failed", "invalid"].includes(p.state) || (p.state === "running" && p.health === "unhealthy")).length;
+    const attention = plugins.filter((p) => pluginHealth(p).tone === "red").length;
     replace(
       summary,
       h("span", { class: "badge", text: `${plugins.length} installed` }),

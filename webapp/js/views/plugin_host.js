@@ -40,6 +40,7 @@ export function renderPluginHost(container, params, shell, navigate) {
   const badge = stateBadge(pluginStore.byId(id) || {}, { dataset: { testid: "view-state" } });
   const title = h("h1", {});
   const iconSlot = h("span", {});
+  const sub = h("p", { class: "muted", dataset: { testid: "view-sub" } });
   const banner = h("p", { class: "card-error", role: "status", hidden: true, dataset: { testid: "view-banner" } });
   const frame = h("div", { class: "plugin-frame" });
   replace(
@@ -47,7 +48,7 @@ export function renderPluginHost(container, params, shell, navigate) {
     h(
       "div",
       { class: "page-head" },
-      h("div", { class: "card-head" }, iconSlot, h("div", {}, title, h("p", { class: "muted", dataset: { testid: "view-sub" } }))),
+      h("div", { class: "card-head" }, iconSlot, h("div", {}, title, sub)),
       h(
         "div",
         { class: "toolbar" },
@@ -137,7 +138,7 @@ export function renderPluginHost(container, params, shell, navigate) {
     title.textContent = p.name || p.id;
     shell.setTitle(p.name || p.id);
     replace(iconSlot, pluginIcon(p));
-    container.querySelector('[data-testid="view-sub"]').textContent = [p.version ? `v${p.version}` : null, p.route].filter(Boolean).join(" · ");
+    sub.textContent = [p.version ? `v${p.version}` : null, p.route].filter(Boolean).join(" · ");
     updateHealthDot(dot, p);
     updateStateBadge(badge, p);
     const down = p.state !== "running" || !p.enabled;

@@ -1,7 +1,7 @@
 // User management for admins: list, add, delete.
 
 import { errorPanel } from "../components.js";
-import { h, replace } from "../dom.js";
+import { h, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { del, get, listOf, post, session } from "../http.js";
 import { showToast } from "../toast.js";
@@ -17,7 +17,12 @@ export function renderUsers(container, _params, shell) {
   const tbody = h("tbody", {});
   const name = h("input", { id: "new-user", type: "text", autocomplete: "off", autocapitalize: "none", required: true });
   const pass = h("input", { id: "new-pass", type: "password", autocomplete: "new-password", required: true });
-  const role = h("select", { id: "new-role" }, h("option", { value: "user", text: "User" }), h("option", { value: "admin", text: "Admin" }));
+  const role = h(
+    "select",
+    { id: "new-role" },
+    h("option", { value: "user", text: "User" }),
+    h("option", { value: "admin", text: "Admin" }),
+  );
   const add = h("button", { type: "submit", class: "btn btn-primary", text: "Add user" });
   const form = h(
     "form",
@@ -89,8 +94,22 @@ export function renderUsers(container, _params, shell) {
   });
   replace(
     container,
-    h("div", { class: "page-head" }, h("div", {}, h("h1", { text: "Users" }), h("p", { text: "Admins manage plugins and users; users view and use plugins." }))),
-    h("section", { class: "panel", "aria-labelledby": "add-h" }, h("div", { class: "panel-head" }, h("h2", { id: "add-h", text: "Add a user" })), h("div", { class: "panel-body" }, form)),
+    h(
+      "div",
+      { class: "page-head" },
+      h(
+        "div",
+        {},
+        h("h1", { text: "Users" }),
+        h("p", { text: "Admins manage plugins and users; users view and use plugins." }),
+      ),
+    ),
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "add-h" },
+      h("div", { class: "panel-head" }, h("h2", { id: "add-h", text: "Add a user" })),
+      h("div", { class: "panel-body" }, form),
+    ),
     h(
       "section",
       { class: "panel", "aria-labelledby": "list-h" },
@@ -101,7 +120,7 @@ export function renderUsers(container, _params, shell) {
         h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Username" }), h("th", { scope: "col", text: "Role" }), h("th", { scope: "col", text: "Created" }), h("th", { scope: "col" }, h("span", { class: "visually-hidden", text: "Actions" })))),
+          tableHead(["Username"], ["Role"], ["Created"], ["Actions", true]),
           tbody,
         ),
       ),
