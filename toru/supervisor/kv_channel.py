@@ -72,7 +72,16 @@ class KvChannel(asyncio.Protocol):
             bad = None
         except ProtocolError as exc:
             msgs, bad = exc.decoded, exc
-        out = [self._answer(m) for m in msgs]
+        if len(msgs) > 1:
+            # PERF: pipelined requests of one chunk share one transaction (one WAL commit);
+            # every reply is still sent only after that commit returned.
+            try:
+                with self.store.connection():
+                    out = [self._answer(m) for m in msgs]
+            except apsw.Error as exc:
+                out = [self._error(m, f"storage error: {exc}") for m in msgs]
+        else:
+            out = [self._answer(m) for m in msgs]
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
         if bad is not None:
@@ -97,6 +106,16 @@ class KvChannel(asyncio.Protocol):
         reply = {"type": "kv", "timestamp": fast_timestamp(), "payload": payload}
         if rid is not None:
             reply["request_id"] = rid
+        return encode_payload(dumps(reply), self.max_frame)
+
+    def _error(self, msg: dict[str, Any], error: str) -> bytes:
+        reply: dict[str, Any] = {
+            "type": "kv",
+            "timestamp": fast_timestamp(),
+            "payload": {"value": None, "error": error},
+        }
+        if msg.get("request_id") is not None:
+            reply["request_id"] = msg["request_id"]
         return encode_payload(dumps(reply), self.max_frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
