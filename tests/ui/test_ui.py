@@ -176,6 +176,18 @@ def sign_in(page, username: str = "admin", password: str = "admin-pass-123") -> 
     expect(page.get_by_test_id("user-name")).to_have_text(username)
 
 
+UNLABELLED_JS = """() => [...document.querySelectorAll('button, a[href], input, select, textarea')]
+  .filter((el) => el.getClientRects().length > 0)
+  .filter((el) => !(el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+                    || (el.labels && el.labels.length) || el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+def assert_controls_labelled(page) -> None:
+    """Every visible control has a name a screen reader can say."""
+    assert page.evaluate(UNLABELLED_JS) == []
+
+
 def sidebar_entry(page, plugin_id: str):
     return page.get_by_test_id(f"nav-plugin-{plugin_id}")
 
@@ -239,6 +251,7 @@ def test_enable_by_keyboard_shows_green_sidebar_entry(new_page, server, admin, s
     expect(sidebar_entry(page, "hello-python")).to_be_visible()
     expect(page.get_by_test_id("nav-dot-hello-python")).to_have_attribute("data-health", "green")
     expect(card.get_by_test_id("plugin-state")).to_have_text("Running")
+    assert_controls_labelled(page)
     page.screenshot(path=shots / "02-plugin-manager.png", full_page=True, animations="disabled")
 
 
@@ -307,6 +320,7 @@ def test_logs_viewer_shows_plugin_lines(new_page, server, admin, shots) -> None:
     first_time = rows.first.locator("time").inner_text()
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", first_time), first_time
     page.screenshot(path=shots / "04-logs.png", full_page=True, animations="disabled")
+    assert_controls_labelled(page)
 
     page.get_by_label("Level").select_option("error")
     page.wait_for_function(
@@ -398,6 +412,7 @@ def test_admin_manages_users(new_page, shots: Path) -> None:
     row = page.get_by_role("row").filter(has_text="operator2")
     expect(row).to_be_visible()
     page.screenshot(path=shots / "09-users.png", animations="disabled")
+    assert_controls_labelled(page)
     page.on("dialog", lambda d: d.accept())
     row.get_by_role("button", name="Delete user operator2").click()
     expect(page.get_by_role("row").filter(has_text="operator2")).to_have_count(0)
@@ -424,6 +439,7 @@ def test_crash_turns_dot_red_and_shows_details(new_page, server, admin, shots) -
     expect(page.get_by_test_id("detail-dot")).to_have_attribute("data-health", "red")
     expect(page.get_by_test_id("nav-dot-raw-python")).to_have_attribute("data-health", "red")
     page.screenshot(path=shots / "05-details-crash.png", full_page=True, animations="disabled")
+    assert_controls_labelled(page)
 
     # Its view says it is down, with a way to its logs, instead of a broken page.
     sidebar_entry(page, "raw-python").click()
@@ -431,6 +447,7 @@ def test_crash_turns_dot_red_and_shows_details(new_page, server, admin, shots) -
     expect(panel).to_be_visible()
     expect(panel).to_contain_text("crashed")
     expect(page.get_by_test_id("error-logs-link")).to_be_visible()
+    assert_controls_labelled(page)
     set_enabled(server, admin, "raw-python", False)
 
 
