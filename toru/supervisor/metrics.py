@@ -5,9 +5,10 @@ client picks its value backend at import time. Gauges are ``livemax``: the expos
 only live processes' values, so a killed supervisor's ``toru_plugin_up=1`` disappears instead
 of being summed with the new supervisor's.
 
-NOTE: ``toru_proxy_errors_total`` here counts what only the supervisor sees (``timeout``,
-``bad_response``, ``connection_lost``, ``unavailable`` as decided by the supervisor); the
-worker's metric of the same name counts what the client got. Filter by ``kind`` when summing.
+NOTE: ``toru_proxy_errors_total`` is counted once, in the worker, which sees every outcome
+(supervisor unreachable included). The supervisor counts what only it can tell apart on the
+plugin connection (``timeout``, ``bad_response``, ``connection_lost``) as
+``toru_plugin_connection_errors_total``, so no failure is counted twice.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ PLUGIN_RESTARTS = Counter("toru_plugin_restarts", "Plugin restarts after a crash
 PLUGIN_CRASHES = Counter("toru_plugin_crashes", "Plugin crashes and forced kills", ["plugin"])
 KV_OPERATIONS = Counter("toru_kv_operations", "Plugin KV operations", ["plugin", "action"])
 PROXY_ERRORS = Counter(
-    "toru_proxy_errors", "Proxy errors decided by the supervisor", ["plugin", "kind"]
+    "toru_plugin_connection_errors",
+    "Failures on the supervisor's plugin connection (timeout, bad_response, connection_lost)",
+    ["plugin", "kind"],
 )
 
 
