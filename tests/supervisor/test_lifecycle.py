@@ -191,14 +191,15 @@ def test_crash_mid_request_gives_502_and_restarts(home):
         assert "restarted" in [e["event_type"] for e in info["events"]]
 
 
-def test_sigterm_stops_plugins_removes_sockets_exit_0(home):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_stops_plugins_removes_sockets_exit_0(home, sig):
     make_plugin(home / "plugins", "alpha")
     make_plugin(home / "plugins", "stubborn", mode="ignore-shutdown")
     enable_on_disk(home, "alpha", "stubborn")
     sup = SupervisorProc(home).start()
     try:
         pids = [sup.wait_state(p, "running")["pid"] for p in ("alpha", "stubborn")]
-        sup.proc.send_signal(signal.SIGTERM)
+        sup.proc.send_signal(sig)
         assert sup.proc.wait(15) == 0
         for pid in pids:
             assert not pid_alive(pid)
