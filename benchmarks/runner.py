@@ -363,7 +363,8 @@ class BenchmarkRun:
         return out  # fmt: skip
 
     def plugin_count_scale(self) -> list[Scenario]:
-        """(b) with 1, 10, 50 enabled plugins: a fresh Toru per count, one at a time."""
+        """(b) with 1, 10, 50 enabled plugins: one Toru per count, all up at once, runs
+        interleaved (so the machine's drift hits every count alike)."""
         out: list[Scenario] = []
         for n in self.opts.scale_plugins:
             plugins = self.build_plugins(n)
@@ -372,16 +373,12 @@ class BenchmarkRun:
                 self.workdir / f"n{n}", list(plugins.values()), list(plugins), self.workers
             )
             self.say(f"starting toru serve with {n} enabled plugins ...")
-            try:
-                toru.start(timeout=120)
-                toru.wait_route(SDK_PATH, timeout=120)
-                for pid in plugins:  # every plugin must be up, else this measures start-up
-                    toru.wait_route(f"/api/plugins/route/{pid}/json", timeout=120)
-                sc = http_scenario(f"scale_plugins_b_{n}", f"(b) Toru -> SDK with {n} plugins enabled", toru.url + SDK_PATH, connections=self.opts.connections, token=toru.token, cpu_roots=lambda t=toru: [t.pid], group="scale_plugins", params={"variant": "b", "plugins": n})  # fmt: skip
-                self.measure([sc], self.opts.runs)
-                out.append(sc)
-            finally:
-                toru.stop()
+            self.stack.callback(toru.stop)
+            toru.start(timeout=180)
+            for pid in plugins:  # every plugin must be up, else this measures start-up
+                toru.wait_route(f"/api/plugins/route/{pid}/json", timeout=180)
+            out.append(http_scenario(f"scale_plugins_b_{n}", f"(b) Toru -> SDK with {n} plugins enabled", toru.url + SDK_PATH, connections=self.opts.connections, token=toru.token, cpu_roots=lambda t=toru: [t.pid], group="scale_plugins", params={"variant": "b", "plugins": n}))  # fmt: skip
+        self.measure(out, self.opts.runs)
         return out
 
     def leak_check(self, toru: ToruStack, total: int) -> dict[str, Any]:
@@ -453,7 +450,7 @@ class BenchmarkRun:
             if o.leak_requests and not o.target:
                 self.extra["leak"] = self.leak_check(self.toru, o.leak_requests)
             if o.scale and not o.target:
-                self.stack.close()  # free the cores before starting 50 plugins
+                self.stack.close()  # the servers above go; the plugin-count Torus come up
                 self.scenarios += self.plugin_count_scale()
         finally:
             self.stack.close()
