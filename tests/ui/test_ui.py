@@ -475,6 +475,16 @@ def test_bundle_that_throws_shows_error_panel(new_page, server, admin, shots) ->
     set_enabled(server, admin, "ui-throw-mount", False)
 
 
+def test_invalid_plugin_explains_itself(new_page) -> None:
+    page = new_page()
+    sign_in(page)
+    card = page.get_by_test_id("plugin-card-ui-bad-meta")
+    expect(card.get_by_test_id("plugin-state")).to_have_text("Invalid")
+    expect(card.locator(".card-error")).not_to_be_empty()
+    expect(card.get_by_role("switch")).to_be_disabled()
+    expect(sidebar_entry(page, "ui-bad-meta")).to_have_count(0)
+
+
 def test_usable_at_375px(new_page, server, admin, shots) -> None:
     set_enabled(server, admin, "hello-python", True)
     page = new_page(width=375, height=812)

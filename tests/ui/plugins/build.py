@@ -1,4 +1,5 @@
-"""Install the UI tests' misbehaving plugins as ``<id>.binary`` launchers."""
+"""Install the UI tests' misbehaving plugins as ``<id>.binary`` launchers, plus one whose
+metadata is invalid."""
 
 from __future__ import annotations
 
@@ -21,4 +22,9 @@ def build(out: Path) -> dict[str, Path]:
         )
         target.chmod(0o755)
         found[plugin_id] = target
+    # Metadata that fails validation: the host lists it as `invalid` with the reason.
+    bad = out / "ui-bad-meta.binary"
+    bad.write_text('#!/bin/sh\necho \'{"id": "../escape", "name": "Bad", "route": "x"}\'\n')
+    bad.chmod(0o755)
+    found["ui-bad-meta"] = bad
     return found
