@@ -206,7 +206,13 @@ export function renderManager(container, _params, shell) {
       h("span", { class: "badge", text: `${plugins.length} installed` }),
       h("span", { class: "badge", dataset: { tone: "ok" }, text: `${running} running` }),
       enabled > running ? h("span", { class: "badge", text: `${enabled} enabled` }) : null,
-      attention ? h("span", { class: "badge", dataset: { tone: "bad" }, text: `${attention} need attention` }) : null,
+      attention
+        ? h("span", {
+            class: "badge",
+            dataset: { tone: "bad", testid: "attention" },
+            text: `${attention} need${attention === 1 ? "s" : ""} attention`,
+          })
+        : null,
     );
   };
   const unsubscribe = pluginStore.subscribe(render);
