@@ -22,8 +22,8 @@ FAST_ENV = {
     "TORU_RESTART_BACKOFF": "0.1,0.2",
     "TORU_MAX_FAILURES": "10",
     "TORU_SHUTDOWN_GRACE": "1",
-    "TORU_HEALTH_INTERVAL": "0.3",
-    "TORU_HEALTH_TIMEOUT": "0.5",
+    "TORU_HEALTH_INTERVAL": "1",
+    "TORU_HEALTH_TIMEOUT": "3",  # generous: a loaded CI box must not fake a hang
     "TORU_RESCAN_INTERVAL": "0.3",
     "TORU_HTTP_TIMEOUT": "5",
     "TORU_SUPERVISOR_QUIET": "1",

@@ -68,7 +68,7 @@ def test_t2_t4_invalid_plugins_are_recorded_and_others_load(home):
     (plugins / "garbage.binary").chmod(0o755)
     (plugins / "noexec.binary").write_text("#!/bin/sh\necho hi\n")
     enable_on_disk(home, "good")
-    with SupervisorProc(home, env={"TORU_METADATA_TIMEOUT": "0.5"}) as sup:
+    with SupervisorProc(home, env={"TORU_METADATA_TIMEOUT": "2"}) as sup:
         states = {p["id"]: p for p in sup.call("list")}
         assert states["good"]["state"] == "running"
         for pid in ("badmeta", "failmeta", "slowmeta", "garbage", "noexec"):

@@ -40,8 +40,14 @@ def test_timeout_gives_504_and_late_answer_is_dropped(home):
         assert err.value.status == 504
         # The plugin answers in order: the late /sleep reply arrives first and must be dropped.
         time.sleep(0.6)
-        resp = sup.client.http("/slow", "GET", "/echo?after=1", timeout=5)
-        assert json.loads(resp.body)["path"] == "/echo?after=1"
+
+        for _ in range(20):  # retried only if a loaded box makes the echo time out too
+            try:
+                resp = sup.client.http("/slow", "GET", "/echo?after=1", timeout=5)
+                break
+            except GatewayTimeout:
+                time.sleep(0.5)
+        assert json.loads(resp.body)["path"] == "/echo?after=1"  # never the late /sleep reply
         info = sup.info("slow")
         assert info["pid"] == pid and info["state"] == "running"  # keeps running
         assert "timeout" in [e["event_type"] for e in info["events"]]
