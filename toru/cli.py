@@ -49,12 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list, enable, disable or rescan plugins")
     _home(p)
     psub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
-    psub.add_parser("list", help="list installed plugins (default)")
+    actions = [psub.add_parser("list", help="list installed plugins (default)")]
     for action in ("enable", "disable"):
         a = psub.add_parser(action, help=f"{action} a plugin (works with or without a server)")
         a.add_argument("plugin_id")
-    psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
+        actions.append(a)
+    actions.append(
+        psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    for a in actions:  # `toru plugins list --json` as well as `toru plugins --json list`
+        a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
+        a.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(func=_handler("toru.plugins_cli:main"))
 
     p = sub.add_parser("user", help="manage users")

@@ -40,7 +40,7 @@ def test_plugins_cli_offline_then_online(home):
     assert toru(home, "enable", "../evil").returncode == 2
     make_plugin(home / "plugins", "alpha")
     make_plugin(home / "plugins", "beta")
-    offline = json.loads(toru(home, "--json", "list").stdout)
+    offline = json.loads(toru(home, "list", "--json").stdout)
     assert {p["id"]: p["enabled"] for p in offline} == {"alpha": True, "beta": False}
     assert toru(home, "rescan").returncode == 1  # nothing to rescan without a supervisor
     with SupervisorProc(home) as sup:
