@@ -395,3 +395,54 @@ def test_client_for_thread_and_bounded_wait_on_a_silent_supervisor(short_home):
         srv.close()
         for conn, _ in accepted:
             conn.close()
+
+
+# ----------------------------------------------------------------------------- connection
+
+
+def test_plugin_connection_deadlines_late_answers_and_loss_over_a_socketpair():
+    import socket
+
+    from toru.errors import BadGateway
+    from toru.supervisor.connection import PluginConnection
+    from toru_plugin_api.codec import Decoder, encode
+
+    async def scenario() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        host, plugin = socket.socketpair()
+        plugin.setblocking(False)
+        lost: list[str] = []
+        timeouts: list[str] = []
+        _, conn = await loop.create_unix_connection(
+            lambda: PluginConnection("p", 1024, on_lost=lost.append, on_timeout=timeouts.append),
+            sock=host,
+        )
+        results: dict[str, Any] = {}
+
+        def keep(name: str):
+            return lambda reply, err: results.__setitem__(name, err or reply)
+
+        conn.request("http", {"payload": {}}, 30, keep("slow"))  # arms the timer at +30 s
+        conn.request("http", {"payload": {}}, 0.05, keep("fast"))  # re-arms earlier
+        conn.request("http", {"payload": {}}, 0.1, keep("mid"))
+        conn.request("http", {"payload": {}}, 30, keep("answered"))
+        dec, got = Decoder(), []
+        while len(got) < 4:
+            got += dec.feed(await loop.sock_recv(plugin, 65536))
+        ids = [m["request_id"] for m in got]
+        reply = {"type": "http", "request_id": ids[3], "payload": {"status": 200}}
+        await loop.sock_sendall(plugin, encode(reply))
+        await until(lambda: len(results) == 3)
+        late = {"type": "http", "request_id": ids[1], "payload": {"status": 200}}  # dropped
+        await loop.sock_sendall(plugin, encode(late) + b"\xff\xff\xff\xff")  # then 4 GB
+        await until(lambda: "slow" in results)
+        plugin.close()
+        return {"results": results, "lost": lost, "timeouts": timeouts, "ids": ids}
+
+    out = run_async(scenario())
+    r = out["results"]
+    assert isinstance(r["fast"], GatewayTimeout) and isinstance(r["mid"], GatewayTimeout)
+    assert r["answered"] == {"status": 200}
+    assert isinstance(r["slow"], BadGateway) and "maximum frame size" in r["slow"].message
+    assert out["timeouts"] == [out["ids"][1], out["ids"][2]]
+    assert out["lost"] and out["lost"][0].startswith("protocol error")

@@ -15,6 +15,7 @@ during one loop iteration goes out in one ``transport.write``.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -92,7 +93,11 @@ class PluginConnection(asyncio.Protocol):
         self.on_timeout = on_timeout
         self.decoder = Decoder(max_frame)
         self.transport: asyncio.Transport | None = None
-        self.pending: dict[str, tuple[ReplyCallback, asyncio.TimerHandle]] = {}
+        # rid -> (callback, deadline on the loop clock). PERF: one timer per connection,
+        # armed for the earliest deadline, instead of a call_later + cancel per request.
+        self.pending: dict[str, tuple[ReplyCallback, float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self.closed = False
         self.close_reason = ""
         self._loop = asyncio.get_running_loop()
@@ -136,8 +141,7 @@ class PluginConnection(asyncio.Protocol):
                 entry = self.pending.pop(str(rid), None)
             if entry is None:
                 return  # a late answer to a timed-out request, or an unsolicited message
-        callback, timer = entry
-        timer.cancel()
+        callback = entry[0]
         payload = msg.get("payload")
         if type(payload) is not dict:
             callback(None, BadGateway(f"plugin {self.plugin_id} sent a reply without a payload"))
@@ -161,8 +165,10 @@ class PluginConnection(asyncio.Protocol):
         except ProtocolError as exc:
             callback(None, BadGateway(f"request too large for plugin {self.plugin_id}: {exc}"))
             return ""
-        timer = self._loop.call_later(timeout, self._expire, rid)
-        self.pending[rid] = (callback, timer)
+        deadline = self._loop.time() + timeout
+        self.pending[rid] = (callback, deadline)
+        if deadline < self._timer_at:
+            self._arm(deadline)
         self._queue(frame)
         return rid
 
@@ -186,13 +192,26 @@ class PluginConnection(asyncio.Protocol):
         if not self.closed:
             self._queue(encode_payload(dumps(msg), self.max_frame))
 
-    def _expire(self, rid: str) -> None:
-        entry = self.pending.pop(rid, None)
-        if entry is None:
-            return
-        entry[0](None, GatewayTimeout(f"plugin {self.plugin_id} did not answer in time"))
-        if self.on_timeout is not None:
-            self.on_timeout(rid)
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._sweep)
+        self._timer_at = deadline
+
+    def _sweep(self) -> None:
+        """Expire every request whose deadline passed (504 at once), re-arm for the next."""
+        self._timer, self._timer_at = None, math.inf
+        now = self._loop.time() + 0.001  # timers may fire a hair early
+        expired = [rid for rid, (_, deadline) in self.pending.items() if deadline <= now]
+        for rid in expired:
+            entry = self.pending.pop(rid, None)
+            if entry is None:
+                continue
+            entry[0](None, GatewayTimeout(f"plugin {self.plugin_id} did not answer in time"))
+            if self.on_timeout is not None:
+                self.on_timeout(rid)
+        if self.pending and not self.closed:
+            self._arm(min(deadline for _, deadline in self.pending.values()))
 
     # ------------------------------------------------------------------ writing
 
@@ -224,10 +243,12 @@ class PluginConnection(asyncio.Protocol):
                 self.transport.abort()
             else:
                 self.transport.close()  # flushes what is buffered first
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
         pending, self.pending = self.pending, {}
         err = BadGateway(f"plugin {self.plugin_id}: {reason}")
-        for callback, timer in pending.values():
-            timer.cancel()
+        for callback, _ in pending.values():
             callback(None, err)
         if self.on_lost is not None:
             self.on_lost(reason)
