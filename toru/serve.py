@@ -36,6 +36,7 @@ GUNICORN_CONF = Path(__file__).resolve().parent / "wsgi" / "gunicorn_conf.py"
 HELLO_TIMEOUT = 30.0
 MIN_UPTIME = 10.0  # a child that lived this long restarts without backoff
 BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+MAX_QUICK_FAILURES = 6  # then give up (exit 1) instead of crash-looping, like gunicorn does
 
 
 def _say(msg: str) -> None:
@@ -216,6 +217,27 @@ class ServeParent:
             self._sleep(0.05)
         raise RuntimeError(f"the supervisor did not answer within {timeout:.0f}s: {last}")
 
+    def wait_web(self, timeout: float = 60.0) -> bool:
+        """True once the bind address accepts connections; False if gunicorn exits first."""
+        bind = self.config.bind
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.web.alive():
+            try:
+                if bind.startswith("unix:"):
+                    with socket.socket(socket.AF_UNIX) as s:
+                        s.settimeout(1)
+                        s.connect(bind[5:])
+                else:
+                    host, _, port = bind.rpartition(":")
+                    host = host.strip("[]") or "127.0.0.1"
+                    if host in ("0.0.0.0", "::"):
+                        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                return True
+            except (OSError, ValueError):
+                self._sleep(0.1)
+        return self.web.alive()
+
     def enable_everything(self) -> None:
         try:
             plugins = control_call(self.config.control_socket, "list", timeout=10)
@@ -258,7 +280,29 @@ class ServeParent:
         _say(f"Toru is serving on {where} (home {self.config.home})")
         _say(f"log in at {where} as 'admin'" if not b.startswith("unix:") else "log in as 'admin'")
 
+    def bind_problem(self) -> str | None:
+        """Why gunicorn could not bind the TCP address (checked up front: gunicorn itself
+        retries for seconds and toru serve would then restart it), or None."""
+        bind = self.config.bind
+        if bind.startswith("unix:"):
+            return None
+        host, _, port = bind.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            family, _, _, _, addr = infos[0]
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(addr)
+        except (OSError, ValueError) as exc:
+            return f"cannot bind {bind}: {exc}"
+        return None
+
     def run(self) -> int:
+        problem = self.bind_problem()
+        if problem:
+            _say(problem)
+            return 1
         self._install_signals()
         self.prepare()
         self.supervisor.start()
@@ -272,6 +316,10 @@ class ServeParent:
         if self.enable_all:
             self.enable_everything()
         self.web.start()
+        if not self.wait_web():
+            _say(f"gunicorn could not start on {self.config.bind} (see its output above)")
+            self.shutdown()
+            return 1
         self.banner()
         stopping = False
         while not stopping:
@@ -290,6 +338,13 @@ class ServeParent:
                     delay = child.note_exit()
                     if child is self.supervisor:
                         self._mark_dead(child.pid)
+                    if child.failures >= MAX_QUICK_FAILURES:
+                        _say(
+                            f"{child.name} exited ({code}) {child.failures} times in a row "
+                            "right after starting; giving up (see its output above)"
+                        )
+                        self.shutdown()
+                        return 1
                     _say(f"{child.name} exited ({code}); restarting in {delay:.1f}s")
                 elif child.restart_at is not None and time.monotonic() >= child.restart_at:
                     child.start()
