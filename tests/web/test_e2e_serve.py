@@ -135,3 +135,30 @@ def test_children_restarted_supervisor_gap_is_503(short_home, example_plugins):
     finally:
         s.stop()
         kill_all({p for p in tree if alive(p)})
+
+
+def test_taken_port_fails_fast(short_home):
+    """A bind conflict is reported at once with exit 1, before anything is started."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.servers import ROOT
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cp = subprocess.run(
+            [
+                *(sys.executable, "-m", "toru.cli", "serve"),
+                *("--home", str(short_home), "--bind", f"127.0.0.1:{port}"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert cp.returncode == 1
+    assert "cannot bind" in cp.stdout
+    assert not (short_home / "run" / "supervisor.sock").exists()
