@@ -288,3 +288,13 @@ def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
         info = sup.wait_state("alpha", "running")
         assert info["pid"] != pid and info["enabled"] is True
         assert not pid_alive(pid)
+
+
+def test_valid_plugin_wins_an_id_an_invalid_binary_borrowed(home):
+    make_plugin(home / "plugins", "zeta", mode="bad-metadata")  # invalid: listed as "zeta"
+    with SupervisorProc(home) as sup:
+        assert sup.info("zeta")["state"] == "invalid"
+        make_plugin(home / "plugins", "zeta", name="a-real-zeta")  # valid id "zeta"
+        sup.call("rescan")
+        assert sup.info("zeta")["binary"] == "a-real-zeta.binary"
+        assert sup.info("zeta.binary")["state"] == "invalid"

@@ -221,8 +221,16 @@ class Supervisor:
 
     def _register(self, d: Discovered) -> SupervisedPlugin:
         pid = d.id
-        if pid in self.plugins:  # an invalid binary named like a valid plugin's id
-            pid = d.binary.name
+        existing = self.plugins.get(pid)
+        if existing is not None:
+            if d.metadata is not None and existing.metadata is None:
+                # An invalid binary only borrowed this id from its file name: a valid plugin
+                # owns it, the invalid one is listed under its file name instead.
+                del self.plugins[pid]
+                existing.id = existing.binary.name
+                self.plugins[existing.id] = existing
+            else:
+                pid = d.binary.name
         plugin = SupervisedPlugin(d, self._deps(), pid)
         self.plugins[plugin.id] = plugin
         if plugin.route:
