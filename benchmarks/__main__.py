@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-nginx", action="store_true", help="skip scenario (f)")
     p.add_argument(
+        "--only", metavar="IDS", help="comma list of scenario ids to measure (servers still start)"
+    )
+    p.add_argument(
         "--no-direct", action="store_true", help="skip scenario (g), the direct-channel prototype"
     )
     p.set_defaults(mode="quick")
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         o.leak_requests = args.leak
     o.nginx = not args.no_nginx
     o.direct = not args.no_direct
+    if args.only:
+        o.only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "build" / "bench" / f"{o.mode}-{stamp}"
     doc = BenchmarkRun(o).run()

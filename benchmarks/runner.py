@@ -51,6 +51,7 @@ class Options:
     leak_requests: int = 0
     nginx: bool = True
     direct: bool = True
+    only: tuple[str, ...] = ()  # scenario ids to measure (empty: all)
     target: str | None = None
     token: str | None = None
     sdk_path: str = SDK_PATH
@@ -177,6 +178,7 @@ class BenchmarkRun:
             f"baseline gunicorn ({self.workers} {self.worker_class} workers)",
             BaselineServer(self.workdir / "baseline", self.workers, self.worker_class),
         )
+        self.baseline = baseline
         toru = self.start_toru("h1", plugins)
         toru.wait_route(RAW_PATH)
         self.toru = toru
@@ -437,13 +439,12 @@ class BenchmarkRun:
                 self.target_scenarios()
             else:
                 self.local_scenarios()
+            if o.only:
+                self.scenarios = [s for s in self.scenarios if s.id in o.only]
             self.say(f"measuring {len(self.scenarios)} scenarios x {o.runs} runs ...")
             self.measure(self.scenarios, o.runs)
             if o.scale and not o.target:
-                baseline = next(s for s in self.scenarios if s.id == "a_baseline")
-                scale = self.scale_scenarios(
-                    baseline.params["url"].rsplit(SDK_PATH, 1)[0], self.toru, self._baseline_pid()
-                )
+                scale = self.scale_scenarios(self.baseline.url, self.toru, self._baseline_pid())
                 self.say(f"scale: {len(scale)} scenarios x {o.runs} runs ...")
                 self.measure(scale, o.runs)
                 self.scenarios += scale
@@ -458,8 +459,7 @@ class BenchmarkRun:
         return self.document()
 
     def _baseline_pid(self) -> int:
-        sc = next(s for s in self.scenarios if s.id == "a_baseline")
-        return sc.cpu_roots()[0]
+        return self.baseline.pid
 
     def document(self) -> dict[str, Any]:
         """The result JSON (schema ``toru-bench/1``)."""

@@ -35,11 +35,6 @@ def _target(
     }
 
 
-def _us_per_request(rps: float | None, connections: int) -> float | None:
-    # Little's law: with c connections always busy, each request occupies c/rps seconds.
-    return connections / rps * 1e6 if rps else None
-
-
 def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """All targets computable from ``doc``."""
     out: list[dict[str, Any]] = []
@@ -50,11 +45,19 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = b / a if a and b else None
     added = None
     if a and b:
-        added = _us_per_request(b, c) - _us_per_request(a, c)
+        # The server's wall time per request (1/throughput), (b) minus (a).
+        added = 1e6 / b - 1e6 / a
     out.append(_target(
         "throughput_ratio", f"(b)/(a) requests/s at {c} connections >= 0.70", ratio, ">=", 0.70, "ratio",
-        f"added {added:.0f} us of wall time per request per connection" if added is not None else "",
+        f"+{added:.0f} us of server time per request (1/throughput: {1e6 / b:.0f} vs {1e6 / a:.0f} us)" if added is not None else "",
     ))  # fmt: skip
+
+    g = m("g_direct_sdk", "rps")
+    if g is not None:
+        out.append(_target(
+            "throughput_ratio_direct", f"prototype (g)/(a) at {c} connections (direct worker->plugin channel; informational)", g / a if a else None, ">=", 0.70, "ratio",
+            f"+{1e6 / g - 1e6 / a:.0f} us of server time per request; (g)/(b) = {g / b:.2f}" if a and b and g else "",
+        ))  # fmt: skip
 
     ca, cb = m("a_baseline", "cpu_us_per_request"), m("b_toru_sdk", "cpu_us_per_request")
     cpu_added = cb - ca if ca is not None and cb is not None else None
