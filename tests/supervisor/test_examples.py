@@ -49,3 +49,22 @@ def test_sdk_and_original_examples_proxy_kv_health_and_stop(home):
         assert bundle.status == 200 and b"ToruPlugins" in bundle.body
     for pid in pids:
         assert not pid_alive(pid)
+
+
+def test_node_and_system_info_examples_run_and_stay_healthy(short_home, example_plugins):
+    ids = ("hello-node", "system-info")
+    for pid in ids:
+        if pid not in example_plugins:
+            pytest.skip(f"example {pid} not built")
+        shutil.copy(example_plugins[pid], short_home / "plugins" / f"{pid}.binary")
+    enable_on_disk(short_home, *ids)
+    try:
+        with SupervisorProc(short_home, env={"TORU_HEALTH_INTERVAL": "0.2"}) as sup:
+            for pid in ids:
+                sup.wait_state(pid, "running")
+            assert sup.client.http("/hello-node", "GET", "/").status == 200
+            assert sup.client.http("/system-info", "GET", "/").status == 200
+            for pid in ids:
+                assert sup.info(pid)["restarts"] == 0
+    finally:
+        kill_leftovers(short_home)
