@@ -83,6 +83,7 @@ class SupervisedPlugin:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[str] | None = None
         self._probe_pending = False
+        self._probe_rid = ""
         self._last_timeout_event = -math.inf
         self._stop_reason = "disabled"
         self._last_reconnect = -math.inf
@@ -162,6 +163,8 @@ class SupervisedPlugin:
             metrics.PROXY_ERRORS.labels(self.id, "connection_lost").inc()
 
     def on_request_timeout(self, request_id: str) -> None:
+        if request_id == self._probe_rid:
+            return  # a health probe: reported as `unhealthy`, not as a proxy timeout
         metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
         now = self.deps.clock()
         if now - self._last_timeout_event >= TIMEOUT_EVENT_EVERY:
@@ -403,7 +406,7 @@ class SupervisedPlugin:
                 )
                 self._wakeup(f"unhealthy: health probe unanswered after {timeout:g} s")
 
-        launched.connection.request(
+        self._probe_rid = launched.connection.request(
             "http",
             {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}},
             timeout,
