@@ -209,7 +209,7 @@ class PluginRouteResource:
         plugin = self.names.plugin_for(route)
         t0 = time.perf_counter()
         status = 500
-        inflight = metrics.PROXY_INFLIGHT.labels(plugin)
+        inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
         inflight.inc()
         try:
             answer = self.control().http(route, req.method, path, headers, body)
@@ -223,11 +223,11 @@ class PluginRouteResource:
             if kind is None and isinstance(exc, Unavailable):
                 kind = "unavailable"
             if kind:
-                metrics.PROXY_ERRORS.labels(plugin, kind).inc()
+                metrics.child(metrics.PROXY_ERRORS, (plugin, kind)).inc()
             raise
         finally:
             inflight.dec()
-            metrics.PROXY_DURATION.labels(plugin, f"{status // 100}xx").observe(
+            metrics.child(metrics.PROXY_DURATION, (plugin, f"{status // 100}xx")).observe(
                 time.perf_counter() - t0
             )
         if not 200 <= answer.status <= 599:  # 1xx cannot be relayed as a final answer
