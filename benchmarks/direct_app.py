@@ -9,10 +9,15 @@ supervisor's routing checks (enabled/running state, 503 while starting) and time
 are only the socket's.
 
     TORU_HOME=H TORU_BIND=127.0.0.1:P gunicorn -c toru/wsgi/gunicorn_conf.py benchmarks.direct_app:application
+
+With ``TORU_BENCH_CANNED=1`` (scenario (h)) the worker asks the plugin once per route and
+then answers every request with that same reply, without any socket: what the web tier
+costs on its own, with no inter-process hop at all.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -32,6 +37,9 @@ class DirectControl:
         self._routes: dict[str, str] = {}
         self._conns: dict[str, tuple[socket.socket, FrameReader]] = {}
         self._seq = 0
+        self._canned: dict[tuple[str, str, str], Any] | None = (
+            {} if os.environ.get("TORU_BENCH_CANNED") == "1" else None
+        )
 
     def _plugin_for(self, route: str) -> str | None:
         if route not in self._routes:
@@ -56,6 +64,16 @@ class DirectControl:
         body: Any = b"",
         timeout: float | None = None,
     ) -> Any:
+
+        if self._canned is not None:
+            key = (route, method, path)
+            reply = self._canned.get(key)
+            if reply is None:
+                reply = self._canned[key] = self._http(route, method, path, headers, body)
+            return reply
+        return self._http(route, method, path, headers, body)
+
+    def _http(self, route: str, method: str, path: str, headers: dict | None, body: Any) -> Any:
         from toru.errors import BadGateway, NotFound
         from toru.supervisor.client import ProxyResponse
 

@@ -208,6 +208,15 @@ class BenchmarkRun:
                 "g_direct_sdk", f"(g) prototype: Toru app, worker -> plugin socket (no supervisor hop), {c} conns",
                 direct.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=lambda: [toru.pid, direct.pid],
             ))  # fmt: skip
+        if o.direct:
+            canned = self._start(
+                "Toru app with canned plugin answers (no IPC)",
+                DirectWeb(toru.home, self.workers, canned=True),
+            )
+            self.scenarios.append(http_scenario(
+                "h_app_only", f"(h) Toru app alone: plugin reply canned in the worker (no IPC), {c} conns",
+                canned.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=lambda: [toru.pid, canned.pid],
+            ))  # fmt: skip
         if o.nginx:
             self.scenarios.append(self._nginx_scenario(plugins))
         self.scenarios += self._socket_scenarios(toru, floor)

@@ -139,12 +139,13 @@ class DirectWeb:
     """Scenario (g): Toru's gunicorn config serving ``benchmarks.direct_app`` for a home whose
     supervisor already runs (the worker talks to plugin sockets directly)."""
 
-    def __init__(self, home: Path, workers: int) -> None:
+    def __init__(self, home: Path, workers: int, canned: bool = False) -> None:
         self.home = home
         self.workers = workers
+        self.canned = canned
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.log_path = home / "direct-web.log"
+        self.log_path = home / ("canned-web.log" if canned else "direct-web.log")
 
     @property
     def url(self) -> str:
@@ -164,6 +165,7 @@ class DirectWeb:
             TORU_BIND=f"127.0.0.1:{self.port}",
             TORU_WORKERS=str(self.workers),
             TORU_SERVE_PARENT="1",
+            TORU_BENCH_CANNED="1" if self.canned else "0",
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         cmd = [

@@ -30,6 +30,8 @@ CORE = [
     "b_toru_sdk_c1",
     "b_toru_sdk_c64",
     "f_nginx_sdk",
+    "g_direct_sdk",
+    "h_app_only",
     "d_floor_seq",
     "d_floor_32",
     "e_hop_seq",
