@@ -385,3 +385,18 @@ def test_unexpected_exception_is_json_500(env, caplog):
     assert r.json == {"error": "internal_error", "message": "internal server error (logged)"}
     assert "a bug in the web tier" in caplog.text
     assert env.client.simulate_get("/healthz").status_code == 200
+
+
+def test_lone_surrogates_are_400(env):
+    for path, body in [
+        ("/api/auth/login", b'{"username": "\\ud800", "password": "whatever-1"}'),
+        ("/api/users", b'{"username": "bob", "password": "\\udc00aaaaaaaa"}'),
+        ("/api/auth/tokens", b'{"name": "\\udc00"}'),
+        ("/api/plugins/hello-python/kv", b'{"action": "get", "key": "\\ud800"}'),
+    ]:
+        r = env.client.simulate_post(
+            path,
+            body=body,
+            headers={"Authorization": f"Bearer {env.token}", "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, (path, r.text)

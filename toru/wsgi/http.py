@@ -95,6 +95,10 @@ def read_json(req: falcon.Request, limit: int) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="bad_json") from None
     if not isinstance(obj, dict):
         raise BadRequest("request body must be a JSON object", code="bad_json")
+    try:  # "\ud800" escapes parse into lone surrogates, which nothing downstream can encode
+        ujson.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, OverflowError, ValueError):
+        raise BadRequest("request body contains invalid Unicode (lone surrogates)", code="bad_json")
     return obj
 
 
