@@ -75,9 +75,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"Command: `{doc['command']}`  ",
         f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_mb']} MB, Linux {m['kernel']}, "
         f"Python {m['python']}  ",
-        f"Server: gunicorn {c['workers']} `{c['worker_class']}` workers; wrk 1 thread; "
-        f"{c['runs']} interleaved runs of {c['duration_s']:g} s (socket scenarios {c['socket_duration_s']:g} s); "
-        "cells are median (min-max) over runs.",
+        (
+            f"Target: {c['target']}; "
+            if c.get("target")
+            else f"Server: gunicorn {c['workers']} `{c['worker_class']}` workers; "
+        )
+        + f"wrk 1 thread; {c['runs']} interleaved runs of {c['duration_s']:g} s (socket scenarios {c['socket_duration_s']:g} s); "
+        + "cells are median (min-max) over runs.",
         "",
     ]
     by_group: dict[str, list[dict[str, Any]]] = {}

@@ -121,6 +121,23 @@ def supervisor_pid(toru_pid: int) -> int | None:
     return None
 
 
+def _redacted(argv: list[str]) -> list[str]:
+    """The command line without the API token (results files get shared)."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif arg == "--token":
+            out.append(arg)
+            hide = True
+        elif arg.startswith("--token="):
+            out.append("--token=***")
+        else:
+            out.append(arg)
+    return out
+
+
 def _short_tmp(prefix: str) -> Path:
     # NOTE: Unix socket paths are limited to 107 bytes; keep the run directory short.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
@@ -481,7 +498,7 @@ class BenchmarkRun:
             "mode": o.mode,
             "started_at": self.started.isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": "python -m benchmarks " + " ".join(sys.argv[1:]),
+            "command": "python -m benchmarks " + " ".join(_redacted(sys.argv[1:])),
             "machine": machine_info(),
             "config": {
                 "runs": o.runs,
