@@ -147,6 +147,9 @@ def test_binary_bodies_round_trip(srv):
         headers={"Content-Type": "application/octet-stream"},
     )
     assert status == 200 and data == payload
+    big = random.Random(7).randbytes(60000)  # just under this server's 64 KiB body limit
+    status, _, data = _route(srv, "POST", "/hello/bytes", big)
+    assert status == 200 and data == big
 
 
 def test_raw_plugin_and_bundle(srv):
