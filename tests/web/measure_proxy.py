@@ -31,8 +31,8 @@ def _wrk(url: str, header: str, seconds: int, connections: int) -> dict:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": re.search(r"50%\s+(\S+)", out).group(1),
-        "p99": re.search(r"99%\s+(\S+)", out).group(1),
+        "p50": re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1),
+        "p99": re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1),
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
     }
 
