@@ -13,6 +13,7 @@ import time
 
 from tests.servers import ToruServer
 from tests.web.procs import alive, children, descendants, find_child, kill_all, wait_gone
+from tests.web.webtest_plugin import install
 
 ENV = {"TORU_SHUTDOWN_GRACE": "2", "TORU_RESTART_BACKOFF": "0.5"}
 
@@ -35,7 +36,8 @@ def _status(s, path, **kw):
 
 def test_sigterm_exit0_state_persists_and_kill9_leaves_nothing(short_home, example_plugins):
     plugins = [example_plugins["hello-python"], example_plugins["system-info"]]
-    s = ToruServer(short_home, plugins=plugins, enable=["hello-python"], env=ENV)
+    install(short_home / "plugins")
+    s = ToruServer(short_home, plugins=plugins, enable=["hello-python", "web-test"], env=ENV)
     s.start()
     tree: set[int] = set()
     try:
@@ -45,9 +47,27 @@ def test_sigterm_exit0_state_persists_and_kill9_leaves_nothing(short_home, examp
         )
         assert status == 200, body
         assert _poll(lambda: _status(s, "/api/plugins/route/system-info/", cookie=cookie) == 200)
+        assert _poll(lambda: _status(s, "/api/plugins/route/webtest/pid", cookie=cookie) == 200)
         tree = descendants(s.pid)
-        assert len(tree) >= 6  # supervisor, 2 plugins, gunicorn master, 2 workers
+        assert len(tree) >= 7  # supervisor, 3 plugins, gunicorn master, 2 workers
+
+        # a request in flight when SIGTERM arrives still gets its answer (workers drain)
+        inflight: list = []
+        t = threading.Thread(
+            target=lambda: inflight.append(
+                s.request("GET", "/api/plugins/route/webtest/slow?ms=2000&id=d", cookie=cookie)
+            )
+        )
+        t.start()
+        assert _poll(
+            lambda: (
+                'toru_proxy_inflight{plugin="web-test"} 1.0'
+                in s.request("GET", "/metrics")[2].decode()
+            )
+        ), "the slow request never got in flight"
         assert s.stop() == 0  # SIGTERM -> clean exit 0
+        t.join(30)
+        assert inflight and inflight[0][0] == 200 and json.loads(inflight[0][2]) == {"id": "d"}
         assert wait_gone(tree) == set(), "processes left after SIGTERM"
 
         # T14: the enabled state survives the restart
