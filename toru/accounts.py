@@ -198,7 +198,9 @@ class Accounts:
             "ON CONFLICT(username) DO NOTHING RETURNING username",
             (username, pw_hash, role, created),
         )
-        if cur.fetchone() is None:
+        # NOTE: always fetchall() a RETURNING statement: a half-read one stays "in progress"
+        # and keeps its transaction open (the COMMIT of `with conn:` then fails with BUSY).
+        if not cur.fetchall():
             raise Conflict(f"user {username!r} already exists", code="user_exists")
         return User(username, role, created)
 
@@ -212,7 +214,7 @@ class Accounts:
                 "UPDATE users SET password_hash=? WHERE username=? RETURNING username",
                 (pw_hash, username),
             )
-            if cur.fetchone() is None:
+            if not cur.fetchall():
                 raise NotFound(f"no user {username!r}", code="user_not_found")
             conn.execute("DELETE FROM sessions WHERE username=?", (username,))
 
@@ -246,7 +248,7 @@ class Accounts:
             "RETURNING username",
             (hash_password(pw), iso_utc()),
         )
-        return pw if cur.fetchone() is not None else None
+        return pw if cur.fetchall() else None
 
     # ------------------------------------------------------------------ login
 
@@ -385,7 +387,7 @@ class Accounts:
 
     def delete_token(self, token_id: str) -> None:
         cur = self._conn().execute("DELETE FROM api_tokens WHERE id=? RETURNING id", (token_id,))
-        if cur.fetchone() is None:
+        if not cur.fetchall():
             raise NotFound(f"no API token {token_id!r}", code="token_not_found")
 
     def token_user(self, token: str) -> User | None:

@@ -1,0 +1,44 @@
+"""``toru user add|passwd|list|token`` against a real home (no server needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.servers import ROOT
+from toru.accounts import Accounts
+from toru.store import Store
+
+
+def toru(home, *args, stdin=""):
+    return subprocess.run(
+        [sys.executable, "-m", "toru.cli", "user", "--home", str(home), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+def test_user_cli(short_home):
+    cp = toru(short_home, "add", "ops", "--role", "admin", stdin="ops-password-1\n")
+    assert cp.returncode == 0, cp.stderr
+    assert toru(short_home, "add", "ops", stdin="ops-password-1\n").returncode == 1  # exists
+    cp = toru(short_home, "add", "weak", stdin="short\n")
+    assert cp.returncode == 1 and "password" in cp.stderr
+    cp = toru(short_home, "list")
+    assert cp.stdout.split("\t")[:2] == ["ops", "admin"]
+    assert toru(short_home, "passwd", "ops", stdin="ops-password-2\n").returncode == 0
+    assert toru(short_home, "passwd", "nobody", stdin="whatever-123\n").returncode == 1
+    cp = toru(short_home, "token", "ops", "--name", "ci")
+    token = cp.stdout.strip()
+    assert cp.returncode == 0 and token.startswith("toru_") and "shown only now" in cp.stderr
+
+    accounts = Accounts(Store(short_home / "var" / "toru.db"))
+    assert accounts.authenticate("ops", "ops-password-2").role == "admin"
+    assert accounts.authenticate("ops", "ops-password-1") is None
+    assert accounts.token_user(token).username == "ops"
+    # nothing secret is stored in clear
+    db = (short_home / "var" / "toru.db").read_bytes()
+    assert token.encode() not in db and b"ops-password-2" not in db
