@@ -41,8 +41,11 @@ def handle_toru_error(
 ) -> None:
     _write(resp, ex.status, ex.code, ex.message)
     if ex.status in (429, 503):
-        retry = ex.retry_after if ex.retry_after is not None else 1
-        resp.set_header("Retry-After", str(max(0, int(retry))))
+        try:
+            retry = max(1, round(float(ex.retry_after)))
+        except (TypeError, ValueError, OverflowError):  # absent or odd: 1 s is a safe hint
+            retry = 1
+        resp.set_header("Retry-After", str(retry))
 
 
 def handle_http_error(
