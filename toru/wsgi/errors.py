@@ -59,6 +59,15 @@ def handle_http_error(
         resp.set_header(name, value)
 
 
+def handle_connection_error(
+    req: falcon.Request, resp: falcon.Response, ex: ConnectionError, params: dict[str, Any]
+) -> None:
+    """A socket error that escaped the control client still means "supervisor unreachable"."""
+    log.warning("connection error in %s %s: %s", req.method, req.path, ex)
+    _write(resp, 503, "supervisor_unavailable", f"the supervisor is unreachable: {ex}")
+    resp.set_header("Retry-After", "1")
+
+
 def handle_unexpected(
     req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
 ) -> None:
@@ -70,5 +79,6 @@ def handle_unexpected(
 def install(app: falcon.App) -> None:
     """Register the handlers; Falcon picks the most specific class for each exception."""
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(ConnectionError, handle_connection_error)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(ToruError, handle_toru_error)
