@@ -1,0 +1,1 @@
+"""Benchmarks of the proxy path: ``python -m benchmarks --quick`` (see README.md, RESULTS.md)."""

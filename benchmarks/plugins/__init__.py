@@ -1,0 +1,1 @@
+"""The SDK benchmark plugin and its zipapp builder."""
