@@ -343,6 +343,10 @@ class Supervisor:
                     retry_after=plugin.retry_after(),
                 )
             raise NotFound(f"plugin {plugin.id} is not enabled")
+        if plugin.stopping:  # disable in progress: the route is going away
+            raise NotFound(f"plugin {plugin.id} is being disabled")
+        if launched.connection.closed:  # died or reconnecting; state catches up in a moment
+            raise Unavailable(f"plugin {plugin.id} is restarting, try again shortly", retry_after=1)
         if type(args.get("method")) is not str or type(args.get("path")) is not str:
             raise BadRequest("http needs string method and path")
         stats = plugin.stats
