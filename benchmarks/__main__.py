@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--leak", type=int, metavar="N", help="leak check with N requests through the supervisor"
     )
     p.add_argument("--no-nginx", action="store_true", help="skip scenario (f)")
+    p.add_argument("--worker-class", help="gunicorn worker class for every server (e.g. gthread)")
+    p.add_argument("--threads", type=int, help="gunicorn threads per worker (with --worker-class)")
     p.add_argument(
         "--only", metavar="IDS", help="comma list of scenario ids to measure (servers still start)"
     )
@@ -80,7 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     o = preset(args.mode)
     o.target, o.token = args.target, args.token
-    for name in ("sdk_path", "raw_path", "runs", "duration", "connections", "workers"):
+    for name in (
+        "sdk_path",
+        "raw_path",
+        "runs",
+        "duration",
+        "connections",
+        "workers",
+        "worker_class",
+        "threads",
+    ):
         v = getattr(args, name)
         if v is not None:
             setattr(o, name, v)

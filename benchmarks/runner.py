@@ -44,6 +44,10 @@ class Options:
     socket_duration: float = 2.0
     connections: int = 16
     workers: int | None = None  # default: toru serve's default (2 x cores)
+    worker_class: str | None = (
+        None  # default: toru serve's (gunicorn_conf.py); else via GUNICORN_CMD_ARGS
+    )
+    threads: int = 1
     scale: bool = False
     scale_concurrency: tuple[int, ...] = (1, 16, 64, 256)
     scale_plugins: tuple[int, ...] = (1, 10, 50)
@@ -154,6 +158,14 @@ class BenchmarkRun:
         self.scenarios: list[Scenario] = []
         self.extra: dict[str, Any] = {}
         self.workers, self.worker_class = toru_worker_settings(opts.workers)
+        self.threads = opts.threads
+        if opts.worker_class:
+            # NOTE: gunicorn lets GUNICORN_CMD_ARGS override the config file, so every
+            # gunicorn this run starts (toru serve's too) gets the same worker settings.
+            self.worker_class = opts.worker_class
+            os.environ["GUNICORN_CMD_ARGS"] = (
+                f"--worker-class {opts.worker_class} --threads {opts.threads}"
+            )
         self.started = dt.datetime.now(dt.UTC)
 
     # ------------------------------------------------------------------ set-up
@@ -193,7 +205,9 @@ class BenchmarkRun:
         plugins = self.build_plugins()
         baseline = self._start(
             f"baseline gunicorn ({self.workers} {self.worker_class} workers)",
-            BaselineServer(self.workdir / "baseline", self.workers, self.worker_class),
+            BaselineServer(
+                self.workdir / "baseline", self.workers, self.worker_class, self.threads
+            ),
         )
         self.baseline = baseline
         toru = self.start_toru("h1", plugins)
@@ -507,6 +521,7 @@ class BenchmarkRun:
                 "connections": o.connections,
                 "workers": self.workers,
                 "worker_class": self.worker_class,
+                "threads": self.threads,
                 "target": o.target,
                 "wrk_threads": 1,
             },
