@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -31,11 +32,18 @@ _TYPES = {
 
 
 def default_webapp_dir() -> Path:
-    """``TORU_WEBAPP_DIR`` or ``webapp/`` next to the ``toru`` package (the repo checkout)."""
+    """``TORU_WEBAPP_DIR``, else ``webapp/`` of the repo checkout, else the installed copy.
+
+    ``pip install .`` (not editable) puts the UI under ``<prefix>/share/toru/webapp``
+    (setup.cfg's data_files), since ``webapp/`` is not a Python package.
+    """
     env = os.environ.get("TORU_WEBAPP_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "webapp"
+    checkout = Path(__file__).resolve().parent.parent.parent / "webapp"
+    if (checkout / "index.html").is_file():
+        return checkout
+    return Path(sys.prefix) / "share" / "toru" / "webapp"
 
 
 class StaticFiles:
