@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,17 @@ CORE = [
 METRICS = ["rps", "p50_us", "p90_us", "p99_us", "max_us", "cpu_us_per_request"]
 
 
-def _leftovers(marker: str) -> list[str]:
+def _leftovers(marker: str, wait: float = 10.0) -> list[str]:
+    """Processes whose command line has ``marker``, after giving exiting ones ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = _scan(marker)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _scan(marker: str) -> list[str]:
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -76,7 +87,7 @@ def test_smoke_mode_writes_every_scenario(tmp_path: Path, test_output: Path) -> 
         assert sc["error"] is None, (sid, sc["error"])
         assert len(sc["runs"]) == 1, sid
         assert sc["requests"] > 0, sid
-        assert sc["errors"] == 0, (sid, sc["runs"])
+        assert sc["errors"] == 0, (sid, [r.get("error_detail") for r in sc["runs"]])
         for key in METRICS:
             assert set(sc[key]) == {"median", "min", "max", "n"}, (sid, key)
     ids = {t["id"] for t in doc["targets"]}
