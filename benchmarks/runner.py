@@ -154,6 +154,9 @@ class BenchmarkRun:
         self.opts = opts
         self.say = opts.progress
         self.workdir = _short_tmp("tb-")
+        # Every process this run starts inherits this, so a test can find leftovers of
+        # exactly this run in /proc/*/environ (other runs may go on in parallel).
+        os.environ["TORU_BENCH_RUN"] = str(self.workdir)
         self.stack = contextlib.ExitStack()
         self.scenarios: list[Scenario] = []
         self.extra: dict[str, Any] = {}
@@ -524,6 +527,7 @@ class BenchmarkRun:
                 "threads": self.threads,
                 "target": o.target,
                 "wrk_threads": 1,
+                "workdir": str(self.workdir),
             },
             "scenarios": scen,
             "leak": self.extra.get("leak"),

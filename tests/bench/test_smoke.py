@@ -42,28 +42,31 @@ CORE = [
 METRICS = ["rps", "p50_us", "p90_us", "p99_us", "max_us", "cpu_us_per_request"]
 
 
-def _leftovers(marker: str, wait: float = 10.0) -> list[str]:
-    """Processes whose command line has ``marker``, after giving exiting ones ``wait`` s."""
+def _leftovers(run_dir: str, wait: float = 10.0) -> list[str]:
+    """Processes of one benchmark run still alive after giving exiting ones ``wait`` s.
+
+    Every process a run starts inherits ``TORU_BENCH_RUN=<its directory>``, so another run
+    going on in parallel (another engineer's suite) is not counted.
+    """
+    needle = f"TORU_BENCH_RUN={run_dir}\0".encode()
     deadline = time.monotonic() + wait
     while True:
-        found = _scan(marker)
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            # Plugins may get a clean environment from the supervisor: their path names the run.
+            if needle not in env and run_dir not in cmd:
+                continue
+            found.append(f"{pid}: {cmd}")
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
-
-
-def _scan(marker: str) -> list[str]:
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmd:
-            out.append(f"{pid}: {cmd}")
-    return out
 
 
 @pytest.mark.nginx
@@ -103,10 +106,9 @@ def test_smoke_mode_writes_every_scenario(tmp_path: Path, test_output: Path) -> 
     for t in doc["targets"]:
         assert set(t) == {"id", "text", "value", "unit", "op", "threshold", "met", "detail"}
     assert (out / "results.md").read_text().startswith("# Toru benchmark")
-    # Every process the run started is gone (their command lines name the run's temp dir,
-    # or the baseline app).
-    assert _leftovers("/tmp/tb-") == []
-    assert _leftovers("benchmarks.baseline_app") == []
+    # Every process the run started is gone.
+    assert doc["config"]["workdir"].startswith("/tmp/tb-")
+    assert _leftovers(doc["config"]["workdir"]) == []
 
 
 def test_wrk_output_parsing() -> None:
