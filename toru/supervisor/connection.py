@@ -16,68 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
-from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
+from toru_plugin_api.codec import ProtocolError, dumps, encode_payload
+
+from .framed import FramedProtocol, fast_timestamp
 
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
 CLEAN_EOF = "connection closed by the plugin"
 
 
-class WriteBatch:
-    """PERF: frames queued while one ``data_received`` runs go out when it returns.
-
-    A control request queues a frame to a plugin, a plugin reply queues a frame to a
-    control connection; flushing those at the end of the ``data_received`` that caused them
-    (one ``transport.write`` per connection) saves the extra loop iteration of a
-    ``call_soon`` flush on every hop. Writes from anywhere else (timers, tasks) still go
-    through ``call_soon``. The event loop is single-threaded, so one module-level batch is
-    enough.
-    """
-
-    depth = 0
-    dirty: list[Any] = []
-
-    @classmethod
-    def schedule(cls, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
-        """Flush ``conn`` at the end of the current batch, or on the next loop iteration."""
-        if cls.depth:
-            cls.dirty.append(conn)
-        else:
-            loop.call_soon(conn._flush)
-
-    @classmethod
-    def begin(cls) -> None:
-        cls.depth += 1
-
-    @classmethod
-    def end(cls) -> None:
-        cls.depth -= 1
-        if cls.depth:
-            return
-        while cls.dirty:
-            dirty, cls.dirty = cls.dirty, []
-            for conn in dirty:
-                conn._flush()
-
-
-_ts_cache: list[Any] = [0, ""]
-
-
-def fast_timestamp() -> str:
-    """ISO-8601 UTC with milliseconds, formatted at most once per millisecond."""
-    t = time.time()
-    ms = int(t * 1000)
-    if ms != _ts_cache[0]:
-        _ts_cache[0] = ms
-        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms % 1000:03d}Z"
-    return _ts_cache[1]
-
-
-class PluginConnection(asyncio.Protocol):
+class PluginConnection(FramedProtocol):
     """Client side of protocol v1 over one Unix-socket connection to one plugin."""
 
     def __init__(
@@ -87,12 +38,10 @@ class PluginConnection(asyncio.Protocol):
         on_lost: Callable[[str], None] | None = None,
         on_timeout: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__(max_frame)
         self.plugin_id = plugin_id
-        self.max_frame = max_frame
         self.on_lost = on_lost
         self.on_timeout = on_timeout
-        self.decoder = Decoder(max_frame)
-        self.transport: asyncio.Transport | None = None
         # rid -> (callback, deadline on the loop clock). PERF: one timer per connection,
         # armed for the earliest deadline, instead of a call_later + cancel per request.
         self.pending: dict[str, tuple[ReplyCallback, float]] = {}
@@ -100,30 +49,12 @@ class PluginConnection(asyncio.Protocol):
         self._timer_at = math.inf
         self.closed = False
         self.close_reason = ""
-        self._loop = asyncio.get_running_loop()
         self._seq = 0
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
 
     # ------------------------------------------------------------------ asyncio side
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        WriteBatch.begin()
-        try:
-            try:
-                msgs = self.decoder.feed(data)
-            except ProtocolError as exc:
-                for msg in exc.decoded:
-                    self._dispatch(msg)
-                self._fail(f"protocol error: {exc}")
-                return
-            for msg in msgs:
-                self._dispatch(msg)
-        finally:
-            WriteBatch.end()
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        self._fail(f"protocol error: {exc}")
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -133,7 +64,7 @@ class PluginConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ requests
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    def on_message(self, msg: dict[str, Any]) -> None:
         rid = msg.get("request_id")
         entry = self.pending.pop(rid, None) if rid is not None else None
         if entry is None:
@@ -169,7 +100,7 @@ class PluginConnection(asyncio.Protocol):
         self.pending[rid] = (callback, deadline)
         if deadline < self._timer_at:
             self._arm(deadline)
-        self._queue(frame)
+        self.queue_frame(frame)
         return rid
 
     async def call(self, type_: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -190,7 +121,7 @@ class PluginConnection(asyncio.Protocol):
     def send(self, msg: dict[str, Any]) -> None:
         """Fire-and-forget message (lifecycle); dropped if the connection is gone."""
         if not self.closed:
-            self._queue(encode_payload(dumps(msg), self.max_frame))
+            self.queue_frame(encode_payload(dumps(msg), self.max_frame))
 
     def _arm(self, deadline: float) -> None:
         if self._timer is not None:
@@ -215,20 +146,9 @@ class PluginConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ writing
 
-    def _queue(self, frame: bytes) -> None:
-        self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            WriteBatch.schedule(self, self._loop)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out = self._out
-        if not out or self.transport is None or self.closed:
-            out.clear()
-            return
-        self._out = []
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+    @property
+    def writable(self) -> bool:
+        return self.transport is not None and not self.closed
 
     # ------------------------------------------------------------------ failure
 

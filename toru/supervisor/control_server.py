@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadRequest, ToruError
-from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
+from toru_plugin_api.codec import ProtocolError, dumps, encode_payload
 
-from .connection import WriteBatch
+from .framed import FramedProtocol
 from .supervisor import Supervisor
 
 VERSION = 1
@@ -106,18 +106,16 @@ class ControlServer:
         task.add_done_callback(finished)
 
 
-class ControlConnection(asyncio.Protocol):
+class ControlConnection(FramedProtocol):
+    """One worker's or CLI's connection: requests in, replies out as they complete."""
+
     def __init__(self, server: ControlServer) -> None:
+        super().__init__(server.max_frame)
         self.server = server
         self.sup = server.supervisor
-        self.decoder = Decoder(server.max_frame)
-        self.transport: asyncio.Transport | None = None
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -128,24 +126,12 @@ class ControlConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def data_received(self, data: bytes) -> None:
-        WriteBatch.begin()
-        try:
-            try:
-                msgs = self.decoder.feed(data)
-            except ProtocolError as exc:
-                for m in exc.decoded:
-                    self._handle(m)
-                self.sup.log.warn("bad frame on the control socket", error=str(exc))
-                self._flush()
-                self.close()
-                return
-            for m in msgs:
-                self._handle(m)
-        finally:
-            WriteBatch.end()
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        self.sup.log.warn("bad frame on the control socket", error=str(exc))
+        self._flush()
+        self.close()
 
-    def _handle(self, msg: dict[str, Any]) -> None:
+    def on_message(self, msg: dict[str, Any]) -> None:
         rid = msg.get("id")
         op = msg.get("op")
         args = msg.get("args")
@@ -193,16 +179,4 @@ class ControlConnection(asyncio.Protocol):
         except ProtocolError as exc:
             err = ToruError(f"reply too large: {exc}", code="bad_gateway", status=502)
             frame = encode_payload(dumps({"id": rid, "ok": False, "error": err.to_dict()}))
-        self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            WriteBatch.schedule(self, self._loop)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        out = self._out
-        if not out:
-            return
-        self._out = []
-        if self.transport is not None:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self.queue_frame(frame)

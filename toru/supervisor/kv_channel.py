@@ -18,7 +18,7 @@ from toru.store import Store
 from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
 from toru_plugin_api.messages import parse_kv_op
 
-from .connection import fast_timestamp
+from .framed import fast_timestamp
 
 MAX_VALUE = 1024 * 1024
 
