@@ -28,7 +28,6 @@ from .store import Store, iso_utc
 SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
-SCRYPT_MAXMEM = 132 * SCRYPT_N * SCRYPT_R + (1 << 20)
 SCRYPT_DKLEN = 32
 
 ROLES = ("admin", "user")
@@ -42,18 +41,23 @@ TOKEN_PREFIX = "toru_"
 # --------------------------------------------------------------------------- passwords
 
 
-def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """``scrypt$n$r$p$salt$hash`` (base64); parameters travel with the hash for later upgrades."""
-    salt = os.urandom(16)
-    dk = hashlib.scrypt(
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    # NOTE: scrypt needs 128 * n * r bytes; hashlib's default maxmem (32 MiB) is too small.
+    return hashlib.scrypt(
         password.encode("utf-8"),
         salt=salt,
         n=n,
         r=r,
         p=p,
         maxmem=132 * n * r + (1 << 20),
-        dklen=SCRYPT_DKLEN,
+        dklen=dklen,
     )
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """``scrypt$n$r$p$salt$hash`` (base64); parameters travel with the hash for later upgrades."""
+    salt = os.urandom(16)
+    dk = _scrypt(password, salt, n, r, p, SCRYPT_DKLEN)
     b64 = base64.b64encode
     return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(dk).decode()}"
 
@@ -68,15 +72,10 @@ def verify_password(password: str, stored: str) -> bool:
         salt, want = base64.b64decode(salt_b64), base64.b64decode(dk_b64)
     except (ValueError, TypeError):
         return False
-    got = hashlib.scrypt(
-        password.encode("utf-8"),
-        salt=salt,
-        n=n_i,
-        r=r_i,
-        p=p_i,
-        maxmem=132 * n_i * r_i + (1 << 20),
-        dklen=len(want),
-    )
+    try:
+        got = _scrypt(password, salt, n_i, r_i, p_i, len(want))
+    except ValueError:  # parameters out of range in a corrupt hash
+        return False
     return hmac.compare_digest(got, want)
 
 

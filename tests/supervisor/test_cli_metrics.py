@@ -9,13 +9,7 @@ import sys
 
 import pytest
 
-from .helpers import ROOT, SupervisorProc, kill_leftovers, make_plugin, wait_for
-
-
-@pytest.fixture
-def home(short_home):
-    yield short_home
-    kill_leftovers(short_home)
+from .helpers import ROOT, SupervisorProc, make_plugin, wait_for
 
 
 def toru(home, *args: str) -> subprocess.CompletedProcess[str]:

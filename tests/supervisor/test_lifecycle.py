@@ -15,17 +15,10 @@ from toru.errors import BadGateway, Conflict, NotFound, Unavailable
 from .helpers import (
     SupervisorProc,
     enable_on_disk,
-    kill_leftovers,
     make_plugin,
     pid_alive,
     wait_for,
 )
-
-
-@pytest.fixture
-def home(short_home):
-    yield short_home
-    kill_leftovers(short_home)
 
 
 def test_t1_t12_enabled_plugin_spawns_in_own_group_and_answers(home):

@@ -23,12 +23,6 @@ from .helpers import (
 )
 
 
-@pytest.fixture
-def home(short_home):
-    yield short_home
-    kill_leftovers(short_home)
-
-
 def test_timeout_gives_504_and_late_answer_is_dropped(home):
     make_plugin(home / "plugins", "slow")
     enable_on_disk(home, "slow")
