@@ -3,6 +3,7 @@ and the example plugins built once per session."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -51,3 +52,24 @@ def test_output() -> Path:
     p = ROOT / "test-output"
     p.mkdir(exist_ok=True)
     return p
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``make test`` (TORU_NO_SKIP=1) a skip is a failure: every tier needs its real
+    components (nginx, Chromium, schemathesis, built examples) installed, not skipped."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("TORU_NO_SKIP") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"skipped under TORU_NO_SKIP=1: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (``pytest.importorskip``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("TORU_NO_SKIP") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"module skipped under TORU_NO_SKIP=1: {report.longrepr}"
