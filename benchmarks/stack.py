@@ -81,7 +81,36 @@ def _wait_http(
     )
 
 
-class BaselineServer:
+class _LocalServer:
+    """A server process of one run, in its own process group, on a free loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _await_ready(self, path: str, log: Path) -> None:
+        """Wait until ``path`` answers; on failure stop the process and re-raise."""
+        try:
+            _wait_http(self.proc, self.port, path, log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Idempotent: SIGTERM the group, wait, SIGKILL what is left."""
+        _stop_group(self.proc)
+        self.proc = None
+
+
+class BaselineServer(_LocalServer):
     """Scenario (a): gunicorn serving ``benchmarks.baseline_app`` with Toru's worker settings."""
 
     def __init__(
@@ -91,13 +120,8 @@ class BaselineServer:
         self.workers = workers
         self.worker_class = worker_class
         self.threads = threads
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        super().__init__()
         self.log_path = workdir / "baseline.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> BaselineServer:
         if self.proc is not None:
@@ -118,24 +142,11 @@ class BaselineServer:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        try:
-            _wait_http(self.proc, self.port, "/api/plugins/route/bench-sdk/json", self.log_path)
-        except BaseException:
-            self.stop()
-            raise
+        self._await_ready("/api/plugins/route/bench-sdk/json", self.log_path)
         return self
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
 
-    def stop(self) -> None:
-        """Idempotent: SIGTERM the group, wait, SIGKILL what is left."""
-        _stop_group(self.proc)
-        self.proc = None
-
-
-class DirectWeb:
+class DirectWeb(_LocalServer):
     """Scenario (g): Toru's gunicorn config serving ``benchmarks.direct_app`` for a home whose
     supervisor already runs (the worker talks to plugin sockets directly)."""
 
@@ -143,17 +154,8 @@ class DirectWeb:
         self.home = home
         self.workers = workers
         self.canned = canned
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        super().__init__()
         self.log_path = home / ("canned-web.log" if canned else "direct-web.log")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
 
     def start(self) -> DirectWeb:
         if self.proc is not None:
@@ -180,17 +182,8 @@ class DirectWeb:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        try:
-            _wait_http(self.proc, self.port, "/healthz", self.log_path)
-        except BaseException:
-            self.stop()
-            raise
+        self._await_ready("/healthz", self.log_path)
         return self
-
-    def stop(self) -> None:
-        """Idempotent: SIGTERM the group, wait, SIGKILL what is left."""
-        _stop_group(self.proc)
-        self.proc = None
 
 
 NGINX_CONF = """\
@@ -232,20 +225,15 @@ def nginx_config(prefix: Path, upstream_socket: str, port: int) -> str:
     return NGINX_CONF.format(user=user, prefix=prefix, upstream=upstream_socket, port=port)
 
 
-class NginxFront:
+class NginxFront(_LocalServer):
     """Scenario (f): Debian nginx in front of Toru over a Unix socket (``daemon off``)."""
 
     def __init__(self, workdir: Path, upstream_socket: str, health_path: str = "/healthz") -> None:
         self.prefix = workdir / "nginx"
         self.upstream = upstream_socket
         self.health_path = health_path
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        super().__init__()
         self.log_path = self.prefix / "stdout.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> NginxFront:
         if self.proc is not None:
@@ -262,21 +250,8 @@ class NginxFront:
                 [nginx, "-p", str(self.prefix), "-c", str(conf), "-g", "daemon off;"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        try:
-            _wait_http(self.proc, self.port, self.health_path, self.prefix / "error.log")
-        except BaseException:
-            self.stop()
-            raise
+        self._await_ready(self.health_path, self.prefix / "error.log")
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def stop(self) -> None:
-        """Idempotent: nginx exits on SIGTERM (fast shutdown); then the group is killed."""
-        _stop_group(self.proc)
-        self.proc = None
 
 
 class ToruStack:
