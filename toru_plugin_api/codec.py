@@ -194,7 +194,7 @@ class FrameReader:
         raises ``ProtocolError``.
         """
         while not self._pending:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(65536)  # PERF: below glibc's mmap threshold (no mmap per read)
             if not data:
                 if self.decoder.buffered:
                     raise ProtocolError("connection closed in the middle of a frame")
