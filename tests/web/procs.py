@@ -80,3 +80,13 @@ def kill_all(pids: set[int]) -> None:
             os.kill(p, 9)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def poll(fn, timeout: float = 20.0, interval: float = 0.1):
+    """Call ``fn`` until it returns a truthy value; returns it (or the last value)."""
+    deadline = time.monotonic() + timeout
+    value = fn()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = fn()
+    return value

@@ -21,21 +21,12 @@ import pytest
 
 from tests.servers import ToruServer
 from tests.web.procs import alive
+from tests.web.procs import poll as _poll
 from tests.web.webtest_plugin import install
 
 ADMIN_PW = "admin-pass-123"
 USER_PW = "user-pass-456"
 BINARY = bytes(range(256))
-
-
-def _poll(fn, timeout=20.0, interval=0.1):
-    """Call ``fn`` until it returns a truthy value; returns it (or the last value)."""
-    deadline = time.monotonic() + timeout
-    value = fn()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = fn()
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,22 @@ import threading
 import time
 
 from tests.servers import ToruServer
-from tests.web.procs import alive, children, descendants, find_child, kill_all, wait_gone
+from tests.web.procs import (
+    alive,
+    children,
+    descendants,
+    find_child,
+    kill_all,
+    poll,
+    wait_gone,
+)
 from tests.web.webtest_plugin import install
 
 ENV = {"TORU_SHUTDOWN_GRACE": "2", "TORU_RESTART_BACKOFF": "0.5"}
 
 
 def _poll(fn, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    value = fn()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = fn()
-    return value
+    return poll(fn, timeout, interval)
 
 
 def _status(s, path, **kw):
