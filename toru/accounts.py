@@ -4,11 +4,22 @@ All of the web tier's SQL lives here, over ``Store.connection()`` (one APSW conn
 thread). Secrets are never stored: passwords as scrypt hashes, session and API tokens as
 SHA-256 hashes (they are 256-bit random values, so a fast hash is enough), compared in
 constant time where a comparison happens in Python.
+
+PERF: token and session lookups (one per authenticated request) are cached per thread
+connection and revalidated on every request with ``PRAGMA data_version`` (~1 µs instead of a
+JOIN): any commit by another connection (another worker, the supervisor, the ``toru`` CLI,
+a shell with sqlite3) empties the cache before the next lookup, so a revoked token, a deleted
+user or a changed role takes effect on the very next request. A connection's own commits do
+not change its ``data_version``, so every method here that writes empties the cache itself;
+writes to ``users``, ``sessions`` or ``api_tokens`` must therefore go through this class or
+another connection. Session expiry is checked on every request, cached or not; unknown
+tokens are never cached.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -18,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import BadRequest, Conflict, NotFound, TooManyRequests
 from .store import Store, iso_utc
@@ -36,6 +47,8 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 LOGIN_WINDOW_S = 300.0
 TOKEN_PREFIX = "toru_"
+R = TypeVar("R")
+AUTH_CACHE_SIZE = 1024  # per map and thread connection; the oldest entry goes first
 
 
 # --------------------------------------------------------------------------- passwords
@@ -144,7 +157,49 @@ def validate_role(role: Any) -> str:
     return role
 
 
+class _AuthCache:
+    """Token and session lookups of one connection, valid while its data_version holds."""
+
+    __slots__ = ("sessions", "tokens", "version")
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        # token hash -> [token id, last_used_at, User]; session hash -> Session
+        self.tokens: dict[str, list[Any]] = {}
+        self.sessions: dict[str, Session] = {}
+
+    def revalidate(self, version: int) -> None:
+        if version != self.version:
+            self.tokens.clear()
+            self.sessions.clear()
+            self.version = version
+
+    def invalidate(self) -> None:
+        self.tokens.clear()
+        self.sessions.clear()
+        self.version = None
+
+    @staticmethod
+    def put(cache: dict[str, Any], key: str, value: Any) -> None:
+        if len(cache) >= AUTH_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[key] = value
+
+
 # --------------------------------------------------------------------------- accounts
+
+
+def _writes(method: Callable[..., R]) -> Callable[..., R]:
+    """Mark an ``Accounts`` method that writes: the auth cache is emptied when it returns."""
+
+    @functools.wraps(method)
+    def wrapper(self: Accounts, *args: Any, **kwargs: Any) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._invalidate()
+
+    return wrapper
 
 
 class Accounts:
@@ -166,6 +221,16 @@ class Accounts:
     def _conn(self):
         return self.store.connection()
 
+    def _auth_cache(self) -> _AuthCache:
+        """This connection's cache, emptied first if another connection committed since."""
+        cache = self.store.connection_cache("accounts.auth", _AuthCache)
+        cache.revalidate(self.store.data_version())
+        return cache
+
+    def _invalidate(self) -> None:
+        """Empty the cache after a write through this connection (its data_version stays)."""
+        self.store.connection_cache("accounts.auth", _AuthCache).invalidate()
+
     # ------------------------------------------------------------------ users
 
     def user_count(self) -> int:
@@ -185,6 +250,7 @@ class Accounts:
         )
         return [User(*r) for r in rows]
 
+    @_writes
     def create_user(self, username: str, password: str, role: str = "user") -> User:
         """Add a user; 409 if the name is taken."""
         validate_username(username)
@@ -203,6 +269,7 @@ class Accounts:
             raise Conflict(f"user {username!r} already exists", code="user_exists")
         return User(username, role, created)
 
+    @_writes
     def set_password(self, username: str, password: str) -> None:
         """Change a password and end the user's sessions (tokens stay valid)."""
         validate_password(password)
@@ -217,6 +284,7 @@ class Accounts:
                 raise NotFound(f"no user {username!r}", code="user_not_found")
             conn.execute("DELETE FROM sessions WHERE username=?", (username,))
 
+    @_writes
     def delete_user(self, username: str) -> None:
         """Remove a user with its sessions and tokens; the last admin cannot be removed."""
         conn = self._conn()
@@ -233,6 +301,7 @@ class Accounts:
             conn.execute("DELETE FROM api_tokens WHERE username=?", (username,))
             conn.execute("DELETE FROM users WHERE username=?", (username,))
 
+    @_writes
     def ensure_first_admin(self, password: str | None) -> str | None:
         """Create ``admin`` if there are no users; returns the password used, else None.
 
@@ -278,6 +347,7 @@ class Accounts:
                     retry_after=retry,
                 )
 
+    @_writes
     def record_login_failure(self, client: str, username: str) -> None:
         now = self.clock()
         conn = self._conn()
@@ -306,6 +376,7 @@ class Accounts:
 
     # ------------------------------------------------------------------ sessions
 
+    @_writes
     def create_session(self, user: User) -> tuple[str, Session]:
         """A new session; returns the cookie value (shown only here) and the session."""
         token = secrets.token_urlsafe(32)
@@ -326,24 +397,35 @@ class Accounts:
         """The live session for a cookie value, or None (unknown or expired)."""
         if not token or len(token) > 256:
             return None
-        row = (
-            self._conn()
-            .execute(
-                "SELECT s.csrf_token, s.expires_at, u.username, u.role, u.created_at "
-                "FROM sessions s JOIN users u ON u.username = s.username WHERE s.token_hash=?",
-                (token_hash(token),),
+        cache = self._auth_cache()
+        h = token_hash(token)
+        found = cache.sessions.get(h)
+        if found is None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT s.csrf_token, s.expires_at, u.username, u.role, u.created_at "
+                    "FROM sessions s JOIN users u ON u.username = s.username "
+                    "WHERE s.token_hash=?",
+                    (h,),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        if row is None or row[1] <= self.clock():
+            if row is None:
+                return None
+            found = Session(User(row[2], row[3], row[4]), row[0], row[1])
+            cache.put(cache.sessions, h, found)
+        if found.expires_at <= self.clock():
             return None
-        return Session(User(row[2], row[3], row[4]), row[0], row[1])
+        return found
 
+    @_writes
     def delete_session(self, token: str) -> None:
         self._conn().execute("DELETE FROM sessions WHERE token_hash=?", (token_hash(token),))
 
     # ------------------------------------------------------------------ API tokens
 
+    @_writes
     def create_token(self, username: str, name: str) -> dict[str, Any]:
         """A new API token for ``username``; the secret is in the result and nowhere else."""
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
@@ -384,6 +466,7 @@ class Accounts:
             for r in rows
         ]
 
+    @_writes
     def delete_token(self, token_id: str) -> None:
         cur = self._conn().execute("DELETE FROM api_tokens WHERE id=? RETURNING id", (token_id,))
         if not cur.fetchall():
@@ -393,23 +476,31 @@ class Accounts:
         """The user an API token belongs to, or None; notes the use (at most once a minute)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
             return None
+        cache = self._auth_cache()
         h = token_hash(token)
-        row = (
-            self._conn()
-            .execute(
-                "SELECT t.id, t.last_used_at, u.username, u.role, u.created_at "
-                "FROM api_tokens t JOIN users u ON u.username = t.username WHERE t.token_hash=?",
-                (h,),
+        entry = cache.tokens.get(h)
+        if entry is None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT t.id, t.last_used_at, u.username, u.role, u.created_at FROM "
+                    "api_tokens t JOIN users u ON u.username = t.username WHERE t.token_hash=?",
+                    (h,),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        if row is None:
-            return None
+            if row is None:
+                return None
+            entry = [row[0], row[1], User(row[2], row[3], row[4])]
+            cache.put(cache.tokens, h, entry)
         now = self.clock()
         # PERF: a write per request would serialise every bearer request on the DB lock.
-        if row[1] is None or now - row[1] > 60:
-            self._conn().execute("UPDATE api_tokens SET last_used_at=? WHERE id=?", (now, row[0]))
-        return User(row[2], row[3], row[4])
+        if entry[1] is None or now - entry[1] > 60:
+            # NOTE: this connection's own write leaves its data_version (and the cache) valid;
+            # the cached entry is updated instead.
+            self._conn().execute("UPDATE api_tokens SET last_used_at=? WHERE id=?", (now, entry[0]))
+            entry[1] = now
+        return entry[2]
 
 
 def write_initial_password(path: Path, password: str) -> None:

@@ -19,14 +19,16 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import apsw
 
 __all__ = ["SCHEMA_VERSION", "Store"]
+
+T = TypeVar("T")
 
 # Each entry migrates from version i to i+1. Never edit a shipped entry; append a new one.
 _MIGRATIONS: tuple[str, ...] = (
@@ -103,7 +105,31 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
+            self._local.caches = {}
         return conn
+
+    def connection_cache(self, name: str, factory: Callable[[], T]) -> T:
+        """The object named ``name`` that lives exactly as long as this thread's connection.
+
+        For caches revalidated with ``PRAGMA data_version``, which is per connection: a new
+        connection starts with fresh ones (``factory()``); see ``Accounts``.
+        """
+        self.connection()
+        caches = self._local.caches
+        cache = caches.get(name)
+        if cache is None:
+            cache = caches[name] = factory()
+        return cache
+
+    def data_version(self) -> int:
+        """``PRAGMA data_version`` of this thread's connection.
+
+        It changes when *another* connection (another worker, the supervisor, the CLI)
+        commits; never for this connection's own writes. ``Connection.data_version()`` (the
+        file control) is no substitute: it is only refreshed when a read transaction starts,
+        so it misses other connections' commits until then.
+        """
+        return self.connection().execute("PRAGMA data_version").get
 
     def close(self) -> None:
         """Close this thread's connection (idempotent)."""
@@ -111,6 +137,7 @@ class Store:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            self._local.caches = {}
 
     # ------------------------------------------------------------------ schema
 
