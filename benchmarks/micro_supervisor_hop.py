@@ -10,6 +10,14 @@ Measures, against a real ``toru supervisor`` and the ``hello-python`` example (S
 - the supervisor's RSS with 20 (stdlib test) plugins running.
 
 Usage: ``.venv/bin/python benchmarks/micro_supervisor_hop.py [--requests N] [--out FILE]``.
+
+A/B: ``--ab OLD_TREE`` (e.g. a ``git worktree add /tmp/base HEAD``) starts two supervisors
+side by side, one running OLD_TREE's code and one this tree's, each with the null plugin and
+with hello-python, and alternates rounds between them (``--rounds``): the supervisor's CPU
+per message (from /proc), p50/p99 and messages/s, sequential and 32 in flight (4 raw
+connections x 8), medians over rounds. The client is the same raw-socket one for both; it
+asks for the relayed ``http`` reply form as ``ControlClient`` does (an older supervisor
+ignores that), and ``32 result`` measures the default form.
 """
 
 from __future__ import annotations
@@ -121,14 +129,17 @@ def threaded(sock: Path, route: str, n: int, threads: int) -> tuple[list[int], f
 
 
 def pipelined(
-    sock: Path, route: str, n: int, conns: int = 4, window: int = 8
+    sock: Path, route: str, n: int, conns: int = 4, window: int = 8, reply: str | None = "message"
 ) -> tuple[list[int], float]:
+    """``conns`` raw connections x ``window`` outstanding; ``reply="message"`` asks for the
+    relayed reply form as ``ControlClient`` does (``None``: the default ``result`` form)."""
     socks = []
     for _ in range(conns):
         s = socket.socket(socket.AF_UNIX)
         s.connect(str(sock))
         socks.append(s)
     args = {"route": route, "method": "GET", "path": PATH, "headers": {}, "body": ""}
+    extra = {"reply": reply} if reply else {}
     lat: list[int] = []
     sent_at: dict[int, int] = {}
     per = n // conns
@@ -146,7 +157,7 @@ def pipelined(
         for _ in range(window):
             seq += 1
             sent_at[seq] = time.perf_counter_ns()
-            frames.append(encode({"v": 1, "id": seq, "op": "http", "args": args}))
+            frames.append(encode({"v": 1, "id": seq, "op": "http", "args": args, **extra}))
         s.sendall(b"".join(frames))
         state[s]["sent"] = window
     remaining = conns
@@ -164,7 +175,7 @@ def pipelined(
                 if st["sent"] < per:
                     seq += 1
                     sent_at[seq] = time.perf_counter_ns()
-                    frames.append(encode({"v": 1, "id": seq, "op": "http", "args": args}))
+                    frames.append(encode({"v": 1, "id": seq, "op": "http", "args": args, **extra}))
                     st["sent"] += 1
             if frames:
                 s.sendall(b"".join(frames))
@@ -353,12 +364,187 @@ def measure_rss(count: int = 20) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def _ab_home(kind: str, hello: Path) -> tuple[Path, str]:
+    home = Path(tempfile.mkdtemp(prefix="toru-ab-", dir="/tmp"))
+    (home / "plugins").mkdir()
+    if kind == "null":
+        script = home / "null.py"
+        script.write_text(NULL_PLUGIN)
+        binary = home / "plugins" / "null.binary"
+        binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I "{script}" "$@"\n')
+        binary.chmod(0o755)
+        enable_on_disk(home, "null")
+        return home, "null"
+    shutil.copy(hello, home / "plugins" / "hello-python.binary")
+    enable_on_disk(home, "hello-python")
+    return home, "hello-python"
+
+
+def ab(old_root: Path, hello: Path, n: int, rounds: int) -> list[dict[str, Any]]:
+    """Old and new supervisor side by side, interleaved rounds, medians (see the docstring)."""
+    import statistics
+
+    sups: list[tuple[str, str, str, SupervisorProc]] = []
+    try:
+        for kind in ("null", "hello"):
+            for label, root in (("old", old_root), ("new", ROOT)):
+                home, pid_ = _ab_home(kind, hello)
+                sup = SupervisorProc(home, env=ENV, root=root)
+                sups.append((kind, label, "/null" if kind == "null" else "/hello", sup))
+                sup.start()
+                sup.wait_state(pid_, "running")
+        samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+        for r in range(rounds):
+            order = sups if r % 2 == 0 else [*sups[1::-1], *sups[:1:-1]]
+            for kind, label, route, sup in order:
+                pid = sup.proc.pid  # type: ignore[union-attr]
+                pipelined(sup.socket, route, 400, conns=1, window=1)  # warm
+                for mode, conns, window, count, reply in (
+                    ("seq", 1, 1, n, "message"),
+                    ("32", 4, 8, n * 2, "message"),
+                    ("32 result", 4, 8, n * 2, None),
+                ):
+                    c0 = cpu_seconds(pid)
+                    lat, wall = pipelined(
+                        sup.socket, route, count, conns=conns, window=window, reply=reply
+                    )
+                    cpu = cpu_seconds(pid) - c0
+                    us = sorted(x / 1000 for x in lat)
+                    samples.setdefault((kind, mode, label), []).append(
+                        {
+                            "cpu_us": cpu / len(us) * 1e6,
+                            "p50_us": pct(us, 50),
+                            "p99_us": pct(us, 99),
+                            "rps": len(us) / wall,
+                        }
+                    )
+        out = []
+        for (kind, mode, label), runs in samples.items():
+            row: dict[str, Any] = {"plugin": kind, "inflight": mode, "code": label}
+            for k in ("cpu_us", "p50_us", "p99_us", "rps"):
+                row[k] = round(statistics.median(x[k] for x in runs), 1)
+            out.append(row)
+        return out
+    finally:
+        for _, _, _, sup in sups:
+            sup.stop()
+            kill_leftovers(sup.home)
+            shutil.rmtree(sup.home, ignore_errors=True)
+
+
+INPROCESS = r"""
+import asyncio, re, sys, time, types
+import uvloop
+from toru.supervisor.connection import PluginConnection
+from toru.supervisor.control_server import ControlServer, ControlConnection
+from toru.supervisor.states import PluginState
+from toru.supervisor.stats import PluginStats
+from toru.supervisor.supervisor import Supervisor
+from toru_plugin_api.codec import encode, encode_payload
+
+N, BATCH = int(sys.argv[1]), int(sys.argv[2])
+HEADERS = {"accept": "*/*", "user-agent": "wrk", "x-toru-user": "admin",
+           "x-toru-role": "admin", "x-forwarded-for": "127.0.0.1", "x-request-id": "abc123"}
+REPLY = (b'{"type":"http","timestamp":"2026-11-25T12:00:00.000Z","request_id":"%s",'
+         b'"payload":{"status":200,"headers":{"content-type":"application/json"},'
+         b'"body":"{\\"message\\":\\"hello\\",\\"n\\":1}"}}')
+RID = re.compile(rb'"request_id":"([^"]+)"')
+
+class Sink:
+    def __init__(self): self.out = []
+    def write(self, data): self.out.append(data)
+    def is_closing(self): return False
+    def close(self): pass
+    def abort(self): pass
+    def get_extra_info(self, *a, **k): return None
+
+async def main():
+    sup = Supervisor.__new__(Supervisor)
+    sup.config = types.SimpleNamespace(max_frame=16 << 20)
+    sup.http_timeout = 30.0
+    conn = PluginConnection("p", 16 << 20)
+    ptr = Sink(); conn.connection_made(ptr)
+    plugin = types.SimpleNamespace(id="p", metadata=object(), state=PluginState.RUNNING,
+        launched=types.SimpleNamespace(connection=conn), stopping=False, stats=PluginStats())
+    sup.plugins = {"p": plugin}; sup.routes = {"/p": plugin}
+    server = ControlServer(sup, None)
+    cc = ControlConnection(server); ctr = Sink(); cc.transport = ctr
+    seq = 0
+    def requests(k):
+        nonlocal seq
+        out = []
+        for _ in range(k):
+            seq += 1
+            out.append(encode({"v": 1, "id": seq, "op": "http", "reply": "message", "args": {
+                "route": "/p", "method": "GET", "path": "/json?x=1", "headers": HEADERS, "body": ""}}))
+        return b"".join(out)
+    spent = 0.0
+    perf = time.perf_counter
+    for i in range(N // BATCH + 200):
+        req = requests(BATCH)
+        t0 = perf(); cc.data_received(req); t1 = perf()
+        sent = b"".join(ptr.out); ptr.out.clear()
+        rids = RID.findall(sent)
+        assert len(rids) == BATCH, sent[:200]
+        rep = b"".join(encode_payload(REPLY % r) for r in rids)
+        t2 = perf(); conn.data_received(rep); t3 = perf()
+        assert len(ctr.out) == 1 and b'"ok":true' in ctr.out[0], ctr.out[:1]
+        ctr.out.clear()
+        if i >= 200:
+            spent += (t1 - t0) + (t3 - t2)
+    print(spent / (N // BATCH * BATCH) * 1e6)
+
+uvloop.run(main())
+"""
+
+
+def inprocess_ab(old_root: Path, n: int, rounds: int) -> list[dict[str, Any]]:
+    """µs of supervisor Python work per relayed message, old vs new tree, medians of rounds."""
+    import statistics
+
+    got: dict[tuple[str, int], list[float]] = {}
+    for r in range(rounds):
+        trees = [("old", old_root), ("new", ROOT)]
+        for label, root in trees if r % 2 == 0 else trees[::-1]:
+            for batch in (1, 8):
+                out = subprocess.run(
+                    [sys.executable, "-c", INPROCESS, str(n), str(batch)],
+                    cwd=root,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env={**os.environ, "PYTHONPATH": str(root)},
+                )
+                got.setdefault((label, batch), []).append(float(out.stdout.split()[-1]))
+    return [
+        {
+            "code": label,
+            "batch": batch,
+            "us_per_msg": round(statistics.median(v), 2),
+            "min": round(min(v), 2),
+        }
+        for (label, batch), v in got.items()
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--plugins", type=Path, help="directory with hello-python.binary (else built)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--ab", type=Path, metavar="OLD_TREE", help="A/B against OLD_TREE's code")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --ab")
+    ap.add_argument("--inprocess", type=Path, metavar="OLD_TREE", help="in-process A/B")
     a = ap.parse_args()
+    if a.inprocess:
+        rows = inprocess_ab(a.inprocess.resolve(), a.requests, a.rounds)
+        for r in rows:
+            print(
+                f"{r['code']:4} batch {r['batch']}: {r['us_per_msg']:6.2f} µs/msg (min {r['min']})"
+            )
+        if a.out:
+            a.out.write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
     signal.signal(signal.SIGINT, signal.default_int_handler)
     tmp = None
     if a.plugins:
@@ -367,6 +553,16 @@ def main() -> int:
         tmp = Path(tempfile.mkdtemp(prefix="toru-bx-", dir="/tmp"))
         hello = build_hello(tmp)
     try:
+        if a.ab:
+            rows = ab(a.ab.resolve(), hello, a.requests, a.rounds)
+            print(f"{'plugin':7} {'inflight':9} {'code':4} {'cpu µs/msg':>10} {'p50 µs':>8}"
+                  f" {'p99 µs':>8} {'msg/s':>8}")  # fmt: skip
+            for r in rows:
+                print(f"{r['plugin']:7} {r['inflight']:9} {r['code']:4} {r['cpu_us']:10.1f}"
+                      f" {r['p50_us']:8.1f} {r['p99_us']:8.1f} {r['rps']:8.0f}")  # fmt: skip
+            if a.out:
+                a.out.write_text(json.dumps(rows, indent=2) + "\n")
+            return 0
         results = measure_hop(a.requests, hello)
         results.extend(measure_null(a.requests))
         results.append(measure_rss())

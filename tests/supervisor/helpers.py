@@ -80,8 +80,9 @@ def enable_on_disk(home: Path, *ids: str) -> None:
 class SupervisorProc:
     """``toru supervisor --home H`` in its own process group, with a client."""
 
-    def __init__(self, home: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, env: dict[str, str] | None = None, root: Path = ROOT) -> None:
         self.home = home
+        self.root = root  # the source tree whose ``toru`` runs (an A/B benchmark passes another)
         self.env = {**os.environ, **FAST_ENV, **(env or {})}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -93,7 +94,7 @@ class SupervisorProc:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(self.home)],
             env=self.env,
-            cwd=ROOT,
+            cwd=self.root,
             start_new_session=True,
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / "supervisor.stderr", "ab"),  # noqa: SIM115
