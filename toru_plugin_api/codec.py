@@ -131,6 +131,18 @@ class Decoder:
         if self._failed is not None:
             raise self._failed
         buf = self._buf
+        if not buf and len(data) > _HEADER_SIZE:
+            # PERF: the common case, one whole frame per read (a sequential peer): no loop,
+            # no slicing of a view; anything else takes the general path below.
+            (size,) = HEADER.unpack_from(data)
+            if size == len(data) - _HEADER_SIZE and size <= self.max_frame:
+                payload = data[_HEADER_SIZE:]
+                if not self.parse:
+                    return [payload]
+                msg = loads(payload)
+                if type(msg) is not dict:
+                    raise ProtocolError("frame is valid JSON but not a JSON object", [])
+                return [msg]
         if buf:
             buf += data
             view: bytes | bytearray = buf
