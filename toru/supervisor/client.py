@@ -27,7 +27,7 @@ from toru.errors import SupervisorUnavailable, ToruError
 from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode_payload
 from toru_plugin_api.messages import decode_body, encode_body
 
-__all__ = ["ControlClient", "ProxyResponse"]
+__all__ = ["ControlClient", "ProxyResponse", "reply_result"]
 
 RECV_SIZE = 65536
 
@@ -41,6 +41,21 @@ class ProxyResponse:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+
+
+def reply_result(msg: dict[str, Any]) -> Any:
+    """The ``result`` of a control reply, or raises the ``ToruError`` it carries.
+
+    An ``http`` reply asked for with ``"reply": "message"`` carries the plugin's whole reply
+    message instead of ``result``; its result is that message's ``payload``.
+    """
+    if msg.get("ok"):
+        relayed = msg.get("message")
+        if relayed is not None:
+            return relayed.get("payload") if type(relayed) is dict else None
+        return msg.get("result")
+    err = msg.get("error")
+    raise ToruError.from_dict(err if isinstance(err, dict) else {"message": str(err)})
 
 
 class ControlClient:
@@ -145,9 +160,10 @@ class ControlClient:
         deadline = time.monotonic() + timeout
         self._seq += 1
         rid = self._seq
-        frame = encode_payload(
-            dumps({"v": 1, "id": rid, "op": op, "args": args or {}}), self.max_frame
-        )
+        request = {"v": 1, "id": rid, "op": op, "args": args or {}}
+        if op == "http":  # the relayed form (docs/control-protocol.md); older supervisors
+            request["reply"] = "message"  # ignore the key and answer with "result"
+        frame = encode_payload(dumps(request), self.max_frame)
         for attempt in (0, 1):
             if self._sock is None:
                 self._connect(deadline)
@@ -161,11 +177,7 @@ class ControlClient:
                 self.close()
                 if attempt:
                     raise SupervisorUnavailable(f"lost the supervisor: {exc}") from None
-        msg = self._read_reply(rid, timeout, deadline)
-        if msg.get("ok"):
-            return msg.get("result")
-        err = msg.get("error")
-        raise ToruError.from_dict(err if isinstance(err, dict) else {"message": str(err)})
+        return reply_result(self._read_reply(rid, timeout, deadline))
 
     def _read_reply(self, rid: int, timeout: float, deadline: float) -> dict[str, Any]:
         ready = self._ready

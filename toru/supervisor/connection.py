@@ -9,7 +9,10 @@ pending request gets 502 at once.
 
 PERF: this is the hot path of every proxied request. Replies are delivered by plain
 callbacks (no Future or Task per request) and outgoing frames are corked: everything queued
-during one loop iteration goes out in one ``transport.write``.
+during one loop iteration goes out in one ``transport.write``. A relayed request
+(``relay_http``) is written by concatenation around ``dumps(args)``, and its reply is handed
+to the target with its raw bytes, so the control reply can embed them instead of
+re-encoding the parsed message (every frame is still parsed and validated here).
 """
 
 from __future__ import annotations
@@ -17,15 +20,29 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
-from toru_plugin_api.codec import ProtocolError, dumps, encode_payload
+from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode_payload, loads
 
-from .framed import FramedProtocol, fast_timestamp
+from .framed import FramedProtocol, fast_timestamp, fast_timestamp_bytes
 
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
+RawReplyCallback = Callable[[dict[str, Any], bytes], None]
 CLEAN_EOF = "connection closed by the plugin"
+
+
+class RelayTarget(Protocol):
+    """Who gets the answer of ``relay_http``: the parsed reply with its raw frame, or an error.
+
+    ``__call__(None, err)`` is the timeout (504) or connection failure (502) path, shared
+    with ordinary ``ReplyCallback``s; ``relayed(msg, raw)`` gets the whole reply message
+    (already parsed, its payload not yet checked) and the exact JSON bytes it came from.
+    """
+
+    def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None: ...
+
+    def relayed(self, msg: dict[str, Any], raw: bytes) -> None: ...
 
 
 class PluginConnection(FramedProtocol):
@@ -38,13 +55,14 @@ class PluginConnection(FramedProtocol):
         on_lost: Callable[[str], None] | None = None,
         on_timeout: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(max_frame)
+        super().__init__(max_frame, parse=False)  # on_message parses, keeping the raw bytes
         self.plugin_id = plugin_id
         self.on_lost = on_lost
         self.on_timeout = on_timeout
-        # rid -> (callback, deadline on the loop clock). PERF: one timer per connection,
-        # armed for the earliest deadline, instead of a call_later + cancel per request.
-        self.pending: dict[str, tuple[ReplyCallback, float]] = {}
+        # rid -> (callback, deadline on the loop clock, raw-reply callback of a relay or None).
+        # PERF: one timer per connection, armed for the earliest deadline, instead of a
+        # call_later + cancel per request.
+        self.pending: dict[str, tuple[ReplyCallback, float, RawReplyCallback | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self.closed = False
@@ -64,20 +82,32 @@ class PluginConnection(FramedProtocol):
 
     # ------------------------------------------------------------------ requests
 
-    def on_message(self, msg: dict[str, Any]) -> None:
+    def on_message(self, raw: bytes) -> None:  # type: ignore[override]
+        """One reply frame: parse, match by ``request_id``, hand it to whoever waits.
+
+        A frame that is not a JSON object raises ``ProtocolError``: the base class then
+        fails the connection (502 for everything pending), after the frames before it.
+        """
+        msg = loads(raw)
+        if type(msg) is not dict:
+            raise ProtocolError("frame is valid JSON but not a JSON object")
         rid = msg.get("request_id")
-        entry = self.pending.pop(rid, None) if rid is not None else None
+        if type(rid) is not str:
+            if type(rid) is not int:
+                return  # no (usable) request_id: an unsolicited message
+            rid = str(rid)  # readers accept an integer as its decimal string
+        entry = self.pending.pop(rid, None)
         if entry is None:
-            if rid is not None and not isinstance(rid, str):
-                entry = self.pending.pop(str(rid), None)
-            if entry is None:
-                return  # a late answer to a timed-out request, or an unsolicited message
-        callback = entry[0]
+            return  # a late answer to a timed-out request, or an unsolicited message
+        relayed = entry[2]
+        if relayed is not None:
+            relayed(msg, raw)
+            return
         payload = msg.get("payload")
         if type(payload) is not dict:
-            callback(None, BadGateway(f"plugin {self.plugin_id} sent a reply without a payload"))
+            entry[0](None, BadGateway(f"plugin {self.plugin_id} sent a reply without a payload"))
             return
-        callback(payload, None)
+        entry[0](payload, None)
 
     def request(
         self, type_: str, payload: dict[str, Any], timeout: float, callback: ReplyCallback
@@ -96,12 +126,46 @@ class PluginConnection(FramedProtocol):
         except ProtocolError as exc:
             callback(None, BadGateway(f"request too large for plugin {self.plugin_id}: {exc}"))
             return ""
-        deadline = self._loop.time() + timeout
-        self.pending[rid] = (callback, deadline)
-        if deadline < self._timer_at:
-            self._arm(deadline)
+        self._add(rid, callback, timeout, None)
         self.queue_frame(frame)
         return rid
+
+    def relay_http(self, args: dict[str, Any], timeout: float, target: RelayTarget) -> None:
+        """Send ``args`` as an http request (``payload.payload``); answer through ``target``.
+
+        Exactly one of ``target.relayed(msg, raw)`` or ``target(None, error)`` follows.
+        PERF: the envelope is concatenated around ``dumps(args)`` (no envelope dicts).
+        """
+        if self.closed:
+            target(None, BadGateway(f"plugin {self.plugin_id} is not connected"))
+            return
+        self._seq += 1
+        seq = self._seq
+        body = dumps(args)
+        head = b'{"type":"http","timestamp":"%s","request_id":"%d","payload":{"payload":' % (
+            fast_timestamp_bytes(),
+            seq,
+        )
+        size = len(head) + len(body) + 2
+        if size > self.max_frame:
+            target(
+                None,
+                BadGateway(
+                    f"request too large for plugin {self.plugin_id}: a {size}-byte frame"
+                    f" (limit {self.max_frame} bytes)"
+                ),
+            )
+            return
+        self._add(str(seq), target, timeout, target.relayed)
+        self.queue_frame(HEADER.pack(size) + head, body, b"}}")
+
+    def _add(
+        self, rid: str, callback: ReplyCallback, timeout: float, relayed: RawReplyCallback | None
+    ) -> None:
+        deadline = self._loop.time() + timeout
+        self.pending[rid] = (callback, deadline, relayed)
+        if deadline < self._timer_at:
+            self._arm(deadline)
 
     async def call(self, type_: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Awaitable ``request``: the reply payload, or raises the ``ToruError``."""
@@ -133,7 +197,7 @@ class PluginConnection(FramedProtocol):
         """Expire every request whose deadline passed (504 at once), re-arm for the next."""
         self._timer, self._timer_at = None, math.inf
         now = self._loop.time() + 0.001  # timers may fire a hair early
-        expired = [rid for rid, (_, deadline) in self.pending.items() if deadline <= now]
+        expired = [rid for rid, entry in self.pending.items() if entry[1] <= now]
         for rid in expired:
             entry = self.pending.pop(rid, None)
             if entry is None:
@@ -142,7 +206,7 @@ class PluginConnection(FramedProtocol):
             if self.on_timeout is not None:
                 self.on_timeout(rid)
         if self.pending and not self.closed:
-            self._arm(min(deadline for _, deadline in self.pending.values()))
+            self._arm(min(entry[1] for entry in self.pending.values()))
 
     # ------------------------------------------------------------------ writing
 
@@ -168,8 +232,8 @@ class PluginConnection(FramedProtocol):
             self._timer, self._timer_at = None, math.inf
         pending, self.pending = self.pending, {}
         err = BadGateway(f"plugin {self.plugin_id}: {reason}")
-        for callback, _ in pending.values():
-            callback(None, err)
+        for entry in pending.values():
+            entry[0](None, err)
         if self.on_lost is not None:
             self.on_lost(reason)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadRequest, ToruError
-from toru_plugin_api.codec import ProtocolError, dumps, encode_payload
+from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode_payload
 
 from .framed import FramedProtocol
 from .supervisor import Supervisor
@@ -143,7 +143,10 @@ class ControlConnection(FramedProtocol):
             if type(args) is not dict:
                 raise BadRequest("args must be an object")
             if op == "http":
-                self.sup.http(args, lambda payload, err: self._http_done(rid, payload, err))
+                if msg.get("reply") == "message":
+                    self.sup.http(args, rid, self.answer_message, self.fail)
+                else:
+                    self.sup.http(args, rid, self.answer_result, self.fail)
                 return
             handler = self.server.sync_ops.get(op)  # type: ignore[arg-type]
             if handler is not None:
@@ -159,11 +162,31 @@ class ControlConnection(FramedProtocol):
             self.sup.log.error(f"control operation {op!r} failed", error=repr(exc))
             self.fail(rid, ToruError(f"internal error: {exc}"))
 
-    def _http_done(self, rid: Any, payload: dict[str, Any] | None, err: ToruError | None) -> None:
-        if err is None:
-            self._send(rid, {"id": rid, "ok": True, "result": payload})
-        else:
+    def answer_result(self, rid: Any, payload: dict[str, Any], raw: bytes) -> None:
+        """Answer ``http`` in the default form: ``result`` is the reply's payload."""
+        self.reply(rid, payload)
+
+    def answer_message(self, rid: Any, payload: dict[str, Any], raw: bytes) -> None:
+        """Answer ``http`` (asked with ``"reply": "message"``) with the plugin's message as is.
+
+        PERF: ``{"id": rid, "ok": true, "message": <the plugin's JSON bytes>}`` is valid JSON
+        by construction (``raw`` parsed as an object in ``PluginConnection``, its payload
+        checked in ``HttpRelay``); splicing it saves re-encoding the reply, and a large body
+        is copied once instead of being escaped again.
+        """
+        if self.transport is None:
+            return  # the client went away; nothing to answer
+        head = b'{"id":%s,"ok":true,"message":' % (b"%d" % rid if type(rid) is int else dumps(rid))
+        size = len(head) + len(raw) + 1
+        if size > self.max_frame:
+            err = ToruError(
+                f"reply too large: a {size}-byte frame (limit {self.max_frame} bytes)",
+                code="bad_gateway",
+                status=502,
+            )
             self.fail(rid, err)
+            return
+        self.queue_frame(HEADER.pack(size) + head, raw, b"}")
 
     def reply(self, rid: Any, result: Any) -> None:
         self._send(rid, {"id": rid, "ok": True, "result": result})

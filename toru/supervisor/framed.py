@@ -1,8 +1,9 @@
 """What every framed asyncio connection of the supervisor shares: decode on read, cork writes.
 
 ``PluginConnection`` (to a plugin) and ``ControlConnection`` (from a worker or the CLI) are
-both a ``FramedProtocol``: bytes go through the one codec's ``Decoder``, each message to
-``on_message``, a bad frame to ``on_protocol_error``; outgoing frames are queued and written
+both a ``FramedProtocol``: bytes go through the one codec's ``Decoder``, each message (or,
+with ``parse=False``, each frame's raw JSON bytes) to ``on_message``, a bad frame to
+``on_protocol_error``; outgoing frames are queued and written
 in one ``transport.write`` per batch (see ``WriteBatch``).
 """
 
@@ -23,7 +24,8 @@ class WriteBatch:
     (one ``transport.write`` per connection) saves the extra loop iteration of a
     ``call_soon`` flush on every hop. Writes from anywhere else (timers, tasks) still go
     through ``call_soon``. The event loop is single-threaded, so one module-level batch is
-    enough.
+    enough. ``FramedProtocol`` inlines ``begin``/``end``/``schedule`` on its hot path (the
+    same three steps, without the method calls).
     """
 
     depth = 0
@@ -52,7 +54,7 @@ class WriteBatch:
                 conn._flush()
 
 
-_ts_cache: list[Any] = [0, ""]
+_ts_cache: list[Any] = [0, "", b""]
 
 
 def fast_timestamp() -> str:
@@ -60,17 +62,30 @@ def fast_timestamp() -> str:
     t = time.time()
     ms = int(t * 1000)
     if ms != _ts_cache[0]:
-        _ts_cache[0] = ms
-        _ts_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms % 1000:03d}Z"
+        _refresh_timestamp(t, ms)
     return _ts_cache[1]
+
+
+def fast_timestamp_bytes() -> bytes:
+    """``fast_timestamp()`` as ASCII bytes, for frames built by concatenation."""
+    t = time.time()
+    ms = int(t * 1000)
+    if ms != _ts_cache[0]:
+        _refresh_timestamp(t, ms)
+    return _ts_cache[2]
+
+
+def _refresh_timestamp(t: float, ms: int) -> None:
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms % 1000:03d}Z"
+    _ts_cache[:] = [ms, text, text.encode()]
 
 
 class FramedProtocol(asyncio.Protocol):
     """Base of the supervisor's framed connections (see the module docstring)."""
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, *, parse: bool = True) -> None:
         self.max_frame = max_frame
-        self.decoder = Decoder(max_frame)
+        self.decoder = Decoder(max_frame, parse=parse)
         self.transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -80,21 +95,34 @@ class FramedProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        WriteBatch.begin()
+        batch = WriteBatch
+        batch.depth += 1  # WriteBatch.begin(), inlined
         try:
             try:
                 msgs = self.decoder.feed(data)
             except ProtocolError as exc:
-                for msg in exc.decoded:
+                msgs, bad = exc.decoded, exc
+            else:
+                bad = None
+            try:
+                for msg in msgs:
                     self.on_message(msg)
-                self.on_protocol_error(exc)
-                return
-            for msg in msgs:
-                self.on_message(msg)
+            except ProtocolError as exc:  # on_message found a frame it cannot use
+                bad = exc
+            if bad is not None:
+                self.on_protocol_error(bad)
         finally:
-            WriteBatch.end()
+            if batch.depth == 1 and batch.dirty:
+                batch.end()
+            else:
+                batch.depth -= 1
 
     def on_message(self, msg: dict[str, Any]) -> None:
+        """One decoded message (raw payload bytes with ``parse=False``).
+
+        May raise ``ProtocolError`` for a frame it cannot use: the rest of the chunk is
+        dropped and ``on_protocol_error`` follows.
+        """
         raise NotImplementedError
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
@@ -104,12 +132,18 @@ class FramedProtocol(asyncio.Protocol):
     def writable(self) -> bool:
         return self.transport is not None
 
-    def queue_frame(self, frame: bytes) -> None:
-        """Write ``frame`` with everything else queued in this batch."""
-        self._out.append(frame)
+    def queue_frame(self, *parts: bytes) -> None:
+        """Write a frame (given as one or more consecutive parts) with the rest of this batch.
+
+        PERF: a frame passed in parts is joined once, with the whole batch, in ``_flush``.
+        """
+        self._out.extend(parts)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            WriteBatch.schedule(self, self._loop)
+            if WriteBatch.depth:  # WriteBatch.schedule(), inlined
+                WriteBatch.dirty.append(self)
+            else:
+                self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -38,8 +38,9 @@ from .states import PluginState
 from .supervised import Deps, SupervisedPlugin
 
 S = PluginState
+HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
+HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
-HttpCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
 
 
 class Supervisor:
@@ -319,9 +320,13 @@ class Supervisor:
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.plugin(args.get("plugin")).stats.snapshot()
 
-    def http(self, args: dict[str, Any], done: HttpCallback) -> None:
-        """Forward one request to its plugin; ``done`` gets the reply payload or the error.
+    def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:
+        """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.
 
+        Routing errors raise (the caller answers them); afterwards exactly one of
+        ``answer(rid, payload, raw)`` (a valid reply: ``payload`` is its parsed payload and
+        ``raw`` the JSON bytes of the plugin's whole reply message) or ``fail(rid, error)``
+        follows.
         PERF: the hot path. ``args`` becomes the plugin's inner payload after popping the
         routing keys; nothing else is copied.
         """
@@ -345,24 +350,50 @@ class Supervisor:
             raise NotFound(f"plugin {plugin.id} is not enabled")
         if plugin.stopping:  # disable in progress: the route is going away
             raise NotFound(f"plugin {plugin.id} is being disabled")
-        if launched.connection.closed:  # died or reconnecting; state catches up in a moment
+        connection = launched.connection
+        if connection.closed:  # died or reconnecting; state catches up in a moment
             raise Unavailable(f"plugin {plugin.id} is restarting, try again shortly", retry_after=1)
         if type(args.get("method")) is not str or type(args.get("path")) is not str:
             raise BadRequest("http needs string method and path")
-        stats = plugin.stats
-        t0 = time.monotonic()
+        connection.relay_http(args, self.http_timeout, HttpRelay(plugin, rid, answer, fail))
 
-        def reply(payload: dict[str, Any] | None, err: ToruError | None) -> None:
-            if err is None:
-                status = payload.get("status")  # type: ignore[union-attr]
-                if type(status) is not int or not 100 <= status <= 599:
-                    metrics.PROXY_ERRORS.labels(plugin.id, "bad_response").inc()
-                    err = BadGateway(f"plugin {plugin.id} answered without a valid status")
-                else:
-                    stats.record(time.monotonic() - t0)
-            done(payload, err)
 
-        launched.connection.request("http", {"payload": args}, self.http_timeout, reply)
+class HttpRelay:
+    """One proxied request in flight: checks the plugin's reply, records it, answers.
+
+    The supervisor relies on the reply's payload being an object with an integer ``status``
+    in 100-599; anything else is 502 ``bad_response`` (counted). A valid reply goes to
+    ``answer`` with the raw bytes of the plugin's message, already parsed and checked here.
+    """
+
+    __slots__ = ("answer", "fail", "plugin", "rid", "t0")
+
+    def __init__(
+        self, plugin: SupervisedPlugin, rid: Any, answer: HttpAnswer, fail: HttpFail
+    ) -> None:
+        self.plugin = plugin
+        self.rid = rid
+        self.answer = answer
+        self.fail = fail
+        self.t0 = time.monotonic()
+
+    def relayed(self, msg: dict[str, Any], raw: bytes) -> None:
+        payload = msg.get("payload")
+        if type(payload) is dict:
+            status = payload.get("status")
+            if type(status) is int and 100 <= status <= 599:
+                self.plugin.stats.record(time.monotonic() - self.t0)
+                self.answer(self.rid, payload, raw)
+                return
+            reason = "answered without a valid status"
+        else:
+            reason = "sent a reply without a payload object"
+        metrics.PROXY_ERRORS.labels(self.plugin.id, "bad_response").inc()
+        self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} {reason}"))
+
+    def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:
+        """The connection's error path (504 on the deadline, 502 when it broke)."""
+        self.fail(self.rid, err or BadGateway(f"plugin {self.plugin.id} sent no reply"))
 
 
 def _int_arg(args: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
