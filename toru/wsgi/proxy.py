@@ -18,6 +18,7 @@ forwarded.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -71,13 +72,48 @@ def _title(name: str) -> str:
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
-def _valid_header(name: object, value: object) -> bool:
-    """An RFC 9110 token name and a value without CR, LF or NUL."""
+@functools.lru_cache(maxsize=1024)
+def _response_header(name: str) -> str | None:
+    """A plugin's header name, lower-cased, if Toru relays it: an RFC 9110 token that is
+    not hop-by-hop nor one the server sets itself. PERF: cached (names repeat)."""
+    if _TOKEN.match(name) is None:
+        return None
+    lname = name.lower()
+    if lname in HOP_BY_HOP or lname in DROP_RESPONSE:
+        return None
+    return lname
+
+
+def _request_rule(env_key: str) -> tuple[str, str] | None:
+    """``(lower-case name, Title-Case name)`` when the WSGI environ key is a client header
+    that may be forwarded; None for every other key (see the module docstring)."""
+    if env_key == "CONTENT_TYPE":  # the one client header WSGI keeps without HTTP_
+        return "content-type", "Content-Type"
+    if not env_key.startswith("HTTP_"):
+        return None
+    lname = env_key[5:].replace("_", "-").lower()
+    if (
+        lname in HOP_BY_HOP
+        or lname in DROP_REQUEST
+        or lname.startswith("x-toru-")
+        or lname.startswith("proxy-")
+    ):
+        return None
+    return lname, _title(lname)
+
+
+# PERF: the rules run once per distinct environ key per process, not per request; the
+# environ is read directly (Falcon's req.headers would first build a dict from it). Keys
+# are client-chosen, so the cache stops growing at a bound.
+_RULES: dict[str, tuple[str, str] | None] = {}
+_RULES_MAX = 2048
+_MISS = ("", "")
+
+
+def _valid_value(value: object) -> bool:
+    """A header value without CR, LF or NUL (no response splitting)."""
     return (
-        isinstance(name, str)
-        and isinstance(value, str)
-        and _TOKEN.match(name) is not None
-        and not any(c in value for c in "\r\n\x00")
+        isinstance(value, str) and "\r" not in value and "\n" not in value and "\x00" not in value
     )
 
 
@@ -94,45 +130,53 @@ def _bad_segment(seg: str) -> bool:
 
 def split_target(req: falcon.Request) -> tuple[str, str]:
     """``(route, path)`` from the raw request target; 400 on traversal in any segment."""
-    raw = req.env.get("RAW_URI") or req.env.get("REQUEST_URI") or ""
+    env = req.env
+    raw = env.get("RAW_URI") or env.get("REQUEST_URI") or ""
     if raw.startswith("/"):
         raw_path = raw.partition("?")[0].partition("#")[0]
     else:  # absolute-form target or a server without RAW_URI: rebuild from the decoded path
         raw_path = quote(req.path, safe="/:@!$&'()*+,;=~-._")
-    raw_qs = req.env.get("QUERY_STRING", "")
+    raw_qs = env.get("QUERY_STRING", "")
     if not raw_path.startswith(PREFIX):
         raise NotFound("no such plugin route", code="route_not_found")
     below = raw_path[len(PREFIX) :]
     route_seg, _, rest = below.partition("/")
     if not route_seg:
         raise NotFound("no such plugin route", code="route_not_found")
-    for seg in [route_seg, *rest.split("/")]:
-        if _bad_segment(seg):
-            raise BadRequest(
-                "path segments must not be '.', '..' or contain encoded '/', '\\', '%' or NUL",
-                code="bad_path",
-            )
+    # PERF: a segment can only be bad if it has a '%', '\\' or NUL, or starts with '.'
+    # (without '%', decoding changes nothing); the exact check runs only then.
+    if "%" in below or "\\" in below or "\x00" in below or "/." in "/" + below:
+        for seg in [route_seg, *rest.split("/")]:
+            if _bad_segment(seg):
+                raise BadRequest(
+                    "path segments must not be '.', '..' or contain encoded '/', '\\', '%' or NUL",
+                    code="bad_path",
+                )
     path = "/" + rest
     if raw_qs:
         path += "?" + raw_qs
     return "/" + route_seg, path
 
 
-def forward_headers(req: falcon.Request, config: Config) -> dict[str, str]:
-    """The request headers a plugin sees (see the module docstring)."""
-    connection_named = {
-        t.strip().lower() for t in (req.get_header("Connection") or "").split(",") if t.strip()
-    }
+def forward_headers(req: falcon.Request, trusted: frozenset[str]) -> dict[str, str]:
+    """The request headers a plugin sees (see the module docstring), from the WSGI environ."""
+    env = req.env
+    connection = env.get("HTTP_CONNECTION")
+    connection_named = (
+        {t.strip().lower() for t in connection.split(",") if t.strip()} if connection else ()
+    )
     out: dict[str, str] = {}
-    for name, value in req.headers.items():
-        lname = name.lower()
-        if (
-            lname in HOP_BY_HOP
-            or lname in DROP_REQUEST
-            or lname in connection_named
-            or lname.startswith("x-toru-")
-            or lname.startswith("proxy-")
-        ):
+    rules = _RULES
+    for key, value in env.items():
+        rule = rules.get(key, _MISS)
+        if rule is _MISS:
+            rule = _request_rule(key)
+            if len(rules) < _RULES_MAX:
+                rules[key] = rule
+        if rule is None:
+            continue
+        lname, title = rule
+        if connection_named and lname in connection_named:
             continue
         if lname == "cookie":
             kept = [
@@ -143,13 +187,13 @@ def forward_headers(req: falcon.Request, config: Config) -> dict[str, str]:
             if not kept:
                 continue
             value = "; ".join(kept)
-        out[_title(lname)] = value
-    info = client_info(req, frozenset(config.trusted_proxies))
+        out[title] = value
+    info = client_info(req, trusted)
     if info.forwarded_for:
         out["X-Forwarded-For"] = info.forwarded_for
     out["X-Forwarded-Proto"] = info.scheme
     out["X-Forwarded-Host"] = info.host
-    host = req.get_header("Host")
+    host = env.get("HTTP_HOST")
     if host:
         out["Host"] = host
     user = req.context.get("user")
@@ -194,6 +238,10 @@ class RouteNames:
         return self._map.get(route, "_unknown")
 
 
+_ERROR_KINDS = {GatewayTimeout: "timeout", BadGateway: "bad_response"}
+_CODE_CLASS = {c: f"{c}xx" for c in range(1, 6)}
+
+
 class PluginRouteResource:
     auth = "user"
 
@@ -201,11 +249,12 @@ class PluginRouteResource:
         self.config = config
         self.control = control
         self.names = names
+        self.trusted = frozenset(config.trusted_proxies)
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
         route, path = split_target(req)
         body = read_body(req, self.config.body_limit)
-        headers = forward_headers(req, self.config)
+        headers = forward_headers(req, self.trusted)
         plugin = self.names.plugin_for(route)
         t0 = time.perf_counter()
         status = 500
@@ -216,10 +265,7 @@ class PluginRouteResource:
             status = answer.status
         except ToruError as exc:
             status = exc.status
-            kind = {
-                GatewayTimeout: "timeout",
-                BadGateway: "bad_response",
-            }.get(type(exc))
+            kind = _ERROR_KINDS.get(type(exc))
             if kind is None and isinstance(exc, Unavailable):
                 kind = "unavailable"
             if kind:
@@ -227,18 +273,20 @@ class PluginRouteResource:
             raise
         finally:
             inflight.dec()
-            metrics.child(metrics.PROXY_DURATION, (plugin, f"{status // 100}xx")).observe(
+            code_class = _CODE_CLASS.get(status // 100) or f"{status // 100}xx"
+            metrics.child(metrics.PROXY_DURATION, (plugin, code_class)).observe(
                 time.perf_counter() - t0
             )
+            # NOTE: timed here, so the generic toru_http_request_duration_seconds skips it.
+            req.context.proxied = True
         if not 200 <= answer.status <= 599:  # 1xx cannot be relayed as a final answer
             raise BadGateway(f"plugin answered with status {answer.status}")
         resp.status = answer.status
         content_type = None
         for name, value in (answer.headers or {}).items():
-            if not _valid_header(name, value):
-                continue  # a plugin's bad header must not break the response (or split it)
-            lname = name.lower()
-            if lname in HOP_BY_HOP or lname in DROP_RESPONSE:
+            # a plugin's bad header must not break the response (or split it)
+            lname = _response_header(name) if isinstance(name, str) else None
+            if lname is None or not _valid_value(value):
                 continue
             if lname == "content-type":
                 content_type = value
