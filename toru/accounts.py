@@ -5,8 +5,8 @@ thread). Secrets are never stored: passwords as scrypt hashes, session and API t
 SHA-256 hashes (they are 256-bit random values, so a fast hash is enough), compared in
 constant time where a comparison happens in Python.
 
-PERF: token and session lookups (one per authenticated request) are cached per thread
-connection and revalidated on every request with ``PRAGMA data_version`` (~1 µs instead of a
+PERF: token and session lookups (one per authenticated request) are cached in memory per
+thread connection and revalidated on every request with ``PRAGMA data_version`` (~1 µs instead of a
 JOIN): any commit by another connection (another worker, the supervisor, the ``toru`` CLI,
 a shell with sqlite3) empties the cache before the next lookup, so a revoked token, a deleted
 user or a changed role takes effect on the very next request. A connection's own commits do
@@ -164,7 +164,10 @@ class _AuthCache:
 
     def __init__(self) -> None:
         self.version: int | None = None
-        # token hash -> [token id, last_used_at, User]; session hash -> Session
+        # token -> [token id, last_used_at, User]; session cookie value -> Session.
+        # NOTE: keyed by the secret itself, which this process holds anyway while it serves
+        # the request: skips a SHA-256 per hit. A dict lookup compares strings only after a
+        # full (randomised SipHash) hash match, so it leaks no usable timing.
         self.tokens: dict[str, list[Any]] = {}
         self.sessions: dict[str, Session] = {}
 
@@ -398,9 +401,9 @@ class Accounts:
         if not token or len(token) > 256:
             return None
         cache = self._auth_cache()
-        h = token_hash(token)
-        found = cache.sessions.get(h)
+        found = cache.sessions.get(token)
         if found is None:
+            h = token_hash(token)
             row = (
                 self._conn()
                 .execute(
@@ -414,7 +417,7 @@ class Accounts:
             if row is None:
                 return None
             found = Session(User(row[2], row[3], row[4]), row[0], row[1])
-            cache.put(cache.sessions, h, found)
+            cache.put(cache.sessions, token, found)
         if found.expires_at <= self.clock():
             return None
         return found
@@ -477,22 +480,21 @@ class Accounts:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
             return None
         cache = self._auth_cache()
-        h = token_hash(token)
-        entry = cache.tokens.get(h)
+        entry = cache.tokens.get(token)
         if entry is None:
             row = (
                 self._conn()
                 .execute(
                     "SELECT t.id, t.last_used_at, u.username, u.role, u.created_at FROM "
                     "api_tokens t JOIN users u ON u.username = t.username WHERE t.token_hash=?",
-                    (h,),
+                    (token_hash(token),),
                 )
                 .fetchone()
             )
             if row is None:
                 return None
             entry = [row[0], row[1], User(row[2], row[3], row[4])]
-            cache.put(cache.tokens, h, entry)
+            cache.put(cache.tokens, token, entry)
         now = self.clock()
         # PERF: a write per request would serialise every bearer request on the DB lock.
         if entry[1] is None or now - entry[1] > 60:
