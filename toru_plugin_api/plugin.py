@@ -11,10 +11,13 @@ A plugin is a subclass of ``ToruPlugin`` with ``metadata`` and routed handler me
 
 Handlers may return an ``HttpResponse``, a ``dict``/``list`` (JSON), ``str`` (text), ``bytes``
 (octet-stream) or ``None`` (204). Raising ``PluginError(msg, status)`` answers with that status.
+A handler that never awaits may be a plain ``def``: the runtime then calls it inline, without
+an asyncio Task per request (it must not block: it runs on the event loop).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PluginContext", "ToruPlugin", "error_response", "route", "to_response"]
 
-Handler = Callable[[Any, HttpRequest], Awaitable[Any]]
+Handler = Callable[[Any, HttpRequest], Awaitable[Any] | Any]
 _PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}")
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -153,6 +156,8 @@ class ToruPlugin:
     bundle: str | bytes | None = None
     ctx: PluginContext | None = None  # set by the runtime before ``init``
     _router: _Router = _Router([])
+    # Attribute names of routed handlers that are plain functions (see ``route_for``).
+    _sync_handlers: frozenset[str] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,6 +174,11 @@ class ToruPlugin:
                 for method, pattern in getattr(value, "_toru_routes", ()):
                     table.append((method, pattern, attr))
         cls._router = _Router(table)
+        cls._sync_handlers = frozenset(
+            attr
+            for _, _, attr in table
+            if not inspect.iscoroutinefunction(inspect.unwrap(getattr(cls, attr)))
+        )
 
     def __init__(self) -> None:
         self.ctx: PluginContext | None = None
@@ -183,8 +193,11 @@ class ToruPlugin:
     async def shutdown(self) -> None:
         """Called once when the host asks the plugin to stop (or it is signalled)."""
 
-    async def handle_http(self, req: HttpRequest) -> HttpResponse:
-        """Dispatch to the ``@route`` handlers; override for full control."""
+    def route_for(self, req: HttpRequest) -> tuple[str, bool] | HttpResponse:
+        """``(handler attribute, is_head)`` for ``req``, or the 404/405 answer.
+
+        Sets ``req.params``. ``HEAD`` falls back to the ``GET`` handler (body dropped).
+        """
         methods, params = self._router.match(req.route_path)
         if methods is None:
             return error_response(404, "not_found", f"no route for {req.method} {req.route_path}")
@@ -198,7 +211,18 @@ class ToruPlugin:
                 405, "method_not_allowed", f"{req.method} not allowed here", {"Allow": allow}
             )
         req.params = params
-        resp = to_response(await getattr(self, name)(req))
+        return name, head
+
+    async def handle_http(self, req: HttpRequest) -> HttpResponse:
+        """Dispatch to the ``@route`` handlers; override for full control."""
+        found = self.route_for(req)
+        if isinstance(found, HttpResponse):
+            return found
+        name, head = found
+        result = getattr(self, name)(req)
+        if inspect.isawaitable(result):
+            result = await result
+        resp = to_response(result)
         if head:
             resp.body = b""
         return resp

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.sdk.sdk_plugins import SlowFast
-from toru_plugin_api import PluginMetadata, ToruPlugin
+from toru_plugin_api import PluginError, PluginMetadata, ToruPlugin, route
 from toru_plugin_api.codec import HEADER, FrameReader, encode, encode_payload
 from toru_plugin_api.messages import HttpRequest, http_request_message
 from toru_plugin_api.testing import PluginHarness
@@ -273,3 +273,104 @@ def test_pipelined_inline_replies_arrive_together():
             "b",
         }
         sock.close()
+
+
+class Mixed(ToruPlugin):
+    """Plain ``def`` handlers (called inline) next to coroutine ones (a Task each)."""
+
+    metadata = {"id": "mixed", "name": "Mixed", "version": "1.0.0", "route": "/mixed"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks_seen: list[bool] = []
+
+    @route("GET", "/sync/{n}")
+    def sync(self, req: HttpRequest) -> dict:
+        import asyncio
+
+        self.tasks_seen.append(asyncio.current_task() is not None)
+        return {"n": int(req.params["n"])}
+
+    @route("GET", "/sync-error")
+    def sync_error(self, req: HttpRequest) -> dict:
+        raise PluginError("nope", 409, "conflict")
+
+    @route("GET", "/sync-crash")
+    def sync_crash(self, req: HttpRequest) -> dict:
+        raise RuntimeError("secret detail")
+
+    @route("GET", "/sync-bad")
+    def sync_bad(self, req: HttpRequest) -> object:
+        return object()  # not a response type
+
+    @route("GET", "/wrapped")
+    def wrapped(self, req: HttpRequest):  # a plain def that hands back a coroutine
+        return self._later()
+
+    async def _later(self) -> dict:
+        import asyncio
+
+        await asyncio.sleep(0.01)
+        return {"later": True}
+
+    @route("GET", "/async")
+    async def coro(self, req: HttpRequest) -> dict:
+        import asyncio
+
+        async with asyncio.timeout(1):  # needs a current task: coroutines still get one
+            await asyncio.sleep(0)
+        return {"async": True}
+
+
+def test_sync_handlers_run_inline_and_keep_every_answer_shape():
+    plugin = Mixed()
+    with PluginHarness.in_process(plugin) as h:
+        assert h.request("GET", "/sync/7").json() == {"n": 7}  # may wait for init in a Task
+        assert h.request("GET", "/sync/8").json() == {"n": 8}
+        assert plugin.tasks_seen[-1] is False  # once initialised: inline, no Task per request
+        r = h.request("GET", "/sync-error")
+        assert (r.status, r.json()["error"]) == (409, "conflict")
+        r = h.request("GET", "/sync-crash")
+        assert r.status == 500 and "secret" not in r.text
+        assert h.request("GET", "/sync-bad").status == 500
+        assert h.request("GET", "/wrapped").json() == {"later": True}
+        assert h.request("GET", "/async").json() == {"async": True}
+        assert h.request("HEAD", "/sync/3").body == b""
+        assert h.request("GET", "/nowhere").status == 404
+        r = h.request("POST", "/sync/1")
+        assert r.status == 405 and r.header("Allow") == "GET"
+
+
+def test_sync_handlers_pipelined_answer_every_request():
+    with PluginHarness.in_process(Mixed()) as h:
+        sock = h.connect()
+        paths = [f"/sync/{i}" if i % 3 else "/async" for i in range(30)]
+        sock.sendall(
+            b"".join(
+                encode(http_request_message(f"q{i}", HttpRequest("GET", p)))
+                for i, p in enumerate(paths)
+            )
+        )
+        reader = FrameReader(sock)
+        got = {m["request_id"]: m["payload"]["status"] for m in (reader.read() for _ in paths)}
+        assert got == {f"q{i}": 200 for i in range(30)}
+        sock.close()
+
+
+def test_sync_handler_before_init_waits_for_init():
+    with PluginHarness.in_process(Mixed(), init=False) as h:
+        assert h.request("GET", "/sync/5").json() == {"n": 5}
+
+
+def test_overridden_handle_http_still_gets_every_request():
+    class Own(Mixed):
+        metadata = {"id": "own", "name": "Own", "version": "1.0.0", "route": "/own"}
+
+        async def handle_http(self, req: HttpRequest):
+            resp = await super().handle_http(req)
+            resp.headers["X-Own"] = "1"
+            return resp
+
+    with PluginHarness.in_process(Own()) as h:
+        r = h.request("GET", "/sync/2")
+        assert r.json() == {"n": 2} and r.header("X-Own") == "1"
