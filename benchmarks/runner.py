@@ -32,6 +32,7 @@ SDK_ID = "bench-sdk"
 RAW_ID = "raw-python"
 SDK_PATH = f"/api/plugins/route/{SDK_ID}/json"
 RAW_PATH = "/api/plugins/route/raw/"
+MINIMAL_ID = "bench-minimal"
 
 
 @dataclass
@@ -193,6 +194,14 @@ class BenchmarkRun:
         built[RAW_ID] = raw
         return built
 
+    def build_minimal(self) -> Path:
+        """``benchmarks/plugins/bench_minimal.py`` as an executable on this Python."""
+        dst = self.workdir / f"{MINIMAL_ID}.binary"
+        src = (ROOT / "benchmarks" / "plugins" / "bench_minimal.py").read_text()
+        dst.write_text(f"#!{sys.executable}\n" + src.split("\n", 1)[1])
+        dst.chmod(0o755)
+        return dst
+
     def start_toru(self, name: str, plugins: dict[str, Path], bind: str | None = None) -> ToruStack:
         home = self.workdir / name
         toru = ToruStack(home, list(plugins.values()), list(plugins), self.workers, bind=bind)
@@ -213,11 +222,17 @@ class BenchmarkRun:
             ),
         )
         self.baseline = baseline
-        toru = self.start_toru("h1", plugins)
+        minimal = self.build_minimal()
+        toru = self.start_toru("h1", {**plugins, MINIMAL_ID: minimal})
         toru.wait_route(RAW_PATH)
+        toru.wait_route(f"/api/plugins/route/{MINIMAL_ID}/json")
         self.toru = toru
         floor = self._start(
             "benchmark plugin alone (floor)", sb.StandalonePlugin(plugins[SDK_ID], self.workdir)
+        )
+        (self.workdir / "minimal").mkdir(exist_ok=True)
+        self.minimal_floor = self._start(
+            "minimal plugin alone", sb.StandalonePlugin(minimal, self.workdir / "minimal")
         )
 
         def b_roots() -> list[int]:
@@ -297,6 +312,25 @@ class BenchmarkRun:
 
             return run
 
+        def minimal_run(hop: bool) -> Callable[[float], sb.SocketRun]:
+            key = "minimal-hop" if hop else "minimal"
+
+            def run(duration: float) -> sb.SocketRun:
+                if key not in conns:
+                    conns[key] = sb.connect_unix(control) if hop else self.minimal_floor.connect()
+                    self.stack.callback(conns[key].close)
+                if hop:
+                    frame, rid, ok = (
+                        sb.control_frame("/" + MINIMAL_ID),
+                        sb.control_reply_id,
+                        sb.control_reply_ok,
+                    )
+                else:
+                    frame, rid, ok = sb.plugin_frame(), sb.plugin_reply_id, sb.plugin_reply_ok
+                return sb.pipelined_run(conns[key], frame, rid, ok, inflight=32, duration=duration)
+
+            return run
+
         def client_run(duration: float) -> sb.SocketRun:
             return sb.worker_client_run(control, route, duration)
 
@@ -307,6 +341,8 @@ class BenchmarkRun:
             socket_scenario("d_floor_32", "(d) plugin socket direct, 32 in flight", floor_run(32), inflight=32, cpu_roots=floor_roots),
             socket_scenario("e_hop_seq", "(e) supervisor hop, sequential", hop_run(1), inflight=1, cpu_roots=toru_roots),
             socket_scenario("e_hop_32", "(e) supervisor hop, 32 in flight", hop_run(32), inflight=32, cpu_roots=toru_roots),
+            socket_scenario("d_minimal_32", "(d) minimal plugin socket direct, 32 in flight", minimal_run(False), inflight=32, cpu_roots=lambda: [self.minimal_floor.pid]),
+            socket_scenario("e_hop_32_minimal", "(e) supervisor hop to the minimal plugin, 32 in flight", minimal_run(True), inflight=32, cpu_roots=toru_roots),
             socket_scenario("e_client_seq", "(e) supervisor hop via ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
         ]  # fmt: skip
 

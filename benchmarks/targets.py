@@ -87,6 +87,13 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
         f"{e32 / d32:.2f}x of the plugin alone ({d32:.0f} msg/s); {1e6 / e32:.1f} us/message" if e32 and d32 else "",
     ))  # fmt: skip
 
+    em, dm = m("e_hop_32_minimal", "rps"), m("d_minimal_32", "rps")
+    if em is not None:
+        out.append(_target(
+            "hop_throughput_minimal", "messages/s through the supervisor, 32 in flight, to the minimal plugin (the supervisor's capacity; informational)", em, ">=", 50_000, "msg/s",
+            f"{em / dm:.2f}x of the minimal plugin alone ({dm:.0f} msg/s); {1e6 / em:.1f} us/message" if em and dm else "",
+        ))  # fmt: skip
+
     p50, p99 = m("b_toru_sdk_c64", "p50_us"), m("b_toru_sdk_c64", "p99_us")
     out.append(_target(
         "no_convoy", "p99 of (b) at 64 connections <= 3x its p50", p99 / p50 if p50 and p99 else None, "<=", 3.0, "ratio",

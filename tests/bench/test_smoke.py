@@ -37,6 +37,8 @@ CORE = [
     "d_floor_32",
     "e_hop_seq",
     "e_hop_32",
+    "d_minimal_32",
+    "e_hop_32_minimal",
     "e_client_seq",
 ]
 METRICS = ["rps", "p50_us", "p90_us", "p99_us", "max_us", "cpu_us_per_request"]
