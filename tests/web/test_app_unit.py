@@ -400,3 +400,32 @@ def test_lone_surrogates_are_400(env):
             headers={"Authorization": f"Bearer {env.token}", "Content-Type": "application/json"},
         )
         assert r.status_code == 400, (path, r.text)
+
+
+def test_forwarded_requests_are_in_the_proxy_metrics_only(env):
+    """A forwarded request is counted and timed once, by plugin (docs/operations.md)."""
+    from prometheus_client import REGISTRY
+
+    tmpl = "/api/plugins/route/{route}/{rest:path}"
+
+    def values():
+        def v(name, **labels):
+            return REGISTRY.get_sample_value(name, labels) or 0.0
+
+        return (
+            v("toru_http_requests_total", method="GET", route=tmpl, status="201"),
+            v("toru_http_request_duration_seconds_count", method="GET", route=tmpl),
+            v("toru_proxy_request_duration_seconds_count", plugin="hello-python", code_class="2xx"),
+            v("toru_http_requests_total", method="GET", route=tmpl, status="401"),
+            v("toru_proxy_inflight", plugin="hello-python"),
+        )
+
+    before = values()
+    assert env.client.simulate_get("/api/plugins/route/hello/x", **_as(env.user)).status_code == 201
+    assert env.client.simulate_get("/api/plugins/route/hello/x").status_code == 401
+    after = values()
+    assert after[0] == before[0]  # the forwarded one is not in toru_http_*
+    assert after[2] == before[2] + 1  # but in the proxy histogram
+    assert after[3] == before[3] + 1  # the one refused before forwarding is in toru_http_*
+    assert after[1] == before[1] + 1  # (timed: only that one)
+    assert after[4] == before[4] == 0

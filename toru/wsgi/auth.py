@@ -32,7 +32,7 @@ class AuthMiddleware:
 
     def principal(self, req: falcon.Request) -> tuple[User, str, Session | None] | None:
         """``(user, "token"|"session", session)`` or None; a bad bearer token is a 401."""
-        header = req.get_header("Authorization")
+        header = req.env.get("HTTP_AUTHORIZATION")  # PERF: what get_header() reads, directly
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
