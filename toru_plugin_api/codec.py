@@ -78,13 +78,15 @@ else:
     _JSON_ERRORS = (ValueError, UnicodeDecodeError)
 
 
+# TypeError/OverflowError: e.g. huge integers in ujson.
+_LOAD_ERRORS = (*_JSON_ERRORS, TypeError, OverflowError)
+
+
 def loads(data: bytes) -> Any:
     """Parse UTF-8 JSON bytes; anything malformed becomes a ``ProtocolError``."""
     try:
         return _loads(data)
-    except _JSON_ERRORS as exc:
-        raise ProtocolError(f"frame is not valid UTF-8 JSON: {exc}") from None
-    except (TypeError, OverflowError) as exc:  # e.g. huge integers in ujson
+    except _LOAD_ERRORS as exc:
         raise ProtocolError(f"frame is not valid UTF-8 JSON: {exc}") from None
 
 
@@ -152,6 +154,7 @@ class Decoder:
         pos = 0
         end_all = len(view)
         max_frame = self.max_frame
+        parse = self.parse
         while end_all - pos >= _HEADER_SIZE:
             (size,) = HEADER.unpack_from(view, pos)
             if size > max_frame:
@@ -166,12 +169,12 @@ class Decoder:
                 break
             payload = bytes(view[pos + _HEADER_SIZE : end])
             pos = end
-            if self.parse:
+            if parse:
                 try:
-                    msg = loads(payload)
-                except ProtocolError as exc:
+                    msg = _loads(payload)  # PERF: ``loads`` inlined (one call less per frame)
+                except _LOAD_ERRORS as exc:
                     self._keep(view, pos)
-                    raise ProtocolError(str(exc), out) from None
+                    raise ProtocolError(f"frame is not valid UTF-8 JSON: {exc}", out) from None
                 if not isinstance(msg, dict):
                     self._keep(view, pos)
                     raise ProtocolError("frame is valid JSON but not a JSON object", out)
