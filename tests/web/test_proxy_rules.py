@@ -206,11 +206,12 @@ def test_client_info_is_local():
     assert isinstance(client_info(req, TRUSTED), ClientInfo)
 
 
-def test_rule_cache_is_bounded():
+def test_rule_caches_are_bounded():
     for i in range(proxy._RULES_MAX + 10):
         req = falcon.Request(ft.create_environ(headers={f"X-Junk-{i}": "1"}))
         assert proxy.forward_headers(req, TRUSTED)[f"X-Junk-{i}"] == "1"
     assert len(proxy._RULES) <= proxy._RULES_MAX
+    assert len(proxy._PLANS) <= proxy._PLANS_MAX
 
 
 def test_read_body_fast_path_matches_falcon_stream():

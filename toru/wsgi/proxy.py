@@ -102,12 +102,29 @@ def _request_rule(env_key: str) -> tuple[str, str] | None:
     return lname, _title(lname)
 
 
-# PERF: the rules run once per distinct environ key per process, not per request; the
-# environ is read directly (Falcon's req.headers would first build a dict from it). Keys
-# are client-chosen, so the cache stops growing at a bound.
+# PERF: the rules run once per distinct environ key per process, and the list of headers
+# to forward once per distinct environ layout (the keys in order: the same client sends the
+# same headers), not per request; the environ is read directly (Falcon's req.headers would
+# first build a dict from it). Keys are client-chosen, so both caches stop growing at a bound.
 _RULES: dict[str, tuple[str, str] | None] = {}
 _RULES_MAX = 2048
-_MISS = ("", "")
+_PLANS: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = {}
+_PLANS_MAX = 256
+
+
+def _plan(keys: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """``(environ key, lower-case name, Title-Case name)`` of each forwardable header, in order."""
+    rules = _RULES
+    plan = []
+    for key in keys:
+        rule = rules.get(key, False)
+        if rule is False:
+            rule = _request_rule(key)
+            if len(rules) < _RULES_MAX:
+                rules[key] = rule
+        if rule is not None:
+            plan.append((key, *rule))
+    return tuple(plan)
 
 
 def _valid_value(value: object) -> bool:
@@ -166,16 +183,14 @@ def forward_headers(req: falcon.Request, trusted: frozenset[str]) -> dict[str, s
         {t.strip().lower() for t in connection.split(",") if t.strip()} if connection else ()
     )
     out: dict[str, str] = {}
-    rules = _RULES
-    for key, value in env.items():
-        rule = rules.get(key, _MISS)
-        if rule is _MISS:
-            rule = _request_rule(key)
-            if len(rules) < _RULES_MAX:
-                rules[key] = rule
-        if rule is None:
-            continue
-        lname, title = rule
+    keys = tuple(env)
+    plan = _PLANS.get(keys)
+    if plan is None:
+        plan = _plan(keys)
+        if len(_PLANS) < _PLANS_MAX:
+            _PLANS[keys] = plan
+    for key, lname, title in plan:
+        value = env[key]
         if connection_named and lname in connection_named:
             continue
         if lname == "cookie":
