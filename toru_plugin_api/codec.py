@@ -141,7 +141,10 @@ class Decoder:
                 payload = data[_HEADER_SIZE:]
                 if not self.parse:
                     return [payload]
-                msg = loads(payload)
+                try:
+                    msg = _loads(payload)
+                except _LOAD_ERRORS as exc:
+                    raise ProtocolError(f"frame is not valid UTF-8 JSON: {exc}", []) from None
                 if type(msg) is not dict:
                     raise ProtocolError("frame is valid JSON but not a JSON object", [])
                 return [msg]
