@@ -82,10 +82,28 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     length = req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-    data = req.bounded_stream.read(limit + 1)
+    if length is None:
+        # Chunked, no Content-Length: Falcon's bounded stream would read nothing (it is bounded
+        # by Content-Length); the server's wsgi.input decodes the chunks and ends at the last.
+        data = _read_up_to(env["wsgi.input"], limit + 1)
+    else:
+        data = req.bounded_stream.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
     return data
+
+
+def _read_up_to(stream: Any, n: int) -> bytes:
+    """Up to ``n`` bytes from a WSGI input stream (a ``read(n)`` may return less)."""
+    chunks: list[bytes] = []
+    left = n
+    while left > 0:
+        chunk = stream.read(min(left, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def read_json(req: falcon.Request, limit: int) -> dict[str, Any]:
