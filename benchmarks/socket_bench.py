@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toru.errors import ToruError
+from toru.supervisor.client import reply_result
 from toru_plugin_api.codec import Decoder, encode
 from toru_plugin_api.messages import (
     HttpRequest,
@@ -223,11 +225,12 @@ def plugin_reply_ok(msg: dict[str, Any]) -> bool:
 
 
 def control_frame(route: str, path: str = "/json") -> Callable[[int], bytes]:
-    """Frames of control-protocol ``http`` ops, as a gunicorn worker sends them."""
+    """Frames of control-protocol ``http`` ops, as a gunicorn worker sends them (asking for
+    the plugin's reply relayed as is, ``"reply": "message"``)."""
     args = {"route": route, "method": "GET", "path": path, "headers": {"accept": "*/*"}, "body": ""}
 
     def make(rid: int) -> bytes:
-        return encode({"v": 1, "id": rid, "op": "http", "args": args})
+        return encode({"v": 1, "id": rid, "op": "http", "args": args, "reply": "message"})
 
     return make
 
@@ -237,7 +240,10 @@ def control_reply_id(msg: dict[str, Any]) -> Any:
 
 
 def control_reply_ok(msg: dict[str, Any]) -> bool:
-    return bool(msg.get("ok")) and (msg.get("result") or {}).get("status") == 200
+    try:
+        return (reply_result(msg) or {}).get("status") == 200
+    except ToruError:
+        return False
 
 
 def connect_unix(path: str) -> socket.socket:

@@ -46,12 +46,19 @@ class WriteBatch:
     @classmethod
     def end(cls) -> None:
         cls.depth -= 1
-        if cls.depth:
-            return
+        if not cls.depth and cls.dirty:
+            cls.flush_dirty()
+
+    @classmethod
+    def flush_dirty(cls) -> None:
+        """Flush every connection queued in the batch; one failing write strands no other."""
         while cls.dirty:
             dirty, cls.dirty = cls.dirty, []
             for conn in dirty:
-                conn._flush()
+                try:
+                    conn._flush()
+                except (OSError, RuntimeError):  # a transport closed under us: its loss follows
+                    conn._flush_scheduled = False
 
 
 _ts_ms: list[Any] = [0, b""]  # the millisecond, its timestamp
@@ -113,12 +120,9 @@ class FramedProtocol(asyncio.Protocol):
             if bad is not None:
                 self.on_protocol_error(bad)
         finally:
-            batch.depth -= 1
-            if not batch.depth:
-                while batch.dirty:  # WriteBatch.end(), inlined
-                    dirty, batch.dirty = batch.dirty, []
-                    for conn in dirty:
-                        conn._flush()
+            batch.depth -= 1  # WriteBatch.end(), inlined
+            if not batch.depth and batch.dirty:
+                batch.flush_dirty()
 
     def on_message(self, msg: dict[str, Any]) -> None:
         """One decoded message (raw payload bytes with ``parse=False``).
@@ -154,5 +158,5 @@ class FramedProtocol(asyncio.Protocol):
         if not out:
             return
         self._out = []
-        if self.writable:
+        if self.writable and not self.transport.is_closing():  # type: ignore[union-attr]
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[union-attr]

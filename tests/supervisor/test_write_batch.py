@@ -1,0 +1,46 @@
+"""``WriteBatch``: frames queued during one read go out together, and one broken transport
+strands no other connection of the batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+from toru.supervisor.framed import FramedProtocol, WriteBatch
+
+
+class _Transport:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.writes: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> None:
+        if self.fail:
+            raise RuntimeError("unable to perform operation: the handler is closed")
+        self.writes.append(data)
+
+
+def test_a_failing_write_does_not_strand_the_rest_of_the_batch():
+    async def scenario() -> None:
+        conns = [FramedProtocol(1024) for _ in range(3)]
+        transports = [_Transport(), _Transport(fail=True), _Transport()]
+        for c, t in zip(conns, transports, strict=True):
+            c.connection_made(t)
+        WriteBatch.begin()
+        for i, c in enumerate(conns):
+            c.queue_frame(b"a%d" % i)
+            c.queue_frame(b"b%d" % i)
+        WriteBatch.end()
+        assert transports[0].writes == [b"a0b0"]  # one write per connection per batch
+        assert transports[2].writes == [b"a2b2"]
+        assert WriteBatch.dirty == [] and WriteBatch.depth == 0
+        # the connection whose write failed is not left marked as scheduled forever
+        transports[1].fail = False
+        WriteBatch.begin()
+        conns[1].queue_frame(b"c1")
+        WriteBatch.end()
+        assert transports[1].writes == [b"c1"]
+
+    asyncio.run(scenario())
