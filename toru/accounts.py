@@ -7,9 +7,12 @@ constant time where a comparison happens in Python.
 
 PERF: token and session lookups (one per authenticated request) are cached in memory per
 thread connection and revalidated on every request with ``PRAGMA data_version`` (~1 µs instead of a
-JOIN): any commit by another connection (another worker, the supervisor, the ``toru`` CLI,
-a shell with sqlite3) empties the cache before the next lookup, so a revoked token, a deleted
-user or a changed role takes effect on the very next request. A connection's own commits do
+JOIN). When another connection (another worker, the supervisor, the ``toru`` CLI, a shell
+with sqlite3) has committed since, the cache reads the ``auth_generation`` counter that
+triggers bump on every change to ``users``, ``sessions`` or ``api_tokens`` (schema 2), and
+empties itself before the next lookup if it moved. So a revoked token, a deleted user or a
+changed role takes effect on the very next request, while a plugin's KV writes leave the
+cache alone. A connection's own commits do
 not change its ``data_version``, so every method here that writes empties the cache itself;
 writes to ``users``, ``sessions`` or ``api_tokens`` must therefore go through this class or
 another connection. Session expiry is checked on every request, cached or not; unknown
@@ -158,12 +161,14 @@ def validate_role(role: Any) -> str:
 
 
 class _AuthCache:
-    """Token and session lookups of one connection, valid while its data_version holds."""
+    """Token and session lookups of one connection, valid while its data_version holds, or,
+    when another connection committed, while the schema's auth generation holds."""
 
-    __slots__ = ("sessions", "tokens", "version")
+    __slots__ = ("generation", "sessions", "tokens", "version")
 
     def __init__(self) -> None:
         self.version: int | None = None
+        self.generation: int | None = None
         # token -> [token id, last_used_at, User]; session cookie value -> Session.
         # NOTE: keyed by the secret itself, which this process holds anyway while it serves
         # the request: skips a SHA-256 per hit. A dict lookup compares strings only after a
@@ -171,16 +176,27 @@ class _AuthCache:
         self.tokens: dict[str, list[Any]] = {}
         self.sessions: dict[str, Session] = {}
 
-    def revalidate(self, version: int) -> None:
-        if version != self.version:
+    def revalidate(self, version: int, generation: Callable[[], int | None]) -> None:
+        """Keep the entries unless another connection changed what authentication reads.
+
+        PERF: ``data_version`` moves on *any* commit elsewhere (a plugin's KV write, an
+        event); only then is the generation read (one indexed row), and only its change
+        empties the cache.
+        """
+        if version == self.version:
+            return
+        gen = generation()
+        if gen is None or gen != self.generation:
             self.tokens.clear()
             self.sessions.clear()
-            self.version = version
+        self.version = version
+        self.generation = gen
 
     def invalidate(self) -> None:
         self.tokens.clear()
         self.sessions.clear()
         self.version = None
+        self.generation = None
 
     @staticmethod
     def put(cache: dict[str, Any], key: str, value: Any) -> None:
@@ -227,7 +243,7 @@ class Accounts:
     def _auth_cache(self) -> _AuthCache:
         """This connection's cache, emptied first if another connection committed since."""
         cache = self.store.connection_cache("accounts.auth", _AuthCache)
-        cache.revalidate(self.store.data_version())
+        cache.revalidate(self.store.data_version(), self.store.auth_generation)
         return cache
 
     def _invalidate(self) -> None:

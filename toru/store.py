@@ -75,6 +75,34 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE IF NOT EXISTS login_failures (key TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX IF NOT EXISTS login_failures_key_at ON login_failures(key, at);
     """,
+    # 2: a counter of changes to what authentication reads, kept by triggers, so the workers'
+    # token/session caches survive commits that do not touch it (plugin KV, events, login
+    # failures, a token's last_used_at). See Accounts._auth_cache.
+    """
+    CREATE TABLE IF NOT EXISTS auth_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        gen INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO auth_generation(id, gen) VALUES (1, 0);
+    CREATE TRIGGER IF NOT EXISTS auth_gen_users_insert AFTER INSERT ON users
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_users_update AFTER UPDATE ON users
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_users_delete AFTER DELETE ON users
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_sessions_insert AFTER INSERT ON sessions
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_sessions_update AFTER UPDATE ON sessions
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_sessions_delete AFTER DELETE ON sessions
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_api_tokens_insert AFTER INSERT ON api_tokens
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_api_tokens_update AFTER UPDATE OF id, name, token_hash, username, created_at ON api_tokens
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    CREATE TRIGGER IF NOT EXISTS auth_gen_api_tokens_delete AFTER DELETE ON api_tokens
+    BEGIN UPDATE auth_generation SET gen = gen + 1 WHERE id = 1; END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 EVENT_RETENTION_S = 7 * 24 * 3600
@@ -130,6 +158,14 @@ class Store:
         so it misses other connections' commits until then.
         """
         return self.connection().execute("PRAGMA data_version").get
+
+    def auth_generation(self) -> int | None:
+        """The counter the schema's triggers bump on every change to users, sessions or API
+        tokens (not a token's ``last_used_at``); None on a database without it."""
+        try:
+            return self.connection().execute("SELECT gen FROM auth_generation WHERE id = 1").get
+        except apsw.SQLError:  # not migrated to schema 2 (a read-only tool on an old file)
+            return None
 
     def close(self) -> None:
         """Close this thread's connection (idempotent)."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 import uvloop
 
@@ -446,3 +447,27 @@ def test_plugin_connection_deadlines_late_answers_and_loss_over_a_socketpair():
     assert isinstance(r["slow"], BadGateway) and "maximum frame size" in r["slow"].message
     assert out["timeouts"] == [out["ids"][1], out["ids"][2]]
     assert out["lost"] and out["lost"][0].startswith("protocol error")
+
+
+def test_store_migrates_a_schema_1_database_keeping_its_rows(tmp_path):
+    """An installation made before the auth generation (schema 2) upgrades in place."""
+    from toru import store as store_mod
+
+    db = tmp_path / "old.db"
+    conn = apsw.Connection(str(db))
+    conn.execute(store_mod._MIGRATIONS[0])
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.execute(
+        "INSERT INTO users VALUES ('ann', 'x', 'admin', '2026-01-01T00:00:00.000Z');"
+        "INSERT INTO plugin_kv VALUES ('p', 'k', 'v', 0)"
+    )
+    conn.close()
+    s = Store(db)
+    assert s.migrate() == store_mod.SCHEMA_VERSION >= 2
+    assert s.kv_get("p", "k") == "v"
+    before = s.auth_generation()
+    s.connection().execute("UPDATE users SET role = 'user' WHERE username = 'ann'")
+    assert s.auth_generation() == before + 1
+    s.kv_set("p", "k", "w")  # not an auth change
+    assert s.auth_generation() == before + 1

@@ -264,3 +264,35 @@ def test_e2e_cli_token_works_at_once(srv):
     assert _statuses(srv, "/api/auth/me", token="toru_not-yet") == {401}
     token = srv.toru("user", "--home", str(srv.home), "token", "cli").strip()
     assert _statuses(srv, "/api/auth/me", token=token) == {200}
+
+
+def test_unrelated_commits_elsewhere_keep_the_cache(pair):
+    """Plugin KV writes, events and a token's last_used_at (other connections) move
+    data_version but not the auth generation: the cached entries stay."""
+    worker, other, _ = pair
+    t = worker.create_token("bob", "t")
+    _warm(worker, t["token"])
+    cache = worker.store.connection_cache("accounts.auth", accounts_mod._AuthCache)
+    entry = cache.tokens[t["token"]]
+    other.store.kv_set("some-plugin", "counter", "1")
+    other.store.connection().execute(
+        "UPDATE api_tokens SET last_used_at = last_used_at + 1 WHERE id = ?", (t["id"],)
+    )
+    assert worker.token_user(t["token"]) is not None
+    assert cache.tokens[t["token"]] is entry  # kept, not re-read from the database
+    # ...while an auth change by raw SQL elsewhere (no Accounts method) still empties it
+    other.store.connection().execute("UPDATE users SET role = 'user' WHERE username = 'bob'")
+    assert worker.token_user(t["token"]).role == "user"
+
+
+def test_a_database_without_the_generation_still_invalidates(pair):
+    """Before migration 2 (no counter) any commit elsewhere empties the cache, as before."""
+    worker, other, _ = pair
+    t = worker.create_token("bob", "t")
+    _warm(worker, t["token"])
+    conn = other.store.connection()
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("DROP TABLE auth_generation")
+    other.store.connection().execute("UPDATE users SET role = 'user' WHERE username = 'bob'")
+    assert worker.token_user(t["token"]).role == "user"
