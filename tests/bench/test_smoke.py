@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,3 +161,57 @@ def test_nginx_config_and_empty_report(tmp_path: Path) -> None:
     doc["targets"] = evaluate(doc)
     assert all(t["met"] is None for t in doc["targets"])
     assert "Targets" in markdown(doc)
+
+
+def test_target_mode_measures_an_existing_installation(
+    tmp_path: Path, example_plugins: dict[str, Path], test_output: Path
+) -> None:
+    """``--target URL --token T``: the HTTP scenarios against a Toru this test started."""
+    from tests.servers import ToruServer
+
+    home = Path(tempfile.mkdtemp(prefix="tb-target-", dir="/tmp"))
+    srv = ToruServer(
+        home,
+        plugins=[example_plugins["hello-python"], example_plugins["raw-python"]],
+        enable=["hello-python", "raw-python"],
+        workers=2,
+    )
+    try:
+        srv.start()
+        cookie, csrf = srv.login()
+        status, _, body = srv.request(
+            "POST", "/api/auth/tokens", {"name": "bench"}, cookie=cookie, csrf=csrf
+        )
+        assert status == 201, body
+        token = json.loads(body)["token"]
+        out = tmp_path / "target"
+        cp = subprocess.run(
+            [
+                sys.executable, "-m", "benchmarks", "--smoke", "--target", srv.url,
+                "--token", token, "--sdk-path", "/api/plugins/route/hello/",
+                "--raw-path", "/api/plugins/route/raw/", "--out", str(out),
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        (test_output / "bench-target.log").write_text(cp.stderr + cp.stdout)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+        doc = json.loads((out / "results.json").read_text())
+        assert doc["config"]["target"] == srv.url
+        for sid in ("b_toru_sdk", "c_toru_raw", "b_toru_sdk_c1", "b_toru_sdk_c64"):
+            sc = doc["scenarios"][sid]
+            assert sc["error"] is None and sc["requests"] > 0 and sc["errors"] == 0, sid
+        assert "a_baseline" not in doc["scenarios"]  # a local run's scenario
+        # a wrong token is a run with errors, not a crash or a silent success
+        bad = subprocess.run(
+            [
+                sys.executable, "-m", "benchmarks", "--smoke", "--target", srv.url,
+                "--token", "toru_wrong", "--sdk-path", "/api/plugins/route/hello/",
+                "--out", str(tmp_path / "bad"),
+            ],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        bad_doc = json.loads((tmp_path / "bad" / "results.json").read_text())
+        assert bad_doc["scenarios"]["b_toru_sdk"]["errors"] > 0 or bad.returncode != 0
+    finally:
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)
