@@ -31,6 +31,9 @@ def _roles(sc: dict[str, Any]) -> str:
         if v is not None and v >= 0.5:
             k = sys_.get(r)
             parts.append(f"{r} {v:.0f}" + (f" ({k:.0f} sys)" if k is not None else ""))
+    client = sc.get("client_cpu_us_per_request")
+    if client is not None:  # the load generator, not a server process: not in the total
+        parts.append(f"[client {client:.0f}]")
     return ", ".join(parts) or "-"
 
 

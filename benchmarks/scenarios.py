@@ -89,6 +89,8 @@ class Scenario:
                 r: (spread([(run.get(key) or {}).get(r) for run in self.runs]) or {}).get("median")
                 for r in roles
             }
+        client = spread([r.get("client_cpu_us_per_request") for r in self.runs])
+        out["client_cpu_us_per_request"] = client["median"] if client else None
         out["errors"] = sum(int(r.get("errors") or 0) for r in self.runs)
         out["requests"] = sum(int(r.get("requests") or 0) for r in self.runs)
         return out
@@ -134,6 +136,11 @@ def from_socket(r: SocketRun) -> dict[str, Any]:
         "p99_us": round(r.percentile(99), 1),
         "max_us": round(r.latencies_us[-1], 1) if r.latencies_us else 0.0,
         "errors": r.errors,
+        "client_cpu_us_per_request": (
+            round(r.client_cpu_s / r.requests * 1e6, 1)
+            if r.client_cpu_s is not None and r.requests
+            else None
+        ),
     }
 
 

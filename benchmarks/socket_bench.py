@@ -36,6 +36,7 @@ class SocketRun:
     duration_s: float
     latencies_us: list[float]
     errors: int
+    client_cpu_s: float | None = None  # the load generator's own CPU (this process)
 
     @property
     def rps(self) -> float:
@@ -91,6 +92,7 @@ def pipelined_run(
             for msg in decoder.feed(sock.recv(1 << 20)):
                 sent.pop(reply_id(msg), None)
     start = perf()
+    cpu0 = time.process_time()
     stop_at = start + int(duration * 1e9)
     budget = limit if limit is not None else 1 << 62
     fill(min(inflight, budget))
@@ -118,8 +120,9 @@ def pipelined_run(
         elif not sent:
             break
     elapsed = (perf() - start) / 1e9
+    cpu = time.process_time() - cpu0
     lat.sort()
-    return SocketRun(done, elapsed, lat, errors)
+    return SocketRun(done, elapsed, lat, errors, cpu)
 
 
 # --------------------------------------------------------------------------- (d) plugin socket
