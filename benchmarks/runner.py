@@ -288,48 +288,32 @@ class BenchmarkRun:
         route = "/" + SDK_ID
         conns: dict[str, socket.socket] = {}
 
-        def floor_run(inflight: int) -> Callable[[float], sb.SocketRun]:
-            def run(duration: float) -> sb.SocketRun:
-                if "floor" not in conns:
-                    conns["floor"] = floor.connect()
-                    self.stack.callback(conns["floor"].close)
-                return sb.pipelined_run(
-                    conns["floor"], sb.plugin_frame(), sb.plugin_reply_id, sb.plugin_reply_ok,
-                    inflight=inflight, duration=duration,
-                )  # fmt: skip
-
-            return run
-
-        def hop_run(inflight: int) -> Callable[[float], sb.SocketRun]:
-            def run(duration: float) -> sb.SocketRun:
-                if "hop" not in conns:
-                    conns["hop"] = sb.connect_unix(control)
-                    self.stack.callback(conns["hop"].close)
-                return sb.pipelined_run(
-                    conns["hop"], sb.control_frame(route), sb.control_reply_id, sb.control_reply_ok,
-                    inflight=inflight, duration=duration,
-                )  # fmt: skip
-
-            return run
-
-        def minimal_run(hop: bool) -> Callable[[float], sb.SocketRun]:
-            key = "minimal-hop" if hop else "minimal"
+        def pipelined(
+            key: str, connect: Callable[[], socket.socket], hop_route: str | None, inflight: int
+        ) -> Callable[[float], sb.SocketRun]:
+            """Runs on one connection (opened on first use, kept): to a plugin socket, or
+            ``hop_route`` through the supervisor's control socket."""
+            if hop_route is None:
+                frame, rid, ok = sb.plugin_frame(), sb.plugin_reply_id, sb.plugin_reply_ok
+            else:
+                frame = sb.control_frame(hop_route)
+                rid, ok = sb.control_reply_id, sb.control_reply_ok
 
             def run(duration: float) -> sb.SocketRun:
                 if key not in conns:
-                    conns[key] = sb.connect_unix(control) if hop else self.minimal_floor.connect()
+                    conns[key] = connect()
                     self.stack.callback(conns[key].close)
-                if hop:
-                    frame, rid, ok = (
-                        sb.control_frame("/" + MINIMAL_ID),
-                        sb.control_reply_id,
-                        sb.control_reply_ok,
-                    )
-                else:
-                    frame, rid, ok = sb.plugin_frame(), sb.plugin_reply_id, sb.plugin_reply_ok
-                return sb.pipelined_run(conns[key], frame, rid, ok, inflight=32, duration=duration)
+                return sb.pipelined_run(
+                    conns[key], frame, rid, ok, inflight=inflight, duration=duration
+                )
 
             return run
+
+        def floor_run(inflight: int) -> Callable[[float], sb.SocketRun]:
+            return pipelined("floor", floor.connect, None, inflight)
+
+        def hop_run(inflight: int, route: str = route) -> Callable[[float], sb.SocketRun]:
+            return pipelined(f"hop{route}", lambda: sb.connect_unix(control), route, inflight)
 
         def client_run(duration: float) -> sb.SocketRun:
             return sb.worker_client_run(control, route, duration)
@@ -341,8 +325,8 @@ class BenchmarkRun:
             socket_scenario("d_floor_32", "(d) plugin socket direct, 32 in flight", floor_run(32), inflight=32, cpu_roots=floor_roots),
             socket_scenario("e_hop_seq", "(e) supervisor hop, sequential", hop_run(1), inflight=1, cpu_roots=toru_roots),
             socket_scenario("e_hop_32", "(e) supervisor hop, 32 in flight", hop_run(32), inflight=32, cpu_roots=toru_roots),
-            socket_scenario("d_minimal_32", "(d) minimal plugin socket direct, 32 in flight", minimal_run(False), inflight=32, cpu_roots=lambda: [self.minimal_floor.pid]),
-            socket_scenario("e_hop_32_minimal", "(e) supervisor hop to the minimal plugin, 32 in flight", minimal_run(True), inflight=32, cpu_roots=toru_roots),
+            socket_scenario("d_minimal_32", "(d) minimal plugin socket direct, 32 in flight", pipelined("minimal", self.minimal_floor.connect, None, 32), inflight=32, cpu_roots=lambda: [self.minimal_floor.pid]),
+            socket_scenario("e_hop_32_minimal", "(e) supervisor hop to the minimal plugin, 32 in flight", hop_run(32, "/" + MINIMAL_ID), inflight=32, cpu_roots=toru_roots),
             socket_scenario("e_client_seq", "(e) supervisor hop via ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
         ]  # fmt: skip
 
