@@ -304,6 +304,24 @@ class Accounts:
             conn.execute("DELETE FROM sessions WHERE username=?", (username,))
 
     @_writes
+    def set_role(self, username: str, role: str) -> User:
+        """Change a user's role; the last admin cannot be demoted (nobody could undo it)."""
+        role = validate_role(role)
+        conn = self._conn()
+        with conn:
+            row = conn.execute("SELECT role FROM users WHERE username=?", (username,)).fetchone()
+            if row is None:
+                raise NotFound(f"no user {username!r}", code="user_not_found")
+            if row[0] == "admin" and role != "admin":
+                admins = conn.execute("SELECT count(*) FROM users WHERE role='admin'").fetchone()
+                if admins[0] <= 1:
+                    raise Conflict("cannot demote the last admin", code="last_admin")
+            conn.execute("UPDATE users SET role=? WHERE username=?", (role, username))
+        user = self.get_user(username)
+        assert user is not None
+        return user
+
+    @_writes
     def delete_user(self, username: str) -> None:
         """Remove a user with its sessions and tokens; the last admin cannot be removed."""
         conn = self._conn()

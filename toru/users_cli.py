@@ -1,4 +1,4 @@
-"""``toru user add|passwd|list|token``: account administration from the shell.
+"""``toru user add|passwd|role|delete|list|token|tokens|revoke``: accounts from the shell.
 
 Works on the database directly (no server needed); passwords are read from stdin so they
 never appear in the process list or shell history.
@@ -46,6 +46,19 @@ def main(args: Any) -> int:
             pw = _read_password(f"new password for {args.username}: ")
             accounts.set_password(args.username, pw)
             print(f"password of {args.username} changed; their sessions were ended")
+        elif cmd == "role":
+            user = accounts.set_role(args.username, args.role)
+            print(f"{user.username} is now {user.role}")
+        elif cmd == "delete":
+            accounts.delete_user(args.username)
+            print(f"deleted {args.username} with their sessions and API tokens")
+        elif cmd == "tokens":
+            for t in accounts.list_tokens(args.username):
+                last = t["last_used_at"] or "never used"
+                print(f"{t['id']}\t{t['username']}\t{t['name']}\t{t['created_at']}\t{last}")
+        elif cmd == "revoke":
+            accounts.delete_token(args.token_id)
+            print(f"revoked API token {args.token_id}")
         elif cmd == "list":
             for u in accounts.list_users():
                 print(f"{u.username}\t{u.role}\t{u.created_at}")
