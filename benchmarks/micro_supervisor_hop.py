@@ -255,16 +255,21 @@ asyncio.run(main())
 """
 
 
-def measure_null(n: int) -> list[dict[str, Any]]:
-    """The supervisor's own capacity: a plugin that answers with canned bytes."""
-    home = Path(tempfile.mkdtemp(prefix="toru-bn-", dir="/tmp"))
-    (home / "plugins").mkdir()
+def _install_null(home: Path) -> None:
+    """Install and enable the canned-answer plugin ``null`` in ``home``."""
     script = home / "null.py"
     script.write_text(NULL_PLUGIN)
     binary = home / "plugins" / "null.binary"
     binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I "{script}" "$@"\n')
     binary.chmod(0o755)
     enable_on_disk(home, "null")
+
+
+def measure_null(n: int) -> list[dict[str, Any]]:
+    """The supervisor's own capacity: a plugin that answers with canned bytes."""
+    home = Path(tempfile.mkdtemp(prefix="toru-bn-", dir="/tmp"))
+    (home / "plugins").mkdir()
+    _install_null(home)
     out = []
     sup = SupervisorProc(home, env=ENV)
     try:
@@ -368,12 +373,7 @@ def _ab_home(kind: str, hello: Path) -> tuple[Path, str]:
     home = Path(tempfile.mkdtemp(prefix="toru-ab-", dir="/tmp"))
     (home / "plugins").mkdir()
     if kind == "null":
-        script = home / "null.py"
-        script.write_text(NULL_PLUGIN)
-        binary = home / "plugins" / "null.binary"
-        binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I "{script}" "$@"\n')
-        binary.chmod(0o755)
-        enable_on_disk(home, "null")
+        _install_null(home)
         return home, "null"
     shutil.copy(hello, home / "plugins" / "hello-python.binary")
     enable_on_disk(home, "hello-python")

@@ -208,6 +208,13 @@ class _AuthCache:
 # --------------------------------------------------------------------------- accounts
 
 
+def _refuse_last_admin(conn: Any, action: str) -> None:
+    """409 when no other admin would be left (nobody could undo it)."""
+    admins = conn.execute("SELECT count(*) FROM users WHERE role='admin'").fetchone()
+    if admins[0] <= 1:
+        raise Conflict(f"cannot {action} the last admin", code="last_admin")
+
+
 def _writes(method: Callable[..., R]) -> Callable[..., R]:
     """Mark an ``Accounts`` method that writes: the auth cache is emptied when it returns."""
 
@@ -313,9 +320,7 @@ class Accounts:
             if row is None:
                 raise NotFound(f"no user {username!r}", code="user_not_found")
             if row[0] == "admin" and role != "admin":
-                admins = conn.execute("SELECT count(*) FROM users WHERE role='admin'").fetchone()
-                if admins[0] <= 1:
-                    raise Conflict("cannot demote the last admin", code="last_admin")
+                _refuse_last_admin(conn, "demote")
             conn.execute("UPDATE users SET role=? WHERE username=?", (role, username))
         user = self.get_user(username)
         assert user is not None
@@ -330,9 +335,7 @@ class Accounts:
             if row is None:
                 raise NotFound(f"no user {username!r}", code="user_not_found")
             if row[0] == "admin":
-                admins = conn.execute("SELECT count(*) FROM users WHERE role='admin'").fetchone()
-                if admins[0] <= 1:
-                    raise Conflict("cannot delete the last admin", code="last_admin")
+                _refuse_last_admin(conn, "delete")
             # ON DELETE CASCADE needs foreign_keys=ON; delete explicitly so it never depends on it.
             conn.execute("DELETE FROM sessions WHERE username=?", (username,))
             conn.execute("DELETE FROM api_tokens WHERE username=?", (username,))
