@@ -193,6 +193,15 @@ SETTINGS: tuple[Setting, ...] = (
         "peers whose X-Forwarded-* headers are believed ('unix' = a Unix-socket peer)",
     ),
     Setting(
+        "direct_channel",
+        "TORU_DIRECT_CHANNEL",
+        "http.direct_channel",
+        True,
+        _bool,
+        "workers send plugin-route requests straight to plugins that accept several "
+        "connections (the supervisor still routes, starts and watches them)",
+    ),
+    Setting(
         "session_ttl",
         "TORU_SESSION_TTL",
         "auth.session_ttl",
@@ -236,6 +245,7 @@ class Config:
     metrics_public: bool
     body_limit: int
     trusted_proxies: tuple[str, ...]
+    direct_channel: bool
     session_ttl: float
     login_rate: int
 
@@ -255,6 +265,10 @@ class Config:
     @property
     def control_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
+
+    @property
+    def route_generation_file(self) -> Path:
+        return self.run_dir / "routes.gen"
 
     @property
     def plugin_socket_dir(self) -> Path:

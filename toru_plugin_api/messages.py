@@ -90,6 +90,9 @@ class PluginMetadata:
     icon: str = ""
     route: str = ""
     author: str | None = None
+    # The plugin accepts several connections on its socket at once and answers each on its
+    # own (the SDK always does): the host may then let workers connect to it directly.
+    multi_connection: bool = False
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -105,6 +108,8 @@ class PluginMetadata:
             return out
         if self.author is not None and not isinstance(self.author, str):
             out.append("author must be a string")
+        if not isinstance(self.multi_connection, bool):
+            out.append("multi_connection must be true or false")
         if not ID_RE.match(self.id):
             out.append("id must match ^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
         if not self.name or len(self.name) >= 100:
@@ -134,6 +139,7 @@ class PluginMetadata:
             icon=data.get("icon", "") if data.get("icon") is not None else "",
             route=data["route"],
             author=data.get("author"),
+            multi_connection=data.get("multi_connection", False),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +152,8 @@ class PluginMetadata:
         }
         if self.author is not None:
             d["author"] = self.author
+        if self.multi_connection:
+            d["multi_connection"] = True
         return d
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -544,7 +545,10 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
         else PluginMetadata.from_json(plugin.metadata)
     )
     if "--metadata" in args:
-        sys.stdout.write(json.dumps(md.to_json(), ensure_ascii=False) + "\n")
+        # The SDK serves every connection it accepts concurrently: say so, so the host may
+        # let its workers connect directly (docs/plugins/PROTOCOL.md, "multi_connection").
+        announced = dataclasses.replace(md, multi_connection=True)
+        sys.stdout.write(json.dumps(announced.to_json(), ensure_ascii=False) + "\n")
         sys.stdout.flush()
         sys.exit(0)
     prog = sys.argv[0] if sys.argv and sys.argv[0] else md.id

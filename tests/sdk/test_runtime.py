@@ -17,7 +17,7 @@ import pytest
 
 from tests.sdk.sdk_plugins import SlowFast
 from toru_plugin_api import PluginError, PluginMetadata, ToruPlugin, route
-from toru_plugin_api.codec import HEADER, FrameReader, encode, encode_payload
+from toru_plugin_api.codec import HEADER, FrameReader, ProtocolError, encode, encode_payload
 from toru_plugin_api.messages import HttpRequest, http_request_message
 from toru_plugin_api.testing import PluginHarness
 
@@ -142,7 +142,17 @@ def test_metadata_flag(sdk_plugin_exe: Path):
         "version": "0.1",
         "icon": "",
         "route": "/sf",
+        "multi_connection": True,  # the SDK serves every connection it accepts
     }
+
+
+def test_metadata_multi_connection_is_validated():
+    base = {"id": "m", "name": "M", "version": "1", "route": "/m"}
+    assert PluginMetadata.from_json(base).multi_connection is False
+    assert PluginMetadata.from_json({**base, "multi_connection": True}).multi_connection
+    assert "multi_connection" not in PluginMetadata.from_json(base).to_json()
+    with pytest.raises(ProtocolError, match="multi_connection"):
+        PluginMetadata.from_json({**base, "multi_connection": "yes"})
 
 
 def test_started_by_hand_explains_and_exits_1(sdk_plugin_exe: Path):

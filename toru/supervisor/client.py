@@ -27,7 +27,7 @@ from toru.errors import SupervisorUnavailable, ToruError
 from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode_payload
 from toru_plugin_api.messages import decode_body, encode_body
 
-__all__ = ["ControlClient", "ProxyResponse", "reply_result"]
+__all__ = ["ControlClient", "ProxyResponse", "kernel_timeout", "reply_result"]
 
 RECV_SIZE = 65536
 
@@ -56,6 +56,13 @@ def reply_result(msg: dict[str, Any]) -> Any:
         return msg.get("result")
     err = msg.get("error")
     raise ToruError.from_dict(err if isinstance(err, dict) else {"message": str(err)})
+
+
+def kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:
+    """Set ``SO_RCVTIMEO``/``SO_SNDTIMEO`` on a blocking socket: an expired wait raises
+    ``BlockingIOError``. PERF: no poll() before each recv, unlike ``settimeout``."""
+    sec = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", sec, int((seconds - sec) * 1e6)))
 
 
 class ControlClient:
@@ -134,10 +141,7 @@ class ControlClient:
         current = self._rcvtimeo if option == socket.SO_RCVTIMEO else self._sndtimeo
         if abs(current - seconds) < 0.0005:
             return
-        sec = int(seconds)
-        self._sock.setsockopt(  # type: ignore[union-attr]
-            socket.SOL_SOCKET, option, struct.pack("ll", sec, int((seconds - sec) * 1e6))
-        )
+        kernel_timeout(self._sock, option, seconds)  # type: ignore[arg-type]
         if option == socket.SO_RCVTIMEO:
             self._rcvtimeo = seconds
         else:

@@ -55,6 +55,8 @@ class Deps:
         default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
     )
     clock: Callable[[], float] = time.monotonic
+    # Called whenever what workers may reach directly can have changed (route_generation.py).
+    routes_changed: Callable[[], None] = lambda: None
 
 
 class SupervisedPlugin:
@@ -104,6 +106,7 @@ class SupervisedPlugin:
             check_transition(old, new)
             self.state = new
             metrics.set_state(self.id, new)
+            self.deps.routes_changed()
         if event is not None:
             self.record_event(event, details or {})
 
@@ -157,6 +160,7 @@ class SupervisedPlugin:
 
     def on_connection_lost(self, reason: str) -> None:
         self._wakeup(f"connection lost ({reason})")
+        self.deps.routes_changed()
         if reason.startswith("protocol error"):
             metrics.PROXY_ERRORS.labels(self.id, "bad_response").inc()
         else:
@@ -166,10 +170,17 @@ class SupervisedPlugin:
         if request_id == self._probe_rid:
             return  # a health probe: reported as `unhealthy`, not as a proxy timeout
         metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
+        self._timeout_event({"request_id": request_id})
+
+    def on_direct_timeouts(self, count: int) -> None:
+        """Requests that timed out on workers' direct connections (control op ``report``)."""
+        self._timeout_event({"direct": True, "count": count})
+
+    def _timeout_event(self, details: dict[str, Any]) -> None:
         now = self.deps.clock()
         if now - self._last_timeout_event >= TIMEOUT_EVENT_EVERY:
             self._last_timeout_event = now
-            self.record_event("timeout", {"request_id": request_id})
+            self.record_event("timeout", details)
 
     def _wakeup(self, reason: str) -> None:
         if self._wake is not None and not self._wake.done():
@@ -202,6 +213,7 @@ class SupervisedPlugin:
         """Stop the lifecycle: shutdown, SIGTERM, SIGKILL after the grace. Idempotent."""
         self.enabled = False
         self.stopping = True
+        self.deps.routes_changed()  # workers stop sending to it directly before it stops
         self._stop_reason = reason
         self._wakeup("disabled")
         task = self._task

@@ -54,10 +54,25 @@ def _default_control(config: Config) -> Callable[[], Any]:
     return control
 
 
+def _default_direct(config: Config, control: Callable[[], Any]) -> Callable[[], Any] | None:
+    if not config.direct_channel:
+        return None
+    from .direct import direct_channel_factory
+
+    return direct_channel_factory(
+        control,
+        config.control_socket,
+        config.route_generation_file,
+        config.http_timeout,
+        config.max_frame,
+    )
+
+
 def create_app(
     config: Config,
     *,
     control: Callable[[], Any] | None = None,
+    direct: Callable[[], Any] | None = None,
     accounts: Accounts | None = None,
     webapp_dir: Path | None = None,
 ) -> falcon.App:
@@ -67,10 +82,14 @@ def create_app(
         config: the loaded configuration.
         control: returns this thread's control-socket client (``call``/``http``); defaults
             to ``ControlClient.for_thread(config.control_socket)``.
+        direct: returns this thread's ``DirectChannel`` (toru/wsgi/direct.py); by default
+            one when ``control`` is the default and ``config.direct_channel`` is on.
         accounts: user/session store; defaults to one over ``config.db_path``.
         webapp_dir: the static UI; defaults to ``TORU_WEBAPP_DIR`` or the repo's ``webapp/``.
     """
-    control = control or _default_control(config)
+    if control is None:
+        control = _default_control(config)
+        direct = direct or _default_direct(config, control)
     if accounts is None:
         store = Store(config.db_path)
         accounts = Accounts(store, session_ttl=config.session_ttl, login_rate=config.login_rate)
@@ -120,7 +139,7 @@ def create_app(
     app.add_route("/api/plugins/{plugin_id}/kv", plugins.KvResource(control, config.body_limit))
     app.add_route("/api/plugins/{plugin_id}/stats", plugins.StatsResource(control))
 
-    route_resource = proxy.PluginRouteResource(config, control, proxy.RouteNames(control))
+    route_resource = proxy.PluginRouteResource(config, control, proxy.RouteNames(control), direct)
     app.add_route("/api/plugins/route/{route}", route_resource)
     app.add_route("/api/plugins/route/{route}/{rest:path}", route_resource)
 

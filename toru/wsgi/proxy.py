@@ -260,10 +260,11 @@ _CODE_CLASS = {c: f"{c}xx" for c in range(1, 6)}
 class PluginRouteResource:
     auth = "user"
 
-    def __init__(self, config: Config, control: Any, names: RouteNames) -> None:
+    def __init__(self, config: Config, control: Any, names: RouteNames, direct: Any = None) -> None:
         self.config = config
         self.control = control
         self.names = names
+        self.direct = direct  # toru/wsgi/direct.py: None keeps every request on the supervisor
         self.trusted = frozenset(config.trusted_proxies)
 
     def _forward(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
@@ -276,7 +277,11 @@ class PluginRouteResource:
         inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
         inflight.inc()
         try:
-            answer = self.control().http(route, req.method, path, headers, body)
+            answer = None
+            if self.direct is not None:
+                answer = self.direct().http(route, req.method, path, headers, body)
+            if answer is None:
+                answer = self.control().http(route, req.method, path, headers, body)
             status = answer.status
         except ToruError as exc:
             status = exc.status

@@ -1,0 +1,157 @@
+"""The direct channel (toru/wsgi/direct.py) against a real ``toru serve``: requests to a
+multi-connection SDK plugin go worker -> plugin without the supervisor, one-connection
+plugins keep the supervisor path, and the supervisor still decides routing, still sees
+every request's latency and every timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.servers import ToruServer
+from tests.web.procs import find_child, poll
+from tests.web.webtest_plugin import install
+from toru.supervisor.client import ControlClient
+from toru.supervisor.route_generation import open_generation, read_generation
+
+ENV = {"TORU_SHUTDOWN_GRACE": "2", "TORU_RESTART_BACKOFF": "0.5", "TORU_HTTP_TIMEOUT": "2"}
+
+
+def _server(home, example_plugins, **env):
+    install(home / "plugins")
+    return ToruServer(
+        home,
+        plugins=[example_plugins["raw-python"]],
+        enable=["web-test", "raw-python"],
+        env={**ENV, **env},
+    )
+
+
+def _stats_count(s, token, plugin):
+    status, body = s.json("GET", f"/api/plugins/{plugin}/stats", token=token)
+    assert status == 200, body
+    return sum(b["count"] for b in body["latency"])
+
+
+def test_sdk_plugin_answers_while_the_supervisor_is_stopped(short_home, example_plugins):
+    """The proof that requests bypass the supervisor: SIGSTOP it, the SDK plugin still answers
+    every request. With the direct channel off this request would wait for the supervisor."""
+    with _server(short_home, example_plugins) as s:
+        cookie, csrf = s.login()
+        status, body = s.json("POST", "/api/auth/tokens", {"name": "t"}, cookie=cookie, csrf=csrf)
+        assert status == 201 or status == 200, body
+        token = body["token"]
+        # warm every worker's route table (2 workers, connections land on either)
+        for i in range(10):
+            status, _, _ = s.request("GET", f"/api/plugins/route/webtest/slow?id={i}", token=token)
+            assert status == 200
+        before = _stats_count(s, token, "web-test")
+        sup = find_child(s.pid, "supervisor")
+        assert sup is not None
+        os.kill(sup, signal.SIGSTOP)
+        try:
+            for i in range(20):
+                status, _, body = s.request(
+                    "GET", f"/api/plugins/route/webtest/slow?id=x{i}", token=token, timeout=5
+                )
+                assert status == 200 and f'"x{i}"' in body.decode(), (status, body)
+        finally:
+            os.kill(sup, signal.SIGCONT)
+        # the one-connection raw plugin is not direct: it works through the supervisor
+        status, _, body = s.request("GET", "/api/plugins/route/raw/", token=token)
+        assert status == 200, body
+        # the latencies measured in the workers reach the supervisor's stats (~1 s later)
+        assert poll(lambda: _stats_count(s, token, "web-test") >= before + 20, 10)
+
+
+def test_route_table_and_generation(short_home, example_plugins):
+    """``routes`` lists only running multi-connection plugins; every change bumps the counter,
+    and a disabled plugin's route is refused at once in every worker."""
+    with _server(short_home, example_plugins) as s:
+        cookie, csrf = s.login()
+        client = ControlClient(short_home / "run" / "supervisor.sock")
+        table = client.call("routes")
+        assert set(table["routes"]) == {"/webtest"}, table  # not /raw: one connection only
+        entry = table["routes"]["/webtest"]
+        assert entry["plugin"] == "web-test" and entry["socket"].endswith("web-test.sock")
+        mapping = open_generation(short_home / "run" / "routes.gen")
+        assert mapping is not None
+        assert read_generation(mapping) == table["generation"]
+
+        path = "/api/plugins/route/webtest/pid"
+        assert s.request("GET", path, cookie=cookie)[0] == 200
+        gen = read_generation(mapping)
+        status, body = s.json("POST", "/api/plugins/web-test/disable", {}, cookie=cookie, csrf=csrf)
+        assert status == 200, body
+        assert read_generation(mapping) > gen
+        assert client.call("routes")["routes"] == {}
+        for _ in range(8):  # both workers: none keeps sending to the stopped plugin
+            assert s.request("GET", path, cookie=cookie)[0] == 404
+
+        status, body = s.json("POST", "/api/plugins/web-test/enable", {}, cookie=cookie, csrf=csrf)
+        assert status == 200, body
+        assert poll(lambda: s.request("GET", path, cookie=cookie)[0] == 200, 15)
+        assert "/webtest" in client.call("routes")["routes"]
+        client.close()
+
+
+def test_crash_restart_and_timeout_on_the_direct_path(short_home, example_plugins):
+    """A plugin that dies mid-request is 502, the restarted one is reached on a new connection;
+    a hung request is 504 after http_timeout and shows up as a ``timeout`` event."""
+    with _server(short_home, example_plugins) as s:
+        cookie, csrf = s.login()
+        status, _, body = s.request("GET", "/api/plugins/route/webtest/pid", cookie=cookie)
+        assert status == 200
+        old_pid = int(body.decode().split(":")[1].strip(" }"))
+
+        status, _, _ = s.request(
+            "POST", "/api/plugins/route/webtest/crash", cookie=cookie, csrf=csrf
+        )
+        assert status == 502
+
+        def new_pid():
+            st, _, b = s.request("GET", "/api/plugins/route/webtest/pid", cookie=cookie)
+            return st == 200 and int(b.decode().split(":")[1].strip(" }")) != old_pid
+
+        assert poll(new_pid, 20)
+        for _ in range(6):  # every worker reconnects to the new process
+            assert s.request("GET", "/api/plugins/route/webtest/pid", cookie=cookie)[0] == 200
+
+        t0 = time.monotonic()
+        status, _, body = s.request("GET", "/api/plugins/route/webtest/hang", cookie=cookie)
+        assert status == 504, body
+        assert 1.5 < time.monotonic() - t0 < 10
+        # the plugin keeps running and answering after a timeout
+        assert s.request("GET", "/api/plugins/route/webtest/slow?id=a", cookie=cookie)[0] == 200
+
+        def timeout_event():
+            st, events = s.json("GET", "/api/plugins/web-test/events?limit=20", cookie=cookie)
+            return st == 200 and any(
+                e["event_type"] == "timeout" and (e.get("details") or {}).get("direct")
+                for e in events
+            )
+
+        assert poll(timeout_event, 10)
+
+
+def test_direct_channel_can_be_turned_off(short_home, example_plugins):
+    """``TORU_DIRECT_CHANNEL=0``: every request takes the supervisor path (SIGSTOP on the
+    supervisor now stalls the request, which then fails instead of being answered)."""
+    with _server(short_home, example_plugins, TORU_DIRECT_CHANNEL="0") as s:
+        cookie, _ = s.login()
+        path = "/api/plugins/route/webtest/slow?id=z"
+        for _ in range(4):
+            assert s.request("GET", path, cookie=cookie)[0] == 200
+        sup = find_child(s.pid, "supervisor")
+        os.kill(sup, signal.SIGSTOP)
+        try:
+            try:
+                status = s.request("GET", path, cookie=cookie, timeout=1.5)[0]
+            except OSError:  # the client's timeout: the request waits on the stopped supervisor
+                status = None
+            assert status != 200
+        finally:
+            os.kill(sup, signal.SIGCONT)
+        assert s.request("GET", path, cookie=cookie)[0] == 200
