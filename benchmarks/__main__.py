@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", metavar="IDS", help="comma list of scenario ids to measure (servers still start)"
     )
     p.add_argument(
-        "--no-direct", action="store_true", help="skip scenario (g), the direct-channel prototype"
+        "--no-compare",
+        action="store_true",
+        help="skip (g) and (h): Toru with the direct channel off, and the web tier alone",
     )
     p.set_defaults(mode="quick")
     return p  # fmt: skip
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.leak is not None:
         o.leak_requests = args.leak
     o.nginx = not args.no_nginx
-    o.direct = not args.no_direct
+    o.compare = not args.no_compare
     if args.only:
         o.only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -25,7 +25,7 @@ from . import socket_bench as sb
 from .plugins.build import build_bench_plugin
 from .procstat import cmdline, descendants, rss_bytes
 from .scenarios import Scenario, http_scenario, socket_scenario
-from .stack import ROOT, BaselineServer, DirectWeb, NginxFront, ToruStack
+from .stack import ROOT, BaselineServer, NginxFront, SecondWeb, ToruStack
 
 SCHEMA = "toru-bench/1"
 SDK_ID = "bench-sdk"
@@ -55,7 +55,7 @@ class Options:
     scale_sizes: tuple[int, ...] = (100, 10_240, 1_048_576)
     leak_requests: int = 0
     nginx: bool = True
-    direct: bool = True
+    compare: bool = True
     only: tuple[str, ...] = ()  # scenario ids to measure (empty: all)
     target: str | None = None
     token: str | None = None
@@ -248,19 +248,18 @@ class BenchmarkRun:
             http_scenario("b_toru_sdk_c1", "(b) Toru -> SDK, 1 conn", toru.url + SDK_PATH, connections=1, token=toru.token, cpu_roots=b_roots),
             http_scenario("b_toru_sdk_c64", "(b) Toru -> SDK, 64 conns", toru.url + SDK_PATH, connections=64, token=toru.token, cpu_roots=b_roots),
         ]  # fmt: skip
-        if o.direct:
-            direct = self._start(
-                "prototype: Toru app with a direct worker->plugin channel",
-                DirectWeb(toru.home, self.workers),
+        if o.compare:
+            hop = self._start(
+                "Toru's app with the direct channel off (every request through the supervisor)",
+                SecondWeb(toru.home, self.workers),
             )
             self.scenarios.append(http_scenario(
-                "g_direct_sdk", f"(g) prototype: Toru app, worker -> plugin socket (no supervisor hop), {c} conns",
-                direct.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=lambda: [toru.pid, direct.pid],
+                "g_toru_hop", f"(g) Toru -> SDK plugin through the supervisor (direct channel off), {c} conns",
+                hop.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=lambda: [toru.pid, hop.pid],
             ))  # fmt: skip
-        if o.direct:
             canned = self._start(
                 "Toru app with canned plugin answers (no IPC)",
-                DirectWeb(toru.home, self.workers, canned=True),
+                SecondWeb(toru.home, self.workers, canned=True),
             )
             self.scenarios.append(http_scenario(
                 "h_app_only", f"(h) Toru app alone: plugin reply canned in the worker (no IPC), {c} conns",

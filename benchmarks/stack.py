@@ -146,18 +146,19 @@ class BaselineServer(_LocalServer):
         return self
 
 
-class DirectWeb(_LocalServer):
-    """Scenario (g): Toru's gunicorn config serving ``benchmarks.direct_app`` for a home whose
-    supervisor already runs (the worker talks to plugin sockets directly)."""
+class SecondWeb(_LocalServer):
+    """A second gunicorn with Toru's config for a home whose supervisor already runs:
+    scenario (g), the production app with the direct channel off (every request through the
+    supervisor), or (h), ``benchmarks.canned_app`` (plugin answers canned in the worker)."""
 
     def __init__(self, home: Path, workers: int, canned: bool = False) -> None:
         self.home = home
         self.workers = workers
         self.canned = canned
         super().__init__()
-        self.log_path = home / ("canned-web.log" if canned else "direct-web.log")
+        self.log_path = home / ("canned-web.log" if canned else "hop-web.log")
 
-    def start(self) -> DirectWeb:
+    def start(self) -> SecondWeb:
         if self.proc is not None:
             return self
         env = dict(os.environ)
@@ -167,16 +168,17 @@ class DirectWeb(_LocalServer):
             TORU_BIND=f"127.0.0.1:{self.port}",
             TORU_WORKERS=str(self.workers),
             TORU_SERVE_PARENT="1",
-            TORU_BENCH_CANNED="1" if self.canned else "0",
+            TORU_DIRECT_CHANNEL="0",
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
+        app = "benchmarks.canned_app:application" if self.canned else "toru.wsgi:application"
         cmd = [
             sys.executable,
             "-m",
             "gunicorn",
             "-c",
             str(ROOT / "toru" / "wsgi" / "gunicorn_conf.py"),
-            "benchmarks.direct_app:application",
+            app,
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

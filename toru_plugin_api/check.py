@@ -2,7 +2,7 @@
 
 Runs a plugin executable the way the host does and checks, in order: ``--metadata``, the
 socket appearing within 5 s, ``init``, a request answered with the same ``request_id``,
-pipelined requests, ``/bundle.js`` (when the plugin has a UI), the health probe, host->plugin
+pipelined requests, a second connection (when ``multi_connection`` is declared), ``/bundle.js`` (when the plugin has a UI), the health probe, host->plugin
 ``kv``, behaviour on a malformed and on an oversized frame, recovery afterwards, exit within
 5 s of ``shutdown``, and how it behaves when started by hand. A plugin written in the
 original style (one connection at a time, in-order answers, ``payload.payload``) passes.
@@ -309,6 +309,30 @@ class PluginChecker:
         self.record("pipelining", PASS, f"3 pipelined requests answered by request_id ({statuses})")
         return conn
 
+    def check_multi_connection(self, conn: _Conn) -> None:
+        """A plugin that declares ``multi_connection`` must answer a second connection, with
+        no ``init`` on it, while the first stays open: the host's workers rely on it."""
+        if self.metadata is None or not self.metadata.multi_connection:
+            self.record("multi-connection", SKIP, "not declared: the host keeps one connection")
+            return
+        try:
+            second = self.connect()
+            try:
+                _, msg = self.http(second, "GET", "/")
+                parse_http_response(parse_message(msg).payload)
+                _, msg = self.http(conn, "GET", "/")  # the first is still served too
+                parse_http_response(parse_message(msg).payload)
+            finally:
+                second.close()
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record(
+                "multi-connection",
+                FAIL,
+                f"declares multi_connection but a second connection was not served: {exc}",
+            )
+            return
+        self.record("multi-connection", PASS, "a second connection is served alongside the first")
+
     def check_bundle(self, conn: _Conn) -> None:
         try:
             _, msg = self.http(conn, "GET", "/bundle.js")
@@ -481,6 +505,7 @@ class PluginChecker:
             self.check_metadata()
             self.check_start()
             conn = self.check_requests()
+            self.check_multi_connection(conn)
             self.check_bundle(conn)
             self.check_probe(conn)
             self.check_host_kv(conn)

@@ -19,6 +19,9 @@ const METADATA = {
   author: "Toru",
   icon: "🟩",
   route: "/hello-node",
+  // Every connection is served on its own (onConnection below), so Toru's workers may
+  // connect directly instead of going through the supervisor (docs/plugins/PROTOCOL.md).
+  multi_connection: true,
 };
 const MAX_FRAME = 16 * 1024 * 1024;
 

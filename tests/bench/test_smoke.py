@@ -33,7 +33,7 @@ CORE = [
     "b_toru_sdk_c1",
     "b_toru_sdk_c64",
     "f_nginx_sdk",
-    "g_direct_sdk",
+    "g_toru_hop",
     "h_app_only",
     "d_floor_seq",
     "d_floor_32",

@@ -1,7 +1,8 @@
 """A protocol v1 plugin with named misbehaviour modes (go-plugin style), for checker tests.
 
 Run as ``misbehaving_plugin.py MODE``: ``good`` behaves; ``bad-metadata``, ``no-socket``,
-``wrong-id``, ``no-exit`` and ``crash-on-garbage`` each break one rule.
+``wrong-id``, ``no-exit``, ``crash-on-garbage`` and ``false-multi`` (declares
+``multi_connection`` but serves one connection at a time) each break one rule.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main() -> int:
     if "--metadata" in sys.argv:
         if MODE == "bad-metadata":
             META["route"] = "/../etc"
+        if MODE == "false-multi":
+            META["multi_connection"] = True
         print(json.dumps(META))
         return 0
     path = os.environ.get("TORU_PLUGIN_SOCKET")
@@ -60,7 +63,10 @@ def main() -> int:
                 body = {"status": 200, "headers": {}, "body": "ok"}
                 if msg["type"] == "kv":
                     body = {"value": None}
-                write_frame(conn, make_message(msg["type"], body, rid))
+                try:
+                    write_frame(conn, make_message(msg["type"], body, rid))
+                except OSError:  # the client went away: serve the next connection
+                    break
         conn.close()
 
 

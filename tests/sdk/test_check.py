@@ -32,6 +32,7 @@ def test_original_style_plugin_passes(misbehaving):
         ("wrong-id", "request"),
         ("no-exit", "shutdown"),
         ("crash-on-garbage", "malformed frame"),
+        ("false-multi", "multi-connection"),
     ],
 )
 def test_misbehaviour_is_reported(misbehaving, mode, failing):
@@ -39,6 +40,11 @@ def test_misbehaviour_is_reported(misbehaving, mode, failing):
     assert not checker.ok
     assert [c.name for c in checker.results if c.status == "FAIL"] == [failing], report
     assert "Result: FAIL" in report
+
+
+def test_sdk_plugin_keeps_its_multi_connection_promise(sdk_plugin_exe):
+    checker, report = _run(sdk_plugin_exe)
+    assert [c.status for c in checker.results if c.name == "multi-connection"] == ["PASS"], report
 
 
 def test_not_executable(tmp_path):
