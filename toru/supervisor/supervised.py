@@ -365,6 +365,7 @@ class SupervisedPlugin:
             self.deps.log.warn("could not reconnect to the plugin", self.id, error=str(exc))
             return False
         self.deps.log.info("plugin closed its connection; reconnected", self.id)
+        self.deps.routes_changed()  # routable directly again (``routes`` skips closed ones)
         return True
 
     async def _reap(self) -> None:
