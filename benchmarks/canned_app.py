@@ -12,8 +12,9 @@ is a measurement tool, not a production path.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
 from typing import Any
+
+from toru.wsgi import LazyApplication
 
 
 class CannedControl:
@@ -42,32 +43,20 @@ class CannedControl:
         return getattr(self.real, name)
 
 
-_app: Callable[..., Iterable[bytes]] | None = None
 _local = threading.local()
-_lock = threading.Lock()
 
 
-def _build() -> Callable[..., Iterable[bytes]]:
-    global _app
-    with _lock:
-        if _app is None:
-            from toru.supervisor.client import ControlClient
-            from toru.wsgi import create_app, prepare_environment
+def _build(config: Any) -> Any:
+    from toru.supervisor.client import ControlClient
+    from toru.wsgi import create_app
 
-            config = prepare_environment()
+    def control() -> CannedControl:
+        c = getattr(_local, "canned", None)
+        if c is None:
+            c = _local.canned = CannedControl(ControlClient.for_thread(str(config.control_socket)))
+        return c
 
-            def control() -> CannedControl:
-                c = getattr(_local, "canned", None)
-                if c is None:
-                    c = _local.canned = CannedControl(
-                        ControlClient.for_thread(str(config.control_socket))
-                    )
-                return c
-
-            _app = create_app(config, control=control)
-    return _app
+    return create_app(config, control=control)
 
 
-def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """WSGI entry point (built on first use in each worker, like ``toru.wsgi``)."""
-    return (_app or _build())(environ, start_response)
+application = LazyApplication(_build)

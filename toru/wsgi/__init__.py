@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["application", "create_app", "prepare_environment"]
+__all__ = ["application", "create_app", "LazyApplication", "prepare_environment"]
 
 
 def prepare_environment() -> Any:
@@ -28,25 +28,36 @@ def prepare_environment() -> Any:
     return config
 
 
-_app: Callable[..., Iterable[bytes]] | None = None
-_lock = threading.Lock()
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
-def _build() -> Callable[..., Iterable[bytes]]:
-    global _app
-    with _lock:
-        if _app is None:
-            config = prepare_environment()
-            from .app import create_app
+class LazyApplication:
+    """A WSGI entry point that builds its app with ``factory(config)`` on first use in each
+    process, i.e. after gunicorn's fork (see the module docstring)."""
 
-            _app = create_app(config)
-    return _app
+    def __init__(self, factory: Callable[[Any], WSGIApp]) -> None:
+        self._factory = factory
+        self._app: WSGIApp | None = None
+        self._lock = threading.Lock()
+
+    def build(self) -> WSGIApp:
+        """The app, built now if it was not (gunicorn's ``post_fork`` calls this)."""
+        with self._lock:
+            if self._app is None:
+                self._app = self._factory(prepare_environment())
+        return self._app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        return (self._app or self.build())(environ, start_response)
 
 
-def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """WSGI entry point: the Falcon app, built on first use in this process."""
-    app = _app or _build()
-    return app(environ, start_response)
+def _default_app(config: Any) -> WSGIApp:
+    from .app import create_app
+
+    return create_app(config)
+
+
+application = LazyApplication(_default_app)
 
 
 def create_app(*args: Any, **kwargs: Any) -> Any:

@@ -81,7 +81,7 @@ def post_worker_init(worker) -> None:
         )
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    wsgi._build()
+    wsgi.application.build()
 
 
 def child_exit(server, worker) -> None:
