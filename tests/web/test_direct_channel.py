@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.servers import ToruServer
-from tests.web.procs import find_child, poll
+from tests.web.procs import children, find_child, poll, wait_gone
 from tests.web.webtest_plugin import install
 from toru.supervisor.client import ControlClient
 from toru.supervisor.route_generation import open_generation, read_generation
@@ -30,8 +30,8 @@ def _server(home, example_plugins, **env):
     )
 
 
-def _stats_count(s, token, plugin):
-    status, body = s.json("GET", f"/api/plugins/{plugin}/stats", token=token)
+def _stats_count(s, token, plugin, cookie=None):
+    status, body = s.json("GET", f"/api/plugins/{plugin}/stats", token=token or None, cookie=cookie)
     assert status == 200, body
     return sum(b["count"] for b in body["latency"])
 
@@ -166,3 +166,22 @@ def test_direct_channel_can_be_turned_off(short_home, example_plugins):
         finally:
             os.kill(sup, signal.SIGCONT)
         assert s.request("GET", path, cookie=cookie)[0] == 200
+
+
+def test_worker_exit_sends_the_last_samples(short_home, example_plugins):
+    """A worker stopped gracefully right after serving reports what it measured before the
+    once-a-second report would have (gunicorn's ``worker_exit`` hook)."""
+    with _server(short_home, example_plugins) as s:
+        cookie, _ = s.login()
+        path = "/api/plugins/route/webtest/slow?id=w"
+        assert s.request("GET", path, cookie=cookie)[0] == 200
+        time.sleep(1.5)  # the first request's sample is reported
+        before = _stats_count(s, "", "web-test", cookie=cookie)
+        for _ in range(10):
+            assert s.request("GET", path, cookie=cookie)[0] == 200
+        web = find_child(s.pid, "gunicorn")
+        workers = children(web)
+        for w in workers:
+            os.kill(w, signal.SIGTERM)  # graceful: gunicorn starts a new one
+        assert wait_gone(workers) == set()
+        assert _stats_count(s, "", "web-test", cookie=cookie) >= before + 10

@@ -48,7 +48,8 @@ class Reporter:
     """Collects what workers measured on direct connections and sends it once a second.
 
     A daemon thread of the worker process sends it on its own control connection, so no
-    request waits for it. Samples of the last second are lost if the worker dies.
+    request waits for it. A worker that exits gracefully sends the rest (``flush_reports``);
+    one that is killed loses its last second of samples.
     """
 
     def __init__(self, control_socket: str | Path, **client_kwargs: Any) -> None:
@@ -317,6 +318,14 @@ def _response(plugin_id: str, msg: dict[str, Any]) -> ProxyResponse:
 
 
 _local = threading.local()
+_reporters: list[Reporter] = []
+
+
+def flush_reports() -> None:
+    """Send what this process has not reported yet (gunicorn's ``worker_exit`` calls it, so
+    a worker that is restarted or stopped gracefully loses no samples)."""
+    for reporter in _reporters:
+        reporter.flush()
 
 
 def direct_channel_factory(
@@ -328,6 +337,7 @@ def direct_channel_factory(
 ) -> Callable[[], DirectChannel]:
     """``direct()`` for the app: this thread's channel, sharing one reporter per process."""
     reporter = Reporter(control_socket, max_frame=max_frame)
+    _reporters.append(reporter)
 
     def direct() -> DirectChannel:
         channel = getattr(_local, "direct", None)

@@ -84,6 +84,13 @@ def post_worker_init(worker) -> None:
     wsgi.application.build()
 
 
+def worker_exit(server, worker) -> None:
+    """In the exiting worker: send the direct channel's last latency samples."""
+    from toru.wsgi.direct import flush_reports
+
+    flush_reports()
+
+
 def child_exit(server, worker) -> None:
     """Drop the dead worker's live-gauge files (prometheus_client multiprocess mode)."""
     from toru.wsgi.metrics import mark_dead
