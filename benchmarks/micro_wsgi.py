@@ -3,8 +3,12 @@
 Calls ``toru.wsgi`` in-process with a WSGI environ of scenario (b)'s request, against a
 fresh Toru (its supervisor and the benchmark plugin), and reports µs of CPU per call:
 
-- ``app+hop``: the real app, the real control client, supervisor and plugin;
-- ``app only``: the same app with a control client that answers at once (no hop).
+- ``app+direct``: the production app as gunicorn builds it: the direct channel to the plugin;
+- ``app+hop``: the real app, the real control client, supervisor and plugin (the path of
+  one-connection plugins, or with the direct channel off);
+- ``app only``: the same app with a control client that answers at once (no hop);
+- ``channel``: ``DirectChannel.http`` alone, and a raw ``sendall`` + ``recv`` of the same
+  frame on the same connection (the floor of a blocking round trip), this thread's CPU.
 
     python -m benchmarks.micro_wsgi [--n 5000] [--profile]
 
@@ -79,6 +83,34 @@ class _InstantControl:
         return getattr(self.real, name)
 
 
+def channel_floor(config: Any, n: int) -> None:
+    """Print the direct channel's own cost per call against its raw socket round trip."""
+    from toru.wsgi.app import _default_control, _default_direct
+    from toru_plugin_api.codec import encode
+    from toru_plugin_api.messages import HttpRequest, http_request_message
+
+    direct = _default_direct(config, _default_control(config))
+    assert direct is not None, "the direct channel is off (TORU_DIRECT_CHANNEL)"
+    channel = direct()
+    headers = {"Accept": "*/*", "Host": "127.0.0.1:8080", "User-Agent": "wrk"}
+    call = lambda: channel.http("/" + SDK_ID, "GET", "/json", headers, b"")  # noqa: E731
+    for _ in range(200):
+        call()
+    c0, t0 = time.thread_time(), time.perf_counter()
+    for _ in range(n):
+        call()
+    wall, cpu = (time.perf_counter() - t0) / n * 1e6, (time.thread_time() - c0) / n * 1e6
+    print(f"channel   : {wall:7.1f} us wall, {cpu:7.1f} us CPU per DirectChannel.http call")
+    sock = channel._conns[SDK_ID].sock
+    frame = encode(http_request_message("floor", HttpRequest("GET", "/json", headers, b"")))
+    c0, t0 = time.thread_time(), time.perf_counter()
+    for _ in range(n):
+        sock.sendall(frame)
+        sock.recv(65536)  # one small reply: one read
+    wall, cpu = (time.perf_counter() - t0) / n * 1e6, (time.thread_time() - c0) / n * 1e6
+    print(f"raw socket: {wall:7.1f} us wall, {cpu:7.1f} us CPU per sendall + recv (the floor)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.micro_wsgi", description=__doc__.split("\n\n")[0]
@@ -96,15 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         from toru.wsgi import create_app, prepare_environment
 
         config = prepare_environment()
+        app0 = create_app(config)
+        wall0, cpu0 = time_calls(app0, SDK_PATH, toru.token, a.n)
+        print(f"app+direct: {wall0:7.1f} us wall, {cpu0:7.1f} us CPU in this process per request")
+        channel_floor(config, a.n)
         real = ControlClient(str(config.control_socket))
         app = create_app(config, control=lambda: real)
         wall, cpu = time_calls(app, SDK_PATH, toru.token, a.n)
-        print(f"app+hop : {wall:7.1f} us wall, {cpu:7.1f} us CPU in this process per request")
+        print(f"app+hop   : {wall:7.1f} us wall, {cpu:7.1f} us CPU in this process per request")
         instant = _InstantControl(real)
         app2 = create_app(config, control=lambda: instant)
         wall2, cpu2 = time_calls(app2, SDK_PATH, toru.token, a.n)
         print(
-            f"app only: {wall2:7.1f} us wall, {cpu2:7.1f} us CPU per request (control answers at once)"
+            f"app only  : {wall2:7.1f} us wall, {cpu2:7.1f} us CPU per request (control answers at once)"
         )
         if a.profile:
             import cProfile
