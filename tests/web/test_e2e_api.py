@@ -199,6 +199,7 @@ ADMIN_ENDPOINTS = [
     ("GET", "/api/users"),
     ("POST", "/api/users"),
     ("DELETE", "/api/users/alice"),
+    ("PATCH", "/api/users/alice"),
     ("POST", "/api/plugins/hello-python/enable"),
     ("POST", "/api/plugins/hello-python/disable"),
 ]
@@ -224,6 +225,42 @@ def test_wrong_role_403(srv):
         status, _, data = srv.request(method, path, body, cookie=cookie, csrf=csrf)
         assert status == 403, (method, path, data)
         assert json.loads(data)["error"] == "admin_required"
+
+
+def test_role_and_password_change_via_api(srv):
+    admin_cookie, admin_csrf = srv.admin
+    adm = {"cookie": admin_cookie, "csrf": admin_csrf}
+    status, body = srv.json(
+        "POST", "/api/users", {"username": "bob", "password": "bob-password-1"}, **adm
+    )
+    assert status == 201 and body["role"] == "user", body
+    bob_cookie, _ = srv.login("bob", "bob-password-1")
+    try:
+        assert srv.request("GET", "/api/users", cookie=bob_cookie)[0] == 403
+        status, body = srv.json("PATCH", "/api/users/bob", {"role": "admin"}, **adm)
+        assert (status, body["role"]) == (200, "admin"), body
+        for _ in range(8):  # at once, in every worker (4): the auth cache follows
+            assert srv.request("GET", "/api/users", cookie=bob_cookie)[0] == 200
+        status, body = srv.json("PATCH", "/api/users/bob", {"role": "user"}, **adm)
+        assert (status, body["role"]) == (200, "user"), body
+        for _ in range(8):
+            assert srv.request("GET", "/api/users", cookie=bob_cookie)[0] == 403
+
+        # bad input, unknown user, the last admin
+        for bad in ({}, {"role": "root"}, {"role": 1}, {"password": "short"}):
+            status, body = srv.json("PATCH", "/api/users/bob", bad, **adm)
+            assert status == 400, (bad, body)
+        assert srv.json("PATCH", "/api/users/nobody", {"role": "user"}, **adm)[0] == 404
+        status, body = srv.json("PATCH", "/api/users/admin", {"role": "user"}, **adm)
+        assert status == 409, body
+
+        # a new password ends bob's sessions; the new one logs in
+        status, body = srv.json("PATCH", "/api/users/bob", {"password": "bob-password-2"}, **adm)
+        assert status == 200, body
+        assert srv.request("GET", "/api/auth/me", cookie=bob_cookie)[0] == 401
+        assert srv.login("bob", "bob-password-2")
+    finally:
+        assert srv.json("DELETE", "/api/users/bob", **adm)[0] == 200
 
 
 def test_csrf_refused_without_token(srv):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import falcon
 
 from ..accounts import Accounts, validate_password, validate_role, validate_username
+from ..errors import BadRequest, NotFound
 from .http import field, read_json, send_json
 
 
@@ -34,6 +35,23 @@ class UserResource:
 
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
+        """Change a role and/or a password. A new password ends the user's sessions; the
+        last admin cannot be demoted. Both take effect on the next request in every worker."""
+        body = read_json(req, 64 * 1024)
+        role = field(body, "role", required=False)
+        password = field(body, "password", required=False)
+        if role is None and password is None:
+            raise BadRequest("give a role, a password or both", code="missing_field")
+        role = validate_role(role) if role is not None else None
+        if password is not None:
+            self.accounts.set_password(username, validate_password(password))
+        user = self.accounts.set_role(username, role) if role is not None else None
+        user = user or self.accounts.get_user(username)
+        if user is None:
+            raise NotFound(f"no user {username!r}", code="user_not_found")
+        send_json(resp, _user_json(user))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
         self.accounts.delete_user(username)
