@@ -88,6 +88,7 @@ export async function request(method, path, body = undefined, { quiet401 = false
 export const get = (path, opts) => request("GET", path, undefined, opts);
 export const post = (path, body, opts) => request("POST", path, body ?? {}, opts);
 export const del = (path, opts) => request("DELETE", path, undefined, opts);
+export const patch = (path, body, opts) => request("PATCH", path, body ?? {}, opts);
 
 /** Lists may come bare or wrapped (`{"plugins": [...]}`); accept both. */
 export function listOf(value, key) {

@@ -1,9 +1,9 @@
-// User management for admins: list, add, delete.
+// User management for admins: list, add, change role, delete.
 
 import { errorPanel } from "../components.js";
 import { h, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
-import { del, get, listOf, post, session } from "../http.js";
+import { del, get, listOf, patch, post, session } from "../http.js";
 import { showToast } from "../toast.js";
 
 /** Render the users page; returns the cleanup. */
@@ -32,6 +32,25 @@ export function renderUsers(container, _params, shell) {
     h("div", { class: "field" }, h("label", { for: "new-role", text: "Role" }), role),
     add,
   );
+  const roleButton = (u) => {
+    const next = u.role === "admin" ? "user" : "admin";
+    return h("button", {
+      type: "button",
+      class: "btn btn-sm",
+      style: "margin-right:0.5rem",
+      "aria-label": `Make ${u.username} ${next === "admin" ? "an admin" : "a user"}`,
+      text: next === "admin" ? "Make admin" : "Make user",
+      onclick: async () => {
+        try {
+          await patch(`/api/users/${encodeURIComponent(u.username)}`, { role: next });
+          showToast(`${u.username} is now ${next === "admin" ? "an admin" : "a user"}`, "success");
+        } catch (err) {
+          showToast(`Could not change ${u.username}: ${err.message}`, "error");
+        }
+        load();
+      },
+    });
+  };
   const load = async () => {
     try {
       const users = listOf(await get("/api/users"), "users");
@@ -50,6 +69,9 @@ export function renderUsers(container, _params, shell) {
               { style: "text-align:right" },
               u.username === session.user.username
                 ? h("span", { class: "muted", text: "You" })
+                : roleButton(u),
+              u.username === session.user.username
+                ? null
                 : h("button", {
                     type: "button",
                     class: "btn btn-sm btn-danger",
