@@ -1,0 +1,230 @@
+"""``DirectChannel`` against a scripted plugin on a real Unix socket: every kind of bad
+answer is a clear 502/504 (never a hang, never a 500), and a request that could not be
+handed over falls back to the supervisor path (``None``) instead of failing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable, ToruError
+from toru.supervisor.route_generation import RouteGeneration
+from toru.wsgi.direct import DirectChannel, Reporter
+from toru_plugin_api.codec import FrameReader, encode
+
+
+class FakeControl:
+    """The supervisor's side: a ``routes`` table for one plugin, ``ping`` and ``report``."""
+
+    def __init__(self, gen: RouteGeneration, sock_path: str) -> None:
+        self.gen = gen
+        self.sock_path = sock_path
+        self.supervisor_up = True
+        self.routes_ok = True
+        self.calls: list[str] = []
+
+    def call(self, op: str, args: dict | None = None, timeout: float | None = None) -> Any:
+        self.calls.append(op)
+        if not self.supervisor_up:
+            raise SupervisorUnavailable("the supervisor is not reachable")
+        if op == "routes":
+            if not self.routes_ok:
+                raise ToruError("unknown control operation 'routes'", status=400)
+            return {
+                "generation": self.gen.value,
+                "routes": {"/p": {"plugin": "p", "socket": self.sock_path, "pid": 1}},
+            }
+        return {"ok": True}
+
+
+class ScriptedPlugin:
+    """Accepts connections; answers each request with ``answer(msg) -> bytes | None``."""
+
+    def __init__(self, path: str, answer) -> None:
+        self.answer = answer
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(8)
+        self.requests: list[dict] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+
+    def _conn(self, conn: socket.socket) -> None:
+        reader = FrameReader(conn)
+        with conn:
+            while True:
+                try:
+                    msg = reader.read()
+                except Exception:
+                    return
+                if msg is None:
+                    return
+                self.requests.append(msg)
+                out = self.answer(msg)
+                if out is None:
+                    return  # close without answering
+                if out:
+                    conn.sendall(out)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _reply(msg: dict, payload: Any, rid: str | None = None) -> bytes:
+    return encode({"type": "http", "request_id": rid or msg["request_id"], "payload": payload})
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    gen = RouteGeneration(tmp_path / "routes.gen")
+    sock_path = str(tmp_path / "p.sock")
+    control = FakeControl(gen, sock_path)
+    plugins: list[ScriptedPlugin] = []
+
+    def make(answer, http_timeout: float = 2.0) -> DirectChannel:
+        plugins.append(ScriptedPlugin(sock_path, answer))
+        reporter = Reporter(str(tmp_path / "none.sock"))
+        reporter._owner_pid = os.getpid()  # no report thread: the tests read what it holds
+        return DirectChannel(
+            lambda: control, tmp_path / "routes.gen", http_timeout, 1 << 20, reporter
+        )
+
+    yield make, control, gen
+    for p in plugins:
+        p.close()
+
+
+def _get(channel: DirectChannel, route: str = "/p"):
+    return channel.http(route, "GET", "/x?y=1", {"X-A": "1"}, b"\xff\x00")
+
+
+def test_good_reply_and_the_request_the_plugin_sees(env):
+    make, control, _ = env
+    seen = {}
+
+    def answer(msg):
+        seen.update(msg)
+        return _reply(msg, {"status": 201, "headers": {"A": "b"}, "body": "ok"})
+
+    channel = make(answer)
+    resp = _get(channel)
+    assert (resp.status, resp.headers, resp.body) == (201, {"A": "b"}, b"ok")
+    inner = seen["payload"]["payload"]  # nested exactly as DESIGN.md says
+    assert inner["method"] == "GET" and inner["path"] == "/x?y=1"
+    assert inner["body_encoding"] == "base64"  # non-UTF-8 bodies travel base64
+    assert seen["type"] == "http" and "timestamp" in seen
+    assert control.calls == ["routes"]
+    _get(channel)
+    assert control.calls == ["routes"]  # the table is reused until the counter moves
+
+
+def test_unknown_route_and_missing_table_fall_back(env):
+    make, control, gen = env
+    channel = make(lambda msg: _reply(msg, {"status": 200}))
+    assert _get(channel, "/other") is None  # not in the table: the supervisor decides
+    control.routes_ok = False
+    gen.bump()
+    assert _get(channel) is None  # an older supervisor without `routes`: supervisor path
+    calls = len(control.calls)
+    control.routes_ok = True
+    assert _get(channel) is None  # asked again only after a second, not per request
+    assert len(control.calls) == calls
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "dropped"),
+    [
+        (lambda m: b"\x00\x00\x00\x05nope!", "malformed", True),
+        (lambda m: struct.pack(">I", 1 << 30), "malformed", True),  # oversized: not allocated
+        (lambda m: _reply(m, None), "without a payload", False),
+        (lambda m: _reply(m, {"status": 700}), "valid status", False),
+        (lambda m: _reply(m, {"status": "200"}), "valid status", False),
+        (lambda m: _reply(m, {"status": 200, "body": 5}), "body", False),
+        (
+            lambda m: _reply(m, {"status": 200, "body": "!", "body_encoding": "base64"}),
+            "base64",
+            False,
+        ),
+        (lambda m: None, "connection lost", True),  # read, then closed without an answer
+    ],
+)
+def test_bad_answers_are_502(env, answer, message, dropped):
+    make, _, _ = env
+    channel = make(answer)
+    with pytest.raises(BadGateway, match=message):
+        _get(channel)
+    # a broken stream is dropped; after a well-framed bad answer it is still in step
+    assert ("p" not in channel._conns) is dropped
+
+
+def test_replies_for_other_ids_are_skipped(env):
+    make, _, _ = env
+
+    def answer(msg):
+        return _reply(msg, {"status": 500}, rid="someone-else") + _reply(msg, {"status": 200})
+
+    assert _get(make(answer)).status == 200
+
+
+def test_no_answer_is_504_and_the_connection_is_dropped(env):
+    make, _, _ = env
+    channel = make(lambda msg: b"", http_timeout=0.3)
+    with pytest.raises(GatewayTimeout):
+        _get(channel)
+    assert "p" not in channel._conns  # a late reply cannot be read as the next request's
+    assert channel.reporter._timeouts == {"p": 1}
+
+
+def test_lost_connection_with_the_supervisor_gone_is_503(env):
+    make, control, _ = env
+    channel = make(lambda msg: None)
+    channel._table()  # the routes were fetched before the supervisor went away
+    control.supervisor_up = False
+    with pytest.raises(SupervisorUnavailable):
+        _get(channel)
+
+
+def test_dead_plugin_falls_back_before_anything_is_sent(env, tmp_path):
+    make, _, _ = env
+    channel = make(lambda msg: _reply(msg, {"status": 200}))
+    assert _get(channel).status == 200
+    # the plugin goes away: the open connection breaks and its socket file is gone
+    channel._conns["p"].sock.shutdown(socket.SHUT_RDWR)
+    (tmp_path / "p.sock").unlink()
+    assert _get(channel) is None  # the send fails: nothing delivered, the supervisor path
+    assert "p" not in channel._conns
+    assert _get(channel) is None  # connecting fails too: again the supervisor path
+
+
+def test_report_payload(tmp_path, monkeypatch):
+    sent: list[dict] = []
+
+    class Client:
+        def call(self, op, args, timeout):
+            sent.append({"op": op, **args})
+
+    import toru.wsgi.direct as direct
+
+    monkeypatch.setattr(
+        direct.ControlClient, "for_thread", classmethod(lambda cls, *a, **k: Client())
+    )
+    reporter = Reporter(str(tmp_path / "s.sock"))
+    reporter._owner_pid = os.getpid()  # no thread in this test
+    reporter.latency("p", 0.0012345)
+    reporter.timeout("p")
+    reporter.flush()
+    reporter.flush()  # nothing new: no call
+    assert sent == [{"op": "report", "plugins": {"p": {"latencies": [0.001234], "timeouts": 1}}}]
