@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -152,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
     finally:
-        run.stack.close()
-        shutil.rmtree(run.workdir, ignore_errors=True)
+        run.close()
     return 0
 
 

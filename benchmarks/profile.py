@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         (a.out / "profile.md").write_text("\n".join(parts))
         print("\n".join(parts))
     finally:
-        run.stack.close()
-        shutil.rmtree(run.workdir, ignore_errors=True)
+        run.close()
     return 0
 
 

@@ -516,9 +516,13 @@ class BenchmarkRun:
                 self.stack.close()  # the servers above go; the plugin-count Torus come up
                 self.scenarios += self.plugin_count_scale()
         finally:
-            self.stack.close()
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.close()
         return self.document()
+
+    def close(self) -> None:
+        """Stop every server this run started and remove its work directory."""
+        self.stack.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _baseline_pid(self) -> int:
         return self.baseline.pid

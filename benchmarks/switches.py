@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     finally:
-        run.stack.close()
-        shutil.rmtree(run.workdir, ignore_errors=True)
+        run.close()
     return 0
 
 
