@@ -4,7 +4,6 @@ handed over falls back to the supervisor path (``None``) instead of failing."""
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import threading
@@ -97,7 +96,7 @@ def env(tmp_path: Path):
     def make(answer, http_timeout: float = 2.0) -> DirectChannel:
         plugins.append(ScriptedPlugin(sock_path, answer))
         reporter = Reporter(str(tmp_path / "none.sock"))
-        reporter._owner_pid = os.getpid()  # no report thread: the tests read what it holds
+        reporter._started = True  # no report thread: the tests read what it holds
         return DirectChannel(
             lambda: control, tmp_path / "routes.gen", http_timeout, 1 << 20, reporter
         )
@@ -222,7 +221,7 @@ def test_report_payload(tmp_path, monkeypatch):
         direct.ControlClient, "for_thread", classmethod(lambda cls, *a, **k: Client())
     )
     reporter = Reporter(str(tmp_path / "s.sock"))
-    reporter._owner_pid = os.getpid()  # no thread in this test
+    reporter._started = True  # no thread in this test
     reporter.latency("p", 0.0012345)
     reporter.timeout("p")
     reporter.flush()

@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,17 @@ RETRY_AFTER = 1.0  # after a failed ``routes`` call or a missing counter file
 REPORT_EVERY = 1.0
 
 
+_all_reporters: weakref.WeakSet[Reporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for reporter in list(_all_reporters):
+        reporter._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Reporter:
     """Collects what workers measured on direct connections and sends it once a second.
 
@@ -58,7 +70,8 @@ class Reporter:
         self._lock = threading.Lock()
         self._latencies: dict[str, list[float]] = {}
         self._timeouts: dict[str, int] = {}
-        self._owner_pid = 0
+        self._started = False  # the report thread; PERF: a flag, not a getpid() per request
+        _all_reporters.add(self)
 
     def latency(self, plugin_id: str, seconds: float) -> None:
         with self._lock:
@@ -66,21 +79,28 @@ class Reporter:
             if samples is None:
                 samples = self._latencies[plugin_id] = []
             samples.append(seconds)
-        if self._owner_pid != os.getpid():
+        if not self._started:
             self._start()
 
     def timeout(self, plugin_id: str) -> None:
         with self._lock:
             self._timeouts[plugin_id] = self._timeouts.get(plugin_id, 0) + 1
-        if self._owner_pid != os.getpid():
+        if not self._started:
             self._start()
 
     def _start(self) -> None:
         with self._lock:
-            if self._owner_pid == os.getpid():
+            if self._started:
                 return
-            self._owner_pid = os.getpid()  # a forked child starts its own thread
+            self._started = True
         threading.Thread(target=self._loop, name="toru-direct-report", daemon=True).start()
+
+    def _after_fork_in_child(self) -> None:
+        """Threads do not survive ``fork``: the child starts its own, with a fresh lock (the
+        parent's thread may have held it) and without the parent's samples."""
+        self._lock = threading.Lock()
+        self._latencies, self._timeouts = {}, {}
+        self._started = False
 
     def _loop(self) -> None:
         while True:
@@ -318,13 +338,12 @@ def _response(plugin_id: str, msg: dict[str, Any]) -> ProxyResponse:
 
 
 _local = threading.local()
-_reporters: list[Reporter] = []
 
 
 def flush_reports() -> None:
     """Send what this process has not reported yet (gunicorn's ``worker_exit`` calls it, so
     a worker that is restarted or stopped gracefully loses no samples)."""
-    for reporter in _reporters:
+    for reporter in list(_all_reporters):
         reporter.flush()
 
 
@@ -337,7 +356,6 @@ def direct_channel_factory(
 ) -> Callable[[], DirectChannel]:
     """``direct()`` for the app: this thread's channel, sharing one reporter per process."""
     reporter = Reporter(control_socket, max_frame=max_frame)
-    _reporters.append(reporter)
 
     def direct() -> DirectChannel:
         channel = getattr(_local, "direct", None)
