@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import timing
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,6 +93,7 @@ class ToruServer:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["TORU_ADMIN_PASSWORD"] = self.admin_password
+        env.update(timing.product_env())  # generous, scaled; a test's own env wins
         env.update({k: str(v) for k, v in self.env.items()})
         return env
 
@@ -134,6 +137,7 @@ class ToruServer:
             "--workers",
             str(self.workers),
         ]
+        timeout = timing.scaled(timeout)
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,

@@ -14,6 +14,8 @@ from typing import Any
 
 from toru.supervisor.client import ControlClient
 
+from .. import timing
+
 ROOT = Path(__file__).resolve().parents[2]
 MISBEHAVE = Path(__file__).resolve().parent / "plugins" / "misbehave.py"
 
@@ -21,12 +23,11 @@ MISBEHAVE = Path(__file__).resolve().parent / "plugins" / "misbehave.py"
 FAST_ENV = {
     "TORU_RESTART_BACKOFF": "0.1,0.2",
     "TORU_MAX_FAILURES": "10",
-    "TORU_SHUTDOWN_GRACE": "1",
     "TORU_HEALTH_INTERVAL": "1",
-    "TORU_HEALTH_TIMEOUT": "3",  # generous: a loaded CI box must not fake a hang
     "TORU_RESCAN_INTERVAL": "0.3",
-    "TORU_HTTP_TIMEOUT": "5",
     "TORU_SUPERVISOR_QUIET": "1",
+    # generous, scaled timeouts (tests/timing.py): a loaded CI box must not fake a hang
+    **timing.product_env(SHUTDOWN_GRACE=timing.scaled(1)),
 }
 
 
@@ -44,7 +45,8 @@ def make_plugin(
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``pred`` until truthy; the value, or AssertionError after ``timeout``."""
+    """Poll ``pred`` until truthy; the value, or AssertionError after ``timeout`` (scaled)."""
+    timeout = timing.scaled(timeout)
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
