@@ -290,6 +290,11 @@ class Config:
     def state_file(self) -> Path:
         return self.plugins_dir / ".metadata" / "config.json"
 
+    @property
+    def supervisor_state_file(self) -> Path:
+        """What the supervisor remembers across its restarts (supervisor_state.py)."""
+        return self.var_dir / "supervisor-state.json"
+
     def to_env(self) -> dict[str, str]:
         """Environment that makes a child process (gunicorn, supervisor) load this config."""
         env = {"TORU_HOME": str(self.home)}

@@ -91,7 +91,9 @@ class SupervisorProc:
         self.socket = home / "run" / "supervisor.sock"
         self._client: ControlClient | None = None
 
-    def start(self, timeout: float = 20.0) -> SupervisorProc:
+    def start(self, timeout: float = 20.0, settle: bool = True) -> SupervisorProc:
+        """Start; wait for the control socket and, with ``settle``, until discovery is done
+        and no plugin is still ``starting`` (the socket opens before discovery)."""
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(self.home)],
@@ -102,7 +104,13 @@ class SupervisorProc:
             stderr=open(self.home / "supervisor.stderr", "ab"),  # noqa: SIM115
         )
         wait_for(self._ready, timeout)
+        if settle:
+            wait_for(self.settled, timeout)
         return self
+
+    def settled(self) -> bool:
+        """No plugin is ``discovering`` or ``starting``."""
+        return all(p["state"] not in ("discovering", "starting") for p in self.call("list"))
 
     def _ready(self) -> bool:
         assert self.proc is not None

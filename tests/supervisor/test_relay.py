@@ -57,8 +57,8 @@ class Rig:
             metadata=object(),
             state=PluginState.RUNNING,
             launched=SimpleNamespace(connection=conn),
-            stopping=False,
             stats=self.stats,
+            admission=lambda: conn,
         )
         sup = Supervisor.__new__(Supervisor)
         sup.config = SimpleNamespace(max_frame=MAX)

@@ -18,7 +18,7 @@ import uvloop
 from toru.errors import GatewayTimeout
 from toru.store import Store
 from toru.supervisor.discovery import Discovered, resolve_conflicts
-from toru.supervisor.launcher import Launched, LaunchError
+from toru.supervisor.launcher import LaunchCallbacks, Launched, LaunchError, LaunchSpec
 from toru.supervisor.logs import LogWriter, SupervisorLog, plugin_line_entry, read_logs
 from toru.supervisor.plugin_state_file import load_state, save_state, set_enabled
 from toru.supervisor.restart_policy import RestartPolicy
@@ -86,6 +86,12 @@ class FakeConnection:
     def close(self, reason: str = "") -> None:
         self.closed = True
 
+    def stalled_for(self, exclude: str = "") -> float | None:
+        return None  # always idle: the probe decides
+
+    def forget_owed(self) -> None:
+        pass
+
 
 class FakeLauncher:
     """Each launch pops a script entry: 'ok' -> running process, or an error message."""
@@ -94,7 +100,7 @@ class FakeLauncher:
         self.script = script
         self.launched: list[Launched] = []
 
-    async def launch(self, plugin: SupervisedPlugin) -> Launched:
+    async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched:
         await asyncio.sleep(0)
         step = self.script.pop(0) if self.script else "ok"
         if step != "ok":
@@ -249,8 +255,8 @@ def test_unanswered_health_probe_kills_and_restarts(tmp_path):
         plugin, launcher, store, _ = make_plugin(tmp_path, ["ok", "ok"])
         plugin.enable()
         await until(lambda: plugin.state is S.RUNNING)
-        plugin.probe(time.monotonic())
-        plugin.probe(time.monotonic())  # one probe at a time
+        plugin.check_health(time.monotonic())
+        plugin.check_health(time.monotonic())  # one probe at a time
         conn = launcher.launched[0].connection
         assert len(conn.requests) == 1
         type_, payload, _, cb = conn.requests[0]

@@ -7,6 +7,12 @@ connection breaks or the plugin sends something that is not a valid frame (inclu
 length prefix above the maximum frame size, checked before any payload is buffered), every
 pending request gets 502 at once.
 
+Progress, for the health rule (docs/ARCHITECTURE.md, "Health"): a request whose deadline
+passed stays *owed* until its late answer arrives, and ``last_reply`` is when any answer
+last came. ``stalled_for`` turns both into "seconds the plugin has answered nothing since it
+went past a deadline", so a busy one-connection plugin is judged by progress, not by a probe
+queued behind its work.
+
 PERF: this is the hot path of every proxied request. Replies are delivered by plain
 callbacks (no Future or Task per request) and outgoing frames are corked: everything queued
 during one loop iteration goes out in one ``transport.write``. A relayed request
@@ -30,6 +36,7 @@ from .framed import FramedProtocol, fast_timestamp, fast_timestamp_bytes
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
 RawReplyCallback = Callable[[dict[str, Any], bytes], None]
 CLEAN_EOF = "connection closed by the plugin"
+MAX_OWED = 4096  # timed-out requests remembered per connection (the oldest ones count)
 
 
 class RelayTarget(Protocol):
@@ -65,6 +72,9 @@ class PluginConnection(FramedProtocol):
         self.pending: dict[str, tuple[ReplyCallback, float, RawReplyCallback | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        # rid -> deadline of requests that timed out (504 sent) and are still unanswered.
+        self.owed: dict[str, float] = {}
+        self.last_reply = -math.inf  # loop time of the last answer, late ones included
         self.closed = False
         self.close_reason = ""
         self._seq = 0
@@ -98,7 +108,10 @@ class PluginConnection(FramedProtocol):
             rid = str(rid)  # readers accept an integer as its decimal string
         entry = self.pending.pop(rid, None)
         if entry is None:
+            if self.owed.pop(rid, None) is not None:
+                self.last_reply = self._loop.time()  # late, but the plugin is making progress
             return  # a late answer to a timed-out request, or an unsolicited message
+        self.last_reply = self._loop.time()
         relayed = entry[2]
         if relayed is not None:
             relayed(msg, raw)
@@ -202,11 +215,32 @@ class PluginConnection(FramedProtocol):
             entry = self.pending.pop(rid, None)
             if entry is None:
                 continue
+            if len(self.owed) < MAX_OWED:
+                self.owed[rid] = entry[1]
             entry[0](None, GatewayTimeout(f"plugin {self.plugin_id} did not answer in time"))
             if self.on_timeout is not None:
                 self.on_timeout(rid)
         if self.pending and not self.closed:
             self._arm(min(entry[1] for entry in self.pending.values()))
+
+    # ------------------------------------------------------------------ progress
+
+    def stalled_for(self, exclude: str = "") -> float | None:
+        """None when nothing is owed (idle); else the seconds since the oldest deadline passed
+        or the last answer came, whichever is later (0 while within every deadline).
+
+        ``exclude`` is a request id that does not make the plugin busy (the idle probe).
+        """
+        oldest = min((e[1] for r, e in self.pending.items() if r != exclude), default=math.inf)
+        if self.owed:
+            oldest = min(oldest, min(self.owed.values()))
+        if oldest == math.inf:
+            return None
+        return max(0.0, self._loop.time() - max(oldest, self.last_reply))
+
+    def forget_owed(self) -> None:
+        """The plugin answered a probe: what it still owes from before is not a hang."""
+        self.owed.clear()
 
     # ------------------------------------------------------------------ writing
 

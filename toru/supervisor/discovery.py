@@ -1,7 +1,10 @@
 """Finding plugins: ``plugins/*.binary``, their ``--metadata``, validation, duplicates.
 
-A plugin that cannot be run, times out, prints garbage or fails validation is recorded as
-invalid with a reason a human can act on; it never stops the others from loading.
+A definite answer that is wrong (garbage, bad JSON, fields that fail validation, a
+duplicate id or route, a file that is not executable) makes the plugin invalid with a reason
+a human can act on. A ``--metadata`` that times out, crashes or cannot be started is
+*transient* (a loaded machine, a binary being replaced): the supervisor retries it with
+backoff instead. Neither ever stops the others from loading.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from .process import PluginProcess, describe_exit
 
 METADATA_TIMEOUT = 5.0
 MAX_METADATA_BYTES = 64 * 1024
+CONCURRENT_PROBES = 4  # --metadata runs at once: enough to overlap, few enough for 2 cores
+
+
+class MetadataUnavailable(Exception):
+    """``--metadata`` gave no answer this time (timeout, crash, exec failure): retry later."""
 
 
 @dataclass
@@ -29,6 +37,7 @@ class Discovered:
     metadata: PluginMetadata | None = None
     error: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    transient: bool = False  # ``error`` is worth retrying (MetadataUnavailable)
 
     @property
     def id(self) -> str:
@@ -61,7 +70,10 @@ def directory_signature(plugins_dir: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> PluginMetadata:
-    """Run ``<binary> --metadata`` and validate; raises ``ProtocolError`` saying why not."""
+    """Run ``<binary> --metadata`` and validate.
+
+    Raises ``ProtocolError`` for a definite bad answer, ``MetadataUnavailable`` for none.
+    """
     if not os.access(binary, os.X_OK):
         raise ProtocolError("file is not executable (chmod +x it)")
     out: list[bytes] = []
@@ -83,16 +95,19 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
             on_output=on_output,
         )
     except OSError as exc:
-        raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
+        raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
     code = await proc.wait(timeout)
     if code is None:
         await proc.terminate(0.0)
-        raise ProtocolError(f"--metadata did not finish within {timeout:g} s")
+        raise MetadataUnavailable(
+            f"--metadata did not finish within {timeout:g} s (a slow plugin on a loaded"
+            " machine: raise TORU_METADATA_TIMEOUT / supervisor.metadata_timeout)"
+        )
     await proc.drain_output(1.0)
     if code != 0:
         tail = b" | ".join(err[-3:]).decode("utf-8", "replace")
         why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
-        raise ProtocolError(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
+        raise MetadataUnavailable(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
     text = b"\n".join(out).strip()
@@ -119,11 +134,15 @@ async def inspect(
         meta = await read_metadata(binary, timeout)
     except ProtocolError as exc:
         return Discovered(binary, signature, error=str(exc))
+    except MetadataUnavailable as exc:
+        return Discovered(binary, signature, error=str(exc), transient=True)
     return Discovered(binary, signature, metadata=meta)
 
 
 async def inspect_all(
-    binaries: dict[Path, tuple[int, int]], timeout: float = METADATA_TIMEOUT, limit: int = 8
+    binaries: dict[Path, tuple[int, int]],
+    timeout: float = METADATA_TIMEOUT,
+    limit: int = CONCURRENT_PROBES,
 ) -> list[Discovered]:
     """Inspect many binaries concurrently (bounded), sorted by file name."""
     sem = asyncio.Semaphore(limit)
@@ -160,3 +179,45 @@ def resolve_conflicts(
             continue
         claimed_ids[d.metadata.id] = d.binary
         claimed_routes[d.metadata.route] = d.binary
+
+
+@dataclass
+class Discovering:
+    """A binary whose ``--metadata`` has not answered yet: the first probe is under way, or
+    it timed out or crashed and is retried with backoff. Listed with state ``discovering``.
+    """
+
+    binary: Path
+    signature: tuple[int, int]
+    enabled: bool = False  # as plugins/.metadata/config.json says, for the listing
+    attempts: int = 0  # probes that gave no answer so far
+    retry_at: float | None = None  # monotonic time of the next probe
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.binary.name[: -len(".binary")]
+
+    def due(self, now: float) -> bool:
+        return self.retry_at is not None and now >= self.retry_at
+
+    def info(self, wall_retry_at: float | None) -> dict[str, object]:
+        """``PluginInfo`` of docs/control-protocol.md, for a plugin not yet described."""
+        return {
+            "id": self.id,
+            "name": self.binary.name,
+            "version": "",
+            "author": None,
+            "icon": "",
+            "route": None,
+            "binary": self.binary.name,
+            "enabled": self.enabled,
+            "state": "discovering",
+            "health": "unknown",
+            "pid": None,
+            "restarts": 0,
+            "consecutive_failures": 0,
+            "uptime_seconds": None,
+            "error": self.error,
+            "retry_at": wall_retry_at,
+        }

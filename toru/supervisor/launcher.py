@@ -1,7 +1,9 @@
 """Bringing one plugin up: spawn, KV channel, wait for its socket, connect, ``init``.
 
 This is the OS seam of the state machine: ``SupervisedPlugin`` only sees a ``Launcher``
-returning a ``Launched`` (process + connection), so its tests can pass a fake.
+returning a ``Launched`` (process + connection), so its tests can pass a fake. The launcher
+takes plain data (``LaunchSpec``) and a small ``LaunchCallbacks`` Protocol, never the plugin
+object itself, so this module does not depend on ``supervised``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from toru.store import Store
 from toru_plugin_api.messages import lifecycle_init
@@ -19,9 +21,6 @@ from toru_plugin_api.messages import lifecycle_init
 from .connection import PluginConnection
 from .kv_channel import KvChannel
 from .process import PluginProcess, describe_exit
-
-if TYPE_CHECKING:
-    from .supervised import SupervisedPlugin
 
 SOCKET_WAIT = 5.0
 MAX_UNIX_PATH = 107
@@ -51,8 +50,30 @@ class Launched:
             self.kv_transport = None
 
 
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to start: the plugin's id, its executable and where its log goes (for ``init``)."""
+
+    id: str
+    binary: Path
+    log_path: Path
+
+
+class LaunchCallbacks(Protocol):
+    """What the launched process and its connections report back (``SupervisedPlugin``)."""
+
+    def on_output(self, stream: str, lines: list[bytes]) -> None: ...
+    def on_kv_op(self, action: str) -> None: ...
+    def on_kv_error(self, reason: str) -> None: ...
+    def on_connection_lost(self, reason: str) -> None: ...
+    def on_request_timeout(self, request_id: str) -> None: ...
+    def launch_aborted(self) -> bool:
+        """True once the plugin is being disabled: stop waiting for its socket."""
+        ...
+
+
 class Launcher(Protocol):
-    async def launch(self, plugin: SupervisedPlugin) -> Launched: ...
+    async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched: ...
 
 
 def plugin_env(extra: dict[str, str]) -> dict[str, str]:
@@ -82,9 +103,9 @@ class ProcessLauncher:
         self.max_frame = max_frame
         self.socket_wait = socket_wait
 
-    async def launch(self, plugin: SupervisedPlugin) -> Launched:
+    async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched:
         loop = asyncio.get_running_loop()
-        sock_path = self.socket_dir / f"{plugin.id}.sock"
+        sock_path = self.socket_dir / f"{spec.id}.sock"
         if len(str(sock_path).encode()) > MAX_UNIX_PATH:
             raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -93,40 +114,40 @@ class ProcessLauncher:
         env = plugin_env(
             {
                 "TORU_PLUGIN_SOCKET": str(sock_path),
-                "TORU_PLUGIN_ID": plugin.id,
+                "TORU_PLUGIN_ID": spec.id,
                 "TORU_INSTANCE_ID": self.instance_id,
                 "TORU_KV_FD": str(plugin_end.fileno()),
             }
         )
         try:
             proc = await PluginProcess.spawn(
-                [str(plugin.binary)],
+                [str(spec.binary)],
                 env=env,
                 cwd=str(self.cwd),
-                on_output=plugin.on_output,
+                on_output=callbacks.on_output,
                 pass_fds=[plugin_end.fileno()],
             )
         except OSError as exc:
             host_end.close()
-            raise LaunchError(f"cannot execute {plugin.binary.name}: {exc.strerror or exc}")
+            raise LaunchError(f"cannot execute {spec.binary.name}: {exc.strerror or exc}")
         finally:
             plugin_end.close()
         launched = Launched(proc, None)
         try:
             kv_transport, _ = await loop.create_unix_connection(
                 lambda: KvChannel(
-                    plugin.id,
+                    spec.id,
                     self.store,
                     self.max_frame,
-                    on_op=plugin.on_kv_op,
-                    on_error=plugin.on_kv_error,
+                    on_op=callbacks.on_kv_op,
+                    on_error=callbacks.on_kv_error,
                 ),
                 sock=host_end,
             )
             launched.kv_transport = kv_transport
-            launched.connection = await self._connect(plugin, proc, sock_path)
+            launched.connection = await self._connect(spec, callbacks, proc, sock_path)
             launched.connection.send(
-                lifecycle_init(self.instance_id, str(sock_path), str(plugin.log_path))
+                lifecycle_init(self.instance_id, str(sock_path), str(spec.log_path))
             )
         except BaseException:
             launched.close_kv()
@@ -134,18 +155,21 @@ class ProcessLauncher:
             raise
         return launched
 
-    async def reconnect(self, plugin: SupervisedPlugin, launched: Launched) -> PluginConnection:
+    async def reconnect(
+        self, spec: LaunchSpec, callbacks: LaunchCallbacks, launched: Launched
+    ) -> PluginConnection:
         """A new connection to a running plugin that closed the old one (no second init)."""
-        return await self._connect(plugin, launched.process, self.socket_dir / f"{plugin.id}.sock")
+        sock_path = self.socket_dir / f"{spec.id}.sock"
+        return await self._connect(spec, callbacks, launched.process, sock_path)
 
     async def _connect(
-        self, plugin: SupervisedPlugin, proc: PluginProcess, sock_path: Path
+        self, spec: LaunchSpec, callbacks: LaunchCallbacks, proc: PluginProcess, sock_path: Path
     ) -> PluginConnection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.socket_wait
         delay = 0.005
         while True:
-            if plugin.stopping:
+            if callbacks.launch_aborted():
                 raise LaunchAborted()
             if proc.exited.done():
                 code = proc.exited.result()
@@ -156,10 +180,10 @@ class ProcessLauncher:
                 try:
                     _, conn = await loop.create_unix_connection(
                         lambda: PluginConnection(
-                            plugin.id,
+                            spec.id,
                             self.max_frame,
-                            on_lost=plugin.on_connection_lost,
-                            on_timeout=plugin.on_request_timeout,
+                            on_lost=callbacks.on_connection_lost,
+                            on_timeout=callbacks.on_request_timeout,
                         ),
                         str(sock_path),
                     )

@@ -93,11 +93,9 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(sig, on_signal, sig)
 
     async def ready() -> None:
+        # First, before any discovery: `list`, `get` and `hello` answer at once.
         await server.start()
-        log.info(
-            f"supervisor ready (pid {os.getpid()}, {len(supervisor.plugins)} plugins, "
-            f"control socket {config.control_socket})"
-        )
+        log.info(f"supervisor ready (pid {os.getpid()}, control socket {config.control_socket})")
 
     log.info(f"supervisor starting for {config.home}")
     try:

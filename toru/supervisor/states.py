@@ -1,7 +1,19 @@
 """Plugin states and the one table of allowed transitions.
 
 ``SupervisedPlugin._set_state`` is the only place that changes a plugin's state; it checks
-this table, updates the metrics and writes the event, so the three can never disagree.
+this table, updates the metrics, bumps the route generation and writes the event, so the
+four can never disagree.
+
+::
+
+    stopped ──enable──▶ starting ──socket+init──▶ running
+       ▲                 │   ▲                     │
+       │                 │   └──── backoff ◀───────┤ crash / hang
+       │                 ▼          │  ▲           │
+       └──── stopping ◀──┴──────────┘  └─ crash ───┘
+                  (disable: shutdown, SIGTERM, SIGKILL)
+    starting/running ──too many failures──▶ failed ──enable──▶ starting
+    stopped/failed ──binary replaced by a bad one──▶ invalid
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ class PluginState(enum.Enum):
     STARTING = "starting"  # spawned, waiting for its socket / init
     RUNNING = "running"  # connected and initialised
     BACKOFF = "backoff"  # crashed, restart pending
+    STOPPING = "stopping"  # being disabled: shutdown, SIGTERM, SIGKILL after the grace
     FAILED = "failed"  # disabled after too many consecutive failures
     INVALID = "invalid"  # bad metadata or binary
 
@@ -25,9 +38,10 @@ S = PluginState
 
 TRANSITIONS: dict[PluginState, frozenset[PluginState]] = {
     S.STOPPED: frozenset({S.STARTING, S.INVALID}),
-    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPED}),
-    S.RUNNING: frozenset({S.BACKOFF, S.FAILED, S.STOPPED}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPED}),
+    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPING}),
+    S.RUNNING: frozenset({S.BACKOFF, S.FAILED, S.STOPPING}),
+    S.BACKOFF: frozenset({S.STARTING, S.STOPPING}),
+    S.STOPPING: frozenset({S.STOPPED}),
     S.FAILED: frozenset({S.STARTING, S.STOPPED, S.INVALID}),
     S.INVALID: frozenset({S.STOPPED}),
 }

@@ -1,9 +1,11 @@
 """One plugin under supervision: its state machine and lifecycle task.
 
 Everything that changes a plugin's state goes through ``_set_state``, which checks
-``states.TRANSITIONS``, updates the metrics and writes the event. The lifecycle is one
-task per enabled plugin: start -> run until exit/hang/connection loss -> backoff -> start
-again, until it is disabled or gives up (``failed``, persisted as disabled).
+``states.TRANSITIONS``, updates the metrics, announces the route change and writes the
+event. The lifecycle is one task per enabled plugin: start -> run until exit/hang/connection
+loss -> backoff -> start again, until it is disabled (``stopping`` -> ``stopped``) or gives
+up (``failed``, persisted as disabled). ``admission`` is the one answer to "may this plugin
+take a request now", for the http op, the direct route table and the health check.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from typing import Any
 
 import apsw
 
-from toru.errors import ToruError
+from toru.errors import NotFound, ToruError, Unavailable
 from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown
 
 from . import metrics
-from .connection import CLEAN_EOF
+from .connection import CLEAN_EOF, PluginConnection
 from .discovery import Discovered
-from .launcher import LaunchAborted, Launched, Launcher, LaunchError
+from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
 from .logs import LogWriter, SupervisorLog, plugin_line_entry, timestamp
 from .process import describe_exit
 from .restart_policy import RestartPolicy
-from .states import ACTIVE, PluginState, check_transition
+from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
 from .stats import PluginStats
 
 S = PluginState
@@ -51,6 +53,8 @@ class Deps:
     shutdown_grace: float = 5.0
     health_timeout: float = 3.0
     persist_enabled: Callable[[str, bool, str | None], None] = lambda pid, on, why: None
+    # The consecutive-failure count survives supervisor restarts (supervisor_state.py).
+    persist_failures: Callable[[str, int], None] = lambda pid, n: None
     spawn_task: Callable[[Awaitable[Any]], asyncio.Task[Any]] = field(
         default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
     )
@@ -62,7 +66,9 @@ class Deps:
 class SupervisedPlugin:
     """A discovered plugin and, when enabled, its running process."""
 
-    def __init__(self, found: Discovered, deps: Deps, plugin_id: str | None = None) -> None:
+    def __init__(
+        self, found: Discovered, deps: Deps, plugin_id: str | None = None, failures: int = 0
+    ) -> None:
         self.deps = deps
         self.binary = found.binary
         self.signature = found.signature
@@ -71,16 +77,16 @@ class SupervisedPlugin:
         self.error: str | None = found.error
         self.state = S.INVALID if found.metadata is None else S.STOPPED
         self.enabled = False
-        self.failures = 0
+        self.failures = failures
         self.restarts = 0
         self.started_at: float | None = None
         self.retry_at: float | None = None
         self.health = "unknown"
         self.launched: Launched | None = None
-        self.stopping = False
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.stats = PluginStats()
         self.log_path = deps.log_dir / f"{self.id}.log"
+        self.spec = LaunchSpec(self.id, self.binary, self.log_path)
         self._log: LogWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[str] | None = None
@@ -96,6 +102,19 @@ class SupervisedPlugin:
     @property
     def route(self) -> str | None:
         return self.metadata.route if self.metadata else None
+
+    @property
+    def stopping(self) -> bool:
+        return self.state is S.STOPPING
+
+    def launch_aborted(self) -> bool:
+        """``LaunchCallbacks``: a disable arrived while the launcher waits for the socket."""
+        return self.state is S.STOPPING
+
+    def _set_failures(self, n: int) -> None:
+        if n != self.failures:
+            self.failures = n
+            self.deps.persist_failures(self.id, n)
 
     def _set_state(
         self, new: PluginState, event: str | None = None, details: dict[str, Any] | None = None
@@ -195,9 +214,8 @@ class SupervisedPlugin:
         self.enabled = True
         if self._task is not None and not self._task.done():
             return True
-        self.stopping = False
         if self.state is S.FAILED:
-            self.failures = 0
+            self._set_failures(0)
         self._set_state(S.STARTING)  # at once, so callers never see a stale `stopped`
         self._task = self.deps.spawn_task(self._lifecycle())
         return True
@@ -212,9 +230,10 @@ class SupervisedPlugin:
     async def disable(self, reason: str = "disabled") -> None:
         """Stop the lifecycle: shutdown, SIGTERM, SIGKILL after the grace. Idempotent."""
         self.enabled = False
-        self.stopping = True
-        self.deps.routes_changed()  # workers stop sending to it directly before it stops
         self._stop_reason = reason
+        if self.state in ACTIVE:
+            # Workers stop sending to it directly (routes_changed) before it stops.
+            self._set_state(S.STOPPING)
         self._wakeup("disabled")
         task = self._task
         if task is not None and not task.done():
@@ -227,6 +246,30 @@ class SupervisedPlugin:
         deadline = self.deps.clock() + timeout
         while self.state is S.STARTING and self.deps.clock() < deadline:
             await asyncio.sleep(0.01)
+
+    def admission(self) -> PluginConnection:
+        """May this plugin take a request now? Its connection, or raise the reason why not.
+
+        The one answer for the http op, the direct route table and the health check:
+        503 with ``retry_after`` while it is starting, in backoff or reconnecting, 404 once
+        it is being disabled or is not enabled.
+        """
+        state = self.state
+        launched = self.launched
+        if state is S.RUNNING and launched is not None:
+            connection = launched.connection
+            if not connection.closed:
+                return connection  # type: ignore[no-any-return]
+            # died or reconnecting; the state catches up in a moment
+            raise Unavailable(f"plugin {self.id} is restarting, try again shortly", retry_after=1)
+        if state in ACTIVE:
+            raise Unavailable(
+                f"plugin {self.id} is {state.value}, try again shortly",
+                retry_after=self.retry_after(),
+            )
+        if state is S.STOPPING:
+            raise NotFound(f"plugin {self.id} is being disabled")
+        raise NotFound(f"plugin {self.id} is not enabled")
 
     def retry_after(self) -> int:
         """Seconds a client should wait (503 ``Retry-After``) while starting or in backoff."""
@@ -241,15 +284,21 @@ class SupervisedPlugin:
             await self._supervise()
         except asyncio.CancelledError:
             await self._stop_process("cancelled")
-            if self.state is not S.STOPPED and S.STOPPED in _allowed(self.state):
-                self._set_state(S.STOPPED, "stopped", {"reason": "supervisor shutdown"})
+            self._finish_stop("supervisor shutdown")
             raise
         except Exception as exc:  # a bug: never let it kill the supervisor silently
             self.deps.log.error("lifecycle failed", self.id, error=repr(exc))
             await self._stop_process("internal error")
             self.error = f"internal error: {exc!r}"
-            if S.STOPPED in _allowed(self.state):
-                self._set_state(S.STOPPED, "stopped", {"reason": self.error})
+            self._finish_stop(self.error)
+
+    def _finish_stop(self, reason: str) -> None:
+        """-> ``stopping`` (if not yet) -> ``stopped`` with the ``stopped`` event."""
+        if S.STOPPING in TRANSITIONS[self.state]:
+            self._set_state(S.STOPPING)
+        if self.state is S.STOPPING:
+            self._set_state(S.STOPPED, "stopped", {"reason": reason})
+        self.retry_at = None
 
     async def _supervise(self) -> None:
         first = True
@@ -260,7 +309,7 @@ class SupervisedPlugin:
             self._wake = asyncio.get_running_loop().create_future()
             t0 = self.deps.clock()
             try:
-                self.launched = await self.deps.launcher.launch(self)
+                self.launched = await self.deps.launcher.launch(self.spec, self)
             except LaunchAborted:
                 break
             except LaunchError as exc:
@@ -269,6 +318,9 @@ class SupervisedPlugin:
                 outcome: dict[str, Any] = {"reason": str(exc), **exc.details}
                 uptime = self.deps.clock() - t0
             else:
+                if self.stopping:  # disabled just as the launch completed
+                    await self._stop_process(self._stop_reason)
+                    break
                 self.started_at = self.deps.clock()
                 self.health = "healthy"
                 self.error = None
@@ -286,9 +338,11 @@ class SupervisedPlugin:
                     break  # disabled
                 outcome = maybe
             first = False
+            if self.stopping:  # disabled while the crash was being handled
+                break
             self.health = "unknown"
             self.started_at = None
-            self.failures = self.deps.policy.failures_after_crash(self.failures, uptime)
+            self._set_failures(self.deps.policy.failures_after_crash(self.failures, uptime))
             metrics.PLUGIN_CRASHES.labels(self.id).inc()
             self.error = str(outcome.get("reason", "crashed"))
             crash = {
@@ -312,15 +366,11 @@ class SupervisedPlugin:
             # NOTE: a fresh future, because the crash itself (connection lost) may already
             # have resolved the old one, which would skip the backoff entirely.
             self._wake = asyncio.get_running_loop().create_future()
-            if self.stopping:
-                break
             try:
                 await asyncio.wait_for(asyncio.shield(self._wake), delay)
             except TimeoutError:
                 pass
-        if self.state is not S.STOPPED:
-            self._set_state(S.STOPPED, "stopped", {"reason": self._stop_reason})
-        self.retry_at = None
+        self._finish_stop(self._stop_reason)
 
     async def _run(self) -> dict[str, Any] | None:
         """Wait for exit, connection loss, a failed probe or a stop; the crash details or None."""
@@ -360,7 +410,7 @@ class SupervisedPlugin:
         self._last_reconnect = now
         self._wake = asyncio.get_running_loop().create_future()
         try:
-            launched.connection = await reconnect(self, launched)
+            launched.connection = await reconnect(self.spec, self, launched)
         except (LaunchError, LaunchAborted, OSError) as exc:
             self.deps.log.warn("could not reconnect to the plugin", self.id, error=str(exc))
             return False
@@ -397,34 +447,62 @@ class SupervisedPlugin:
 
     # ------------------------------------------------------------------ health
 
-    def probe(self, now: float) -> None:
-        """Start a health probe (``GET /health``, ``X-Toru-Probe: 1``); any reply is healthy."""
-        launched = self.launched
-        if self.state is not S.RUNNING or launched is None or self._probe_pending:
+    def check_health(self, now: float) -> None:
+        """The periodic health rule (docs/ARCHITECTURE.md, "Health"); ``now`` is monotonic.
+
+        Busy is not hung: while requests are in flight the plugin is judged by progress
+        (answers arriving, or requests still inside their deadlines), never by a probe that
+        a one-connection plugin would queue behind its work. It is hung only when it has
+        answered nothing for ``health_timeout`` after its oldest owed request's deadline,
+        or, when idle, when the probe goes unanswered for ``health_timeout``.
+        """
+        try:
+            connection = self.admission()
+        except ToruError:
             return
         if self.started_at is not None and now - self.started_at >= self.deps.policy.reset_after:
-            self.failures = 0
+            self._set_failures(0)
+        timeout = self.deps.health_timeout
+        stalled = connection.stalled_for(self._probe_rid if self._probe_pending else "")
+        if stalled is None:
+            self._probe(connection, judge=True)  # idle: the probe decides
+        elif stalled >= timeout:
+            why = f"no answer for {stalled:.1f} s after a request's deadline passed"
+            self._hung(f"{why} (health_timeout {timeout:g} s)")
+        elif stalled > 0:
+            self._probe(connection, judge=False)  # past a deadline: ask for a sign of life
+
+    def _probe(self, connection: PluginConnection, judge: bool) -> None:
+        """Send ``GET /health`` (``X-Toru-Probe: 1``); any reply is healthy.
+
+        ``judge``: the plugin was idle, so an unanswered probe means hung. Otherwise the
+        probe only gives a busy plugin a chance to show progress.
+        """
+        if self._probe_pending:
+            return
         self._probe_pending = True
         timeout = self.deps.health_timeout
+        launched = self.launched
 
         def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
             self._probe_pending = False
             if err is None:
                 self.health = "healthy"
-                return
-            if err.status == 504 and self.launched is launched:
-                self.health = "unhealthy"
-                self.record_event(
-                    "unhealthy", {"reason": f"health probe unanswered after {timeout:g} s"}
-                )
-                self._wakeup(f"unhealthy: health probe unanswered after {timeout:g} s")
+                connection.forget_owed()
+            elif judge and err.status == 504 and self.launched is launched:
+                self._hung(f"health probe unanswered after {timeout:g} s")
 
-        self._probe_rid = launched.connection.request(
+        self._probe_rid = connection.request(
             "http",
             {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}},
             timeout,
             done,
         )
+
+    def _hung(self, reason: str) -> None:
+        self.health = "unhealthy"
+        self.record_event("unhealthy", {"reason": reason})
+        self._wakeup(f"unhealthy: {reason}")
 
     # ------------------------------------------------------------------ views
 
@@ -452,7 +530,7 @@ class SupervisedPlugin:
             "consecutive_failures": self.failures,
             "uptime_seconds": round(up, 3) if up is not None else None,
             "error": self.error,
-            "retry_at": _wall(self.retry_at, self.deps.clock) if self.retry_at else None,
+            "retry_at": wall_time(self.retry_at, self.deps.clock) if self.retry_at else None,
         }
 
     def close_log(self) -> None:
@@ -467,12 +545,6 @@ class SupervisedPlugin:
 _PROBE = {"X-Toru-Probe": "1"}
 
 
-def _allowed(state: PluginState) -> frozenset[PluginState]:
-    from .states import TRANSITIONS
-
-    return TRANSITIONS[state]
-
-
-def _wall(mono: float, clock: Callable[[], float]) -> float:
+def wall_time(mono: float, clock: Callable[[], float]) -> float:
     """A monotonic deadline as a Unix timestamp (for the UI)."""
     return round(time.time() + (mono - clock()), 3)

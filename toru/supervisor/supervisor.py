@@ -2,12 +2,19 @@
 
 It owns all plugin state. Plugins are keyed by id (routes index the valid ones); each
 enabled plugin has one lifecycle task in the supervisor's TaskGroup; one periodic task does
-the cheap directory check, health probes and the daily event pruning.
+the health checks, the cheap directory check (and the retries of ``--metadata`` probes
+that gave no answer) and the daily event pruning.
+
+Start-up order (docs/ARCHITECTURE.md): the control socket opens first, so ``list``/``get``
+answer at once; binaries whose metadata is remembered (supervisor_state.py) are registered
+without a probe and their enabled plugins spawned; the others are listed as
+``discovering`` while their ``--metadata`` runs, at most ``CONCURRENT_PROBES`` at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +31,7 @@ from toru_plugin_api.messages import parse_kv_op
 from . import metrics
 from .discovery import (
     Discovered,
+    Discovering,
     directory_signature,
     inspect_all,
     list_binaries,
@@ -36,7 +44,8 @@ from .plugin_state_file import load_state, set_enabled
 from .restart_policy import RestartPolicy
 from .route_generation import RouteGeneration
 from .states import PluginState
-from .supervised import Deps, SupervisedPlugin
+from .supervised import Deps, SupervisedPlugin, wall_time
+from .supervisor_state import SupervisorState
 
 S = PluginState
 HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
@@ -65,6 +74,12 @@ class Supervisor:
         self.started_at = time.time()
         self.plugins: dict[str, SupervisedPlugin] = {}
         self.routes: dict[str, SupervisedPlugin] = {}
+        self.discovering: dict[Path, Discovering] = {}
+        self.memory = SupervisorState(config.supervisor_state_file)
+        if self.memory.load_error:
+            log.warn(
+                "supervisor state unreadable; starting without it", error=self.memory.load_error
+            )
         self.policy = RestartPolicy(config.restart_backoff, config.max_failures)
         self.launcher = launcher or ProcessLauncher(
             store,
@@ -76,6 +91,7 @@ class Supervisor:
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
+        self._rescan_task: asyncio.Task[Any] | None = None
         self._dir_sig: Any = None
         self.closing = False
         self.http_timeout = config.http_timeout
@@ -97,6 +113,7 @@ class Supervisor:
             shutdown_grace=self.config.shutdown_grace,
             health_timeout=self.config.health_timeout,
             persist_enabled=self._persist,
+            persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
             routes_changed=self.generation.bump,
         )
@@ -104,21 +121,28 @@ class Supervisor:
     async def run(
         self, stop: asyncio.Event, ready: Callable[[], Awaitable[Any]] | None = None
     ) -> None:
-        """Discover, start the enabled plugins, supervise until ``stop``, then stop them all.
+        """Open the control socket, discover, start the enabled plugins, supervise until
+        ``stop``, then stop them all.
 
-        ``ready`` is awaited once the enabled plugins are past ``starting`` (bounded by the
-        socket wait), so clients that connect right after it see running plugins.
+        ``ready`` (opening the control socket) is awaited first, before any discovery, so a
+        restarted supervisor answers ``list`` and ``hello`` at once; plugins not up yet are
+        ``discovering`` or ``starting``, and their routes answer 503 with ``retry_after``.
         """
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            self._prune()
-            await self.rescan()
-            await asyncio.gather(
-                *(p.wait_started(self.socket_wait + 1.0) for p in self.plugins.values())
-            )
-            periodic = tg.create_task(self._periodic())
             if ready is not None:
                 await ready()
+            self._prune()
+            periodic = tg.create_task(self._periodic())
+            try:
+                await self.rescan()
+            except Unavailable:
+                pass  # stopped while discovering
+            else:
+                self.log.info(
+                    f"discovery done: {len(self.plugins)} plugins,"
+                    f" {len(self.discovering)} without metadata yet"
+                )
             await stop.wait()
             self.closing = True  # no enable/rescan may start a plugin from here on
             periodic.cancel()
@@ -150,16 +174,47 @@ class Supervisor:
                     next_health = now + cfg.health_interval
                     mono = time.monotonic()
                     for p in list(self.plugins.values()):
-                        p.probe(mono)
+                        p.check_health(mono)
                 if now >= next_rescan:
                     next_rescan = now + cfg.rescan_interval
-                    if directory_signature(cfg.plugins_dir) != self._dir_sig:
-                        await self.rescan()
+                    if directory_signature(cfg.plugins_dir) != self._dir_sig or any(
+                        d.due(time.monotonic()) for d in self.discovering.values()
+                    ):
+                        self._rescan_in_background()
                 if now >= next_prune:
                     next_prune = now + PRUNE_EVERY
                     self._prune()
             except Exception as exc:  # a bug here must not end supervision of every plugin
                 self.log.error("periodic check failed", error=repr(exc))
+
+    def _rescan_in_background(self) -> None:
+        """A rescan as its own task: slow ``--metadata`` probes must not delay health checks."""
+        task = self._rescan_task
+        if (task is not None and not task.done()) or self._tg is None:
+            return
+        self._rescan_task = self._tg.create_task(self._background_rescan())
+
+    async def _background_rescan(self) -> None:
+        try:
+            await self.rescan(retry_all=False)
+        except Unavailable:
+            pass  # shutting down
+        except Exception as exc:  # a bug here must not end the TaskGroup
+            self.log.error("rescan failed", error=repr(exc))
+
+    def _persist_failures(self, plugin_id: str, count: int) -> None:
+        try:
+            self.memory.set_failures(plugin_id, count)
+        except OSError as exc:
+            self.log.error("could not save the failure count", plugin_id, error=str(exc))
+
+    def _remember(self, d: Discovered) -> None:
+        if d.metadata is None:
+            return
+        try:
+            self.memory.remember_metadata(d.binary, d.signature, d.metadata)
+        except OSError as exc:
+            self.log.error("could not save plugin metadata", d.id, error=str(exc))
 
     def _prune(self) -> None:
         try:
@@ -179,14 +234,18 @@ class Supervisor:
 
     # ------------------------------------------------------------------ discovery
 
-    async def rescan(self) -> dict[str, Any]:
-        """Sync the registry with ``plugins/*.binary``: new, changed and removed binaries."""
+    async def rescan(self, retry_all: bool = True) -> dict[str, Any]:
+        """Sync the registry with ``plugins/*.binary``: new, changed and removed binaries.
+
+        ``retry_all`` (the ``rescan`` operation) also probes again at once every binary
+        whose ``--metadata`` gave no answer; the periodic check retries them when due.
+        """
         async with self._rescan_lock:
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
-            return await self._rescan()
+            return await self._rescan(retry_all)
 
-    async def _rescan(self) -> dict[str, Any]:
+    async def _rescan(self, retry_all: bool) -> dict[str, Any]:
         cfg = self.config
         self._dir_sig = directory_signature(cfg.plugins_dir)
         binaries = list_binaries(cfg.plugins_dir)
@@ -197,16 +256,75 @@ class Supervisor:
             await p.disable("binary removed or replaced")
             p.close_log()
             self._unregister(p)
+        for b, d in list(self.discovering.items()):
+            if binaries.get(b) != d.signature:
+                del self.discovering[b]  # removed, or replaced: a fresh start below
         fresh = {
             b: sig for b, sig in binaries.items() if b not in by_binary or by_binary[b] in gone
         }
-        found = await inspect_all(fresh, self.metadata_timeout) if fresh else []
+        state = load_state(cfg.state_file)
+        found: list[Discovered] = []
+        probe: dict[Path, tuple[int, int]] = {}
+        now = time.monotonic()
+        for b, sig in fresh.items():
+            waiting = self.discovering.get(b)
+            if waiting is not None:
+                if retry_all or waiting.due(now):
+                    probe[b] = sig
+                continue
+            known = self.memory.known_metadata(b, sig)
+            if known is not None:
+                found.append(Discovered(b, sig, metadata=known))
+                continue
+            probe[b] = sig
+            entry = Discovering(b, sig)
+            entry.enabled = bool(state.get(entry.id, {}).get("enabled"))
+            self.discovering[b] = entry
+        try:
+            self.memory.forget_binaries(set(binaries))
+        except OSError as exc:
+            self.log.error("could not save the supervisor state", error=str(exc))
+        replaced = {p.id for p in gone} - set(removed_ids)
+        # Remembered ones are registered (and spawned) before the slow probes of the others.
+        added = self._admit(found, state, replaced)
+        if probe:
+            results = await inspect_all(probe, self.metadata_timeout)
+            if self.closing:
+                raise Unavailable("the supervisor is shutting down")
+            answered = [d for d in results if self._settle(d)]
+            added += self._admit(answered, load_state(cfg.state_file), replaced)
+        for pid in removed_ids:
+            metrics.clear_plugin(pid)
+        if added or removed_ids:
+            self.log.info(
+                f"rescan: {len(added)} added, {len(removed_ids)} removed, {len(self.plugins)} total"
+            )
+        return {"added": added, "removed": removed_ids, "total": len(self.plugins)}
+
+    def _settle(self, d: Discovered) -> bool:
+        """A probe's outcome: True if it answered (valid or not); else schedule a retry."""
+        entry = self.discovering.get(d.binary)
+        if not d.transient:
+            self.discovering.pop(d.binary, None)
+            self._remember(d)
+            return True
+        if entry is None or entry.signature != d.signature:
+            return False  # replaced while probing: the next rescan sees the new file
+        entry.attempts += 1
+        delay = self.policy.delay(entry.attempts)
+        entry.retry_at = time.monotonic() + delay
+        entry.error = f"{d.error}; retrying in {delay:g} s (attempt {entry.attempts})"
+        self.log.warn(f"no metadata from {d.binary.name}", entry.id, error=entry.error)
+        return False
+
+    def _admit(
+        self, found: list[Discovered], state: dict[str, Any], replaced: set[str]
+    ) -> list[str]:
+        """Register what discovery answered, record the invalid ones, enable the enabled."""
         claimed_ids = {p.id: p.binary for p in self.plugins.values() if p.metadata}
         claimed_routes = {p.route: p.binary for p in self.plugins.values() if p.route}
         resolve_conflicts(found, claimed_ids, claimed_routes)
-        state = load_state(cfg.state_file)
         added = []
-        replaced = {p.id for p in gone} - set(removed_ids)
         for d in found:
             plugin = self._register(d)
             if plugin.id not in replaced:
@@ -216,13 +334,7 @@ class Supervisor:
                 plugin.record_event("invalid", {"binary": d.binary.name, "reason": plugin.error})
             elif state.get(plugin.id, {}).get("enabled"):
                 plugin.enable()
-        for pid in removed_ids:
-            metrics.clear_plugin(pid)
-        if added or removed_ids:
-            self.log.info(
-                f"rescan: {len(added)} added, {len(removed_ids)} removed, {len(self.plugins)} total"
-            )
-        return {"added": added, "removed": removed_ids, "total": len(self.plugins)}
+        return added
 
     def _register(self, d: Discovered) -> SupervisedPlugin:
         pid = d.id
@@ -236,7 +348,7 @@ class Supervisor:
                 self.plugins[existing.id] = existing
             else:
                 pid = d.binary.name
-        plugin = SupervisedPlugin(d, self._deps(), pid)
+        plugin = SupervisedPlugin(d, self._deps(), pid, self.memory.failures.get(pid, 0))
         self.plugins[plugin.id] = plugin
         if plugin.route:
             self.routes[plugin.route] = plugin
@@ -254,13 +366,40 @@ class Supervisor:
     def plugin(self, plugin_id: Any) -> SupervisedPlugin:
         p = self.plugins.get(plugin_id) if isinstance(plugin_id, str) else None
         if p is None:
+            waiting = self._discovering(plugin_id)
+            if waiting is not None:
+                raise Unavailable(
+                    f"plugin {plugin_id} is still being discovered (its --metadata has not"
+                    " answered yet), try again shortly",
+                    retry_after=self._discovery_retry_after(),
+                )
             raise NotFound(f"unknown plugin {plugin_id!r}")
         return p
 
+    def _discovering(self, plugin_id: Any) -> Discovering | None:
+        for d in self.discovering.values():
+            if d.id == plugin_id and plugin_id not in self.plugins:
+                return d
+        return None
+
+    def _discovery_retry_after(self) -> int:
+        now = time.monotonic()
+        waits = [d.retry_at - now for d in self.discovering.values() if d.retry_at is not None]
+        return max(1, math.ceil(min(waits, default=1.0)))
+
+    def _discovering_info(self, d: Discovering) -> dict[str, Any]:
+        return d.info(wall_time(d.retry_at, time.monotonic) if d.retry_at else None)
+
     def list(self) -> list[dict[str, Any]]:
-        return [p.info() for p in sorted(self.plugins.values(), key=lambda p: p.id)]
+        out = [p.info() for p in self.plugins.values()]
+        out += [self._discovering_info(d) for d in self.discovering.values()]
+        return sorted(out, key=lambda i: i["id"])
 
     def get(self, plugin_id: Any) -> dict[str, Any]:
+        if plugin_id not in self.plugins:
+            waiting = self._discovering(plugin_id)
+            if waiting is not None:
+                return {**self._discovering_info(waiting), "events": []}
         p = self.plugin(plugin_id)
         return {**p.info(), "events": self.store.events(p.id, 20)}
 
@@ -335,20 +474,18 @@ class Supervisor:
         """
         routes = {}
         for route, p in self.routes.items():
-            launched = p.launched
-            if (
-                p.state is S.RUNNING
-                and launched is not None
-                and not p.stopping
-                and p.metadata is not None
-                and p.metadata.multi_connection
-                and not launched.connection.closed
-            ):
-                routes[route] = {
-                    "plugin": p.id,
-                    "socket": str(self.config.plugin_socket_dir / f"{p.id}.sock"),
-                    "pid": launched.process.pid,
-                }
+            if p.metadata is None or not p.metadata.multi_connection:
+                continue
+            try:
+                p.admission()
+            except ToruError:
+                continue
+            assert p.launched is not None
+            routes[route] = {
+                "plugin": p.id,
+                "socket": str(self.config.plugin_socket_dir / f"{p.id}.sock"),
+                "pid": p.launched.process.pid,
+            }
         return {"generation": self.generation.value, "routes": routes}
 
     def report(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -391,24 +528,22 @@ class Supervisor:
         else:
             plugin = self.plugins.get(args.pop("plugin", None))  # type: ignore[arg-type]
         if plugin is None or plugin.metadata is None:
-            raise NotFound(f"no plugin serves route {route!r}")
-        state = plugin.state
-        launched = plugin.launched
-        if state is not S.RUNNING or launched is None:
-            if state is S.STARTING or state is S.BACKOFF or (state is S.RUNNING):
+            if self._first_discovery_pending():
                 raise Unavailable(
-                    f"plugin {plugin.id} is {state.value}, try again shortly",
-                    retry_after=plugin.retry_after(),
+                    "plugins are still being discovered, try again shortly",
+                    retry_after=self._discovery_retry_after(),
                 )
-            raise NotFound(f"plugin {plugin.id} is not enabled")
-        if plugin.stopping:  # disable in progress: the route is going away
-            raise NotFound(f"plugin {plugin.id} is being disabled")
-        connection = launched.connection
-        if connection.closed:  # died or reconnecting; state catches up in a moment
-            raise Unavailable(f"plugin {plugin.id} is restarting, try again shortly", retry_after=1)
+            raise NotFound(f"no plugin serves route {route!r}")
+        connection = plugin.admission()
         if type(args.get("method")) is not str or type(args.get("path")) is not str:
             raise BadRequest("http needs string method and path")
         connection.relay_http(args, self.http_timeout, HttpRelay(plugin, rid, answer, fail))
+
+    def _first_discovery_pending(self) -> bool:
+        """Some binary's metadata is not known yet and is still being tried in earnest: its
+        route may be the one asked for, so 503 (try again) rather than 404."""
+        limit = self.policy.max_failures
+        return any(d.attempts < limit for d in self.discovering.values())
 
 
 class HttpRelay:

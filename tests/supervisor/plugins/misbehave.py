@@ -6,7 +6,9 @@ connection at a time, messages handled in order (except mode ``ooo``, which answ
 request from its own thread, so replies come back out of order).
 
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
-flood, bad-metadata, metadata-timeout, metadata-fail.
+flood, bad-metadata, metadata-timeout, metadata-fail, metadata-flaky (``--metadata`` hangs
+unless ``.<id>.metadata-ok`` exists in the plugin directory), metadata-slow (``--metadata``
+sleeps ``MISBEHAVE_METADATA_SLEEP`` seconds, then serves like good).
 HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /fork,
 /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health.
 """
@@ -28,6 +30,10 @@ ROUTE = os.environ.get("MISBEHAVE_ROUTE_" + PLUGIN_ID.replace("-", "_").upper(),
 def metadata():
     if MODE == "metadata-timeout":
         time.sleep(3600)
+    if MODE == "metadata-flaky" and not os.path.exists(f".{PLUGIN_ID}.metadata-ok"):
+        time.sleep(3600)  # answers only while the marker file exists (cwd: the plugin dir)
+    if MODE == "metadata-slow":
+        time.sleep(float(os.environ.get("MISBEHAVE_METADATA_SLEEP", "2")))
     if MODE == "metadata-fail":
         print("cannot describe myself", file=sys.stderr)
         sys.exit(2)
