@@ -31,12 +31,16 @@ from typing import Any
 from toru_plugin_api.codec import FrameReader, write_frame
 
 from .config import Config, ConfigError, load_config
+from .supervisor.restart_policy import RestartPolicy
 
 GUNICORN_CONF = Path(__file__).resolve().parent / "wsgi" / "gunicorn_conf.py"
-HELLO_TIMEOUT = 30.0
-MIN_UPTIME = 10.0  # a child that lived this long restarts without backoff
-BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-MAX_QUICK_FAILURES = 6  # then give up (exit 1) instead of crash-looping, like gunicorn does
+HELLO_NOTE_EVERY = 30.0  # seconds between "still waiting for the supervisor" notes
+# The plugins' policy type with the web tier's numbers: a child that lived 10 s restarts
+# without backoff; after 6 quick failures give up (exit 1) instead of crash-looping, like
+# gunicorn does.
+CHILD_POLICY = RestartPolicy(
+    backoff=(0.2, 0.5, 1.0, 2.0, 5.0, 10.0), max_failures=6, reset_after=10.0
+)
 
 
 def _say(msg: str) -> None:
@@ -140,10 +144,9 @@ class Child:
 
     def note_exit(self) -> float:
         """Record an unexpected exit; returns the delay before the restart."""
-        if time.monotonic() - self.started_at >= MIN_UPTIME:
-            self.failures = 0
-        delay = BACKOFF[min(self.failures, len(BACKOFF) - 1)]
-        self.failures += 1
+        uptime = time.monotonic() - self.started_at
+        self.failures = CHILD_POLICY.failures_after_crash(self.failures, uptime)
+        delay = CHILD_POLICY.delay(self.failures)
         self.restart_at = time.monotonic() + delay
         return delay
 
@@ -204,18 +207,26 @@ class ServeParent:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(c.metrics_dir)
         ensure_first_admin(c)
 
-    def wait_supervisor(self, timeout: float = HELLO_TIMEOUT) -> dict:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+    def wait_supervisor(self) -> dict:
+        """Wait for the supervisor's ``hello`` for as long as it runs.
+
+        It opens its control socket before discovering plugins, so on a loaded machine this
+        is the time of a Python start-up; giving up would only turn a slow start into an
+        outage. Every ``HELLO_NOTE_EVERY`` seconds it says it is still waiting, and why.
+        """
+        t0 = time.monotonic()
+        note_at = t0 + HELLO_NOTE_EVERY
+        while True:
             if not self.supervisor.alive():
                 raise RuntimeError(f"the supervisor exited with {self.supervisor.proc.returncode}")
             try:
                 return control_call(self.config.control_socket, "hello", timeout=2.0)
             except (OSError, ConnectionError) as exc:
-                last = exc
+                if time.monotonic() >= note_at:
+                    note_at += HELLO_NOTE_EVERY
+                    waited = time.monotonic() - t0
+                    _say(f"still waiting for the supervisor after {waited:.0f}s ({exc})")
             self._sleep(0.05)
-        raise RuntimeError(f"the supervisor did not answer within {timeout:.0f}s: {last}")
 
     def wait_web(self, timeout: float = 60.0) -> bool:
         """True once the bind address accepts connections; False if gunicorn exits first."""
@@ -338,7 +349,7 @@ class ServeParent:
                     delay = child.note_exit()
                     if child is self.supervisor:
                         self._mark_dead(child.pid)
-                    if child.failures >= MAX_QUICK_FAILURES:
+                    if CHILD_POLICY.gives_up(child.failures):
                         _say(
                             f"{child.name} exited ({code}) {child.failures} times in a row "
                             "right after starting; giving up (see its output above)"

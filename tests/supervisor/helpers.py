@@ -16,7 +16,9 @@ from toru.supervisor.client import ControlClient
 
 from .. import timing
 
-ROOT = Path(__file__).resolve().parents[2]
+# TORU_TEST_SOURCE_ROOT runs another tree's ``toru`` under these tests (checking that a
+# test fails without its fix, or an A/B comparison).
+ROOT = Path(os.environ.get("TORU_TEST_SOURCE_ROOT") or Path(__file__).resolve().parents[2])
 MISBEHAVE = Path(__file__).resolve().parent / "plugins" / "misbehave.py"
 
 # Small numbers so the whole directory stays fast; every test can override.

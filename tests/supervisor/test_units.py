@@ -15,7 +15,7 @@ import apsw
 import pytest
 import uvloop
 
-from toru.errors import GatewayTimeout
+from toru.errors import GatewayTimeout, NotFound
 from toru.store import Store
 from toru.supervisor.discovery import Discovered, resolve_conflicts
 from toru.supervisor.launcher import LaunchCallbacks, Launched, LaunchError, LaunchSpec
@@ -477,3 +477,38 @@ def test_store_migrates_a_schema_1_database_keeping_its_rows(tmp_path):
     assert s.auth_generation() == before + 1
     s.kv_set("p", "k", "w")  # not an auth change
     assert s.auth_generation() == before + 1
+
+
+def test_serve_children_use_the_plugins_restart_policy(monkeypatch):
+    from toru import serve
+
+    child = serve.Child("x", ["true"], {})
+    clock = [100.0]
+    monkeypatch.setattr(serve.time, "monotonic", lambda: clock[0])
+    child.started_at = clock[0]
+    delays = [child.note_exit() for _ in range(3)]
+    assert delays == [0.2, 0.5, 1.0] and child.failures == 3
+    clock[0] += serve.CHILD_POLICY.reset_after  # up long enough: counts from one again
+    assert child.note_exit() == 0.2 and child.failures == 1
+    child.failures = serve.CHILD_POLICY.max_failures
+    assert serve.CHILD_POLICY.gives_up(child.failures)
+
+
+def test_stopping_is_a_state_and_disable_passes_through_it(tmp_path):
+    async def scenario():
+        plugin, launcher, _store, _ = make_plugin(tmp_path, ["ok"])
+        seen: list[PluginState] = []
+        plugin.deps.routes_changed = lambda: seen.append(plugin.state)
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        assert plugin.admission() is launcher.launched[0].connection
+        stop = asyncio.ensure_future(plugin.disable())
+        await until(lambda: plugin.state is S.STOPPING)
+        with pytest.raises(NotFound):
+            plugin.admission()
+        await stop
+        return plugin, seen
+
+    plugin, seen = run_async(scenario())
+    assert seen[-2:] == [S.STOPPING, S.STOPPED] and plugin.state is S.STOPPED
+    assert S.STOPPING not in TRANSITIONS[S.STOPPED] and TRANSITIONS[S.STOPPING] == {S.STOPPED}

@@ -10,6 +10,7 @@ backoff instead. Neither ever stops the others from loading.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,12 @@ from .process import PluginProcess, describe_exit
 METADATA_TIMEOUT = 5.0
 MAX_METADATA_BYTES = 64 * 1024
 CONCURRENT_PROBES = 4  # --metadata runs at once: enough to overlap, few enough for 2 cores
+
+
+# exec errors that say "not now" rather than "never" (ENOEXEC, EACCES... are definite)
+_EXEC_TRANSIENT = frozenset(
+    {errno.ETXTBSY, errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.EINTR}
+)
 
 
 class MetadataUnavailable(Exception):
@@ -95,7 +102,9 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
             on_output=on_output,
         )
     except OSError as exc:
-        raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
+        if exc.errno in _EXEC_TRANSIENT:  # e.g. the binary is still being written
+            raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
+        raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
     code = await proc.wait(timeout)
     if code is None:
         await proc.terminate(0.0)
