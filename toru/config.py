@@ -125,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
         "supervisor.health_timeout",
         3.0,
         _pos_float,
-        "seconds a health probe may take before the plugin counts as hung",
+        "seconds an idle plugin's probe, or a busy one's silence past a deadline, may last",
     ),
     Setting(
         "rescan_interval",
@@ -149,7 +149,7 @@ SETTINGS: tuple[Setting, ...] = (
         "supervisor.metadata_timeout",
         5.0,
         _pos_float,
-        "seconds `<binary> --metadata` may take",
+        "seconds `<binary> --metadata` may take (a timeout is retried)",
     ),
     Setting(
         "max_frame",
