@@ -124,18 +124,23 @@ class SupervisorProc:
         if not self.socket.exists():
             return False
         try:
-            return bool(self.client.call("ping", timeout=2))
+            return bool(self.client.call("ping", timeout=timing.scaled(2)))
         except Exception:
             return False
 
     @property
     def client(self) -> ControlClient:
         if self._client is None:
-            self._client = ControlClient(self.socket, timeout=10)
+            # Above every product timeout a test leaves at its (scaled) default.
+            self._client = ControlClient(
+                self.socket, timeout=timing.WAIT, http_timeout=timing.HTTP + timing.WAIT
+            )
         return self._client
 
-    def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10) -> Any:
-        return self.client.call(op, args, timeout)
+    def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        return self.client.call(op, args, timing.WAIT if timeout is None else timeout)
 
     def info(self, plugin: str) -> dict[str, Any]:
         return self.call("get", {"plugin": plugin})

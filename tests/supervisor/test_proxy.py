@@ -13,6 +13,7 @@ from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable
 from toru.supervisor.client import ControlClient
 from toru_plugin_api.codec import Decoder, encode
 
+from .. import timing
 from .helpers import (
     SupervisorProc,
     enable_on_disk,
@@ -26,18 +27,20 @@ from .helpers import (
 def test_timeout_gives_504_and_late_answer_is_dropped(home):
     make_plugin(home / "plugins", "slow")
     enable_on_disk(home, "slow")
-    env = {"TORU_HTTP_TIMEOUT": "0.3", "TORU_HEALTH_INTERVAL": "30"}
+    # The timeout fires (0.5 s against a far longer sleep); the echo after it must not, so
+    # it is sent once the late answer is in (health checks see it as progress, not a hang).
+    late = timing.scaled(3)
+    env = {"TORU_HTTP_TIMEOUT": "0.5", "TORU_HEALTH_INTERVAL": "30"}
     with SupervisorProc(home, env=env) as sup:
         pid = sup.wait_state("slow", "running")["pid"]
         with pytest.raises(GatewayTimeout) as err:
-            sup.client.http("/slow", "GET", "/sleep?s=0.8")
+            sup.client.http("/slow", "GET", f"/sleep?s={late}")
         assert err.value.status == 504
         # The plugin answers in order: the late /sleep reply arrives first and must be dropped.
-        time.sleep(0.6)
-
+        time.sleep(late)
         for _ in range(20):  # retried only if a loaded box makes the echo time out too
             try:
-                resp = sup.client.http("/slow", "GET", "/echo?after=1", timeout=5)
+                resp = sup.client.http("/slow", "GET", "/echo?after=1")
                 break
             except GatewayTimeout:
                 time.sleep(0.5)
@@ -261,10 +264,10 @@ def test_stderr_flood_rotates_and_supervisor_stays_responsive(home):
         sup.wait_state("flood", "running")
         log = home / "var" / "log" / "plugins" / "flood.log"
         for _ in range(20):  # answered promptly while the flood goes on
-            assert sup.call("ping", timeout=5) == {"ok": True}
-            assert sup.client.http("/flood", "GET", "/echo", timeout=5).status == 200
+            assert sup.call("ping", timeout=timing.scaled(5)) == {"ok": True}
+            assert sup.client.http("/flood", "GET", "/echo", timeout=timing.scaled(5)).status == 200
         wait_for(lambda: log.with_name("flood.log.2").exists(), 20)
-        assert sup.call("list", timeout=5)[0]["state"] == "running"
+        assert sup.call("list", timeout=timing.scaled(5))[0]["state"] == "running"
         assert not log.with_name("flood.log.3").exists()
         for p in (log, log.with_name("flood.log.1"), log.with_name("flood.log.2")):
             assert p.stat().st_size <= 200000 + 70 * 1024
@@ -275,12 +278,12 @@ def test_stderr_flood_rotates_and_supervisor_stays_responsive(home):
 
 def test_client_unavailable_in_bounded_time_then_reconnects(home):
     path = home / "run" / "supervisor.sock"
-    client = ControlClient(path, timeout=2)
+    client = ControlClient(path, timeout=timing.scaled(2))
     t0 = time.monotonic()
     with pytest.raises(SupervisorUnavailable) as err:
         client.call("ping")
     assert err.value.status == 503
-    assert time.monotonic() - t0 < 2.5
+    assert time.monotonic() - t0 < timing.scaled(2.5)
     # a stale socket file (no listener) also fails at once
     path.parent.mkdir(parents=True)
     s = socket.socket(socket.AF_UNIX)

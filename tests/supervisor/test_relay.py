@@ -26,6 +26,7 @@ from toru.supervisor.stats import PluginStats
 from toru.supervisor.supervisor import Supervisor
 from toru_plugin_api.codec import HEADER, Decoder, encode, encode_payload
 
+from .. import timing
 from .test_units import run_async, until
 
 MAX = 4096
@@ -62,7 +63,7 @@ class Rig:
         )
         sup = Supervisor.__new__(Supervisor)
         sup.config = SimpleNamespace(max_frame=MAX)
-        sup.http_timeout = 0.3
+        sup.http_timeout = timing.HTTP  # must not fire; the 504 test sets a short one
         sup.log = SimpleNamespace(warn=lambda *a, **k: None, error=lambda *a, **k: None)
         sup.plugins = {"p": plugin}
         sup.routes = {"/p": plugin}
@@ -298,6 +299,7 @@ def test_reply_that_outgrows_the_control_frame_limit_is_502_and_the_rest_still_f
 
 def test_deadline_gives_504_and_unusable_request_ids_are_ignored():
     async def scenario(rig: Rig) -> Any:
+        rig.control.sup.http_timeout = 0.3  # fires: the plugin never answers request 1
         rig.ask(1)
         (req,) = await rig.requests(1)
         rid = req["request_id"]

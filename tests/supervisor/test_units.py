@@ -26,6 +26,8 @@ from toru.supervisor.states import TRANSITIONS, IllegalTransition, PluginState, 
 from toru.supervisor.supervised import Deps, SupervisedPlugin
 from toru_plugin_api.messages import PluginMetadata
 
+from .. import timing
+
 S = PluginState
 
 
@@ -151,7 +153,8 @@ def make_plugin(tmp_path: Path, script: list[str], max_failures: int = 3, clock:
 
 
 async def until(pred: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+    """Poll ``pred`` in the loop; AssertionError after ``timeout`` (scaled, tests/timing.py)."""
+    deadline = time.monotonic() + timing.scaled(timeout)
     while not pred():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.001)

@@ -105,7 +105,11 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
         if exc.errno in _EXEC_TRANSIENT:  # e.g. the binary is still being written
             raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
         raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
-    code = await proc.wait(timeout)
+    try:
+        code = await proc.wait(timeout)
+    except asyncio.CancelledError:  # the supervisor is stopping: leave no probe behind
+        await proc.terminate(0.0)
+        raise
     if code is None:
         await proc.terminate(0.0)
         raise MetadataUnavailable(

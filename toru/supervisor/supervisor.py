@@ -134,18 +134,11 @@ class Supervisor:
                 await ready()
             self._prune()
             periodic = tg.create_task(self._periodic())
-            try:
-                await self.rescan()
-            except Unavailable:
-                pass  # stopped while discovering
-            else:
-                self.log.info(
-                    f"discovery done: {len(self.plugins)} plugins,"
-                    f" {len(self.discovering)} without metadata yet"
-                )
+            self._rescan_task = tg.create_task(self._first_discovery())
             await stop.wait()
             self.closing = True  # no enable/rescan may start a plugin from here on
             periodic.cancel()
+            self._rescan_task.cancel()  # a stop does not wait for slow --metadata probes
             await self.shutdown_all()
         self._tg = None
 
@@ -193,6 +186,13 @@ class Supervisor:
         if (task is not None and not task.done()) or self._tg is None:
             return
         self._rescan_task = self._tg.create_task(self._background_rescan())
+
+    async def _first_discovery(self) -> None:
+        await self._background_rescan()
+        self.log.info(
+            f"discovery done: {len(self.plugins)} plugins,"
+            f" {len(self.discovering)} without metadata yet"
+        )
 
     async def _background_rescan(self) -> None:
         try:
