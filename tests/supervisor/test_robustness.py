@@ -147,6 +147,8 @@ def test_control_socket_answers_while_slow_metadata_is_read(home):
             sup.client.http("/slow0", "GET", "/echo")
         assert exc.value.retry_after and exc.value.retry_after >= 1
         wait_for(sup.settled, 60)
+        # 4 probes at a time: two rounds of `sleep`, not eight one after another.
+        assert time.monotonic() - t0 < 5 * sleep
         assert {p["state"] for p in sup.call("list")} == {"running"}
         sup.kill9()
         # Restarted: every metadata is remembered, so all 8 are listed (and spawned) at once.

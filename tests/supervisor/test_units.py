@@ -458,6 +458,42 @@ def test_plugin_connection_deadlines_late_answers_and_loss_over_a_socketpair():
     assert out["lost"] and out["lost"][0].startswith("protocol error")
 
 
+def test_plugin_connection_keeps_timed_out_requests_owed_until_their_late_answer():
+    """The progress bookkeeping behind "busy is not hung" (connection.stalled_for)."""
+    import socket
+
+    from toru.supervisor.connection import PluginConnection
+    from toru_plugin_api.codec import Decoder, encode
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        host, plugin = socket.socketpair()
+        plugin.setblocking(False)
+        _, conn = await loop.create_unix_connection(lambda: PluginConnection("p", 1024), sock=host)
+        seen: list[Any] = [conn.stalled_for()]  # idle
+        errors: list[Any] = []
+        conn.request("http", {"payload": {}}, timing.HTTP, lambda r, e: None)
+        seen.append(conn.stalled_for())  # busy, inside its deadline
+        probe = conn.request("http", {"payload": {}}, timing.HTTP, lambda r, e: None)
+        conn.request("http", {"payload": {}}, 0.05, lambda r, e: errors.append(e))
+        await until(lambda: errors)  # 504 sent; still owed
+        first = conn.stalled_for()
+        assert first is not None and first > 0 and len(conn.owed) == 1
+        dec, got = Decoder(), []
+        while len(got) < 3:
+            got += dec.feed(await loop.sock_recv(plugin, 65536))
+        late = {"type": "http", "request_id": got[2]["request_id"], "payload": {"status": 200}}
+        await loop.sock_sendall(plugin, encode(late))
+        await until(lambda: not conn.owed)  # the late answer is progress
+        seen.append(conn.stalled_for())  # back inside the other deadlines
+        seen.append(conn.stalled_for(exclude=probe) is not None)  # the first one still busy
+        conn.close()
+        plugin.close()
+        return seen
+
+    assert run_async(scenario()) == [None, 0.0, 0.0, True]
+
+
 def test_store_migrates_a_schema_1_database_keeping_its_rows(tmp_path):
     """An installation made before the auth generation (schema 2) upgrades in place."""
     from toru import store as store_mod
