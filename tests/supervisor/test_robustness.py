@@ -167,7 +167,12 @@ def test_toru_serve_lists_plugins_within_5s_of_a_supervisor_kill9(short_home):
     ids = [f"slow{i}" for i in range(8)]
     for i in ids:
         make_plugin(plugins, i, mode="metadata-slow")
-    env = {"MISBEHAVE_METADATA_SLEEP": str(timing.scaled(2)), "TORU_RESTART_BACKOFF": "0.5"}
+    start_sleep = timing.scaled(10)  # each plugin is `starting` this long after a spawn
+    env = {
+        "MISBEHAVE_METADATA_SLEEP": str(timing.scaled(2)),
+        "MISBEHAVE_START_SLEEP": str(start_sleep),
+        "TORU_RESTART_BACKOFF": "0.5",
+    }
     s = ToruServer(short_home, enable=ids, env=env)
     s.start(timeout=120)
     try:
@@ -191,6 +196,10 @@ def test_toru_serve_lists_plugins_within_5s_of_a_supervisor_kill9(short_home):
         assert {x["id"] for x in listed} == set(ids)
         assert took < timing.scaled(5)
         assert find_child(s.pid, "supervisor") != sup
+        # Still starting (they sleep before creating their socket): 503 with Retry-After.
+        assert time.monotonic() - t0 < start_sleep / 2
+        status, headers, _ = s.request("GET", "/api/plugins/route/slow0/echo", cookie=cookie)
+        assert status == 503 and int(headers["retry-after"]) >= 1
     finally:
         s.stop()
 

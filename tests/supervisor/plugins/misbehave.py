@@ -8,7 +8,8 @@ request from its own thread, so replies come back out of order).
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
 flood, bad-metadata, metadata-timeout, metadata-fail, metadata-flaky (``--metadata`` hangs
 unless ``.<id>.metadata-ok`` exists in the plugin directory), metadata-slow (``--metadata``
-sleeps ``MISBEHAVE_METADATA_SLEEP`` seconds, then serves like good).
+sleeps ``MISBEHAVE_METADATA_SLEEP`` seconds, and the plugin ``MISBEHAVE_START_SLEEP`` seconds
+before it creates its socket; otherwise like good).
 HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /fork,
 /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health.
 """
@@ -218,6 +219,8 @@ def main():
     print(f"hello on stdout from {PLUGIN_ID}", flush=True)
     if MODE == "flood":
         threading.Thread(target=flood, daemon=True).start()
+    if MODE == "metadata-slow":
+        time.sleep(float(os.environ.get("MISBEHAVE_START_SLEEP", "0")))
     path = os.environ["TORU_PLUGIN_SOCKET"]
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
