@@ -89,6 +89,7 @@ def test_no_socket_plugin_backs_off_with_reason(home):
         wait_for(lambda: sup.info("nosock")["consecutive_failures"] >= 1)
         info = sup.info("nosock")
         assert "did not create its socket" in info["error"]
+        assert "TORU_START_TIMEOUT" in info["error"]
         crash = next(e for e in info["events"] if e["event_type"] == "crashed")
         assert crash["details"]["phase"] == "starting"
 

@@ -79,6 +79,12 @@ def test_plugin_silent_past_deadline_plus_health_timeout_is_hung(home):
         with pytest.raises(GatewayTimeout):
             sup.client.http("/stuck", "GET", f"/sleep?s={timing.scaled(60)}", timeout=10 * H)
         wait_for(lambda: "unhealthy" in _kinds(sup, "stuck"), 60)
+        why = next(
+            e["details"]["reason"]
+            for e in sup.call("events", {"plugin": "stuck"})
+            if e["event_type"] == "unhealthy"
+        )
+        assert "after a request's deadline" in why and "TORU_HEALTH_TIMEOUT" in why
         new = wait_for(lambda: (i := sup.info("stuck"))["pid"] not in (None, pid) and i)
         assert new["restarts"] == 1
 

@@ -192,7 +192,9 @@ class ProcessLauncher:
                     pass
             if loop.time() >= deadline:
                 raise LaunchError(
-                    f"plugin did not create its socket within {self.socket_wait:g} s",
+                    f"plugin did not create its socket within {self.socket_wait:g} s"
+                    " (if it is only slow to start, raise TORU_START_TIMEOUT /"
+                    " supervisor.start_timeout)",
                     {"phase": "starting", "socket": str(sock_path)},
                 )
             await asyncio.wait({proc.exited}, timeout=delay)

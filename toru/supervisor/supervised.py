@@ -468,7 +468,7 @@ class SupervisedPlugin:
             self._probe(connection, judge=True)  # idle: the probe decides
         elif stalled >= timeout:
             why = f"no answer for {stalled:.1f} s after a request's deadline passed"
-            self._hung(f"{why} (health_timeout {timeout:g} s)")
+            self._hung(f"{why} (TORU_HEALTH_TIMEOUT / supervisor.health_timeout {timeout:g} s)")
         elif stalled > 0:
             self._probe(connection, judge=False)  # past a deadline: ask for a sign of life
 
@@ -490,7 +490,10 @@ class SupervisedPlugin:
                 self.health = "healthy"
                 connection.forget_owed()
             elif judge and err.status == 504 and self.launched is launched:
-                self._hung(f"health probe unanswered after {timeout:g} s")
+                self._hung(
+                    f"health probe unanswered after {timeout:g} s"
+                    " (TORU_HEALTH_TIMEOUT / supervisor.health_timeout)"
+                )
 
         self._probe_rid = connection.request(
             "http",
