@@ -9,18 +9,20 @@ import sys
 
 import pytest
 
+from .. import timing
 from .helpers import ROOT, SupervisorProc, make_plugin, wait_for
 
 
 def toru(home, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORU_")}
+    env.update(timing.product_env())  # the offline CLI runs --metadata itself: generous budget
     return subprocess.run(
         [sys.executable, "-m", "toru.cli", "plugins", "--home", str(home), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timing.WAIT,
     )
 
 

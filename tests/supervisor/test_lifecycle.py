@@ -289,7 +289,7 @@ def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
             env=sup.env,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=timing.WAIT,
         )
         assert second.returncode == 1 and "already runs" in second.stderr
         assert sup.call("ping") == {"ok": True}
