@@ -551,3 +551,25 @@ def test_stopping_is_a_state_and_disable_passes_through_it(tmp_path):
     plugin, seen = run_async(scenario())
     assert seen[-2:] == [S.STOPPING, S.STOPPED] and plugin.state is S.STOPPED
     assert S.STOPPING not in TRANSITIONS[S.STOPPED] and TRANSITIONS[S.STOPPING] == {S.STOPPED}
+
+
+def test_supervisor_state_remembers_metadata_per_signature_and_failures(tmp_path):
+    from toru.supervisor.supervisor_state import SupervisorState
+
+    path = tmp_path / "var" / "supervisor-state.json"
+    meta = PluginMetadata(id="p", name="P", version="1", route="/p")
+    binary = tmp_path / "p.binary"
+    st = SupervisorState(path)
+    st.remember_metadata(binary, (1, 2), meta)
+    st.set_failures("p", 3)
+    again = SupervisorState(path)
+    assert again.known_metadata(binary, (1, 2)) == meta
+    assert again.known_metadata(binary, (1, 3)) is None  # the file changed: probe it again
+    assert again.failures == {"p": 3}
+    again.set_failures("p", 0)
+    again.forget_binaries(set())
+    final = SupervisorState(path)
+    assert final.failures == {} and final.known_metadata(binary, (1, 2)) is None
+    path.write_text("{not json")
+    broken = SupervisorState(path)  # an unreadable file is an empty memory, not a crash
+    assert broken.load_error and broken.failures == {} and broken.metadata == {}
