@@ -250,10 +250,18 @@ class ServeParent:
         return self.web.alive()
 
     def enable_everything(self) -> None:
+        """``--enable-all``: once the first discovery is done, enable every valid plugin."""
         try:
+            path = self.config.control_socket
+            while not control_call(path, "hello", timeout=10).get("discovery_done"):
+                if not self.supervisor.alive():
+                    raise RuntimeError("the supervisor exited")
+                self._sleep(0.1)
             plugins = control_call(self.config.control_socket, "list", timeout=10)
             for p in plugins:
-                if not p.get("enabled") and p.get("state") != "invalid":
+                if p.get("state") == "discovering":
+                    _say(f"not enabling {p['id']}: {p.get('error') or 'no metadata yet'}")
+                elif not p.get("enabled") and p.get("state") != "invalid":
                     control_call(
                         self.config.control_socket, "enable", {"plugin": p["id"]}, timeout=30
                     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -19,7 +21,7 @@ from toru.errors import GatewayTimeout, Unavailable
 from .. import timing
 from ..servers import ToruServer
 from ..web.procs import find_child
-from .helpers import SupervisorProc, enable_on_disk, make_plugin, wait_for
+from .helpers import ROOT, SupervisorProc, enable_on_disk, make_plugin, wait_for
 
 H = timing.scaled(2.0)  # health_timeout of these tests: far below the requests' durations
 
@@ -222,3 +224,27 @@ def test_consecutive_failures_survive_a_supervisor_restart(home):
     with SupervisorProc(home, env=env) as sup:
         info = wait_for(lambda: (i := sup.info("loop"))["state"] == "backoff" and i)
         assert info["consecutive_failures"] == 3  # counted on, not 1 again
+
+
+def test_serve_enable_all_waits_for_the_first_discovery(short_home):
+    """``toru serve --enable-all`` with slow ``--metadata``: the control socket now opens
+    before discovery, so it must wait for ``hello.discovery_done`` before listing."""
+    plugins = short_home / "plugins"
+    for i in ("slowa", "slowb"):
+        make_plugin(plugins, i, mode="metadata-slow")
+    env = {**os.environ, **timing.product_env(), "TORU_ADMIN_PASSWORD": "admin-pass-123"}
+    env["MISBEHAVE_METADATA_SLEEP"] = str(timing.scaled(2))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [sys.executable, "-m", "toru.cli", "serve", "--home", str(short_home)]
+    cmd += ["--bind", f"unix:{short_home / 'web.sock'}", "--workers", "1", "--enable-all"]
+    out = short_home / "serve.out"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    sup = SupervisorProc(short_home)
+    try:
+        wait_for(lambda: "enabled plugin slowb" in out.read_text(), 60)
+        assert {p["id"]: p["enabled"] for p in sup.call("list")} == {"slowa": True, "slowb": True}
+        assert "--enable-all failed" not in out.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timing.WAIT)

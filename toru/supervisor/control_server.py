@@ -40,6 +40,7 @@ class ControlServer:
                 "instance_id": sup.instance_id,
                 "pid": os.getpid(),
                 "started_at": sup.started_at,
+                "discovery_done": sup.discovery_done,
             },
             "ping": lambda a: {"ok": True},
             "list": lambda a: sup.list(),

@@ -94,6 +94,7 @@ class Supervisor:
         self._rescan_task: asyncio.Task[Any] | None = None
         self._dir_sig: Any = None
         self.closing = False
+        self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
         self.generation = RouteGeneration(config.route_generation_file)
 
@@ -189,6 +190,7 @@ class Supervisor:
 
     async def _first_discovery(self) -> None:
         await self._background_rescan()
+        self.discovery_done = True
         self.log.info(
             f"discovery done: {len(self.plugins)} plugins,"
             f" {len(self.discovering)} without metadata yet"
