@@ -77,6 +77,7 @@ class FakeConnection:
         self.sent: list[dict[str, Any]] = []
         self.requests: list[tuple[str, dict[str, Any], float, Any]] = []
         self.closed = False
+        self.stalled: float | None = None  # idle; tests set "busy" values
 
     def send(self, msg: dict[str, Any]) -> None:
         self.sent.append(msg)
@@ -89,7 +90,7 @@ class FakeConnection:
         self.closed = True
 
     def stalled_for(self, exclude: str = "") -> float | None:
-        return None  # always idle: the probe decides
+        return self.stalled
 
     def forget_owed(self) -> None:
         pass
@@ -275,6 +276,32 @@ def test_unanswered_health_probe_kills_and_restarts(tmp_path):
     assert launcher.launched[0].process.signals == [9]
     kinds = store.kinds()
     assert kinds[:4] == ["started", "unhealthy", "crashed", "restarted"]
+
+
+def test_busy_plugin_is_judged_by_progress_not_by_a_probe(tmp_path):
+    async def scenario():
+        plugin, launcher, store, _ = make_plugin(tmp_path, ["ok", "ok"])
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        conn = launcher.launched[0].connection
+        conn.stalled = 0.0  # busy, inside every deadline: no probe, no verdict
+        plugin.check_health(time.monotonic())
+        assert conn.requests == []
+        conn.stalled = plugin.deps.health_timeout / 2  # past a deadline, not for long
+        plugin.check_health(time.monotonic())
+        assert len(conn.requests) == 1  # a chance to show progress...
+        conn.requests[0][3](None, GatewayTimeout("queued behind the work"))
+        await asyncio.sleep(0.01)
+        assert plugin.state is S.RUNNING and "unhealthy" not in store.kinds()  # ...not a verdict
+        conn.stalled = plugin.deps.health_timeout  # silent for health_timeout: hung
+        plugin.check_health(time.monotonic())
+        await until(lambda: len(launcher.launched) == 2 and plugin.state is S.RUNNING)
+        await plugin.disable()
+        return launcher, store
+
+    launcher, store = run_async(scenario())
+    assert launcher.launched[0].process.signals == [9]
+    assert store.kinds()[:3] == ["started", "unhealthy", "crashed"]
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -477,6 +504,7 @@ def test_plugin_connection_keeps_timed_out_requests_owed_until_their_late_answer
         probe = conn.request("http", {"payload": {}}, timing.HTTP, lambda r, e: None)
         conn.request("http", {"payload": {}}, 0.05, lambda r, e: errors.append(e))
         await until(lambda: errors)  # 504 sent; still owed
+        await asyncio.sleep(0.02)  # the sweep may fire a hair before the deadline
         first = conn.stalled_for()
         assert first is not None and first > 0 and len(conn.owed) == 1
         dec, got = Decoder(), []
