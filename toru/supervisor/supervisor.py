@@ -30,6 +30,7 @@ from toru_plugin_api.messages import parse_kv_op
 
 from . import metrics
 from .discovery import (
+    CONCURRENT_PROBES,
     Discovered,
     Discovering,
     directory_signature,
@@ -378,6 +379,19 @@ class Supervisor:
             raise NotFound(f"unknown plugin {plugin_id!r}")
         return p
 
+    async def _described(self, plugin_id: Any) -> SupervisedPlugin:
+        """``plugin``, first waiting out the first ``--metadata`` probe of its binary if it
+        is still under way (an enable right after a start then just works); a binary whose
+        probe already failed answers 503 with ``retry_after`` at once."""
+        rounds = len(self.discovering) / CONCURRENT_PROBES + 1
+        deadline = time.monotonic() + self.metadata_timeout * rounds + 1.0
+        while time.monotonic() < deadline:
+            waiting = self._discovering(plugin_id)
+            if waiting is None or waiting.attempts > 0:
+                break
+            await asyncio.sleep(0.05)
+        return self.plugin(plugin_id)
+
     def _discovering(self, plugin_id: Any) -> Discovering | None:
         for d in self.discovering.values():
             if d.id == plugin_id and plugin_id not in self.plugins:
@@ -407,7 +421,7 @@ class Supervisor:
 
     async def enable(self, plugin_id: Any) -> dict[str, Any]:
         """Enable, persist, and return once the plugin left ``starting`` (or soon after)."""
-        p = self.plugin(plugin_id)
+        p = await self._described(plugin_id)
         if self.closing:
             raise Unavailable("the supervisor is shutting down")
         if p.state is S.INVALID:
@@ -422,7 +436,7 @@ class Supervisor:
 
     async def disable(self, plugin_id: Any) -> dict[str, Any]:
         """Disable, persist, and return once the process is gone."""
-        p = self.plugin(plugin_id)
+        p = await self._described(plugin_id)
         was = p.enabled or p.active
         self._persist(p.id, False)
         await p.disable()
