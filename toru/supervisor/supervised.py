@@ -503,6 +503,8 @@ class SupervisedPlugin:
         )
 
     def _hung(self, reason: str) -> None:
+        if self.health == "unhealthy":
+            return  # already being killed; one event per hang
         self.health = "unhealthy"
         self.record_event("unhealthy", {"reason": reason})
         self._wakeup(f"unhealthy: {reason}")
