@@ -226,6 +226,20 @@ def test_consecutive_failures_survive_a_supervisor_restart(home):
     with SupervisorProc(home, env=env) as sup:
         info = wait_for(lambda: (i := sup.info("loop"))["state"] == "backoff" and i)
         assert info["consecutive_failures"] == 3  # counted on, not 1 again
+        binary = home / "plugins" / "loop.binary"
+        binary.write_text(binary.read_text() + "# v2\n")  # an upgrade starts a clean count
+        sup.call("rescan")
+        wait_for(lambda: len(_first_crashes(sup, "loop")) == 2)  # one per binary
+
+
+def _first_crashes(sup: SupervisorProc, plugin: str) -> list[dict]:
+    """``crashed`` events that counted from one."""
+    events = sup.call("events", {"plugin": plugin, "limit": 200})
+    return [
+        e
+        for e in events
+        if e["event_type"] == "crashed" and e["details"]["consecutive_failures"] == 1
+    ]
 
 
 def test_serve_enable_all_waits_for_the_first_discovery(short_home):

@@ -259,6 +259,7 @@ class Supervisor:
             await p.disable("binary removed or replaced")
             p.close_log()
             self._unregister(p)
+            self._persist_failures(p.id, 0)  # a new binary starts with a clean count
         for b, d in list(self.discovering.items()):
             if binaries.get(b) != d.signature:
                 del self.discovering[b]  # removed, or replaced: a fresh start below
