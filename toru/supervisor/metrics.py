@@ -44,7 +44,13 @@ PROXY_ERRORS = Counter(
 
 
 def set_state(plugin: str, state: PluginState) -> None:
-    """One-hot state gauge plus ``up``."""
+    """One-hot state gauge plus ``up``; the plugin's counters exist (at 0) from its first state.
+
+    NOTE: Prometheus's rate()/increase() need a sample before the first increment, or a
+    plugin's first crash never shows on the dashboard nor counts for the crash-loop alert.
+    """
+    PLUGIN_RESTARTS.labels(plugin)
+    PLUGIN_CRASHES.labels(plugin)
     for s in PluginState:
         PLUGIN_STATE.labels(plugin, s.value).set(1 if s is state else 0)
     PLUGIN_UP.labels(plugin).set(1 if state is PluginState.RUNNING else 0)
