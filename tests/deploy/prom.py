@@ -77,10 +77,12 @@ class Prometheus:
         deadline = time.monotonic() + timing.WAIT
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"prometheus exited:\n{self.output()}"
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as r:
-                    if r.status == 200:
-                        return self
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as r,
+            ):
+                if r.status == 200:
+                    return self
             time.sleep(0.2)
         raise AssertionError(f"prometheus not ready after {timing.WAIT}s:\n{self.output()}")
 
