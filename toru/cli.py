@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("token_id")
     p.set_defaults(func=_handler("toru.users_cli:main"))
 
+    p = sub.add_parser("doctor", help="check a home and this host; print what to fix")
+    _home(p)
+    p.add_argument("--nginx", metavar="SITE", help="also check this nginx site's upstream")
+    p.add_argument("--min-free", default="256M", help="free disk space wanted (default 256M)")
+    p.set_defaults(func=_handler("toru.doctor:main"))
+
     p = sub.add_parser("plugin", help="plugin author tools")
     psub = p.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
     a = psub.add_parser("check", help="run the protocol conformance checker on an executable")
