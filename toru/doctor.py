@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toru_plugin_api.messages import ID_RE
+
 from .config import Config, ConfigError, load_config
 
 MiB = 1024 * 1024
 DEFAULT_MIN_FREE = 256 * MiB
 PROBE_TIMEOUT = 3.0
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _GUNICORN_CONF = Path(__file__).parent / "wsgi" / "gunicorn_conf.py"
 
 
@@ -231,7 +232,7 @@ def _state_shape_errors(data: Any) -> Iterator[str]:
             yield f'"plugins" must be an object, found {type(plugins).__name__}'
             return
     for pid, entry in plugins.items():
-        if not _ID_RE.match(pid):
+        if not ID_RE.match(pid):
             yield f"{pid!r} is not a plugin id"
         elif isinstance(entry, dict):
             if not isinstance(entry.get("enabled"), bool):
