@@ -256,12 +256,14 @@ def check_cgroups(ctx: Context) -> Iterator[Finding]:
 
 
 def cgroup_support() -> tuple[bool, str]:
-    """The supervisor's own probe when it has one, else a reading of /proc/self/mountinfo."""
-    with contextlib.suppress(ImportError, AttributeError):
+    """The supervisor's own ``cgroups.probe()`` when this Toru has it (the same answer the
+    supervisor acts on), else a reading of /proc/self/mountinfo."""
+    try:
         probe = importlib.import_module("toru.supervisor.cgroups").probe
-        support = probe()
-        return bool(getattr(support, "available", support)), str(getattr(support, "reason", ""))
-    return _cgroup_from_mountinfo()
+    except (ImportError, AttributeError):
+        return _cgroup_from_mountinfo()
+    support = probe()
+    return support.available, support.reason
 
 
 def _cgroup_from_mountinfo() -> tuple[bool, str]:

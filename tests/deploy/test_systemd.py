@@ -10,7 +10,9 @@ does not need them to exist.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT
+from tests import timing
+from tests.servers import ROOT, ToruServer
+from tests.web.webtest_plugin import install
+from toru.store import Store
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
@@ -112,3 +117,31 @@ def test_unit_settings(unit):
             assert key not in d, f"{unit.name}: {key} breaks plugins"
     else:
         assert "Delegate" not in d
+
+
+def test_the_stop_commands_stop_toru_serve_in_order(short_home):
+    """toru.service's ExecStop lines, run as systemd would (``$MAINPID`` expanded), against
+    a real ``toru serve``: it exits 0 by itself, its plugin got a clean stop, and the wait
+    command returns once the main process is gone."""
+    unit = ROOT / "deploy" / "systemd" / "toru.service"
+    install(short_home / "plugins")
+    server = ToruServer(short_home, enable=["web-test"], env={"TORU_SHUTDOWN_GRACE": "2"})
+    server.start()
+    try:
+        pid = str(server.pid)
+        kill, wait = (
+            shlex.split(line.lstrip("-").replace("${MAINPID}", pid).replace("$MAINPID", pid))
+            for line in directives(unit)["ExecStop"]
+        )
+        subprocess.run(kill, check=True, timeout=30)
+        waiter = subprocess.Popen(wait)
+        assert server.proc.wait(timing.WAIT) == 0, server.output()
+        assert waiter.wait(timing.WAIT) == 0  # tail --pid noticed the exit
+        # the supervisor stopped the plugin itself (shutdown message first), not a kill
+        store = Store(short_home / "var" / "toru.db")
+        last = store.events("web-test", limit=1)[0]
+        store.close()
+        assert last["event_type"] == "stopped", last
+        assert "shutdown" in json.dumps(last["details"]), last
+    finally:
+        server.stop()
