@@ -343,8 +343,9 @@ def check_worker_class(ctx: Context) -> Iterator[Finding]:
 
         load_class(worker, default="gunicorn.workers.sync.SyncWorker", section="gunicorn.workers")
     except Exception as exc:  # gunicorn raises RuntimeError, ImportError, AttributeError...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         yield problem(
-            f"gunicorn cannot load worker class {worker!r} from {_GUNICORN_CONF} ({exc})",
+            f"gunicorn cannot load worker class {worker!r} set in {_GUNICORN_CONF} ({reason})",
             f"{sys.executable} -m pip install -U gunicorn",
         )
     loop = settings.get("asgi_loop")
@@ -410,11 +411,12 @@ class Address:
     def served_by_toru(self) -> bool | None:
         """True if a Toru answers ``/healthz`` here, False if something else does, None if
         nothing accepts connections."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
         try:
-            sock = socket.socket(self.family, socket.SOCK_STREAM)
             sock.settimeout(PROBE_TIMEOUT)
             sock.connect(self.client_sockaddr())
         except OSError:
+            sock.close()
             return None
         conn = http.client.HTTPConnection("localhost", timeout=PROBE_TIMEOUT)
         conn.sock = sock

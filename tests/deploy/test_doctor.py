@@ -229,3 +229,21 @@ def test_runtime_and_config_problems(stopped_home, tmp_path):
     toml.write_text("bind = \n")
     rc, lines = doctor(stopped_home)
     assert rc == 1 and lines and "toru.toml" in lines[0], lines
+
+
+def test_a_gunicorn_without_the_configured_worker_class(stopped_home, tmp_path):
+    """An installed gunicorn that lacks the worker class Toru configures (as an older
+    gunicorn lacks ``asgi``): the real package, copied without that worker's module."""
+    import gunicorn
+    from gunicorn.util import load_class
+
+    from toru.doctor import _GUNICORN_CONF, literal_settings
+
+    worker = literal_settings(_GUNICORN_CONF)["worker_class"]
+    module = load_class(worker, section="gunicorn.workers").__module__
+    shadow = tmp_path / "shadow"
+    shutil.copytree(Path(gunicorn.__file__).parent, shadow / "gunicorn")
+    (shadow / Path(*module.split("."))).with_suffix(".py").unlink()
+    rc, lines = doctor(stopped_home, env={"PYTHONPATH": str(shadow)})
+    assert rc == 1
+    assert any(f"gunicorn cannot load worker class {worker!r}" in x for x in lines), lines
