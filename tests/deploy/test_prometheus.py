@@ -188,3 +188,18 @@ def test_dashboard_queries_and_rules_against_real_prometheus(scraped_toru):
     assert all(r["health"] == "ok" for r in rules.values()), rules
     assert rules["ToruDown"]["state"] == "inactive"
     assert rules["ToruSupervisorDown"]["state"] == "inactive"
+
+    # and one reacts to what the test did: the 504, the 502 and any 503 while web-test
+    # restarted are over 5% of its requests, so the ratio alert is pending (its `for:` is
+    # 5 minutes), which shows its label matchers fit Toru's real series
+    def ratio_alert() -> list:
+        return [
+            a
+            for g in prom.api("rules")["groups"]
+            for r in g["rules"]
+            if r["name"] == "ToruProxy5xxRatioHigh"
+            for a in r["alerts"]
+        ]
+
+    (alert,) = poll(ratio_alert, "ToruProxy5xxRatioHigh pending")
+    assert alert["state"] == "pending" and alert["labels"]["plugin"] == "web-test", alert
