@@ -123,10 +123,15 @@ def scraped_toru(short_home):
         server.stop()
 
 
-def drive_traffic(server: ToruServer, token: str) -> None:
+def scraped_twice(prom: Prometheus, series: str) -> None:
+    """Wait until Prometheus holds two samples in which ``series`` is true (rate() needs two)."""
+    prom.wait_for(f"count_over_time(({series})[{RATE_INTERVAL}:1s]) >= 2")
+
+
+def drive_traffic(server: ToruServer, prom: Prometheus, token: str) -> None:
     """Plugin routes, a KV call, API calls, a timeout (504) and a crash (502, restart)."""
     poll(lambda: route_status(server, "GET", "/pid", token) == 200, "web-test running")
-    for i in range(20):
+    for i in range(10):
         assert route_status(server, "GET", f"/slow?ms=1&id={i}", token) == 200
     status, body = server.json(
         "POST", "/api/plugins/web-test/kv", {"action": "set", "key": "k", "value": "v"}, token=token
@@ -134,9 +139,15 @@ def drive_traffic(server: ToruServer, token: str) -> None:
     assert status == 200, body
     assert server.json("GET", "/api/plugins", token=token)[0] == 200
     assert route_status(server, "GET", "/hang", token) == 504
+    # NOTE: the workers create a plugin's 5xx series at its first 5xx, so Prometheus must
+    # scrape it once before more 5xx come, or rate() could never see them (the first
+    # errors of a kind are invisible to rate(); docs/operations.md, "Prometheus")
+    scraped_twice(prom, 'toru_proxy_request_duration_seconds_count{code_class="5xx"}')
+    # two more 5xx that rate() sees for sure: over 5% of the ~20 requests (ToruProxy5xxRatioHigh)
+    assert route_status(server, "GET", "/hang", token) == 504
     assert route_status(server, "POST", "/crash", token) == 502
     poll(lambda: route_status(server, "GET", "/pid", token) == 200, "web-test restarted")
-    for i in range(5):
+    for i in range(3):
         assert route_status(server, "GET", f"/slow?ms=1&id=after-{i}", token) == 200
 
 
@@ -144,14 +155,13 @@ def test_dashboard_queries_and_rules_against_real_prometheus(scraped_toru):
     server, prom, token = scraped_toru
     up = prom.wait_for('up{job="toru"} == 1')  # scraped with the bearer token
     assert len(up) == 1
-    drive_traffic(server, token)
-    # wait until Prometheus holds two samples of the traffic's end (rate() needs two)
+    drive_traffic(server, prom, token)
     for series in (
         'toru_plugin_restarts_total{plugin="web-test"} >= 1',
         'toru_proxy_errors_total{plugin="web-test",kind="timeout"} >= 1',
-        'sum(toru_proxy_request_duration_seconds_count{plugin="web-test"}) >= 27',
+        'sum(toru_proxy_request_duration_seconds_count{plugin="web-test"}) >= 18',
     ):
-        prom.wait_for(f"count_over_time(({series})[{RATE_INTERVAL}:1s]) >= 2")
+        scraped_twice(prom, series)
 
     exprs, variables = dashboard()
     assert len(exprs) >= 15
@@ -190,9 +200,9 @@ def test_dashboard_queries_and_rules_against_real_prometheus(scraped_toru):
     assert rules["ToruDown"]["state"] == "inactive"
     assert rules["ToruSupervisorDown"]["state"] == "inactive"
 
-    # and one reacts to what the test did: the 504, the 502 and any 503 while web-test
-    # restarted are over 5% of its requests, so the ratio alert is pending (its `for:` is
-    # 5 minutes), which shows its label matchers fit Toru's real series
+    # and one reacts to what the test did: the second 504 and the 502 are over 5% of the
+    # requests, so the ratio alert is pending (its `for:` is 5 minutes), which shows its
+    # label matchers fit Toru's real series
     def ratio_alert() -> list:
         return [
             a
