@@ -32,7 +32,7 @@ from .config import Config, ConfigError, load_config
 MiB = 1024 * 1024
 DEFAULT_MIN_FREE = 256 * MiB
 PROBE_TIMEOUT = 3.0
-_GUNICORN_CONF = Path(__file__).parent / "wsgi" / "gunicorn_conf.py"
+GUNICORN_CONF = Path(__file__).parent / "wsgi" / "gunicorn_conf.py"
 
 
 @dataclass(frozen=True)
@@ -336,7 +336,7 @@ def check_uvloop(ctx: Context) -> Iterator[Finding]:
 def check_worker_class(ctx: Context) -> Iterator[Finding]:
     """gunicorn can load the worker class Toru configures (read, not imported: importing the
     config would create directories in the home)."""
-    settings = literal_settings(_GUNICORN_CONF)
+    settings = literal_settings(GUNICORN_CONF)
     worker = str(settings.get("worker_class", "sync"))
     try:
         from gunicorn.util import load_class
@@ -345,7 +345,7 @@ def check_worker_class(ctx: Context) -> Iterator[Finding]:
     except Exception as exc:  # gunicorn raises RuntimeError, ImportError, AttributeError...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         yield problem(
-            f"gunicorn cannot load worker class {worker!r} set in {_GUNICORN_CONF} ({reason})",
+            f"gunicorn cannot load worker class {worker!r} set in {GUNICORN_CONF} ({reason})",
             f"{sys.executable} -m pip install -U gunicorn",
         )
     loop = settings.get("asgi_loop")
@@ -354,7 +354,7 @@ def check_worker_class(ctx: Context) -> Iterator[Finding]:
             importlib.import_module(str(loop))
         except ImportError:
             yield problem(
-                f"asgi_loop = {loop!r} in {_GUNICORN_CONF} but {loop} is not importable",
+                f"asgi_loop = {loop!r} in {GUNICORN_CONF} but {loop} is not importable",
                 f"{sys.executable} -m pip install {loop}",
             )
 

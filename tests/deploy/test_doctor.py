@@ -237,9 +237,9 @@ def test_a_gunicorn_without_the_configured_worker_class(stopped_home, tmp_path):
     import gunicorn
     from gunicorn.util import load_class
 
-    from toru.doctor import _GUNICORN_CONF, literal_settings
+    from toru.doctor import GUNICORN_CONF, literal_settings
 
-    worker = literal_settings(_GUNICORN_CONF)["worker_class"]
+    worker = literal_settings(GUNICORN_CONF)["worker_class"]
     module = load_class(worker, section="gunicorn.workers").__module__
     shadow = tmp_path / "shadow"
     shutil.copytree(Path(gunicorn.__file__).parent, shadow / "gunicorn")

@@ -5,6 +5,7 @@ static UI from webapp/, and the client's address reaching the plugin in X-Forwar
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 
 from tests import timing
 from tests.servers import ROOT, ToruServer, free_port
+from toru.doctor import GUNICORN_CONF, literal_settings
 
 pytestmark = [
     pytest.mark.nginx,
@@ -212,13 +214,20 @@ KEEPALIVE = {"nginx": f"{int(timing.scaled(20))}s", "gunicorn": str(int(timing.s
 @pytest.mark.parametrize("proxied", [KEEPALIVE], indirect=True)
 def test_upstream_connections_are_kept_alive_and_reused(proxied):
     """20 requests, each on a new client connection, reach gunicorn over one or two
-    upstream connections that nginx keeps open between them (without keepalive each request
-    opens and closes its own, and none is left open after its answer)."""
+    upstream connections that nginx keeps open between them. Without keepalive each request
+    opens and closes its own, and none is left open after its answer: that is also what
+    gunicorn's ``sync`` worker does whatever nginx asks (it closes every connection), which
+    the test checks instead when Toru is configured with it."""
     port, _, sock = proxied
     seen: list[set[int]] = []
     for _ in range(20):
         assert req(port, "GET", "/healthz")[0] == 200
         seen.append(upstream_connections(sock))
+    if literal_settings(GUNICORN_CONF).get("worker_class", "sync") == "sync":
+        # a connection is seen at most while its answer is being closed, never for long
+        uses = collections.Counter(inode for snapshot in seen for inode in snapshot)
+        assert max(uses.values(), default=0) <= 3, seen
+        return
     everything = set().union(*seen)
     # an idle connection stays open after every answer, and they are the same few throughout
     assert all(seen), seen
