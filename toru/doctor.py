@@ -205,6 +205,11 @@ def check_database(ctx: Context) -> Iterator[Finding]:
 def check_plugin_state(ctx: Context) -> Iterator[Finding]:
     """plugins/.metadata/config.json parses and has the shape the supervisor writes."""
     path = ctx.config.state_file
+    for kept in sorted(path.parent.glob(f"{path.name}.corrupt-*")):
+        yield warning(
+            f"a damaged {path.name} was set aside as {kept}",
+            f"check `toru plugins` lists the right plugins enabled, then delete {kept}",
+        )
     if not path.exists():
         return
     fix = f"repair or delete {path} (then enable the plugins again: toru plugins enable ID)"

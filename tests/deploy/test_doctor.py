@@ -161,6 +161,14 @@ def test_bad_config_json(stopped_home, content, says):
     assert any(str(state) in x and says in x and "; fix: " in x for x in lines), lines
 
 
+def test_a_set_aside_config_json_is_a_warning(stopped_home):
+    kept = stopped_home / "plugins" / ".metadata" / "config.json.corrupt-20261201T120000Z"
+    kept.write_text("[]")
+    rc, lines = doctor(stopped_home)
+    assert rc == 0
+    assert any(x.startswith("warning:") and f"set aside as {kept}" in x for x in lines), lines
+
+
 def test_bind_taken_by_another_program(stopped_home):
     port = free_port()
     listener = socket.create_server(("127.0.0.1", port))
