@@ -10,6 +10,7 @@ Run as ``author_errors_plugin.py MODE``:
 - ``bad-header``: answers every request with a header whose value is a number.
 - ``init-raises``: an SDK plugin whose ``init`` raises ``ValueError("no api key")``.
 - ``config-echo``: an SDK plugin answering ``GET /`` with its ``ctx.config``.
+- ``init-echo``: a raw plugin answering every request with the ``init`` payload it got.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class ConfigEcho(ToruPlugin):
 
 
 def serve_raw(body: dict) -> int:
+    """One connection at a time; answers every http request with ``body`` (``init-echo``:
+    with the payload of the ``init`` it received)."""
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(os.environ["TORU_PLUGIN_SOCKET"])
     srv.listen(1)
@@ -65,11 +68,12 @@ def serve_raw(body: dict) -> int:
                 break
             if msg is None:
                 break
-            if (
-                msg.get("type") == "lifecycle"
-                and (msg.get("payload") or {}).get("action") == "shutdown"
-            ):
-                return 0
+            payload = msg.get("payload") or {}
+            if msg.get("type") == "lifecycle":
+                if payload.get("action") == "shutdown":
+                    return 0
+                if payload.get("action") == "init" and MODE == "init-echo":
+                    body = {"status": 200, "headers": {}, "body": json.dumps(payload)}
             if msg.get("type") == "http":
                 write_frame(conn, make_message("http", body, msg.get("request_id")))
         conn.close()
