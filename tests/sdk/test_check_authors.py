@@ -19,21 +19,6 @@ ROOT = HERE.parent.parent
 MARK = "the-distinctive-stderr-line-42"
 
 
-@pytest.fixture
-def author_plugin(tmp_path: Path):
-    """An executable running author_errors_plugin.py in the given mode."""
-
-    def make(mode: str) -> Path:
-        exe = tmp_path / f"{mode}.binary"
-        exe.write_text(
-            f'#!/bin/sh\nexec {sys.executable} {HERE / "author_errors_plugin.py"} {mode} "$@"\n'
-        )
-        exe.chmod(0o755)
-        return exe
-
-    return make
-
-
 def _check(path: Path | str, verbose: bool = False) -> tuple[PluginChecker, str]:
     out = io.StringIO()
     checker = PluginChecker(path, verbose, out, timeout=timing.scaled(5))
