@@ -118,3 +118,14 @@ def test_host_to_plugin_kv_is_not_checked(misbehaving):
     assert checker.ok, report
     assert not [c for c in checker.results if c.status == "WARN" and "kv" in c.detail], report
     assert "kv" not in [c.name for c in checker.results]
+
+
+@pytest.mark.parametrize("spelling", ["./good.binary", "good.binary"])
+def test_the_harness_runs_a_relative_path_too(misbehaving, monkeypatch, spelling):
+    from toru_plugin_api.testing import PluginHarness
+
+    exe = misbehaving("good")
+    monkeypatch.chdir(exe.parent)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with PluginHarness.subprocess(spelling, start_timeout=timing.START) as h:
+        assert h.request("GET", "/", timeout=timing.HTTP).status == 200
