@@ -80,3 +80,20 @@ def test_a_config_that_is_not_a_table_stops_the_load_naming_the_key(home: Path) 
     )
     with pytest.raises(ConfigError, match=r"plugins\.x\.config must be a table .*got str"):
         load_config(home, env={})
+
+
+def test_a_toml_broken_while_running_fails_that_start_with_the_reason(home: Path) -> None:
+    _install(home, "config-echo", "config-echo")
+    (home / "toru.toml").write_text('[plugins.config-echo.config]\ngreeting = "Hi"\n')
+    never_gives_up = {"TORU_MAX_FAILURES": "100000", "TORU_RESTART_BACKOFF": "0.5"}
+    with SupervisorProc(home, env=never_gives_up) as sup:
+        sup.wait_state("config-echo", "running", 30)
+        (home / "toru.toml").write_text("[plugins.config-echo.config\n")  # unterminated table
+        sup.call("disable", {"plugin": "config-echo"})
+        sup.call("enable", {"plugin": "config-echo"})
+        info = sup.wait_state("config-echo", "backoff", 30)
+        assert "toru.toml" in info["error"], info
+        (home / "toru.toml").write_text('[plugins.config-echo.config]\ngreeting = "fixed"\n')
+        sup.wait_state("config-echo", "running", 60)  # the next restart reads the fixed file
+        got = json.loads(sup.client.http("/config-echo", "GET", "/").body)
+        assert got == {"config": {"greeting": "fixed"}}
