@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from toru.config import load_config
 from toru.errors import ToruError
+from toru.supervisor.launcher import MAX_UNIX_PATH
 
 __all__ = ["DevLoop", "cli", "find_build", "install", "source_snapshot"]
 
@@ -242,7 +243,14 @@ class DevLoop:
         return binary, read_metadata(binary)
 
     def install(self, binary: Path, meta: dict[str, Any]) -> None:
-        plugins_dir = load_config(self.home).plugins_dir
+        config = load_config(self.home)
+        sock = config.plugin_socket_dir / f"{meta['id']}.sock"
+        if len(str(sock).encode()) > MAX_UNIX_PATH:
+            raise DevError(
+                f"the plugin's socket path {sock} would be longer than {MAX_UNIX_PATH} bytes "
+                "(a Unix socket limit): pass --home with a shorter directory, e.g. /tmp/dev-home"
+            )
+        plugins_dir = config.plugins_dir
         if self.plugin_id is not None and meta["id"] != self.plugin_id:
             (plugins_dir / f"{self.plugin_id}.binary").unlink(missing_ok=True)
         install(binary, plugins_dir, meta["id"])
