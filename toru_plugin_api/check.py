@@ -564,20 +564,28 @@ def metadata_from_stdout(out: bytes) -> PluginMetadata:
     try:
         data = json.loads(text)
     except ValueError:
-        start = text.find("{")
-        before = text[:start] if start > 0 else text
-        hint = (
-            f"it printed {before[:80]!r} before the JSON: log to stderr, stdout is for the JSON"
-            if start > 0
-            else f"stdout began with {before[:80]!r}"
-        )
-        raise ProtocolError(f"--metadata did not print one JSON object: {hint}") from None
+        raise ProtocolError(f"--metadata did not print one JSON object: {_noise(text)}") from None
     metadata = PluginMetadata.from_json(data)  # the host's rules, in the host's words
     try:
         schema.validate(data, "metadata")
     except schema.SchemaError as exc:
         raise ProtocolError(f"--metadata does not match the protocol schema: {exc}") from None
     return metadata
+
+
+def _noise(text: str) -> str:
+    """Say what besides the JSON object is on stdout, quoting it."""
+    start = text.find("{")
+    if start > 0:
+        return f"it printed {text[:start][:80]!r} before the JSON: log to stderr, stdout is for the JSON"
+    if start == 0:
+        try:
+            _, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            return f"stdout is not valid JSON: {text[:80]!r}"
+        after = text[end:].strip()
+        return f"it printed {after[:80]!r} after the JSON: log to stderr, stdout is for the JSON"
+    return f"stdout began with {text[:80]!r}"
 
 
 def _http_reply(msg: dict[str, Any]) -> HttpResponse:

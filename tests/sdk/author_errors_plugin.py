@@ -3,6 +3,7 @@
 Run as ``author_errors_plugin.py MODE``:
 
 - ``stdout-noise``: prints a line on stdout before its ``--metadata`` JSON.
+- ``stdout-after``: prints a line on stdout after its ``--metadata`` JSON.
 - ``bad-id``: its metadata id is ``Bad_Id!``.
 - ``stderr-then-exit``: serves nothing; writes a distinctive line on stderr and exits 3.
 - ``metadata-stderr``: ``--metadata`` writes a line on stderr and exits 2.
@@ -95,6 +96,8 @@ def main() -> int:
         if MODE == "slow-metadata":
             time.sleep(timing.scaled(30))
         print(json.dumps(META))
+        if MODE == "stdout-after":
+            print("metadata printed, bye")
         return 0
     if MODE == "stderr-then-exit":
         sys.stderr.write(f"{MARK}: missing config file /etc/ae.conf\n")

@@ -80,6 +80,12 @@ def test_stdout_before_the_metadata_json_says_log_to_stderr(author_plugin):
     assert "log to stderr" in report
 
 
+def test_stdout_after_the_metadata_json_is_quoted_too(author_plugin):
+    checker, report = _check(author_plugin("stdout-after"))
+    assert _failed(checker) == ["metadata"], report
+    assert "'metadata printed, bye' after the JSON: log to stderr" in report
+
+
 def test_a_bad_id_is_quoted(author_plugin):
     checker, report = _check(author_plugin("bad-id"))
     assert _failed(checker) == ["metadata"], report
