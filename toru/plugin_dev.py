@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -189,12 +191,14 @@ class DevLoop:
     """One ``toru plugin dev`` run; ``run()`` returns the exit code."""
 
     source: Path
-    home: Path
+    home: Path | None  # None: PATH/.toru-dev (or a short one in /tmp if that is too deep)
     bind: str
     interval: float
     out: TextIO = sys.stdout
 
     def __post_init__(self) -> None:
+        self.home_given = self.home is not None
+        self.home = self.home if self.home is not None else self.source / ".toru-dev"
         self.serve: subprocess.Popen[bytes] | None = None
         self.plugin_id: str | None = None
         self.tail: LogTail | None = None
@@ -242,15 +246,29 @@ class DevLoop:
         binary = build(self.source, self.out)
         return binary, read_metadata(binary)
 
-    def install(self, binary: Path, meta: dict[str, Any]) -> None:
-        config = load_config(self.home)
-        sock = config.plugin_socket_dir / f"{meta['id']}.sock"
-        if len(str(sock).encode()) > MAX_UNIX_PATH:
+    def _socket_fits(self, plugin_id: str) -> bool:
+        sock = load_config(self.home).plugin_socket_dir / f"{plugin_id}.sock"
+        return len(str(sock).encode()) <= MAX_UNIX_PATH
+
+    def _choose_home(self, plugin_id: str) -> None:
+        """Keep the plugin's socket path under the Unix limit: a default home too deep for
+        it moves to a short one in /tmp (stable per source directory); a given one is an
+        error the author fixes with ``--home``."""
+        if self._socket_fits(plugin_id):
+            return
+        if self.home_given or self.serve is not None:
             raise DevError(
-                f"the plugin's socket path {sock} would be longer than {MAX_UNIX_PATH} bytes "
-                "(a Unix socket limit): pass --home with a shorter directory, e.g. /tmp/dev-home"
+                f"the plugin's socket under {self.home} would be longer than {MAX_UNIX_PATH} "
+                "bytes (a Unix socket limit): pass --home with a shorter directory"
             )
-        plugins_dir = config.plugins_dir
+        digest = hashlib.sha1(str(self.source).encode()).hexdigest()[:10]
+        short = Path(tempfile.gettempdir()) / f"toru-dev-{digest}"
+        self.say(f"{self.home} is too deep for the plugin's Unix socket path; dev home: {short}")
+        self.home = short
+
+    def install(self, binary: Path, meta: dict[str, Any]) -> None:
+        self._choose_home(meta["id"])
+        plugins_dir = load_config(self.home).plugins_dir
         if self.plugin_id is not None and meta["id"] != self.plugin_id:
             (plugins_dir / f"{self.plugin_id}.binary").unlink(missing_ok=True)
         install(binary, plugins_dir, meta["id"])
@@ -328,8 +346,7 @@ class DevLoop:
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.say(f"watching {self.source}, dev home {self.home}")
+        self.say(f"watching {self.source}")
         try:
             meta = self._first_build()
             if meta is None:
@@ -408,5 +425,5 @@ def cli(args: argparse.Namespace) -> int:
     if not source.is_dir():
         print(f"toru plugin dev: {args.path} is not a directory", file=sys.stderr)
         return 2
-    home = Path(args.home).resolve() if args.home else source / ".toru-dev"
+    home = Path(args.home).resolve() if args.home else None
     return DevLoop(source, home, args.bind, args.interval).run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -62,9 +63,9 @@ def test_dev_loop_rebuilds_restarts_and_stops_clean(tmp_path: Path, lang: str) -
     plugin_id = f"dev-{lang}"
     sh(f"toru plugin new {plugin_id} --lang {lang}", tmp_path)
     src = tmp_path / plugin_id
-    home = src / ".toru-dev"
     port = free_port()
     out = tmp_path / "dev.out"
+    home = src / ".toru-dev"
     env = {**author_env(), **timing.product_env()}
     with open(out, "wb") as f:
         proc = subprocess.Popen(
@@ -77,6 +78,7 @@ def test_dev_loop_rebuilds_restarts_and_stops_clean(tmp_path: Path, lang: str) -
     try:
         _wait(lambda: "[dev] plugin:" in out.read_text(), "the ready banner", proc, out)
         text = out.read_text()
+        home = Path(text.split("[dev] Toru is serving ", 1)[1].split(" (server output", 1)[0])
         password = (home / "var" / "dev-admin-password").read_text().strip()
         assert f"UI:       http://127.0.0.1:{port}/" in text
         assert f"password {password}" in text
@@ -112,3 +114,5 @@ def test_dev_loop_rebuilds_restarts_and_stops_clean(tmp_path: Path, lang: str) -
     assert code == 0, out.read_text()
     time.sleep(timing.scaled(0.5))
     assert _leftovers(str(home)) == []
+    if not home.is_relative_to(tmp_path):  # a short home in /tmp (a deep tmp_path)
+        shutil.rmtree(home, ignore_errors=True)

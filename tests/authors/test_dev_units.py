@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,23 @@ def test_install_replaces_a_running_binary_atomically(tmp_path: Path) -> None:
     assert [p.name for p in plugins.iterdir()] == ["p.binary"]  # no temporary left
 
 
-def test_a_too_long_socket_path_says_to_pass_a_shorter_home(tmp_path: Path) -> None:
+def test_a_default_home_too_deep_for_the_socket_moves_to_tmp(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    binary = deep / "x.binary"
+    binary.write_text("#!/bin/sh\n")
+    out = io.StringIO()
+    loop = DevLoop(deep, None, "127.0.0.1:0", 0.2, out)
+    loop.install(binary, {"id": "p"})
+    assert loop.home.parent == Path(tempfile.gettempdir()) and loop.home.name.startswith(
+        "toru-dev-"
+    )
+    assert (loop.home / "plugins" / "p.binary").is_file()
+    assert "too deep for the plugin's Unix socket path" in out.getvalue()
+    shutil.rmtree(loop.home)
+
+
+def test_a_given_home_too_deep_for_the_socket_says_pass_a_shorter_one(tmp_path: Path) -> None:
     loop = DevLoop(tmp_path, tmp_path / ("h" * 120), "127.0.0.1:0", 0.2, io.StringIO())
     with pytest.raises(DevError, match="pass --home with a shorter directory"):
         loop.install(tmp_path / "x.binary", {"id": "p"})

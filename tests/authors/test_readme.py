@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,9 @@ def test_five_minute_path(tmp_path: Path, clone: Path, lang: str) -> None:
         timeout=timing.scaled(600),
     )
     report = f"{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
+    for line in done.stdout.splitlines():  # a short dev home in /tmp (a deep tmp_path)
+        if line.startswith("[dev] Toru is serving /tmp/toru-dev-"):
+            shutil.rmtree(line.split()[4], ignore_errors=True)
     assert done.returncode == 0, report
     plugin_id = lines[0].split()[3]
     assert "Result: PASS" in done.stdout, report
