@@ -109,7 +109,8 @@ def test_five_minute_path(tmp_path: Path, clone: Path, lang: str) -> None:
         timeout=timing.scaled(600),
     )
     report = f"{script}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-    for line in done.stdout.splitlines():  # a short dev home in /tmp (a deep tmp_path)
+    dev_out = (tmp_path / "dev.out").read_text() if (tmp_path / "dev.out").exists() else ""
+    for line in dev_out.splitlines():  # a short dev home in /tmp (a deep tmp_path)
         if line.startswith("[dev] Toru is serving /tmp/toru-dev-"):
             shutil.rmtree(line.split()[4], ignore_errors=True)
     assert done.returncode == 0, report
