@@ -6,6 +6,8 @@ The same table feeds the loader (precedence flag > env > toru.toml > default), t
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import tomllib
 from collections.abc import Callable
@@ -332,6 +334,7 @@ def load_config(
             data = tomllib.loads(toml_path.read_text())
         except (tomllib.TOMLDecodeError, OSError) as exc:
             raise ConfigError(f"{toml_path}: {exc}") from None
+    plugin_configs(data)  # a broken [plugins.<id>.config] stops `toru serve` at start
     values: dict[str, Any] = {"home": home_path}
     for s in SETTINGS:
         raw, source = None, "default"
@@ -356,6 +359,51 @@ def load_config(
     values["log_dir"] = _path(home_path, values["log_dir"], "var/log")
     known = {f.name for f in fields(Config)}
     return Config(**{k: v for k, v in values.items() if k in known})
+
+
+def plugin_configs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{plugin_id: config}`` from a parsed toru.toml's ``[plugins.<id>.config]`` tables.
+
+    Other keys under ``[plugins]`` (settings such as ``plugins.user``) are not plugin ids and
+    are left alone; a ``config`` that is not a table is an error naming the key.
+    """
+    section = data.get("plugins")
+    if not isinstance(section, dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for plugin_id, entry in section.items():
+        if not isinstance(entry, dict) or "config" not in entry:
+            continue
+        cfg = entry["config"]
+        if not isinstance(cfg, dict):
+            raise ConfigError(
+                f"toru.toml plugins.{plugin_id}.config must be a table "
+                f"([plugins.{plugin_id}.config]), got {type(cfg).__name__}"
+            )
+        out[plugin_id] = cfg
+    return out
+
+
+def plugin_config_env(home: str | os.PathLike[str], plugin_id: str) -> dict[str, str]:
+    """``{"TORU_PLUGIN_CONFIG": json}`` for a plugin about to be spawned (``{}`` when none).
+
+    NOTE: read at each spawn, so an edit of ``[plugins.<id>.config]`` reaches the plugin at its
+    next start or restart without restarting Toru. Raises ``ConfigError`` for a broken file.
+    """
+    path = Path(home) / "toru.toml"
+    try:
+        data = tomllib.loads(path.read_text()) if path.exists() else {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg = plugin_configs(data).get(plugin_id, {})
+    return {"TORU_PLUGIN_CONFIG": json.dumps(cfg, default=_toml_scalar, ensure_ascii=False)}
+
+
+def _toml_scalar(value: Any) -> str:
+    """TOML dates and times, which JSON has no type for, travel as ISO-8601 strings."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"cannot pass {type(value).__name__} to a plugin")
 
 
 def _path(home: Path, value: str | None, default: str) -> Path:

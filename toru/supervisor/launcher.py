@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from toru.config import ConfigError, plugin_config_env
 from toru.store import Store
-from toru_plugin_api.messages import lifecycle_init
+from toru_plugin_api.messages import host_init
 
 from .connection import PluginConnection
 from .kv_channel import KvChannel
@@ -89,9 +90,14 @@ class ProcessLauncher:
             raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sock_path.unlink(missing_ok=True)
+        try:  # [plugins.<id>.config] of toru.toml in the home (our cwd), as JSON
+            config_env = plugin_config_env(self.cwd, plugin.id)
+        except ConfigError as exc:
+            raise LaunchError(str(exc)) from None
         host_end, plugin_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = plugin_env(
             {
+                **config_env,
                 "TORU_PLUGIN_SOCKET": str(sock_path),
                 "TORU_PLUGIN_ID": plugin.id,
                 "TORU_INSTANCE_ID": self.instance_id,
@@ -126,7 +132,7 @@ class ProcessLauncher:
             launched.kv_transport = kv_transport
             launched.connection = await self._connect(plugin, proc, sock_path)
             launched.connection.send(
-                lifecycle_init(self.instance_id, str(sock_path), str(plugin.log_path))
+                host_init(self.instance_id, str(sock_path), str(plugin.log_path))
             )
         except BaseException:
             launched.close_kv()
