@@ -176,3 +176,24 @@ def kill_leftovers(home: Path) -> None:
                 os.kill(int(d.name), signal.SIGKILL)
             except OSError:
                 pass
+
+
+def scrape_metrics(home: Path) -> str:
+    """The Prometheus exposition of a home's multiprocess directory (what /metrics serves)."""
+    code = (
+        "from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n"
+        "r = CollectorRegistry(); multiprocess.MultiProcessCollector(r)\n"
+        "print(generate_latest(r).decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(home / "var" / "metrics")}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of one exposition line starting with ``sample`` (0.0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -75,7 +75,12 @@ async def _serve(config: Config) -> None:
     store.migrate()
     instance_id = store.instance_id()
     log = SupervisorLog(
-        LogWriter(config.supervisor_log, config.log_max_bytes, config.log_backups),
+        LogWriter(
+            config.supervisor_log,
+            config.log_max_bytes,
+            config.log_backups,
+            on_error=metrics.log_write_errors("supervisor"),
+        ),
         echo=os.environ.get("TORU_SUPERVISOR_QUIET", "") == "",
     )
     metrics.cleanup_dead_processes(config.metrics_dir)

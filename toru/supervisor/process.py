@@ -14,31 +14,22 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .logs import MAX_LINE
+from toru.osutil import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc: Any = ctypes.CDLL(None, use_errno=True)
-    _prctl = _libc.prctl
-except (OSError, AttributeError):  # pragma: no cover - non-Linux
-    _prctl = None
+from .logs import MAX_LINE
 
 OutputCallback = Callable[[str, list[bytes]], None]
 
 
 def _child_setup(parent_pid: int) -> Callable[[], None]:
     def setup() -> None:  # runs in the forked child before exec: no allocation-heavy work
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # parent died between fork and prctl
-            os._exit(1)
+        die_with_parent(signal.SIGKILL, parent_pid)
 
     return setup
 

@@ -137,7 +137,12 @@ class SupervisedPlugin:
 
     def _writer(self) -> LogWriter:
         if self._log is None:
-            self._log = LogWriter(self.log_path, self.deps.log_max_bytes, self.deps.log_backups)
+            self._log = LogWriter(
+                self.log_path,
+                self.deps.log_max_bytes,
+                self.deps.log_backups,
+                on_error=metrics.log_write_errors("plugin", self.id),  # faults: issue 11 item 4
+            )
         return self._log
 
     # ------------------------------------------------------------------ callbacks
