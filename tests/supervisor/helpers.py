@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from toru.store import Store
 from toru.supervisor.client import ControlClient
 
 from .. import timing
@@ -197,3 +198,19 @@ def metric_value(text: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def damage_database(db: Path) -> None:
+    """A real database with its plugin_kv pages overwritten: opens, fails quick_check."""
+    store = Store(db)
+    store.migrate()
+    store.instance_id()
+    for i in range(3000):
+        store.kv_set("filler", f"k{i}", "v" * 100)
+    store.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) > 60 * page
+    data[40 * page : 44 * page] = b"\xab" * (4 * page)
+    db.write_bytes(bytes(data))

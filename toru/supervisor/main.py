@@ -83,6 +83,8 @@ async def _serve(config: Config) -> None:
         ),
         echo=os.environ.get("TORU_SUPERVISOR_QUIET", "") == "",
     )
+    if store.check_at_start():  # PRAGMA quick_check; /healthz reports it from now on
+        log.error(f"the database {config.db_path} is damaged: {store.damage}")
     metrics.cleanup_dead_processes(config.metrics_dir)
     supervisor = Supervisor(config, store, log, instance_id)
     server = ControlServer(supervisor, config.control_socket)

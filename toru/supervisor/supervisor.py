@@ -32,7 +32,7 @@ from .discovery import (
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
-from .plugin_state_file import load_state, set_enabled
+from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .route_generation import RouteGeneration
 from .states import PluginState
@@ -80,6 +80,7 @@ class Supervisor:
         self.closing = False
         self.http_timeout = config.http_timeout
         self.generation = RouteGeneration(config.route_generation_file)
+        self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
 
     # ------------------------------------------------------------------ running
 
@@ -173,7 +174,7 @@ class Supervisor:
     def _persist(self, plugin_id: str, enabled: bool, reason: str | None = None) -> None:
         extra = {"disabled_reason": reason} if reason else {"disabled_reason": None}
         try:
-            set_enabled(self.config.state_file, plugin_id, enabled, **extra)
+            self.state_file.set_enabled(plugin_id, enabled, **extra)
         except OSError as exc:
             self.log.error("could not save plugin state", plugin_id, error=str(exc))
 
@@ -204,7 +205,7 @@ class Supervisor:
         claimed_ids = {p.id: p.binary for p in self.plugins.values() if p.metadata}
         claimed_routes = {p.route: p.binary for p in self.plugins.values() if p.route}
         resolve_conflicts(found, claimed_ids, claimed_routes)
-        state = load_state(cfg.state_file)
+        state = self.state_file.load()
         added = []
         replaced = {p.id for p in gone} - set(removed_ids)
         for d in found:
@@ -259,6 +260,19 @@ class Supervisor:
 
     def list(self) -> list[dict[str, Any]]:
         return [p.info() for p in sorted(self.plugins.values(), key=lambda p: p.id)]
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """What an operator must look at (control op ``warnings``, ``GET /api/plugins``)."""
+        out = self.state_file.warnings()
+        if self.store.damage:
+            out.append(
+                {
+                    "code": "store_damaged",
+                    "message": f"the database {self.store.path} is damaged: {self.store.damage}",
+                    "file": str(self.store.path),
+                }
+            )
+        return out
 
     def get(self, plugin_id: Any) -> dict[str, Any]:
         p = self.plugin(plugin_id)
