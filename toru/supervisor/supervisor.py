@@ -22,6 +22,7 @@ from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import parse_kv_op
 
 from . import metrics
+from .cgroups import PluginCgroups, without_cgroups
 from .discovery import (
     Discovered,
     directory_signature,
@@ -66,6 +67,11 @@ class Supervisor:
         self.plugins: dict[str, SupervisedPlugin] = {}
         self.routes: dict[str, SupervisedPlugin] = {}
         self.policy = RestartPolicy(config.restart_backoff, config.max_failures)
+        # faults: one cgroup per plugin where the machine allows it (None: process groups)
+        limits = config.limits_by_plugin()
+        self.cgroups, self.cgroups_reason = (
+            PluginCgroups.open(config.home, limits, log) if launcher is None else (None, "test")
+        )
         self.launcher = launcher or ProcessLauncher(
             store,
             instance_id,
@@ -73,6 +79,7 @@ class Supervisor:
             config.home,
             config.max_frame,
             self.socket_wait,
+            cgroups=self.cgroups,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -135,6 +142,8 @@ class Supervisor:
         for p in plugins:
             p.close_log()
             (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     async def _periodic(self) -> None:
         cfg = self.config
@@ -276,7 +285,14 @@ class Supervisor:
 
     def get(self, plugin_id: Any) -> dict[str, Any]:
         p = self.plugin(plugin_id)
-        return {**p.info(), "events": self.store.events(p.id, 20)}
+        return {**p.info(), "events": self.store.events(p.id, 20), "cgroup": self._cgroup(p.id)}
+
+    def _cgroup(self, plugin_id: str) -> dict[str, Any]:
+        """Where the plugin runs and whether its configured limits are enforced."""
+        if self.cgroups is not None:
+            return self.cgroups.describe(plugin_id)
+        limits = self.config.limits_by_plugin().get(plugin_id)
+        return without_cgroups(self.cgroups_reason, limits)
 
     async def enable(self, plugin_id: Any) -> dict[str, Any]:
         """Enable, persist, and return once the plugin left ``starting`` (or soon after)."""
