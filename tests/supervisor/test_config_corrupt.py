@@ -106,6 +106,13 @@ def test_supervisor_recovers_a_truncated_config_and_warns(home):
         sup.call("enable", {"plugin": "gamma"})
         enabled = {k for k, v in json.loads(state.read_text())["plugins"].items() if v["enabled"]}
         assert enabled == {"alpha", "beta", "gamma"}
+    # The warning outlives a restart (an operator may not have looked yet) and goes away
+    # when the operator deletes the kept copy.
+    with SupervisorProc(home) as sup:
+        assert [w["kept_as"] for w in sup.call("warnings")] == [str(kept)]
+        sup.wait_state("gamma", "running")
+        kept.unlink()
+        assert sup.call("warnings") == []
 
 
 @pytest.mark.parametrize("text", ["[]", "null", '{"version": 1, "plugins": 7}'])

@@ -19,7 +19,6 @@ import os
 import re
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,6 @@ class StateProblem:
     kept_as: Path
     reason: str
     recovered: int
-    at: float
 
     def message(self) -> str:
         return (
@@ -53,16 +51,6 @@ class StateProblem:
             f"recovered {self.recovered} plugin entr{'y' if self.recovered == 1 else 'ies'}; "
             "check which plugins should be enabled"
         )
-
-    def to_warning(self) -> dict[str, Any]:
-        """The entry of the control op ``warnings`` (and ``GET /api/plugins``' header)."""
-        return {
-            "code": "plugin_state_corrupt",
-            "message": self.message(),
-            "file": str(self.file),
-            "kept_as": str(self.kept_as),
-            "at": round(self.at, 3),
-        }
 
 
 ProblemCallback = Callable[[StateProblem], None]
@@ -85,7 +73,7 @@ def load_state(path: Path, on_problem: ProblemCallback | None = None) -> dict[st
         kept = _keep_damaged(path, raw)
         save_state(path, plugins)
         if on_problem is not None:
-            on_problem(StateProblem(path, kept, reason, len(plugins), time.time()))
+            on_problem(StateProblem(path, kept, reason, len(plugins)))
     return plugins
 
 
@@ -173,13 +161,39 @@ def set_enabled(
     save_state(path, state)
 
 
+def kept_copies(path: Path) -> list[Path]:
+    """The damaged files kept beside ``path``, newest first."""
+    try:
+        found = list(path.parent.glob(f"{path.name}.corrupt-*"))
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def warning_for(path: Path, kept: Path) -> dict[str, Any]:
+    """The operator warning for one kept damaged copy (control op ``warnings``)."""
+    return {
+        "code": "plugin_state_corrupt",
+        "message": (
+            f"{path} was found damaged and repaired from what was readable; the damaged file "
+            f"is kept as {kept.name}. Check which plugins should be enabled, then delete "
+            f"{kept} to clear this warning."
+        ),
+        "file": str(path),
+        "kept_as": str(kept),
+    }
+
+
 class PluginStateFile:
-    """The supervisor's handle on config.json: reads, writes, and remembers what was wrong."""
+    """The supervisor's handle on config.json: reads, writes, and what needs an operator.
+
+    Warnings come from the kept damaged copies on disk, so they survive a restart and the
+    operator clears one by deleting the copy.
+    """
 
     def __init__(self, path: Path, log: Any) -> None:
         self.path = path
         self.log = log  # SupervisorLog
-        self._problems: deque[StateProblem] = deque(maxlen=MAX_WARNINGS)
         self._unreadable: str | None = None
 
     def load(self) -> dict[str, dict[str, Any]]:
@@ -201,7 +215,7 @@ class PluginStateFile:
             raise
 
     def warnings(self) -> list[dict[str, Any]]:
-        out = [p.to_warning() for p in self._problems]
+        out = [warning_for(self.path, kept) for kept in kept_copies(self.path)[:MAX_WARNINGS]]
         if self._unreadable is not None:
             out.append(
                 {
@@ -213,20 +227,9 @@ class PluginStateFile:
         return out
 
     def _problem(self, problem: StateProblem) -> None:
-        self._problems.append(problem)
         self.log.error(problem.message(), kept_as=str(problem.kept_as))
 
     def _set_unreadable(self, message: str) -> None:
         if self._unreadable != message:
             self.log.error(f"{message}; not changing it (plugins keep their current state)")
         self._unreadable = message
-
-
-__all__ = [
-    "PluginStateFile",
-    "StateFileUnreadable",
-    "StateProblem",
-    "load_state",
-    "save_state",
-    "set_enabled",
-]
