@@ -54,7 +54,7 @@ def add_warnings(resp: falcon.Response, control: Any) -> None:
         warnings = control.call("warnings", {}, CONTROL_TIMEOUT)
     except ToruError:
         return
-    if warnings:
+    if isinstance(warnings, list) and warnings:
         resp.set_header(WARNINGS_HEADER, json.dumps(warnings, ensure_ascii=True))
 
 
