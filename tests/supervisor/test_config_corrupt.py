@@ -14,10 +14,17 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from toru.supervisor.plugin_state_file import StateProblem, load_state, set_enabled
+from toru.supervisor.plugin_state_file import (
+    PluginStateFile,
+    StateFileUnreadable,
+    StateProblem,
+    load_state,
+    set_enabled,
+)
 
 from .helpers import ROOT, SupervisorProc, damage_database, make_plugin, wait_for
 
@@ -77,6 +84,24 @@ def test_a_sound_file_is_not_touched(tmp_path):
     path.write_text(json.dumps({"alpha": {"enabled": True}}))  # the original flat form
     assert load_state(path, lambda p: pytest.fail(f"reported {p}"))["alpha"]["enabled"]
     assert _kept(path) == []
+
+
+def test_an_unreadable_file_is_never_overwritten(tmp_path):
+    path = tmp_path / "config.json"
+    path.mkdir()  # EISDIR on read: as unreadable as EACCES or EIO, and testable as root
+    with pytest.raises(StateFileUnreadable):
+        load_state(path)
+    with pytest.raises(StateFileUnreadable):
+        set_enabled(path, "alpha", True)
+    assert path.is_dir() and list(path.iterdir()) == []
+
+    errors: list[str] = []
+    log = SimpleNamespace(error=lambda message, *a, **kw: errors.append(message))
+    handle = PluginStateFile(path, log)
+    assert handle.load() == {} and handle.load() == {}
+    assert len(errors) == 1  # said once, not at every rescan
+    [warning] = handle.warnings()
+    assert warning["code"] == "plugin_state_unreadable" and str(path) in warning["message"]
 
 
 # ---------------------------------------------------------------------------- supervisor
