@@ -160,6 +160,15 @@ SETTINGS: tuple[Setting, ...] = (
         "maximum protocol frame size in bytes",
     ),
     Setting(
+        "cgroups",
+        "TORU_CGROUPS",
+        "supervisor.cgroups",
+        True,
+        _bool,
+        "run each plugin in its own cgroup v2 where the machine allows it (false: process "
+        "groups only)",
+    ),
+    Setting(
         "log_max_bytes",
         "TORU_LOG_MAX_BYTES",
         "logs.max_bytes",
@@ -330,6 +339,7 @@ class Config:
     start_timeout: float
     metadata_timeout: float
     max_frame: int
+    cgroups: bool
     log_max_bytes: int
     log_backups: int
     metrics_public: bool

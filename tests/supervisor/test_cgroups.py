@@ -82,6 +82,26 @@ def test_a_setsid_grandchild_dies_when_its_plugin_is_disabled(home):
         wait_for(lambda: not Path(cgroup["path"]).exists())  # removed once empty
 
 
+def test_without_cgroups_process_groups_stop_plugins_and_it_is_said_once(home):
+    make_plugin(home / "plugins", "alpha")
+    (home / "toru.toml").write_text('[plugins.alpha.limits]\nmemory_max = "64M"\n')
+    with SupervisorProc(home, env={"TORU_CGROUPS": "false"}) as sup:
+        sup.call("enable", {"plugin": "alpha"})
+        plugin = sup.wait_state("alpha", "running")["pid"]
+        reply = sup.client.http("/alpha", "GET", "/fork")  # stays in the process group
+        grandchild = json.loads(reply.body)["grandchild"]
+        cgroup = sup.info("alpha")["cgroup"]
+        assert cgroup["path"] is None and "supervisor.cgroups" in cgroup["reason"]
+        assert cgroup["limits"]["memory_max"]["enforced"] is False
+        assert _cgroup_of(plugin) == _cgroup_of(sup.proc.pid)  # not moved anywhere
+        sup.call("disable", {"plugin": "alpha"})
+        wait_for(lambda: not pid_alive(grandchild))  # the process-group kill
+        sup.call("enable", {"plugin": "alpha"})
+        sup.wait_state("alpha", "running")
+    said = [e for e in _supervisor_log(home) if "without their own cgroups" in e["message"]]
+    assert len(said) == 1
+
+
 def test_a_setsid_grandchild_dies_when_its_plugin_crashes(home):
     make_plugin(home / "plugins", "alpha")
     with SupervisorProc(home) as sup:

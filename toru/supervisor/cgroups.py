@@ -96,11 +96,12 @@ class PluginCgroups:
 
     @classmethod
     def open(
-        cls, home: Path, limits: Mapping[str, PluginLimits], log: Any
+        cls, home: Path, limits: Mapping[str, PluginLimits], log: Any, enabled: bool = True
     ) -> tuple[PluginCgroups | None, str]:
         """Set up the home's cgroup and kill leftovers of a killed predecessor. Returns the
-        cgroups, or None (logged once) when the machine does not allow it, and the reason."""
-        support = probe()
+        cgroups, or None (logged once) when the machine does not allow it or ``enabled`` is
+        false (setting ``supervisor.cgroups``), and the reason."""
+        support = probe() if enabled else CgroupSupport(False, "turned off: supervisor.cgroups")
         if support.available:
             assert support.base is not None
             parent = support.base / f"toru-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"

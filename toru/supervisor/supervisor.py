@@ -70,7 +70,9 @@ class Supervisor:
         # faults: one cgroup per plugin where the machine allows it (None: process groups)
         limits = config.limits_by_plugin()
         self.cgroups, self.cgroups_reason = (
-            PluginCgroups.open(config.home, limits, log) if launcher is None else (None, "test")
+            PluginCgroups.open(config.home, limits, log, config.cgroups)
+            if launcher is None
+            else (None, "test")
         )
         self.launcher = launcher or ProcessLauncher(
             store,
