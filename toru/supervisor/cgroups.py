@@ -150,13 +150,14 @@ class PluginCgroups:
             else:
                 path.mkdir()
             cgroup = PluginCgroup(path)
-            lim = self.limits.get(plugin_id)
-            if lim is not None:
-                cgroup.apply(lim, self.controllers)
-            return cgroup
         except OSError as exc:
             log.error(f"cannot set up the cgroup {path}", plugin_id, error=str(exc))
             return None
+        lim = self.limits.get(plugin_id)
+        if lim is not None:
+            for name, exc in cgroup.apply(lim, self.controllers):
+                log.error(f"cannot apply the plugin's {name}", plugin_id, error=str(exc))
+        return cgroup
 
     def describe(self, plugin_id: str) -> dict[str, Any]:
         """The ``cgroup`` part of the control op ``get``: where, and each limit's fate."""
@@ -213,15 +214,22 @@ class PluginCgroup:
         finally:
             os.close(fd)
 
-    def apply(self, lim: PluginLimits, controllers: frozenset[str]) -> None:
-        """Write the limits whose controller is enabled; OOM kills the whole cgroup."""
+    def apply(self, lim: PluginLimits, controllers: frozenset[str]) -> list[tuple[str, OSError]]:
+        """Write the limits whose controller is enabled (an OOM kill takes the whole cgroup);
+        the ones the kernel refused."""
+        failed = []
         for name, value in lim.items():
-            controller = LIMIT_CONTROLLERS[name]
-            if controller in controllers:
+            if LIMIT_CONTROLLERS[name] not in controllers:
+                continue
+            try:
                 (self.path / name.replace("_", ".")).write_text(value)
-                if name == "memory_max":
-                    _write_if_present(self.path / "memory.swap.max", "0")  # no swapping out
-                    _write_if_present(self.path / "memory.oom.group", "1")
+            except OSError as exc:
+                failed.append((name, exc))
+                continue
+            if name == "memory_max":
+                _write_if_present(self.path / "memory.swap.max", "0")  # no swapping out
+                _write_if_present(self.path / "memory.oom.group", "1")
+        return failed
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup (``cgroup.kill``); harmless when empty or gone."""
