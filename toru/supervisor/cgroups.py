@@ -88,7 +88,10 @@ def probe() -> CgroupSupport:
 class PluginCgroups:
     """The home's cgroup and its per-plugin children (one supervisor per home owns them)."""
 
-    def __init__(self, parent: Path, controllers: frozenset[str], limits: Mapping[str, Any]):
+    def __init__(
+        self, parent: Path, controllers: frozenset[str], limits: Mapping[str, Any], log: Any
+    ) -> None:
+        self.log = log  # SupervisorLog
         self.parent = parent
         self.controllers = controllers  # enabled for the plugins' cgroups
         self.limits: Mapping[str, PluginLimits] = limits
@@ -115,7 +118,7 @@ class PluginCgroups:
                 "by process group, so a grandchild that calls setsid() can outlive its plugin"
             )
             return None, support.reason
-        cgroups = cls(parent, _enable_controllers(support.base, parent), limits)
+        cgroups = cls(parent, _enable_controllers(support.base, parent), limits, log)
         killed = cgroups.kill_leftovers()
         if killed:
             log.warn(f"killed {killed} leftover plugin processes of a previous supervisor")
@@ -139,7 +142,7 @@ class PluginCgroups:
             _rmdir(child)
         return count
 
-    def for_plugin(self, plugin_id: str, log: Any) -> PluginCgroup | None:
+    def for_plugin(self, plugin_id: str) -> PluginCgroup | None:
         """A fresh cgroup for one start of ``plugin_id`` with its limits written; None (logged)
         if it cannot be made, and the plugin then runs in its process group only."""
         path = self.parent / plugin_id
@@ -151,12 +154,12 @@ class PluginCgroups:
                 path.mkdir()
             cgroup = PluginCgroup(path)
         except OSError as exc:
-            log.error(f"cannot set up the cgroup {path}", plugin_id, error=str(exc))
+            self.log.error(f"cannot set up the cgroup {path}", plugin_id, error=str(exc))
             return None
         lim = self.limits.get(plugin_id)
         if lim is not None:
             for name, exc in cgroup.apply(lim, self.controllers):
-                log.error(f"cannot apply the plugin's {name}", plugin_id, error=str(exc))
+                self.log.error(f"cannot apply the plugin's {name}", plugin_id, error=str(exc))
         return cgroup
 
     def describe(self, plugin_id: str) -> dict[str, Any]:

@@ -108,9 +108,7 @@ class ProcessLauncher:
                 cwd=str(self.cwd),
                 on_output=plugin.on_output,
                 pass_fds=[plugin_end.fileno()],
-                cgroup=self.cgroups.for_plugin(plugin.id, plugin.deps.log)
-                if self.cgroups
-                else None,
+                cgroup=self.cgroups.for_plugin(plugin.id) if self.cgroups else None,
             )
         except OSError as exc:
             host_end.close()
