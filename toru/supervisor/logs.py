@@ -116,11 +116,11 @@ class LogWriter:
     def write(self, entry: dict[str, Any]) -> None:
         """Append one entry (buffered; call ``flush`` when a batch is done). Never raises
         ``OSError``: see the class doc."""
-        line = dumps(entry) + b"\n"
         now = self.clock()
         if self._failing is not None and now < self._retry_at:
-            self._dropped += 1
+            self._dropped += 1  # PERF: before encoding, so a flood on a full disk costs little
             return
+        line = dumps(entry) + b"\n"
         try:
             if self._f is not None and now >= self._next_check:
                 self._next_check = now + REOPEN_CHECK_EVERY
