@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from toru.store import Store
+from toru.supervisor.cgroups import PluginCgroups, home_cgroup
 from toru.supervisor.client import ControlClient
 
 from .. import timing
@@ -163,7 +164,11 @@ class SupervisorProc:
 
 
 def kill_leftovers(home: Path) -> None:
-    """Safety net: SIGKILL any process still running a test plugin of this home."""
+    """Safety net: SIGKILL any process still running a test plugin of this home, and remove
+    the home's cgroups (a supervisor killed with SIGKILL cannot)."""
+    parent = home_cgroup(home)
+    if parent is not None and parent.exists():
+        PluginCgroups(parent, frozenset(), {}, log=None).close()
     marker = str(home)
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():

@@ -85,6 +85,14 @@ def probe() -> CgroupSupport:
     return CgroupSupport(True, f"cgroup v2 at {base}", base, controllers)
 
 
+def home_cgroup(home: Path, support: CgroupSupport | None = None) -> Path | None:
+    """The cgroup directory a supervisor of ``home`` uses (None without cgroup support)."""
+    support = support or probe()
+    if not support.available or support.base is None:
+        return None
+    return support.base / f"toru-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
+
+
 class PluginCgroups:
     """The home's cgroup and its per-plugin children (one supervisor per home owns them)."""
 
@@ -105,9 +113,8 @@ class PluginCgroups:
         cgroups, or None (logged once) when the machine does not allow it or ``enabled`` is
         false (setting ``supervisor.cgroups``), and the reason."""
         support = probe() if enabled else CgroupSupport(False, "turned off: supervisor.cgroups")
-        if support.available:
-            assert support.base is not None
-            parent = support.base / f"toru-{hashlib.sha256(str(home).encode()).hexdigest()[:12]}"
+        parent = home_cgroup(home, support)
+        if parent is not None:
             try:
                 parent.mkdir(exist_ok=True)
             except OSError as exc:
@@ -118,17 +125,16 @@ class PluginCgroups:
                 "by process group, so a grandchild that calls setsid() can outlive its plugin"
             )
             return None, support.reason
-        cgroups = cls(parent, _enable_controllers(support.base, parent), limits, log)
+        assert parent is not None and support.base is not None
+        controllers, missing = _enable_controllers(support.base, parent)
+        cgroups = cls(parent, controllers, limits, log)
+        cgroups.missing = missing
         killed = cgroups.kill_leftovers()
         if killed:
             log.warn(f"killed {killed} leftover plugin processes of a previous supervisor")
         wanted = {c for lim in limits.values() for c in lim.controllers()}
-        for c in sorted(wanted - cgroups.controllers):
-            cgroups.missing[c] = (
-                f"the {c} controller is not available for {parent} (not in the cgroup.controllers "
-                f"of {support.base}, or not enabled in its cgroup.subtree_control)"
-            )
-            log.warn(f"plugin {c} limits are not enforced: {cgroups.missing[c]}")
+        for c in sorted(wanted - controllers):
+            log.warn(f"plugin {c} limits are not enforced: {missing.get(c, 'unavailable')}")
         log.info(f"each plugin runs in its own cgroup under {parent}")
         return cgroups, support.reason
 
@@ -275,20 +281,32 @@ def _kernel_at_least(major: int, minor: int) -> bool:
         return False
 
 
-def _enable_controllers(base: Path, parent: Path) -> frozenset[str]:
-    """Enable memory/pids/cpu for the plugins' cgroups where possible; what got enabled.
+def _enable_controllers(base: Path, parent: Path) -> tuple[frozenset[str], dict[str, str]]:
+    """Enable memory/pids/cpu for the plugins' cgroups where possible: what got enabled, and
+    for each controller that did not, why.
 
-    ``base`` may need them in its own ``cgroup.subtree_control`` first; that write fails when
-    ``base`` holds processes and is not the root (cgroup v2's no-internal-processes rule), and
-    then the controller stays unavailable.
+    ``base`` may need them in its own ``cgroup.subtree_control`` first; that write fails
+    (EBUSY) when ``base`` holds processes and is not the root cgroup (cgroup v2's
+    no-internal-processes rule), and then the controller stays unavailable.
     """
     wanted = set(LIMIT_CONTROLLERS.values())
+    why: dict[str, str] = {}
     for directory in (base, parent):
         present = set(_read(directory / "cgroup.controllers").split())
         enabled = set(_read(directory / "cgroup.subtree_control").split())
+        for c in sorted(wanted - present):
+            why.setdefault(c, f"the {c} controller is not in {directory}/cgroup.controllers")
         for c in sorted((wanted & present) - enabled):
-            _write_if_present(directory / "cgroup.subtree_control", f"+{c}")
-    return frozenset(_read(parent / "cgroup.subtree_control").split()) & wanted
+            try:
+                (directory / "cgroup.subtree_control").write_text(f"+{c}")
+            except OSError as exc:
+                why.setdefault(
+                    c,
+                    f"cannot enable the {c} controller in {directory}/cgroup.subtree_control "
+                    f"({exc.strerror}; a cgroup that holds processes cannot pass controllers on)",
+                )
+    enabled_now = frozenset(_read(parent / "cgroup.subtree_control").split()) & wanted
+    return enabled_now, {c: r for c, r in why.items() if c not in enabled_now}
 
 
 def _children(path: Path) -> list[Path]:
