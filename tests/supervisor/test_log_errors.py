@@ -185,3 +185,27 @@ def test_writer_flush_errors_on_dev_full_are_counted(tmp_path):
     w.flush()
     w.close()
     assert errors and all(e.errno == 28 for e in errors)
+
+
+def test_writer_counts_eacces_as_an_unprivileged_user(tmp_path):
+    """EACCES for real: a forked child drops to nobody and writes into a root-owned dir."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to another user")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            errors: list[OSError] = []
+            w = LogWriter(locked / "x.log", on_error=errors.append, clock=_Clock())
+            w.write({"message": "x"})
+            w.flush()
+            code = 0 if [e.errno for e in errors] == [13] and w.failing else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
