@@ -202,3 +202,20 @@ def test_limit_settings_are_checked(tmp_path):
         (tmp_path / "toru.toml").write_text(f"[plugins.a.limits]\n{bad}\n")
         with pytest.raises(ConfigError, match=r"plugins\.a\.limits"):
             load_config(tmp_path, env={})
+
+
+def test_a_cgroup_that_cannot_be_joined_is_an_oserror_not_a_crash(tmp_path):
+    """The launcher turns OSError into a crash with backoff; a bare SubprocessError from the
+    preexec step would be an internal error that stops supervising the plugin."""
+    import asyncio
+
+    from toru.supervisor.cgroups import PluginCgroup
+    from toru.supervisor.process import PluginProcess
+
+    gone = PluginCgroup(tmp_path / "no-such-cgroup")
+
+    async def spawn() -> None:
+        await PluginProcess.spawn(["/bin/true"], {}, "/", lambda *a: None, cgroup=gone)
+
+    with pytest.raises(OSError, match="cannot start it in its cgroup"):
+        asyncio.run(spawn())

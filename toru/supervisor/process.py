@@ -119,18 +119,22 @@ class PluginProcess:
         """Start the executable (in ``cgroup`` if given); raises ``OSError`` if it cannot be
         executed at all."""
         loop = asyncio.get_running_loop()
-        popen = subprocess.Popen(
-            list(argv),
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-            start_new_session=True,
-            preexec_fn=_child_setup(os.getpid(), cgroup),  # NOTE: spawned from the loop thread
-            close_fds=True,
-        )
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=tuple(pass_fds),
+                start_new_session=True,
+                preexec_fn=_child_setup(os.getpid(), cgroup),  # NOTE: from the loop thread
+                close_fds=True,
+            )
+        except subprocess.SubprocessError as exc:  # the child could not join its cgroup
+            where = cgroup.path if cgroup is not None else "?"
+            raise OSError(f"cannot start it in its cgroup {where}: {exc}") from None
         proc = cls(popen, loop, cgroup)
         for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             reader = _LineReader(stream, on_output)
