@@ -15,6 +15,7 @@ commit for power-loss safety at ~100x the latency; not what a plugin's KV needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -242,6 +243,10 @@ class Store:
                 conn.execute(_MIGRATIONS[i])
                 conn.execute("INSERT INTO schema_version(version) VALUES (?)", (i + 1,))
             conn.execute("COMMIT")
+        except (apsw.CorruptError, apsw.NotADBError) as exc:  # damaged where the schema lives
+            with contextlib.suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise self.unusable(exc) from None
         except BaseException:
             conn.execute("ROLLBACK")
             raise
