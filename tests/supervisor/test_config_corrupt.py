@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from toru.store import Store
 from toru.supervisor.plugin_state_file import (
     PluginStateFile,
     StateFileUnreadable,
@@ -223,3 +224,20 @@ def test_a_sound_database_pings_ok(home):
     with SupervisorProc(home) as sup:
         assert sup.call("ping") == {"ok": True, "store": {"ok": True}}
         assert sup.call("warnings") == []
+
+
+def test_a_database_damaged_in_its_schema_gives_one_line_and_exit_1(home):
+    db = home / "var" / "toru.db"
+    db.parent.mkdir(parents=True)
+    store = Store(db)
+    store.migrate()
+    store.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(db.read_bytes())
+    data[100:4096] = b"\xcd" * (4096 - 100)  # page 1 after the header: sqlite_master
+    db.write_bytes(bytes(data))
+    cp = _toru(home, "supervisor", "--home", str(home))
+    assert cp.returncode == 1 and "Traceback" not in cp.stderr
+    [line] = [ln for ln in cp.stderr.splitlines() if ln.strip()]
+    assert str(db) in line and "is damaged" in line
+    assert db.read_bytes() == bytes(data)
