@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -219,3 +220,23 @@ def test_a_cgroup_that_cannot_be_joined_is_an_oserror_not_a_crash(tmp_path):
 
     with pytest.raises(OSError, match="cannot start it in its cgroup"):
         asyncio.run(spawn())
+
+
+def test_oom_kill_count_since_the_start_names_the_crash(tmp_path):
+    """Where the memory controller is missing (this host) the OOM path cannot run for real:
+    check its parts on a directory laid out like a cgroup's."""
+    import asyncio
+
+    from toru.supervisor.cgroups import PluginCgroup
+    from toru.supervisor.process import exit_reason
+
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
+    cgroup = PluginCgroup(tmp_path)  # a kill from an earlier start is not this one's
+    assert not cgroup.oom_killed
+    events.write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\noom_group_kill 1\n")
+    assert cgroup.oom_killed
+    assert exit_reason(SimpleNamespace(oom_killed=True)) == "memory limit"
+    assert exit_reason(SimpleNamespace(oom_killed=False)) == "exited"
+    asyncio.run(cgroup.release())  # memory.events goes with the directory: remembered
+    assert cgroup.oom_killed
