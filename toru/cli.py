@@ -128,10 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .errors import StoreUnavailable
+
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except StoreUnavailable as exc:  # a garbage or damaged var/toru.db: one line, no traceback
+        print(f"toru: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

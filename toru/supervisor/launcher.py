@@ -17,6 +17,7 @@ from toru.config import ConfigError, plugin_config_env
 from toru.store import Store
 from toru_plugin_api.messages import host_init
 
+from .cgroups import PluginCgroups
 from .connection import PluginConnection
 from .kv_channel import KvChannel
 from .process import PluginProcess, describe_exit
@@ -75,6 +76,7 @@ class ProcessLauncher:
         cwd: Path,
         max_frame: int,
         socket_wait: float = SOCKET_WAIT,
+        cgroups: PluginCgroups | None = None,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
@@ -82,6 +84,7 @@ class ProcessLauncher:
         self.cwd = cwd
         self.max_frame = max_frame
         self.socket_wait = socket_wait
+        self.cgroups = cgroups  # faults: one cgroup per plugin where the machine allows it
 
     async def launch(self, plugin: SupervisedPlugin) -> Launched:
         loop = asyncio.get_running_loop()
@@ -111,6 +114,7 @@ class ProcessLauncher:
                 cwd=str(self.cwd),
                 on_output=plugin.on_output,
                 pass_fds=[plugin_end.fileno()],
+                cgroup=self.cgroups.for_plugin(plugin.id) if self.cgroups else None,
             )
         except OSError as exc:
             host_end.close()
@@ -156,7 +160,8 @@ class ProcessLauncher:
             if proc.exited.done():
                 code = proc.exited.result()
                 raise LaunchError(
-                    "plugin exited while starting", {**describe_exit(code), "phase": "starting"}
+                    "plugin exited while starting" + (" (memory limit)" if proc.oom_killed else ""),
+                    {**describe_exit(code), "phase": "starting"},
                 )
             if sock_path.exists():
                 try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -41,6 +42,18 @@ PROXY_ERRORS = Counter(
     "Failures on the supervisor's plugin connection (timeout, bad_response, connection_lost)",
     ["plugin", "kind"],
 )
+
+LOG_WRITE_ERRORS = Counter(
+    "toru_log_write_errors",
+    "Failed writes to a log file (lines dropped meanwhile): log is plugin or supervisor",
+    ["log", "plugin"],
+)
+
+
+def log_write_errors(log: str, plugin: str = "") -> Callable[[OSError], None]:
+    """The ``on_error`` callback of a ``LogWriter``: counts into ``toru_log_write_errors_total``."""
+    child = LOG_WRITE_ERRORS.labels(log, plugin)
+    return lambda exc: child.inc()
 
 
 def set_state(plugin: str, state: PluginState) -> None:
