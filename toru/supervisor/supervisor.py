@@ -29,6 +29,7 @@ from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import parse_kv_op
 
 from . import metrics
+from .cgroups import PluginCgroups, without_cgroups
 from .discovery import (
     CONCURRENT_PROBES,
     Discovered,
@@ -41,7 +42,7 @@ from .discovery import (
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
-from .plugin_state_file import load_state, set_enabled
+from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .route_generation import RouteGeneration
 from .states import PluginState
@@ -82,6 +83,13 @@ class Supervisor:
                 "supervisor state unreadable; starting without it", error=self.memory.load_error
             )
         self.policy = RestartPolicy(config.restart_backoff, config.max_failures)
+        # faults: one cgroup per plugin where the machine allows it (None: process groups)
+        limits = config.limits_by_plugin()
+        self.cgroups, self.cgroups_reason = (
+            PluginCgroups.open(config.home, limits, log, config.cgroups)
+            if launcher is None
+            else (None, "test")
+        )
         self.launcher = launcher or ProcessLauncher(
             store,
             instance_id,
@@ -89,6 +97,7 @@ class Supervisor:
             config.home,
             config.max_frame,
             self.socket_wait,
+            cgroups=self.cgroups,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -98,6 +107,7 @@ class Supervisor:
         self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
         self.generation = RouteGeneration(config.route_generation_file)
+        self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
 
     # ------------------------------------------------------------------ running
 
@@ -153,6 +163,8 @@ class Supervisor:
         for p in plugins:
             p.close_log()
             (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     async def _periodic(self) -> None:
         cfg = self.config
@@ -231,7 +243,7 @@ class Supervisor:
     def _persist(self, plugin_id: str, enabled: bool, reason: str | None = None) -> None:
         extra = {"disabled_reason": reason} if reason else {"disabled_reason": None}
         try:
-            set_enabled(self.config.state_file, plugin_id, enabled, **extra)
+            self.state_file.set_enabled(plugin_id, enabled, **extra)
         except OSError as exc:
             self.log.error("could not save plugin state", plugin_id, error=str(exc))
 
@@ -266,7 +278,7 @@ class Supervisor:
         fresh = {
             b: sig for b, sig in binaries.items() if b not in by_binary or by_binary[b] in gone
         }
-        state = load_state(cfg.state_file)
+        state = self.state_file.load()
         found: list[Discovered] = []
         probe: dict[Path, tuple[int, int]] = {}
         now = time.monotonic()
@@ -296,7 +308,7 @@ class Supervisor:
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
-            added += self._admit(answered, load_state(cfg.state_file), replaced)
+            added += self._admit(answered, self.state_file.load(), replaced)
         for pid in removed_ids:
             metrics.clear_plugin(pid)
         if added or removed_ids:
@@ -412,13 +424,33 @@ class Supervisor:
         out += [self._discovering_info(d) for d in self.discovering.values()]
         return sorted(out, key=lambda i: i["id"])
 
+    def warnings(self) -> list[dict[str, Any]]:
+        """What an operator must look at (control op ``warnings``, ``GET /api/plugins``)."""
+        out = self.state_file.warnings()
+        if self.store.damage:
+            out.append(
+                {
+                    "code": "store_damaged",
+                    "message": f"the database {self.store.path} is damaged: {self.store.damage}",
+                    "file": str(self.store.path),
+                }
+            )
+        return out
+
     def get(self, plugin_id: Any) -> dict[str, Any]:
         if plugin_id not in self.plugins:
             waiting = self._discovering(plugin_id)
             if waiting is not None:
                 return {**self._discovering_info(waiting), "events": []}
         p = self.plugin(plugin_id)
-        return {**p.info(), "events": self.store.events(p.id, 20)}
+        return {**p.info(), "events": self.store.events(p.id, 20), "cgroup": self._cgroup(p.id)}
+
+    def _cgroup(self, plugin_id: str) -> dict[str, Any]:
+        """Where the plugin runs and whether its configured limits are enforced."""
+        if self.cgroups is not None:
+            return self.cgroups.describe(plugin_id)
+        limits = self.config.limits_by_plugin().get(plugin_id)
+        return without_cgroups(self.cgroups_reason, limits)
 
     async def enable(self, plugin_id: Any) -> dict[str, Any]:
         """Enable, persist, and return once the plugin left ``starting`` (or soon after)."""
