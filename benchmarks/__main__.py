@@ -1,6 +1,7 @@
 """``python -m benchmarks --smoke | --quick | --full [--target URL --token T] [--out DIR]``.
 
-See benchmarks/README.md for what each scenario measures and how to read the output.
+Prints the summary (both baselines, Toru's routes, ratios, issue 12's targets) first, then
+every table. See benchmarks/README.md for what each scenario measures.
 """
 
 from __future__ import annotations
@@ -63,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--leak", type=int, metavar="N", help="leak check with N requests through the supervisor"
     )
     p.add_argument("--no-nginx", action="store_true", help="skip scenario (f)")
-    p.add_argument("--worker-class", help="gunicorn worker class for every server (e.g. gthread)")
+    p.add_argument(
+        "--worker-class",
+        help="the WSGI baseline's gunicorn worker class (default sync), and Toru's when Toru "
+        "is a WSGI app (e.g. gthread); the asgi baseline stays asgi",
+    )
     p.add_argument("--threads", type=int, help="gunicorn threads per worker (with --worker-class)")
+    p.add_argument(
+        "--slow-clients", type=int, help="stalled half-header connections in b_toru_sdk_slow (64)"
+    )
     p.add_argument(
         "--only", metavar="IDS", help="comma list of scenario ids to measure (servers still start)"
     )
@@ -93,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers",
         "worker_class",
         "threads",
+        "slow_clients",
     ):
         v = getattr(args, name)
         if v is not None:
