@@ -10,7 +10,9 @@ fresh Toru (its supervisor and the benchmark plugin), and reports µs of CPU per
 - ``channel``: ``DirectChannel.http`` alone, and a raw ``sendall`` + ``recv`` of the same
   frame on the same connection (the floor of a blocking round trip), this thread's CPU.
 
-    python -m benchmarks.micro_wsgi [--n 5000] [--profile]
+    python -m benchmarks.tools.micro_wsgi [--n 5000] [--rounds 3] [--profile]
+
+The three app variants are alternated (``ab.alternate``); medians of the rounds.
 
 ``--profile`` prints cProfile's top functions for the ``app only`` case.
 """
@@ -24,7 +26,8 @@ import sys
 import time
 from typing import Any
 
-from .runner import SDK_ID, SDK_PATH, BenchmarkRun, preset
+from ..runner import SDK_ID, SDK_PATH, BenchmarkRun, preset
+from .ab import Variant, alternate, table
 
 
 def environ_for(path: str, token: str, host: str = "127.0.0.1:8080") -> dict[str, Any]:
@@ -53,8 +56,8 @@ def environ_for(path: str, token: str, host: str = "127.0.0.1:8080") -> dict[str
     }
 
 
-def time_calls(app: Any, path: str, token: str, n: int) -> tuple[float, float]:
-    """(wall µs, CPU µs) per call, over ``n`` calls after 200 warm-up calls."""
+def time_calls(app: Any, path: str, token: str, n: int) -> dict[str, float]:
+    """Wall and CPU µs per call, over ``n`` calls after 200 warm-up calls."""
 
     def start_response(status: str, headers: list, exc_info: Any = None) -> None:
         if not status.startswith("200"):
@@ -65,7 +68,10 @@ def time_calls(app: Any, path: str, token: str, n: int) -> tuple[float, float]:
     c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(n):
         b"".join(app(environ_for(path, token), start_response))
-    return (time.perf_counter() - t0) / n * 1e6, (time.process_time() - c0) / n * 1e6
+    return {
+        "wall_us": (time.perf_counter() - t0) / n * 1e6,
+        "cpu_us": (time.process_time() - c0) / n * 1e6,
+    }
 
 
 class _InstantControl:
@@ -112,9 +118,10 @@ def channel_floor(config: Any, n: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.micro_wsgi", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.tools.micro_wsgi", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args(argv)
     run = BenchmarkRun(preset("quick"))
@@ -127,20 +134,22 @@ def main(argv: list[str] | None = None) -> int:
         from toru.wsgi import create_app, prepare_environment
 
         config = prepare_environment()
-        app0 = create_app(config)
-        wall0, cpu0 = time_calls(app0, SDK_PATH, toru.token, a.n)
-        print(f"app+direct: {wall0:7.1f} us wall, {cpu0:7.1f} us CPU in this process per request")
         channel_floor(config, a.n)
         real = ControlClient(str(config.control_socket))
-        app = create_app(config, control=lambda: real)
-        wall, cpu = time_calls(app, SDK_PATH, toru.token, a.n)
-        print(f"app+hop   : {wall:7.1f} us wall, {cpu:7.1f} us CPU in this process per request")
         instant = _InstantControl(real)
-        app2 = create_app(config, control=lambda: instant)
-        wall2, cpu2 = time_calls(app2, SDK_PATH, toru.token, a.n)
-        print(
-            f"app only  : {wall2:7.1f} us wall, {cpu2:7.1f} us CPU per request (control answers at once)"
-        )
+        apps = {
+            "app+direct (production)": create_app(config),
+            "app+hop (through the supervisor)": create_app(config, control=lambda: real),
+            "app only (control answers at once)": create_app(config, control=lambda: instant),
+        }
+        variants = [
+            Variant(name, lambda app=app: time_calls(app, SDK_PATH, toru.token, a.n))
+            for name, app in apps.items()
+        ]
+        cols = [("wall_us", "wall µs/request", "{:.1f}"),
+                ("cpu_us", "CPU µs/request in this process", "{:.1f}")]  # fmt: skip
+        print(table(alternate(variants, a.rounds), cols, ratio="cpu_us"))
+        app2 = apps["app only (control answers at once)"]
         if a.profile:
             import cProfile
             import pstats
