@@ -67,7 +67,9 @@ def table(results: Sequence[Result], columns: Sequence[Column], ratio: str | Non
     for res in results:
         first.setdefault(res.group, res)
     if ratio:
-        head.append(f"{ratio} vs {'first of its group' if len(first) > 1 else results[0].name}")
+        label = next((h for k, h, _ in columns if k == ratio), ratio)
+        vs = "the first of its group" if len(first) > 1 else results[0].name
+        head.append(f"{label}: x of {vs}")
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for res in results:
         med = res.medians
