@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .targets import issue12
+from .targets import issue12, rps_ratio
 
 GROUP_TITLES = {
     "core": "Scenarios (a)-(h)",
@@ -39,25 +39,15 @@ def _roles(sc: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def baselines(doc: dict[str, Any]) -> tuple[float | None, float | None]:
-    """Median req/s of the asgi and the sync direct baselines (None when not measured)."""
-    out = []
-    for sid in ("a_asgi", "a_sync"):
-        rps = (doc["scenarios"].get(sid) or {}).get("rps")
-        out.append(rps["median"] if rps else None)
-    return out[0], out[1]
-
-
-def _x(sc: dict[str, Any], base: float | None) -> str:
-    """``sc``'s median req/s as a multiple of a baseline's, for HTTP scenarios."""
-    if sc.get("kind") != "http" or not base or not sc.get("rps"):
+def _x(doc: dict[str, Any], sc: dict[str, Any], base: str) -> str:
+    """``sc``'s req/s as a multiple of a baseline's (paired by round), for HTTP scenarios."""
+    if sc.get("kind") != "http" or not sc.get("rps"):
         return "-"
-    return f"{sc['rps']['median'] / base:.2f}"
+    r = rps_ratio(doc, sc["id"], base)
+    return "-" if r is None else f"{r:.2f}"
 
 
-def scenario_table(
-    scenarios: list[dict[str, Any]], base: tuple[float | None, float | None] = (None, None)
-) -> str:
+def scenario_table(doc: dict[str, Any], scenarios: list[dict[str, Any]]) -> str:
     """Markdown table: median (min-max) of every metric, req/s against both baselines."""
     rows = [
         "| scenario | conns | req/s | x of asgi direct | x of sync direct | p50 ms | p99 ms | max ms | CPU µs/req | CPU µs/req by process (of it kernel) | errors |",
@@ -70,7 +60,7 @@ def scenario_table(
             )
             continue
         rows.append(
-            f"| {sc['label']} | {sc['connections']} | {_rng(sc['rps'])} | {_x(sc, base[0])} | {_x(sc, base[1])} | "
+            f"| {sc['label']} | {sc['connections']} | {_rng(sc['rps'])} | {_x(doc, sc, 'a_asgi')} | {_x(doc, sc, 'a_sync')} | "
             f"{_rng(sc['p50_us'], 1000, '{:.2f}')} | {_rng(sc['p99_us'], 1000, '{:.2f}')} | "
             f"{_rng(sc['max_us'], 1000, '{:.1f}')} | {_rng(sc['cpu_us_per_request'])} | {_roles(sc)} | {sc['errors']} |"
         )
@@ -84,7 +74,6 @@ SUMMARY_ROWS = (
 
 def summary(doc: dict[str, Any]) -> str:
     """The short table printed first: baselines, Toru's routes, ratios, issue 12's targets."""
-    base = baselines(doc)
     rows = [
         "| | req/s | x of asgi direct | x of sync direct | p50 ms | p99 ms | CPU µs/req |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -98,7 +87,7 @@ def summary(doc: dict[str, Any]) -> str:
             continue
         cpu = sc.get("cpu_us_per_request")
         rows.append(
-            f"| {sc['label']} | {sc['rps']['median']:.0f} | {_x(sc, base[0])} | {_x(sc, base[1])} | "
+            f"| {sc['label']} | {sc['rps']['median']:.0f} | {_x(doc, sc, 'a_asgi')} | {_x(doc, sc, 'a_sync')} | "
             f"{sc['p50_us']['median'] / 1000:.2f} | {sc['p99_us']['median'] / 1000:.2f} | "
             + (f"{cpu['median']:.0f} |" if cpu else "- |")
         )
@@ -148,10 +137,9 @@ def markdown(doc: dict[str, Any]) -> str:
     by_group: dict[str, list[dict[str, Any]]] = {}
     for sc in doc["scenarios"].values():
         by_group.setdefault(sc.get("group", "core"), []).append(sc)
-    base = baselines(doc)
     for group, title in GROUP_TITLES.items():
         if group in by_group:
-            parts += [f"## {title}", "", scenario_table(by_group[group], base), ""]
+            parts += [f"## {title}", "", scenario_table(doc, by_group[group]), ""]
     parts += ["## Targets (issues 12 and 6)", "", targets_table(doc["targets"]), ""]
     for what, err in (doc.get("start_errors") or {}).items():
         parts += [f"Not started: {what}: `{err[:300]}`", ""]

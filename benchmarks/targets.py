@@ -7,6 +7,7 @@ did not run), and ``detail`` (the other form: ratio when the value is µs, µs w
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 
@@ -35,6 +36,23 @@ def _target(
     }
 
 
+def rps_ratio(doc: dict[str, Any], sid: str, base: str) -> float | None:
+    """req/s of ``sid`` over ``base``'s: the median of the per-round ratios.
+
+    Runs are interleaved, so round i of two scenarios ran seconds apart; pairing them
+    cancels the shared machine's drift between rounds, which a ratio of two medians (taken
+    from different rounds) does not. Falls back to the ratio of the medians when the rounds
+    do not pair up."""
+    x, y = doc["scenarios"].get(sid) or {}, doc["scenarios"].get(base) or {}
+    xr = [r.get("rps") for r in x.get("runs") or []]
+    yr = [r.get("rps") for r in y.get("runs") or []]
+    pairs = [a / b for a, b in zip(xr, yr, strict=False) if a is not None and b]
+    if pairs and len(xr) == len(yr):
+        return statistics.median(pairs)
+    xm, ym = _med(doc, sid, "rps"), _med(doc, base, "rps")
+    return xm / ym if xm is not None and ym else None
+
+
 def _slow_closed(doc: dict[str, Any]) -> int:
     runs = (doc["scenarios"].get("b_toru_sdk_slow") or {}).get("runs") or []
     return sum(int(r.get("slow_closed_by_server") or 0) for r in runs)
@@ -45,13 +63,14 @@ def own_baseline(doc: dict[str, Any]) -> str:
     return "a_asgi" if doc["config"].get("toru_worker_class") == "asgi" else "a_sync"
 
 
-def ratio_detail(x: float | None, a_asgi: float | None, a_sync: float | None) -> str:
+def ratio_detail(doc: dict[str, Any], sid: str) -> str:
     """``"0.80x of asgi direct, 3.20x of sync direct"`` (the parts that are known)."""
-    return ", ".join(
-        f"{x / base:.2f}x of {name} direct"
-        for name, base in (("asgi", a_asgi), ("sync", a_sync))
-        if x and base
-    )
+    parts = []
+    for name, base in (("asgi", "a_asgi"), ("sync", "a_sync")):
+        r = rps_ratio(doc, sid, base)
+        if r is not None:
+            parts.append(f"{r:.2f}x of {name} direct")
+    return ", ".join(parts)
 
 
 def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,19 +86,20 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
     sync_, asgi_ = m("a_sync", "rps"), m("a_asgi", "rps")
     b, raw = m("b_toru_sdk", "rps"), m("c_toru_raw", "rps")
     out.append(_target(
-        "sdk_vs_asgi", f"(b) Toru -> SDK plugin, {c} conns, >= 0.75x asgi direct", b / asgi_ if b and asgi_ else None, ">=", 0.75, "ratio",
+        "sdk_vs_asgi", f"(b) Toru -> SDK plugin, {c} conns, >= 0.75x asgi direct", rps_ratio(doc, "b_toru_sdk", "a_asgi"), ">=", 0.75, "ratio",
         f"{b:.0f} vs {asgi_:.0f} req/s; {1e6 / b:.0f} vs {1e6 / asgi_:.0f} us of server time per request" if b and asgi_ else "",
     ))  # fmt: skip
     out.append(_target(
-        "sdk_vs_sync", f"(b) Toru -> SDK plugin, {c} conns, >= 2.0x sync direct", b / sync_ if b and sync_ else None, ">=", 2.0, "ratio",
+        "sdk_vs_sync", f"(b) Toru -> SDK plugin, {c} conns, >= 2.0x sync direct", rps_ratio(doc, "b_toru_sdk", "a_sync"), ">=", 2.0, "ratio",
         f"{b:.0f} vs {sync_:.0f} req/s" if b and sync_ else "",
     ))  # fmt: skip
     out.append(_target(
-        "one_conn_vs_asgi", f"(c) one-connection plugin through the supervisor, {c} conns, >= 0.60x asgi direct", raw / asgi_ if raw and asgi_ else None, ">=", 0.60, "ratio",
-        f"{raw:.0f} req/s; {ratio_detail(raw, asgi_, sync_)}" if raw else "",
+        "one_conn_vs_asgi", f"(c) one-connection plugin through the supervisor, {c} conns, >= 0.60x asgi direct", rps_ratio(doc, "c_toru_raw", "a_asgi"), ">=", 0.60, "ratio",
+        f"{raw:.0f} req/s; {ratio_detail(doc, 'c_toru_raw')}" if raw else "",
     ))  # fmt: skip
     slow = m("b_toru_sdk_slow", "rps")
-    drop = (1 - slow / b) * 100 if b and slow is not None else None
+    kept = rps_ratio(doc, "b_toru_sdk_slow", "b_toru_sdk")
+    drop = (1 - kept) * 100 if kept is not None else None
     out.append(_target(
         "slow_clients", f"{doc['config'].get('slow_clients', 64)} slow clients alongside (b) lower its req/s by <= 10%", drop, "<=", 10, "%",
         f"{slow:.0f} req/s with them, {b:.0f} without (same run); the server closed {_slow_closed(doc)} slow connections" if b and slow is not None else "",
@@ -92,8 +112,8 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
     g = m("g_toru_hop", "rps")
     if g is not None:
         out.append(_target(
-            "direct_vs_supervisor", "(b)/(g): direct channel against the supervisor path, same run (keep the channel only if >= 1.15)", b / g if b and g else None, ">=", 1.15, "ratio",
-            f"(g) {g:.0f} req/s, {ratio_detail(g, asgi_, sync_)}" if g else "",
+            "direct_vs_supervisor", "(b)/(g): direct channel against the supervisor path, same run (keep the channel only if >= 1.15)", rps_ratio(doc, "b_toru_sdk", "g_toru_hop"), ">=", 1.15, "ratio",
+            f"(g) {g:.0f} req/s, {ratio_detail(doc, 'g_toru_hop')}" if g else "",
         ))  # fmt: skip
     return out
 

@@ -24,7 +24,7 @@ from benchmarks.plugins.bench_sdk import body_of_size, plugin_id_from_argv
 from benchmarks.report import markdown, summary
 from benchmarks.slow_clients import SlowClients
 from benchmarks.stack import BaselineServer, nginx_config
-from benchmarks.targets import evaluate
+from benchmarks.targets import evaluate, rps_ratio
 from benchmarks.wrk import parse_output
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,3 +298,16 @@ def test_summary_reports_every_toru_row_against_both_baselines() -> None:
     assert met["one_conn_vs_asgi"] is True  # 0.60 >= 0.60
     assert met["slow_clients"] is True  # a 5% drop
     assert met["no_convoy"] is None  # not measured
+
+
+def test_ratios_pair_the_rounds_so_drift_between_rounds_cancels() -> None:
+    """Rounds 1 and 2 give b/a = 0.5, round 3 (load on the machine as b ran) 0.2: the paired
+    median is 0.5, where the median of b over the median of a would say 0.2."""
+
+    def sc(sid: str, rps: list[float]) -> dict:
+        med = {"median": sorted(rps)[len(rps) // 2], "min": min(rps), "max": max(rps), "n": 3}
+        return {"id": sid, "kind": "http", "rps": med, "runs": [{"rps": r} for r in rps]}
+
+    doc = {"scenarios": {"a_asgi": sc("a_asgi", [4000, 1000, 3000]),
+                         "b_toru_sdk": sc("b_toru_sdk", [2000, 500, 600])}}  # fmt: skip
+    assert rps_ratio(doc, "b_toru_sdk", "a_asgi") == 0.5
