@@ -53,6 +53,15 @@ def rps_ratio(doc: dict[str, Any], sid: str, base: str) -> float | None:
     return xm / ym if xm is not None and ym else None
 
 
+def cpu_detail(doc: dict[str, Any], sid: str, base: str) -> str:
+    """CPU per request of ``sid`` and ``base``, and their quotient: the throughput ratio the
+    two would have on cores of their own (CPU-bound), steadier than req/s on a shared box."""
+    x, y = _med(doc, sid, "cpu_us_per_request"), _med(doc, base, "cpu_us_per_request")
+    if not x or not y:
+        return ""
+    return f"CPU {x:.0f} vs {y:.0f} us/request ({y / x:.2f}x as CPU-bound capacity)"
+
+
 def _slow_closed(doc: dict[str, Any]) -> int:
     runs = (doc["scenarios"].get("b_toru_sdk_slow") or {}).get("runs") or []
     return sum(int(r.get("slow_closed_by_server") or 0) for r in runs)
@@ -87,15 +96,15 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
     b, raw = m("b_toru_sdk", "rps"), m("c_toru_raw", "rps")
     out.append(_target(
         "sdk_vs_asgi", f"(b) Toru -> SDK plugin, {c} conns, >= 0.75x asgi direct", rps_ratio(doc, "b_toru_sdk", "a_asgi"), ">=", 0.75, "ratio",
-        f"{b:.0f} vs {asgi_:.0f} req/s; {1e6 / b:.0f} vs {1e6 / asgi_:.0f} us of server time per request" if b and asgi_ else "",
+        f"{b:.0f} vs {asgi_:.0f} req/s; {cpu_detail(doc, 'b_toru_sdk', 'a_asgi')}" if b and asgi_ else "",
     ))  # fmt: skip
     out.append(_target(
         "sdk_vs_sync", f"(b) Toru -> SDK plugin, {c} conns, >= 2.0x sync direct", rps_ratio(doc, "b_toru_sdk", "a_sync"), ">=", 2.0, "ratio",
-        f"{b:.0f} vs {sync_:.0f} req/s" if b and sync_ else "",
+        f"{b:.0f} vs {sync_:.0f} req/s; {cpu_detail(doc, 'b_toru_sdk', 'a_sync')}" if b and sync_ else "",
     ))  # fmt: skip
     out.append(_target(
         "one_conn_vs_asgi", f"(c) one-connection plugin through the supervisor, {c} conns, >= 0.60x asgi direct", rps_ratio(doc, "c_toru_raw", "a_asgi"), ">=", 0.60, "ratio",
-        f"{raw:.0f} req/s; {ratio_detail(doc, 'c_toru_raw')}" if raw else "",
+        f"{raw:.0f} req/s; {ratio_detail(doc, 'c_toru_raw')}; {cpu_detail(doc, 'c_toru_raw', 'a_asgi')}" if raw else "",
     ))  # fmt: skip
     slow = m("b_toru_sdk_slow", "rps")
     kept = rps_ratio(doc, "b_toru_sdk_slow", "b_toru_sdk")
