@@ -33,6 +33,7 @@ SDK_ID = "bench-sdk"
 RAW_ID = "raw-python"
 SDK_PATH = f"/api/plugins/route/{SDK_ID}/json"
 RAW_PATH = "/api/plugins/route/raw/"
+MIB_PATH = f"/api/plugins/route/{SDK_ID}/size/1048576"  # a 1 MiB JSON answer
 MINIMAL_ID = "bench-minimal"
 
 
@@ -278,6 +279,9 @@ class BenchmarkRun:
             http_scenario("a_asgi_c1", "(a) direct, asgi, 1 conn", asgi_.url + SDK_PATH, connections=1, cpu_roots=abase),
             http_scenario("b_toru_sdk_c1", "(b) Toru -> SDK, 1 conn", toru.url + SDK_PATH, connections=1, token=toru.token, cpu_roots=b_roots),
             http_scenario("b_toru_sdk_c64", "(b) Toru -> SDK, 64 conns", toru.url + SDK_PATH, connections=64, token=toru.token, cpu_roots=b_roots),
+            http_scenario("a_sync_1m", f"(a) direct, {self.worker_class}, 1 MiB answers, {c} conns", sync_.url + MIB_PATH, connections=c, cpu_roots=base),
+            http_scenario("a_asgi_1m", f"(a) direct, asgi, 1 MiB answers, {c} conns", asgi_.url + MIB_PATH, connections=c, cpu_roots=abase),
+            http_scenario("b_toru_sdk_1m", f"(b) Toru -> SDK, 1 MiB answers, {c} conns", toru.url + MIB_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
         ]  # fmt: skip
         if o.compare:
             self.scenarios += self._compare_scenarios(toru)

@@ -118,6 +118,11 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "no_convoy", "p99 of (b) at 64 connections <= 3x its p50", p99 / p50 if p50 and p99 else None, "<=", 3.0, "ratio",
         f"p50 {p50:.0f} us, p99 {p99:.0f} us (p99-p50 = {p99 - p50:.0f} us)" if p50 and p99 else "",
     ))  # fmt: skip
+    big = rps_ratio(doc, "b_toru_sdk_1m", "a_asgi_1m")
+    out.append(_target(
+        "large_answers", f"(b) with 1 MiB answers, {c} conns, >= 0.5x asgi direct with the same answers", big, ">=", 0.5, "ratio",
+        f"{m('b_toru_sdk_1m', 'rps'):.0f} req/s; {rps_ratio(doc, 'b_toru_sdk_1m', 'a_sync_1m') or 0:.2f}x of sync direct; {cpu_detail(doc, 'b_toru_sdk_1m', 'a_asgi_1m')}" if big is not None else "",
+    ))  # fmt: skip
     g = m("g_toru_hop", "rps")
     if g is not None:
         out.append(_target(
