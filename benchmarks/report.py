@@ -39,11 +39,20 @@ def _roles(sc: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def base_for(sid: str, base: str) -> str:
+    """The baseline to compare ``sid`` with: the one of the same variant (``b_toru_sdk_1m``
+    against ``a_asgi_1m``, ``*_c1`` against ``a_*_c1``), else ``base`` itself."""
+    for suffix in ("_1m", "_c1"):
+        if sid.endswith(suffix):
+            return base + suffix
+    return base
+
+
 def _x(doc: dict[str, Any], sc: dict[str, Any], base: str) -> str:
     """``sc``'s req/s as a multiple of a baseline's (paired by round), for HTTP scenarios."""
     if sc.get("kind") != "http" or not sc.get("rps"):
         return "-"
-    r = rps_ratio(doc, sc["id"], base)
+    r = rps_ratio(doc, sc["id"], base_for(sc["id"], base))
     return "-" if r is None else f"{r:.2f}"
 
 
@@ -69,7 +78,7 @@ def scenario_table(doc: dict[str, Any], scenarios: list[dict[str, Any]]) -> str:
 
 SUMMARY_ROWS = (
     "a_sync", "a_asgi", "b_toru_sdk", "c_toru_raw", "b_toru_sdk_slow", "b_toru_sdk_c64", "g_toru_hop",
-    "a_asgi_1m", "b_toru_sdk_1m",
+    "a_sync_1m", "a_asgi_1m", "b_toru_sdk_1m",
 )  # fmt: skip
 
 

@@ -288,7 +288,7 @@ def test_summary_reports_every_toru_row_against_both_baselines() -> None:
                 "p99_us": med(2000.0), "cpu_us_per_request": med(100.0), "runs": []}  # fmt: skip
 
     rows = {"a_sync": 400, "a_asgi": 1600, "b_toru_sdk": 1200, "b_toru_sdk_slow": 1140,
-            "c_toru_raw": 960}  # fmt: skip
+            "c_toru_raw": 960, "a_asgi_1m": 100, "b_toru_sdk_1m": 40}  # fmt: skip
     doc = {
         "config": {"connections": 16, "slow_clients": 64, "toru_worker_class": "asgi"},
         "scenarios": {k: sc(k, v) for k, v in rows.items()},
@@ -296,11 +296,14 @@ def test_summary_reports_every_toru_row_against_both_baselines() -> None:
     text = summary(doc)
     b_row = next(line for line in text.splitlines() if line.startswith("| b_toru_sdk |"))
     assert "| 1200 | 0.75 | 3.00 |" in b_row
+    big = next(line for line in text.splitlines() if line.startswith("| b_toru_sdk_1m |"))
+    assert "| 40 | 0.40 | - |" in big  # against the 1 MiB asgi baseline; no sync one ran
     met = {t["id"]: t["met"] for t in evaluate(doc)}
     assert met["sdk_vs_asgi"] is True  # 0.75 >= 0.75
     assert met["sdk_vs_sync"] is True  # 3.0 >= 2.0
     assert met["one_conn_vs_asgi"] is True  # 0.60 >= 0.60
     assert met["slow_clients"] is True  # a 5% drop
+    assert met["large_answers"] is False  # 0.40 < 0.5
     assert met["no_convoy"] is None  # not measured
 
 
