@@ -197,7 +197,10 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
     for sid, style in (("a_asgi", "-"), ("a_sync", "--")):  # the two references
         ref = (doc["scenarios"].get(sid) or {}).get("rps")
         if ref:
-            ax1.axvline(ref["median"], color="#333333", linestyle=style, linewidth=0.8)
+            ax1.axvline(ref["median"], color="#333333", linestyle=style, linewidth=0.8,
+                        label=f"{sid[2:]} direct, 16 conns")  # fmt: skip
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(loc="lower right")
     ax1.set_xscale("log")
     ax1.set_xlabel("requests/s (median, min-max; log scale)")
     ax1.invert_yaxis()
