@@ -127,7 +127,7 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
     if g is not None:
         out.append(_target(
             "direct_vs_supervisor", "(b)/(g): direct channel against the supervisor path, same run (keep the channel only if >= 1.15)", rps_ratio(doc, "b_toru_sdk", "g_toru_hop"), ">=", 1.15, "ratio",
-            f"(g) {g:.0f} req/s, {ratio_detail(doc, 'g_toru_hop')}" if g else "",
+            f"(g) {g:.0f} req/s, {ratio_detail(doc, 'g_toru_hop')}; (b) against (g): {cpu_detail(doc, 'b_toru_sdk', 'g_toru_hop')}" if g else "",
         ))  # fmt: skip
     return out
 
