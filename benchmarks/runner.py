@@ -239,7 +239,7 @@ class BenchmarkRun:
         o = self.opts
         plugins = self.build_plugins()
         self.baseline = self._start(
-            f"sync baseline: gunicorn + Falcon WSGI ({self.workers} {self.worker_class} workers)",
+            f"WSGI baseline: gunicorn + Falcon WSGI ({self.workers} {self.worker_class} workers)",
             BaselineServer(
                 self.workdir / "baseline", self.workers, self.worker_class, self.threads
             ),
