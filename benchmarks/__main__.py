@@ -81,12 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip (g) and (h): Toru with the direct channel off, and the web tier alone",
     )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: re-evaluate the targets of a results.json and rewrite it, its "
+        "results.md and results.png (after a change to the targets or the tables)",
+    )
     p.set_defaults(mode="quick")
     return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render(args.render)
     if args.target and not args.token:
         print("--target needs --token (an API token: toru user token NAME)", file=sys.stderr)
         return 2
@@ -116,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         o.only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "build" / "bench" / f"{o.mode}-{stamp}"
-    doc = BenchmarkRun(o).run()
+    return publish(BenchmarkRun(o).run(), out)
+
+
+def publish(doc: dict, out: Path) -> int:
+    """Write the run's files into ``out`` and print it (the summary first)."""
     from .report import markdown, write_all
 
     paths = write_all(doc, out)
@@ -124,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in paths.items():
         print(f"{kind}: {path}", file=sys.stderr)
     return 0
+
+
+def render(path: Path) -> int:
+    """``--render results.json``: the targets evaluated again, every file written again."""
+    import json
+
+    from .targets import evaluate
+
+    doc = json.loads(path.read_text())
+    doc["targets"] = evaluate(doc)
+    return publish(doc, path.parent)
 
 
 if __name__ == "__main__":

@@ -318,3 +318,31 @@ def test_ratios_pair_the_rounds_so_drift_between_rounds_cancels() -> None:
     doc = {"scenarios": {"a_asgi": sc("a_asgi", [4000, 1000, 3000]),
                          "b_toru_sdk": sc("b_toru_sdk", [2000, 500, 600])}}  # fmt: skip
     assert rps_ratio(doc, "b_toru_sdk", "a_asgi") == 0.5
+
+
+def test_render_rewrites_a_run_from_its_json(tmp_path: Path) -> None:
+    """``--render results.json`` measures nothing: targets evaluated again, files rewritten."""
+    med = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
+    doc = {
+        "schema": "toru-bench/1", "mode": "quick", "started_at": "t", "command": "c",
+        "machine": {"cpus": 2, "cpu_model": "m", "memory_mb": 1, "kernel": "k", "python": "p"},
+        "config": {"connections": 16, "workers": 4, "worker_class": "sync", "runs": 1,
+                   "duration_s": 3, "socket_duration_s": 2, "toru_worker_class": "asgi"},
+        "scenarios": {sid: {"id": sid, "label": sid, "kind": "http", "group": "core",
+                            "connections": 16, "rps": med(rps), "p50_us": med(1000.0),
+                            "p99_us": med(2000.0), "max_us": med(3000.0),
+                            "cpu_us_per_request": med(100.0), "errors": 0, "runs": []}
+                      for sid, rps in (("a_asgi", 1600.0), ("b_toru_sdk", 1300.0))},
+        "targets": [],
+    }  # fmt: skip
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    cp = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    met = {t["id"]: t["met"] for t in json.loads(path.read_text())["targets"]}
+    assert met["sdk_vs_asgi"] is True  # 1300 / 1600 = 0.81
+    assert (tmp_path / "results.md").read_text().startswith("# Toru benchmark")
+    assert cp.stdout.startswith("# Toru benchmark")
