@@ -193,6 +193,15 @@ SETTINGS: tuple[Setting, ...] = (
         "peers whose X-Forwarded-* headers are believed ('unix' = a Unix-socket peer)",
     ),
     Setting(
+        "client_timeout",
+        "TORU_CLIENT_TIMEOUT",
+        "http.client_timeout",
+        15.0,
+        _pos_float,
+        "seconds a client has to send its request headers, and its whole body; a slower "
+        "connection is closed (408 for a body)",
+    ),
+    Setting(
         "direct_channel",
         "TORU_DIRECT_CHANNEL",
         "http.direct_channel",
@@ -245,6 +254,7 @@ class Config:
     metrics_public: bool
     body_limit: int
     trusted_proxies: tuple[str, ...]
+    client_timeout: float
     direct_channel: bool
     session_ttl: float
     login_rate: int
