@@ -47,6 +47,8 @@ def client_info(req: falcon.asgi.Request, trusted: frozenset[str]) -> ClientInfo
         return cached
     scope = req.scope
     client = scope.get("client")
+    if client is not None and type(client) is not tuple:  # ASGI allows any iterable pair
+        client = tuple(client)
     peer = client[0] if client and client[0] else "unix"
     scheme = scope.get("scheme") or "http"
     host = req.get_header("Host")

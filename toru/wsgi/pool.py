@@ -25,7 +25,8 @@ class PasswordPool:
     def __init__(self, threads: int = 1, backlog: int = 2) -> None:
         self.limit = threads + backlog
         self.busy = 0
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="toru-scrypt")
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None  # started on first use
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:
         """``fn(*args)`` on a pool thread; 503 at once when ``limit`` calls are in progress."""
@@ -35,6 +36,8 @@ class PasswordPool:
                 code="busy",
                 retry_after=1,
             )
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="toru-scrypt")
         self.busy += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -42,5 +45,8 @@ class PasswordPool:
             self.busy -= 1
 
     def close(self) -> None:
-        """Stop the threads once the running calls are done (idempotent)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the threads once the running calls are done (idempotent; a later ``run``
+        starts new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -180,6 +180,8 @@ def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[s
     A header the client sent more than once is joined with ``, `` (``; `` for cookies).
     """
     headers = req.scope["headers"]
+    if type(headers) is not list:  # ASGI allows any iterable, which Falcon's Request consumed
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
     connection = req.get_header("Connection")
     connection_named = (
         {t.strip().lower() for t in connection.split(",") if t.strip()} if connection else ()
