@@ -18,9 +18,7 @@ forwarded.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import math
 import re
 import time
 from typing import Any
@@ -33,7 +31,9 @@ from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
 from . import metrics
 from .control import Control
+from .direct import DirectChannel
 from .http import client_info, read_body
+from .routes import RouteTable
 
 PREFIX = "/api/plugins/route/"
 HOP_BY_HOP = frozenset(
@@ -224,50 +224,6 @@ def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[s
     return out
 
 
-class RouteNames:
-    """Route -> plugin id for metric labels: the worker's one route table, from ``list``.
-
-    PERF: one control call per worker per ``ttl`` instead of one per request. A route not in
-    the table waits for a refresh (at most one a second, shared by every request waiting);
-    a stale table is refreshed in the background while requests use it. An unknown route
-    gets the label ``_unknown`` so clients cannot create label values.
-    """
-
-    def __init__(self, control: Control, ttl: float = 5.0) -> None:
-        self.control = control
-        self.ttl = ttl
-        self._map: dict[str, str] = {}
-        self._at = -math.inf
-        self._refresh: asyncio.Task[None] | None = None
-
-    async def plugin_for(self, route: str) -> str:
-        name = self._map.get(route)
-        age = time.monotonic() - self._at
-        if name is None and age > 1.0:
-            await asyncio.shield(self._refreshing())
-            name = self._map.get(route)
-        elif age > self.ttl:
-            self._refreshing()
-        return name or "_unknown"
-
-    def _refreshing(self) -> asyncio.Task[None]:
-        if self._refresh is None or self._refresh.done():
-            self._at = time.monotonic()
-            self._refresh = asyncio.get_running_loop().create_task(self._load())
-        return self._refresh
-
-    async def _load(self) -> None:
-        try:
-            plugins = await self.control.call("list", {}, 2.0)
-            self._map = {
-                p["route"]: p["id"]
-                for p in plugins
-                if isinstance(p, dict) and p.get("route") and p.get("id")
-            }
-        except (ToruError, OSError, KeyError, TypeError):
-            pass
-
-
 _ERROR_KINDS = {GatewayTimeout: "timeout", BadGateway: "bad_response"}
 _CODE_CLASS = {c: f"{c}xx" for c in range(1, 6)}
 
@@ -275,10 +231,17 @@ _CODE_CLASS = {c: f"{c}xx" for c in range(1, 6)}
 class PluginRouteResource:
     auth = "user"
 
-    def __init__(self, config: Config, control: Control, names: RouteNames) -> None:
+    def __init__(
+        self,
+        config: Config,
+        control: Control,
+        routes: RouteTable,
+        direct: DirectChannel | None = None,
+    ) -> None:
         self.config = config
         self.control = control
-        self.names = names
+        self.routes = routes
+        self.direct = direct  # None keeps every request on the supervisor path
         self.trusted = frozenset(config.trusted_proxies)
 
     async def _forward(
@@ -287,13 +250,18 @@ class PluginRouteResource:
         route, path = split_target(req)
         body = await read_body(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
-        plugin = await self.names.plugin_for(route)
+        entry = await self.routes.get(route)
+        plugin = entry.plugin if entry is not None else "_unknown"
         t0 = time.perf_counter()
         status = 500
         inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
         inflight.inc()
         try:
-            answer = await self.control.http(route, req.method, path, headers, body)
+            answer = None
+            if entry is not None and entry.socket is not None and self.direct is not None:
+                answer = await self.direct.http(entry, req.method, path, headers, body)
+            if answer is None:
+                answer = await self.control.http(route, req.method, path, headers, body)
             status = answer.status
         except ToruError as exc:
             status = exc.status
