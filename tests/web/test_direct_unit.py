@@ -145,7 +145,7 @@ def test_good_reply_and_the_request_the_plugin_sees(env):
 
 
 def test_concurrent_requests_share_one_connection(env):
-    make, _, _ = env
+    make, control, _ = env
 
     async def main():
         channel = make(lambda msg: _reply(msg, {"status": 200, "body": msg["request_id"]}))
