@@ -37,9 +37,9 @@ from .messages import (
     kv_request_message,
     lifecycle_init,
     lifecycle_shutdown,
-    parse_http_response,
     parse_kv_result,
     parse_message,
+    validate_http_reply,
 )
 from .testing import KvDouble, connect_unix
 
@@ -282,7 +282,7 @@ class PluginChecker:
             m = parse_message(msg)
             if m.type != "http":
                 raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
-            resp = parse_http_response(m.payload)
+            resp = validate_http_reply(m.payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("request", FAIL, f"GET / was not answered properly: {exc}")
             raise _Abort from None
@@ -298,7 +298,7 @@ class PluginChecker:
         )
         try:
             statuses = [
-                parse_http_response(parse_message(conn.reply(r, self.reply_timeout)).payload).status
+                validate_http_reply(parse_message(conn.reply(r, self.reply_timeout)).payload).status
                 for r in rids
             ]
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
@@ -319,9 +319,9 @@ class PluginChecker:
             second = self.connect()
             try:
                 _, msg = self.http(second, "GET", "/")
-                parse_http_response(parse_message(msg).payload)
+                validate_http_reply(parse_message(msg).payload)
                 _, msg = self.http(conn, "GET", "/")  # the first is still served too
-                parse_http_response(parse_message(msg).payload)
+                validate_http_reply(parse_message(msg).payload)
             finally:
                 second.close()
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
@@ -336,7 +336,7 @@ class PluginChecker:
     def check_bundle(self, conn: _Conn) -> None:
         try:
             _, msg = self.http(conn, "GET", "/bundle.js")
-            resp = parse_http_response(parse_message(msg).payload)
+            resp = validate_http_reply(parse_message(msg).payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("bundle", FAIL, f"GET /bundle.js not answered: {exc}")
             raise _Abort from None
@@ -359,7 +359,7 @@ class PluginChecker:
     def check_probe(self, conn: _Conn) -> None:
         try:
             _, msg = self.http(conn, "GET", "/health", {"X-Toru-Probe": "1"})
-            resp = parse_http_response(parse_message(msg).payload)
+            resp = validate_http_reply(parse_message(msg).payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("health probe", FAIL, f"GET /health (probe) not answered: {exc}")
             raise _Abort from None
@@ -424,7 +424,7 @@ class PluginChecker:
         try:
             conn = self.connect()
             _, msg = self.http(conn, "GET", "/")
-            parse_http_response(parse_message(msg).payload)
+            validate_http_reply(parse_message(msg).payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("recovery", FAIL, f"no answer on a new connection after bad input: {exc}")
             raise _Abort from None

@@ -41,10 +41,10 @@ from .messages import (
     kv_response_message,
     lifecycle_init,
     lifecycle_shutdown,
-    parse_http_response,
     parse_kv_op,
     parse_kv_result,
     parse_message,
+    validate_http_reply,
 )
 from .plugin import ToruPlugin
 
@@ -370,7 +370,7 @@ class PluginHarness:
 
     @staticmethod
     def _reply(rid: str, msg: dict[str, Any]) -> Reply:
-        resp = parse_http_response(parse_message(msg).payload)
+        resp = validate_http_reply(parse_message(msg).payload)
         return Reply(resp.status, resp.headers, resp.body_bytes, rid, msg)
 
     # ------------------------------------------------------------------ public API

@@ -1,8 +1,9 @@
 """A protocol v1 plugin with named misbehaviour modes (go-plugin style), for checker tests.
 
 Run as ``misbehaving_plugin.py MODE``: ``good`` behaves; ``bad-metadata``, ``no-socket``,
-``wrong-id``, ``no-exit``, ``crash-on-garbage`` and ``false-multi`` (declares
-``multi_connection`` but serves one connection at a time) each break one rule.
+``wrong-id``, ``no-exit``, ``crash-on-garbage``, ``bad-status`` (status ``"200"``, a
+string) and ``false-multi`` (declares ``multi_connection`` but serves one connection at a
+time) each break one rule; ``no-status`` leaves ``status`` out of its replies (absent = 200).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def main() -> int:
             if msg.get("type") in ("http", "kv"):
                 rid = "nope" if MODE == "wrong-id" else msg.get("request_id")
                 body = {"status": 200, "headers": {}, "body": "ok"}
+                if MODE == "no-status":
+                    del body["status"]
+                if MODE == "bad-status":
+                    body["status"] = "200"
                 if msg["type"] == "kv":
                     body = {"value": None}
                 try:

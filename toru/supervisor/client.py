@@ -25,7 +25,7 @@ from typing import Any
 
 from toru.errors import SupervisorUnavailable, ToruError
 from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode_payload
-from toru_plugin_api.messages import decode_body, encode_body
+from toru_plugin_api.messages import encode_body, validate_http_reply
 
 __all__ = ["ControlClient", "ProxyResponse", "kernel_timeout", "reply_result"]
 
@@ -241,10 +241,7 @@ class ControlClient:
             args["body_encoding"] = "base64"
         result = self.call("http", args, self.http_timeout if timeout is None else timeout)
         try:
-            raw = decode_body(result, "plugin reply")
+            reply = validate_http_reply(result)
         except ProtocolError as exc:
             raise ToruError(str(exc), code="bad_gateway", status=502) from None
-        headers_out = result.get("headers")
-        return ProxyResponse(
-            result.get("status", 502), headers_out if isinstance(headers_out, dict) else {}, raw
-        )
+        return ProxyResponse(reply.status, reply.headers, reply.body_bytes)
