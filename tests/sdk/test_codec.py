@@ -225,3 +225,17 @@ def test_arbitrary_byte_streams_raise_only_protocol_error(chunks):
                 assert isinstance(msg, dict)
         except ProtocolError:
             pass
+
+
+def test_now_iso_is_iso_utc_with_milliseconds_across_second_boundaries(monkeypatch):
+    import datetime
+    import time
+
+    from toru_plugin_api import messages
+
+    for t in (1764072000.0, 1764072000.9994, 1764072000.9996, 1764072001.0004, 1764072059.999):
+        monkeypatch.setattr(time, "time", lambda t=t: t)
+        want = datetime.datetime.fromtimestamp(int(t * 1000) / 1000, datetime.UTC)
+        expect = want.strftime("%Y-%m-%dT%H:%M:%S.") + f"{want.microsecond // 1000:03d}Z"
+        assert messages.now_iso_bytes() == expect.encode()
+        assert messages.now_iso() == expect

@@ -381,17 +381,3 @@ def test_reply_result_reads_both_forms_and_errors():
     with pytest.raises(ToruError) as err:
         reply_result({"id": 1, "ok": False, "error": {"code": "x", "status": 404}})
     assert err.value.status == 404
-
-
-def test_fast_timestamp_is_iso_utc_with_milliseconds_across_second_boundaries(monkeypatch):
-    import datetime
-    import time
-
-    from toru.supervisor import framed
-
-    for t in (1764072000.0, 1764072000.9994, 1764072000.9996, 1764072001.0004, 1764072059.999):
-        monkeypatch.setattr(time, "time", lambda t=t: t)
-        want = datetime.datetime.fromtimestamp(int(t * 1000) / 1000, datetime.UTC)
-        expect = want.strftime("%Y-%m-%dT%H:%M:%S.") + f"{want.microsecond // 1000:03d}Z"
-        assert framed.fast_timestamp_bytes() == expect.encode()
-        assert framed.fast_timestamp() == expect

@@ -22,9 +22,8 @@ from typing import Any, Protocol
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode_payload, loads
-
-from .framed import fast_timestamp, fast_timestamp_bytes
+from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, loads
+from toru_plugin_api.messages import make_message, now_iso_bytes
 
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
 RawReplyCallback = Callable[[dict[str, Any], bytes], None]
@@ -121,11 +120,8 @@ class PluginConnection(FramedProtocol):
             callback(None, self.lost_error(""))
             return ""
         rid = self.next_id()
-        body = dumps(
-            {"type": type_, "timestamp": fast_timestamp(), "request_id": rid, "payload": payload}
-        )
         try:
-            frame = encode_payload(body, self.max_frame)
+            frame = encode(make_message(type_, payload, rid), self.max_frame)
         except ProtocolError as exc:
             callback(None, BadGateway(f"request too large for plugin {self.plugin_id}: {exc}"))
             return ""
@@ -145,7 +141,7 @@ class PluginConnection(FramedProtocol):
         rid = self.next_id()
         body = dumps(args)
         head = b'{"type":"http","timestamp":"%s","request_id":"%s","payload":{"payload":' % (
-            fast_timestamp_bytes(),
+            now_iso_bytes(),
             rid.encode(),
         )
         size = len(head) + len(body) + 2

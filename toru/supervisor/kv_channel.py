@@ -15,10 +15,8 @@ from typing import Any
 import apsw
 
 from toru.store import Store
-from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
-from toru_plugin_api.messages import parse_kv_op
-
-from .framed import fast_timestamp
+from toru_plugin_api.codec import Decoder, ProtocolError, encode
+from toru_plugin_api.messages import make_message, parse_kv_op
 
 MAX_VALUE = 1024 * 1024
 
@@ -103,20 +101,11 @@ class KvChannel(asyncio.Protocol):
             payload = {"value": None, "error": str(exc)}
         except apsw.Error as exc:
             payload = {"value": None, "error": f"storage error: {exc}"}
-        reply = {"type": "kv", "timestamp": fast_timestamp(), "payload": payload}
-        if rid is not None:
-            reply["request_id"] = rid
-        return encode_payload(dumps(reply), self.max_frame)
+        return encode(make_message("kv", payload, rid), self.max_frame)
 
     def _error(self, msg: dict[str, Any], error: str) -> bytes:
-        reply: dict[str, Any] = {
-            "type": "kv",
-            "timestamp": fast_timestamp(),
-            "payload": {"value": None, "error": error},
-        }
-        if msg.get("request_id") is not None:
-            reply["request_id"] = msg["request_id"]
-        return encode_payload(dumps(reply), self.max_frame)
+        payload = {"value": None, "error": error}
+        return encode(make_message("kv", payload, msg.get("request_id")), self.max_frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

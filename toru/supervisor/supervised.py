@@ -20,13 +20,13 @@ from typing import Any
 import apsw
 
 from toru.errors import ToruError
-from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown
+from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown, now_iso
 
 from . import metrics
 from .connection import CLEAN_EOF
 from .discovery import Discovered
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError
-from .logs import LogWriter, SupervisorLog, plugin_line_entry, timestamp
+from .logs import LogWriter, SupervisorLog, plugin_line_entry
 from .process import describe_exit
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, PluginState, check_transition
@@ -129,7 +129,7 @@ class SupervisedPlugin:
         w = self._writer()
         w.write(
             {
-                "timestamp": timestamp(),
+                "timestamp": now_iso(),
                 "level": level,
                 "plugin": self.id,
                 "message": message,
