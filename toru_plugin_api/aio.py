@@ -24,11 +24,12 @@ for callers that build frames by hand or want a plain callback (no Future) per r
 ``callback(reply, None)`` or ``callback(None, error)`` is called exactly once. Deadlines
 share one timer armed for the earliest. A reply with an unknown or late id goes to
 ``on_unsolicited`` (ignored by default). On expiry the caller gets ``timeout_error(rid)``;
-when the connection is lost or ``fail()``ed, every pending request gets
+when the connection is lost or ``fail_connection()``ed, every pending request gets
 ``lost_error(reason)`` at once. Override those two to raise your own error types.
 
-Hooks for subclasses: ``on_message`` (default: match replies by id), ``on_unsolicited``,
-``on_protocol_error`` (default: ``fail``), ``on_expired(rid)``, ``on_closed(reason)``,
+Hooks for subclasses: ``on_message`` (default: match replies by id), ``on_messages`` (one
+read's messages together), ``on_unsolicited``,
+``on_protocol_error`` (default: ``fail_connection``), ``on_expired(rid)``, ``on_closed(reason)``,
 ``timeout_error``, ``lost_error``.
 """
 
@@ -97,6 +98,7 @@ class FramedProtocol(asyncio.Protocol):
     """
 
     id_field = "request_id"  # where requests carry their id and replies echo it
+    eof_reason = "connection closed by the peer"  # the close reason of a clean EOF
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, parse: bool = True) -> None:
         self.max_frame = max_frame
@@ -127,8 +129,8 @@ class FramedProtocol(asyncio.Protocol):
             else:
                 bad = None
             try:
-                for msg in msgs:
-                    self.on_message(msg)
+                if msgs:
+                    self.on_messages(msgs)
             except ProtocolError as exc:  # on_message found a frame it cannot use
                 bad = exc
             if bad is not None:
@@ -142,7 +144,8 @@ class FramedProtocol(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(f"connection lost: {exc}" if exc else "connection closed by the peer")
+        self.transport = None  # gone: nothing to close or abort
+        self.fail_connection(f"connection lost: {exc}" if exc else self.eof_reason)
 
     # ------------------------------------------------------------------ hooks
 
@@ -159,12 +162,18 @@ class FramedProtocol(asyncio.Protocol):
         else:
             entry[0](msg, None)
 
+    def on_messages(self, msgs: list[Any]) -> None:
+        """Every message of one read, in order (default: ``on_message`` for each); override
+        to treat a pipelined chunk as a unit (the host's kv channel commits it once)."""
+        for msg in msgs:
+            self.on_message(msg)
+
     def on_unsolicited(self, msg: Any) -> None:
         """A message that answers no pending request (late, unknown id, or a request)."""
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
         """A bad frame: fail the connection (never guess where the next frame starts)."""
-        self.fail(f"protocol error: {exc}")
+        self.fail_connection(f"protocol error: {exc}")
 
     def on_expired(self, rid: str) -> None:
         """Request ``rid`` passed its deadline (its caller already got ``timeout_error``)."""
@@ -266,7 +275,7 @@ class FramedProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------ closing
 
-    def fail(self, reason: str, abort: bool = True) -> None:
+    def fail_connection(self, reason: str, abort: bool = True) -> None:
         """Close the connection and fail every pending request at once (idempotent).
 
         ``abort`` drops what is buffered in the transport; otherwise it is flushed first.
@@ -296,4 +305,4 @@ class FramedProtocol(asyncio.Protocol):
         if not self.closed:
             if self.transport is not None and self._out:
                 self._flush()
-            self.fail(reason, abort=False)
+            self.fail_connection(reason, abort=False)

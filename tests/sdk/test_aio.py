@@ -104,7 +104,7 @@ def test_deadlines_share_one_timer_and_expire_in_order():
         results = await asyncio.gather(fast, mid, return_exceptions=True)
         assert not slow.done() and len(conn.pending) == 1
         assert conn.pending.earliest != math.inf  # re-armed for the slow one
-        conn.fail("test over")
+        conn.fail_connection("test over")
         slow_err = await asyncio.gather(slow, return_exceptions=True)
         peer.close()
         return {"results": results, "slow": slow_err[0], "conn": conn}

@@ -381,3 +381,27 @@ def test_reply_result_reads_both_forms_and_errors():
     with pytest.raises(ToruError) as err:
         reply_result({"id": 1, "ok": False, "error": {"code": "x", "status": 404}})
     assert err.value.status == 404
+
+
+def test_control_connections_close_from_either_side_without_loop_errors():
+    """The client hanging up, and ``ControlServer.close()``, both go through the base's
+    connection_lost/close (run_async fails on any exception the loop only logs)."""
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        sup = Supervisor.__new__(Supervisor)
+        sup.config = SimpleNamespace(max_frame=MAX)
+        server = ControlServer(sup, Path("/nonexistent/control.sock"))
+        pairs = [socket.socketpair() for _ in range(2)]
+        for mine, _ in pairs:
+            await loop.create_unix_connection(lambda: ControlConnection(server), sock=mine)
+        assert len(server.connections) == 2
+        pairs[0][1].close()  # the worker hangs up
+        await until(lambda: len(server.connections) == 1)
+        (conn,) = server.connections
+        await server.close()
+        await until(lambda: conn.closed and not server.connections)
+        pairs[1][1].close()
+        return conn.close_reason
+
+    assert run_async(main()) == "closed"

@@ -51,6 +51,8 @@ class PluginConnection(FramedProtocol):
     and the mapping to Toru's errors (504 on expiry, 502 on loss).
     """
 
+    eof_reason = CLEAN_EOF  # supervised.py reconnects a plugin that closed cleanly
+
     def __init__(
         self,
         plugin_id: str,
@@ -64,9 +66,6 @@ class PluginConnection(FramedProtocol):
         self.on_timeout = on_timeout
 
     # ------------------------------------------------------------------ base hooks
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(f"connection lost: {exc}" if exc else CLEAN_EOF)
 
     def timeout_error(self, rid: str) -> ToruError:
         return GatewayTimeout(f"plugin {self.plugin_id} did not answer in time")
