@@ -16,7 +16,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from toru_plugin_api.codec import FrameReader, ProtocolError, write_frame
+from toru_plugin_api.blocking import Channel
+from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import make_message
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "good"
@@ -44,10 +45,10 @@ def main() -> int:
     srv.listen(1)
     while True:
         conn, _ = srv.accept()
-        reader = FrameReader(conn)
+        channel = Channel(conn)
         while True:
             try:
-                msg = reader.read()
+                msg = channel.read(None)
             except ProtocolError:
                 if MODE == "crash-on-garbage":
                     return 3
@@ -69,7 +70,7 @@ def main() -> int:
                 if msg["type"] == "kv":
                     body = {"value": None}
                 try:
-                    write_frame(conn, make_message(msg["type"], body, rid))
+                    channel.send(make_message(msg["type"], body, rid))
                 except OSError:  # the client went away: serve the next connection
                     break
         conn.close()
