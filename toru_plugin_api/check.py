@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .codec import HEADER, FrameReader, ProtocolError, encode, encode_payload
+from .blocking import Channel
+from .codec import HEADER, ProtocolError, encode, encode_payload
 from .messages import (
     HttpRequest,
     KvOp,
@@ -37,9 +38,9 @@ from .messages import (
     kv_request_message,
     lifecycle_init,
     lifecycle_shutdown,
-    parse_http_response,
     parse_kv_result,
     parse_message,
+    validate_http_reply,
 )
 from .testing import KvDouble, connect_unix
 
@@ -62,50 +63,36 @@ class _Abort(Exception):
     """A check failed in a way that makes the following checks meaningless."""
 
 
-class _Conn:
-    """One blocking connection to the plugin with request_id matching."""
+class _Conn(Channel):
+    """One blocking connection to the plugin, requests matched by ``request_id``; every
+    message is kept in ``log``."""
 
     def __init__(self, path: str, timeout: float) -> None:
-        self.sock = connect_unix(path, timeout)
-        self.reader = FrameReader(self.sock)
-        self.stash: dict[str, dict[str, Any]] = {}
+        super().__init__(connect_unix(path, timeout))
         self.log: list[str] = []
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: Any, timeout: float | None = None) -> None:
         self.log.append(f"-> {json.dumps(msg)[:300]}")
-        self.sock.sendall(encode(msg))
+        rid = msg.get("request_id")
+        if rid is not None:
+            self.expect(str(rid))
+        super().send(msg, timeout)
 
-    def reply(self, rid: str, timeout: float) -> dict[str, Any]:
+    def send_all(self, msgs: list[dict[str, Any]]) -> None:
+        """Pipeline: every message in one write."""
+        for msg in msgs:
+            self.log.append(f"-> {json.dumps(msg)[:300]}")
+            self.expect(str(msg["request_id"]))
+        self.send_bytes(b"".join(encode(m) for m in msgs))
+
+    def reply(self, rid: str, timeout: float) -> Any:
         """The message carrying ``rid``; raises TimeoutError, EOFError or ProtocolError."""
-        deadline = time.monotonic() + timeout
-        while rid not in self.stash:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no reply with request_id {rid!r} within {timeout:g} s")
-            self.sock.settimeout(left)
-            msg = self.reader.read()
-            if msg is None:
-                raise EOFError("the plugin closed the connection")
-            self.log.append(f"<- {json.dumps(msg)[:300]}")
-            self.stash[str(msg.get("request_id"))] = msg
-        return self.stash.pop(rid)
-
-    def wait_closed(self, timeout: float) -> bool:
-        """True when the peer closes the connection within ``timeout``."""
-        deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-                if not self.sock.recv(65536):
-                    return True
-        except TimeoutError:
-            return False
-        except OSError:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
+            msg = super().reply(rid, timeout)
+        except EOFError:
+            raise EOFError("the plugin closed the connection") from None
+        self.log.append(f"<- {json.dumps(msg)[:300]}")
+        return msg
 
 
 class PluginChecker:
@@ -282,7 +269,7 @@ class PluginChecker:
             m = parse_message(msg)
             if m.type != "http":
                 raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
-            resp = parse_http_response(m.payload)
+            resp = validate_http_reply(m.payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("request", FAIL, f"GET / was not answered properly: {exc}")
             raise _Abort from None
@@ -290,15 +277,15 @@ class PluginChecker:
 
         rids = [self.rid() for _ in range(3)]
         paths = ["/", "/toru-check-missing", "/"]
-        conn.sock.sendall(
-            b"".join(
-                encode(http_request_message(r, HttpRequest("GET", p)))
+        conn.send_all(
+            [
+                http_request_message(r, HttpRequest("GET", p))
                 for r, p in zip(rids, paths, strict=True)
-            )
+            ]
         )
         try:
             statuses = [
-                parse_http_response(parse_message(conn.reply(r, self.reply_timeout)).payload).status
+                validate_http_reply(parse_message(conn.reply(r, self.reply_timeout)).payload).status
                 for r in rids
             ]
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
@@ -319,9 +306,9 @@ class PluginChecker:
             second = self.connect()
             try:
                 _, msg = self.http(second, "GET", "/")
-                parse_http_response(parse_message(msg).payload)
+                validate_http_reply(parse_message(msg).payload)
                 _, msg = self.http(conn, "GET", "/")  # the first is still served too
-                parse_http_response(parse_message(msg).payload)
+                validate_http_reply(parse_message(msg).payload)
             finally:
                 second.close()
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
@@ -336,7 +323,7 @@ class PluginChecker:
     def check_bundle(self, conn: _Conn) -> None:
         try:
             _, msg = self.http(conn, "GET", "/bundle.js")
-            resp = parse_http_response(parse_message(msg).payload)
+            resp = validate_http_reply(parse_message(msg).payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("bundle", FAIL, f"GET /bundle.js not answered: {exc}")
             raise _Abort from None
@@ -359,7 +346,7 @@ class PluginChecker:
     def check_probe(self, conn: _Conn) -> None:
         try:
             _, msg = self.http(conn, "GET", "/health", {"X-Toru-Probe": "1"})
-            resp = parse_http_response(parse_message(msg).payload)
+            resp = validate_http_reply(parse_message(msg).payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("health probe", FAIL, f"GET /health (probe) not answered: {exc}")
             raise _Abort from None
@@ -388,7 +375,7 @@ class PluginChecker:
     def _bad_input(self, name: str, data: bytes) -> None:
         try:
             conn = self.connect()
-            conn.sock.sendall(data)
+            conn.send_bytes(data)
         except OSError as exc:
             died = "" if self.alive() else f" (the plugin had exited with {self.proc.returncode})"
             self.record(name, FAIL, f"could not connect to send it: {exc}{died}")
@@ -424,7 +411,7 @@ class PluginChecker:
         try:
             conn = self.connect()
             _, msg = self.http(conn, "GET", "/")
-            parse_http_response(parse_message(msg).payload)
+            validate_http_reply(parse_message(msg).payload)
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("recovery", FAIL, f"no answer on a new connection after bad input: {exc}")
             raise _Abort from None
