@@ -2,8 +2,8 @@
 
 One ``ControlClient`` per worker process, one connection: every request of every coroutine
 in the worker is multiplexed over it, pipelined, its reply matched by ``id``. Deadlines share
-one timer armed for the earliest (``ControlConnection``, as the supervisor's plugin connection
-does). When the connection drops, every pending request fails at once with 503; the next
+one timer armed for the earliest: ``ControlConnection`` subclasses the one asyncio base,
+``toru_plugin_api.aio.FramedProtocol``, as the supervisor's plugin connection does. When the connection drops, every pending request fails at once with 503; the next
 request reconnects. A supervisor that is down is retried with a growing backoff
 (``RECONNECT_BACKOFF``): meanwhile requests fail fast with 503 and ``Retry-After`` instead of
 each paying a connect attempt.
@@ -16,12 +16,11 @@ import math
 from pathlib import Path
 from typing import Any, Protocol
 
-from toru.errors import SupervisorUnavailable, ToruError
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, dumps, encode_payload
-from toru_plugin_api.messages import decode_body, encode_body
+from toru.errors import PayloadTooLarge, SupervisorUnavailable, ToruError
+from toru_plugin_api.aio import FramedProtocol
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError
 
-from ..supervisor.client import ProxyResponse, reply_result
-from ..supervisor.framed import FramedProtocol
+from ..supervisor.client import ProxyResponse, http_args, proxy_response, reply_result
 
 __all__ = ["Control", "ControlClient", "ControlConnection", "ProxyResponse", "RECONNECT_BACKOFF"]
 
@@ -47,96 +46,27 @@ class Control(Protocol):
 
 
 class ControlConnection(FramedProtocol):
-    """One framed connection to the supervisor with requests pending by id.
+    """One framed connection to the supervisor; requests pending by ``id``.
 
-    ``request`` returns a Future of the whole reply message; a deadline passing fails it
-    with 503 (the late reply is dropped), a lost connection fails every pending one at once.
+    The pending table, the one deadline timer and failing everything pending on loss are the
+    asyncio base's (``toru_plugin_api.aio``); this maps them to 503 (``SupervisorUnavailable``).
     """
 
-    def __init__(self, max_frame: int) -> None:
-        super().__init__(max_frame)
-        self.pending: dict[int, tuple[asyncio.Future[dict[str, Any]], float]] = {}
-        self.closed = False
-        self._seq = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+    id_field = "id"
 
-    # ------------------------------------------------------------------ asyncio side
+    def timeout_error(self, rid: str) -> ToruError:
+        return SupervisorUnavailable("the supervisor did not answer in time")
 
-    def on_message(self, msg: dict[str, Any]) -> None:
-        rid = msg.get("id")
-        entry = self.pending.pop(rid, None) if type(rid) is int else None
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(msg)
+    def lost_error(self, reason: str) -> ToruError:
+        return SupervisorUnavailable(reason or "lost the supervisor")
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
-        self.fail(f"bad reply from the supervisor: {exc}")
-
-    def eof_received(self) -> bool:
-        return False
+        self.fail_connection(f"bad reply from the supervisor: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(f"lost the supervisor: {exc}" if exc else "the supervisor closed the connection")
-
-    # ------------------------------------------------------------------ requests
-
-    def request(
-        self, op: str, args: dict[str, Any], timeout: float
-    ) -> asyncio.Future[dict[str, Any]]:
-        """Queue one request; its Future gets the reply message or a ``ToruError``."""
-        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        if self.closed:
-            fut.set_exception(SupervisorUnavailable("lost the supervisor"))
-            return fut
-        self._seq += 1
-        rid = self._seq
-        request: dict[str, Any] = {"v": 1, "id": rid, "op": op, "args": args}
-        if op == "http":
-            request["reply"] = "message"  # the relayed form (docs/control-protocol.md)
-        try:
-            frame = encode_payload(dumps(request), self.max_frame)
-        except ProtocolError as exc:
-            fut.set_exception(ToruError(str(exc), code="payload_too_large", status=413))
-            return fut
-        deadline = self._loop.time() + timeout
-        self.pending[rid] = (fut, deadline)
-        if deadline < self._timer_at:
-            self._arm(deadline)
-        self.queue_frame(frame)
-        return fut
-
-    def _arm(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._sweep)
-        self._timer_at = deadline
-
-    def _sweep(self) -> None:
-        """Fail every request past its deadline (503), re-arm for the next one."""
-        self._timer, self._timer_at = None, math.inf
-        now = self._loop.time() + 0.001  # timers may fire a hair early
-        for rid in [rid for rid, entry in self.pending.items() if entry[1] <= now]:
-            fut = self.pending.pop(rid)[0]
-            if not fut.done():
-                fut.set_exception(SupervisorUnavailable("the supervisor did not answer in time"))
-        if self.pending and not self.closed:
-            self._arm(min(entry[1] for entry in self.pending.values()))
-
-    def fail(self, reason: str) -> None:
-        """Close and fail everything pending with 503 at once (idempotent)."""
-        if self.closed:
-            return
-        self.closed = True
-        self._out.clear()
-        if self.transport is not None:
-            self.transport.abort()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, math.inf
-        pending, self.pending = self.pending, {}
-        for fut, _ in pending.values():
-            if not fut.done():
-                fut.set_exception(SupervisorUnavailable(reason))
+        self.fail_connection(
+            f"lost the supervisor: {exc}" if exc else "the supervisor closed the connection"
+        )
 
 
 class ControlClient:
@@ -201,7 +131,7 @@ class ControlClient:
     def close(self) -> None:
         """Drop the connection, failing what is pending (idempotent); the next call reconnects."""
         if self._conn is not None:
-            self._conn.fail("closed by the worker")
+            self._conn.fail_connection("closed by the worker")
             self._conn = None
 
     async def call(
@@ -209,8 +139,14 @@ class ControlClient:
     ) -> Any:
         """Run one operation: its ``result``, or raises the ``ToruError`` it failed with."""
         conn = await self._connection()
-        fut = conn.request(op, args or {}, self.timeout if timeout is None else timeout)
-        return reply_result(await fut)
+        request: dict[str, Any] = {"v": 1, "op": op, "args": args or {}}
+        if op == "http":
+            request["reply"] = "message"  # the relayed form (docs/control-protocol.md)
+        fut = conn.request(request, self.timeout if timeout is None else timeout)
+        try:
+            return reply_result(await fut)
+        except ProtocolError as exc:  # the request did not fit in a frame
+            raise PayloadTooLarge(str(exc)) from None
 
     async def http(
         self,
@@ -222,22 +158,6 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        text, b64 = encode_body(body)
-        args: dict[str, Any] = {
-            "route": route,
-            "method": method,
-            "path": path,
-            "headers": headers or {},
-            "body": text,
-        }
-        if b64:
-            args["body_encoding"] = "base64"
+        args = http_args(route, method, path, headers, body)
         result = await self.call("http", args, self.http_timeout if timeout is None else timeout)
-        try:
-            raw = decode_body(result, "plugin reply")
-        except ProtocolError as exc:
-            raise ToruError(str(exc), code="bad_gateway", status=502) from None
-        headers_out = result.get("headers")
-        return ProxyResponse(
-            result.get("status", 502), headers_out if isinstance(headers_out, dict) else {}, raw
-        )
+        return proxy_response(result)

@@ -31,10 +31,9 @@ import time
 from typing import Any
 
 from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable, ToruError
-from toru_plugin_api.codec import ProtocolError
-from toru_plugin_api.messages import HttpRequest, decode_body, http_request_message
+from toru_plugin_api.messages import HttpRequest, http_request_message
 
-from ..supervisor.client import ProxyResponse
+from ..supervisor.client import ProxyResponse, proxy_response
 from ..supervisor.connection import PluginConnection
 from .control import Control
 from .routes import Route, RouteTable
@@ -188,9 +187,19 @@ class DirectChannel:
             return None
         plugin_id = entry.plugin
         payload = http_request_message("", HttpRequest(method, path, headers, body))["payload"]
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
+            if not fut.done():
+                if err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(reply or {})
+
         t0 = time.perf_counter()
+        conn.request("http", payload, self.http_timeout, done)
         try:
-            reply = await conn.call("http", payload, self.http_timeout)
+            reply = await fut
         except GatewayTimeout:
             raise  # counted by the connection's on_timeout
         except BadGateway:
@@ -198,7 +207,7 @@ class DirectChannel:
                 await self._check_supervisor()
             raise
         self.reporter.latency(plugin_id, time.perf_counter() - t0)
-        return _response(plugin_id, reply)
+        return proxy_response(reply)  # the supervisor path's checks (validate_http_reply)
 
     async def _check_supervisor(self) -> None:
         """Raise 503 if the plugin went away because the supervisor did (its plugins die with
@@ -209,16 +218,3 @@ class DirectChannel:
             raise
         except (ToruError, OSError):
             pass
-
-
-def _response(plugin_id: str, payload: dict[str, Any]) -> ProxyResponse:
-    """The checks of the supervisor path (``HttpRelay``): an object with a status in 100-599."""
-    status = payload.get("status")
-    if type(status) is not int or not 100 <= status <= 599:
-        raise BadGateway(f"plugin {plugin_id} answered without a valid status")
-    try:
-        body = decode_body(payload, "plugin reply")
-    except ProtocolError as exc:
-        raise BadGateway(str(exc)) from None
-    headers = payload.get("headers")
-    return ProxyResponse(status, headers if type(headers) is dict else {}, body)
