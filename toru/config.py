@@ -53,8 +53,8 @@ def _pos_float(v: Any) -> float:
 
 
 def _default_workers() -> int:
-    """One event-loop worker per core (measured: docs/operations.md, "Workers")."""
-    return os.cpu_count() or 1
+    """Two event-loop workers per core (measured: docs/operations.md, "Workers")."""
+    return 2 * (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("bind", "TORU_BIND", "bind", "127.0.0.1:8080", str, "HOST:PORT or unix:/path"),
     Setting(
-        "workers", "TORU_WORKERS", "workers", None, _pos_int, "gunicorn asgi workers (CPU cores)"
+        "workers", "TORU_WORKERS", "workers", None, _pos_int, "gunicorn asgi workers (2 x cores)"
     ),
     Setting("plugins_dir", "TORU_PLUGINS_DIR", "plugins_dir", None, str, "plugin directory"),
     Setting("log_dir", "TORU_LOG_DIR", "log_dir", None, str, "log directory"),
