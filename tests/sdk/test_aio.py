@@ -27,7 +27,7 @@ class Client(FramedProtocol):
     def on_unsolicited(self, msg: Any) -> None:
         self.unsolicited.append(msg)
 
-    def on_expired(self, rid: str) -> None:
+    def on_expired(self, rid: str, deadline: float) -> None:
         self.expired.append(rid)
 
     def on_closed(self, reason: str) -> None:
