@@ -28,9 +28,11 @@ when the connection is lost or ``fail_connection()``ed, every pending request ge
 ``lost_error(reason)`` at once. Override those two to raise your own error types.
 
 Hooks for subclasses: ``on_message`` (default: match replies by id), ``on_messages`` (one
-read's messages together), ``on_unsolicited``,
-``on_protocol_error`` (default: ``fail_connection``), ``on_expired(rid, deadline)``, ``on_closed(reason)``,
-``timeout_error``, ``lost_error``.
+read's messages together), ``on_unsolicited``, ``on_protocol_error`` (default:
+``fail_connection``), ``on_expired(rid, deadline)``, ``on_closed(reason)``,
+``timeout_error``, ``lost_error``; attributes ``id_field`` (``"id"`` for the control
+protocol) and ``eof_reason``. Closing: ``close(reason)`` flushes what is queued first,
+``fail_connection(reason)`` aborts; both are idempotent and fail what is pending.
 """
 
 from __future__ import annotations
