@@ -28,9 +28,11 @@ when the connection is lost or ``fail_connection()``ed, every pending request ge
 ``lost_error(reason)`` at once. Override those two to raise your own error types.
 
 Hooks for subclasses: ``on_message`` (default: match replies by id), ``on_messages`` (one
-read's messages together), ``on_unsolicited``,
-``on_protocol_error`` (default: ``fail_connection``), ``on_expired(rid)``, ``on_closed(reason)``,
-``timeout_error``, ``lost_error``.
+read's messages together), ``on_unsolicited``, ``on_protocol_error`` (default:
+``fail_connection``), ``on_expired(rid, deadline)``, ``on_closed(reason)``,
+``timeout_error``, ``lost_error``; attributes ``id_field`` (``"id"`` for the control
+protocol) and ``eof_reason``. Closing: ``close(reason)`` flushes what is queued first,
+``fail_connection(reason)`` aborts; both are idempotent and fail what is pending.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ class FramedProtocol(asyncio.Protocol):
         """A bad frame: fail the connection (never guess where the next frame starts)."""
         self.fail_connection(f"protocol error: {exc}")
 
-    def on_expired(self, rid: str) -> None:
+    def on_expired(self, rid: str, deadline: float) -> None:
         """Request ``rid`` passed its deadline (its caller already got ``timeout_error``)."""
 
     def on_closed(self, reason: str) -> None:
@@ -269,7 +271,7 @@ class FramedProtocol(asyncio.Protocol):
         self._timer = None
         for rid, entry in self.pending.expire(self._loop.time() + 0.001):  # timers fire early
             entry[0](None, self.timeout_error(rid))
-            self.on_expired(rid)
+            self.on_expired(rid, entry[1])
         if self.pending.earliest != math.inf and not self.closed:
             self._arm()
 

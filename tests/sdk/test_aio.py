@@ -10,24 +10,11 @@ import math
 import socket
 from typing import Any
 
-import uvloop
-
 from tests import timing
+from tests.loops import run_async
 from toru_plugin_api.aio import FramedProtocol
 from toru_plugin_api.codec import Decoder, encode
 from toru_plugin_api.endpoint import Pending
-
-
-def run_async(coro: Any) -> Any:
-    errors: list[dict[str, Any]] = []
-
-    async def main() -> Any:
-        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
-        return await coro
-
-    result = uvloop.run(main())
-    assert not errors, errors
-    return result
 
 
 class Client(FramedProtocol):
@@ -40,7 +27,7 @@ class Client(FramedProtocol):
     def on_unsolicited(self, msg: Any) -> None:
         self.unsolicited.append(msg)
 
-    def on_expired(self, rid: str) -> None:
+    def on_expired(self, rid: str, deadline: float) -> None:
         self.expired.append(rid)
 
     def on_closed(self, reason: str) -> None:

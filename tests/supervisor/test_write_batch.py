@@ -45,3 +45,16 @@ def test_a_failing_write_does_not_strand_the_rest_of_the_batch():
         assert transports[1].writes == [b"c1"]
 
     asyncio.run(scenario())
+
+
+def test_each_thread_has_its_own_batch():
+    """An SDK plugin served from a thread (the harness) and a loop in the main thread must
+    not flush into each other's batch."""
+    import threading
+
+    seen: list[WriteBatch] = []
+    t = threading.Thread(target=lambda: seen.append(WriteBatch.current()))
+    t.start()
+    t.join()
+    assert seen[0] is not WriteBatch.current()
+    assert WriteBatch.current() is WriteBatch.current()

@@ -75,7 +75,7 @@ class PluginConnection(FramedProtocol):
             return BadGateway(f"plugin {self.plugin_id} is not connected")
         return BadGateway(f"plugin {self.plugin_id}: {reason}")
 
-    def on_expired(self, rid: str) -> None:
+    def on_expired(self, rid: str, deadline: float) -> None:
         if self.on_timeout is not None:
             self.on_timeout(rid)
 
