@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import timing
+from tests.loops import run_async
 from toru.errors import NotFound, SupervisorUnavailable
 from toru.wsgi import control as control_mod
 from toru.wsgi.control import ControlClient
@@ -81,7 +82,7 @@ def test_pipelined_on_one_connection_and_matched_by_id(sock_path):
         client.close()
         await sup.stop()
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_lost_connection_fails_all_pending_then_backoff_and_reconnect(sock_path, monkeypatch):
@@ -121,4 +122,4 @@ def test_lost_connection_fails_all_pending_then_backoff_and_reconnect(sock_path,
         client.close()
         await sup.stop()
 
-    asyncio.run(main())
+    run_async(main())

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.loops import run_async
 from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable, ToruError
 from toru.supervisor.route_generation import RouteGeneration
 from toru.wsgi.direct import DirectChannel, Reporter
@@ -141,7 +142,7 @@ def test_good_reply_and_the_request_the_plugin_sees(env):
         await _get(channel)
         assert sorted(control.calls) == ["list", "routes"]  # reused until the counter moves
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_concurrent_requests_share_one_connection(env):
@@ -153,7 +154,7 @@ def test_concurrent_requests_share_one_connection(env):
         assert len({a.body for a in answers}) == 20  # each got its own reply, by id
         assert control.plugin.connections == 1  # one connect, shared by all twenty
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_unknown_route_and_missing_table_fall_back(env):
@@ -170,7 +171,7 @@ def test_unknown_route_and_missing_table_fall_back(env):
         assert await _get(channel) is None  # asked again only after a second, not per request
         assert len(control.calls) == calls
 
-    asyncio.run(main())
+    run_async(main())
 
 
 @pytest.mark.parametrize(
@@ -200,7 +201,7 @@ def test_bad_answers_are_502(env, answer, message, dropped):
         # a broken stream is dropped; after a well-framed bad answer it is still in step
         assert ("p" not in channel._conns) is dropped
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_replies_for_other_ids_are_skipped(env):
@@ -212,7 +213,7 @@ def test_replies_for_other_ids_are_skipped(env):
     async def main():
         assert (await _get(make(answer))).status == 200
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_no_answer_is_504_and_the_connection_stays(env):
@@ -225,7 +226,7 @@ def test_no_answer_is_504_and_the_connection_stays(env):
         assert "p" in channel._conns  # a late reply is dropped by its id; nothing to resync
         assert channel.reporter._timeouts == {"p": 1}
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_lost_connection_with_the_supervisor_gone_is_503(env):
@@ -238,7 +239,7 @@ def test_lost_connection_with_the_supervisor_gone_is_503(env):
         with pytest.raises(SupervisorUnavailable):
             await _get(channel)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_dead_plugin_falls_back_before_anything_is_sent(env, tmp_path):
@@ -255,7 +256,7 @@ def test_dead_plugin_falls_back_before_anything_is_sent(env, tmp_path):
         assert await _get(channel) is None  # connecting fails: the supervisor path
         assert await _get(channel) is None
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_report_payload(env):
@@ -269,5 +270,5 @@ def test_report_payload(env):
         await reporter.flush()  # nothing new: no call
         await reporter.close()
 
-    asyncio.run(main())
+    run_async(main())
     assert control.reports == [{"plugins": {"p": {"latencies": [0.001234], "timeouts": 1}}}]

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from tests import timing
+from tests.loops import run_async
 from toru.errors import Unavailable
 from toru.wsgi.pool import PasswordPool
 
@@ -39,5 +40,5 @@ def test_bounded_pool_refuses_excess_at_once_and_keeps_the_loop_free():
         pool.close()
         pool.close()  # idempotent
 
-    asyncio.run(main())
+    run_async(main())
     assert names and all(n.startswith("toru-scrypt") for n in names)

@@ -17,6 +17,7 @@ import falcon.asgi
 import pytest
 
 from tests import timing
+from tests.loops import run_async
 from toru.errors import ToruError
 from toru.wsgi import proxy
 from toru.wsgi.http import ClientInfo, client_info, read_body
@@ -261,7 +262,7 @@ def _body_request(chunks: list[bytes], headers: dict[str, str], stall: float = 0
 
 
 def _read(req, limit: int, timeout: float = timing.HTTP):
-    return asyncio.run(read_body(req, limit, timeout))
+    return run_async(read_body(req, limit, timeout))
 
 
 def test_read_body_framings_limit_and_deadline():
