@@ -39,6 +39,13 @@ class HeaderDeadlineProtocol(ASGIProtocol):
         self._cancel_header_timer()
         super().connection_lost(exc)
 
+    @classmethod
+    def _check_h1c_protocol_available(cls) -> bool:
+        # NOTE: gunicorn caches this probe on ``cls`` but reads its flags from
+        # ``ASGIProtocol``; probed on a subclass the flags stay unset and gunicorn_h1c (the
+        # fast parser) is never used. Probing on the base keeps it working.
+        return ASGIProtocol._check_h1c_protocol_available()
+
     def _cancel_header_timer(self) -> None:
         timer = getattr(self, "_header_timer", None)
         if timer is not None:
