@@ -69,6 +69,12 @@ class ControlConnection(FramedProtocol):
         )
 
 
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a connect's failure as seen even if every request that waited was cancelled."""
+    if not task.cancelled():
+        task.exception()
+
+
 class ControlClient:
     """``call(op, args, timeout)`` and ``http(...)`` for one worker process (one event loop)."""
 
@@ -87,7 +93,7 @@ class ControlClient:
         self.http_timeout = http_timeout
         self.max_frame = max_frame
         self._conn: ControlConnection | None = None
-        self._connecting: asyncio.Future[ControlConnection] | None = None
+        self._connecting: asyncio.Task[ControlConnection] | None = None
         self._failures = 0
         self._retry_at = 0.0
 
@@ -95,15 +101,24 @@ class ControlClient:
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
-        if self._connecting is not None:  # another coroutine is connecting: share it
-            return await asyncio.shield(self._connecting)
+        task = self._connecting
+        if task is None:
+            loop = asyncio.get_running_loop()
+            wait = self._retry_at - loop.time()
+            if wait > 0:
+                raise SupervisorUnavailable(
+                    "the supervisor is not reachable (retrying)",
+                    retry_after=max(1, math.ceil(wait)),
+                )
+            # NOTE: a task of its own, shared by every request that needs the connection
+            # meanwhile: a request that is cancelled (its client went away) cancels only
+            # its own wait, never the connect the others wait for.
+            task = self._connecting = loop.create_task(self._connect())
+            task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)
+
+    async def _connect(self) -> ControlConnection:
         loop = asyncio.get_running_loop()
-        wait = self._retry_at - loop.time()
-        if wait > 0:
-            raise SupervisorUnavailable(
-                "the supervisor is not reachable (retrying)", retry_after=max(1, math.ceil(wait))
-            )
-        self._connecting = loop.create_future()
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_unix_connection(lambda: ControlConnection(self.max_frame), self.path),
@@ -113,20 +128,15 @@ class ControlClient:
             delay = RECONNECT_BACKOFF[min(self._failures, len(RECONNECT_BACKOFF) - 1)]
             self._failures += 1
             self._retry_at = loop.time() + delay
-            err = SupervisorUnavailable(
+            raise SupervisorUnavailable(
                 f"the supervisor is not reachable at {self.path}: {exc or 'timed out'}",
                 retry_after=max(1, math.ceil(delay)),
-            )
-            self._connecting.set_exception(err)
-            self._connecting.exception()  # retrieved: no "never retrieved" warning
-            raise err from None
-        else:
-            self._failures = 0
-            self._conn = conn
-            self._connecting.set_result(conn)
-            return conn
+            ) from None
         finally:
             self._connecting = None
+        self._failures = 0
+        self._conn = conn
+        return conn
 
     def close(self) -> None:
         """Drop the connection, failing what is pending (idempotent); the next call reconnects."""
