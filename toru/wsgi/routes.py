@@ -50,12 +50,12 @@ class RouteTable:
     async def get(self, route: str) -> Route | None:
         """The current entry for ``route`` (None: unknown, the supervisor answers 404)."""
         mapping = self._map
-        if mapping is None:
-            mapping = self._map = open_generation(self.generation_file)
-        gen = mapping[:SIZE] if mapping is not None else b""
-        if (gen != self._gen or not gen) and (
-            not self._failing or time.monotonic() - self._at > RETRY_AFTER
-        ):
+        if mapping is not None and mapping[:SIZE] == self._gen:
+            return self._routes.get(route)  # PERF: the common case, no await, no syscall
+        if not self._failing or time.monotonic() - self._at > RETRY_AFTER:
+            if mapping is None:
+                mapping = self._map = open_generation(self.generation_file)
+            gen = mapping[:SIZE] if mapping is not None else b""
             await asyncio.shield(self._refreshing(gen))
         return self._routes.get(route)
 
