@@ -6,6 +6,8 @@ hand back its result. Its errors are ``ToruError``s with the right status alread
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import falcon
@@ -13,13 +15,14 @@ import falcon.asgi
 
 from toru_plugin_api.messages import ID_RE, ProtocolError, decode_body
 
-from ..errors import BadGateway, BadRequest, NotFound
+from ..errors import BadGateway, BadRequest, NotFound, ToruError
 from .control import Control
 from .http import field, query_int, read_json, send_json
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 KV_ACTIONS = ("get", "set", "delete", "list")
 CONTROL_TIMEOUT = 10.0
+WARNINGS_HEADER = "X-Toru-Warnings"
 ENABLE_TIMEOUT = 30.0
 
 
@@ -36,7 +39,27 @@ class PluginsResource:
         self.control = control
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        send_json(resp, await self.control.call("list", {}, CONTROL_TIMEOUT))
+        # PERF: both calls pipelined on the worker's one control connection
+        plugins, warnings = await asyncio.gather(
+            self.control.call("list", {}, CONTROL_TIMEOUT), _warnings(self.control)
+        )
+        send_json(resp, plugins)
+        if warnings:
+            resp.set_header(WARNINGS_HEADER, json.dumps(warnings, ensure_ascii=True))
+
+
+async def _warnings(control: Control) -> list | None:
+    """Operator warnings (a damaged config.json, a damaged database), sent as the header
+    ``X-Toru-Warnings``: a JSON array of ``{"code", "message", ...}``, ASCII-escaped.
+
+    A header keeps the body the bare list it always was (backward compatible); the UI shows
+    the warnings as a banner. A supervisor that cannot answer just means no header.
+    """
+    try:
+        warnings = await control.call("warnings", {}, CONTROL_TIMEOUT)
+    except ToruError:
+        return None
+    return warnings if isinstance(warnings, list) and warnings else None
 
 
 class PluginResource:
