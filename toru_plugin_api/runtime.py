@@ -21,7 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .codec import Decoder, ProtocolError, encode
+from .aio import FramedProtocol
+from .codec import ProtocolError
 from .kv import KvClient, KvStore, MemoryKv
 from .log import PluginLogger
 from .messages import (
@@ -58,59 +59,31 @@ To test it:        toru plugin check {prog}   (or python -m toru_plugin_api.chec
 """
 
 
-class _Connection(asyncio.Protocol):
-    """One host connection: frames in, replies out (any order, matched by request_id)."""
+class _Connection(FramedProtocol):
+    """One host connection: frames in, replies out (any order, matched by request_id).
 
-    __slots__ = ("_batch", "decoder", "server", "transport")
+    Decoding and corked writes are the base's: replies produced inline for a pipelined chunk
+    (probes, bundle, sync handlers) leave in one write.
+    """
 
     def __init__(self, server: PluginServer) -> None:
+        super().__init__()
         self.server = server
-        self.decoder = Decoder()  # one per connection: partial frames survive between reads
-        self.transport: asyncio.Transport | None = None
-        self._batch: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         self.server._conns.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def on_closed(self, reason: str) -> None:
         self.server._conns.discard(self)
-        self.transport = None
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            msgs = self.decoder.feed(data)
-        except ProtocolError as exc:
-            # NOTE: answer what came before the bad frame, then close; never guess.
-            for obj in exc.decoded:
-                self.server._dispatch(self, obj)
-            self.server.log.warn("closing connection after a malformed frame", error=str(exc))
-            if self.transport is not None:
-                self.transport.close()
-            return
-        dispatch = self.server._dispatch
-        if len(msgs) == 1:
-            dispatch(self, msgs[0])
-            return
-        # PERF: replies produced inline for a pipelined chunk (probes, bundle, errors) leave
-        # in one write instead of one syscall each.
-        self._batch = batch = []
-        try:
-            for obj in msgs:
-                dispatch(self, obj)
-        finally:
-            self._batch = None
-            t = self.transport
-            if batch and t is not None and not t.is_closing():
-                t.write(b"".join(batch))
+    def on_message(self, msg: Any) -> None:
+        self.server._dispatch(self, msg)
 
-    def send(self, msg: dict[str, Any]) -> None:
-        if self._batch is not None:
-            self._batch.append(encode(msg))
-            return
-        t = self.transport
-        if t is not None and not t.is_closing():
-            t.write(encode(msg))
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        # NOTE: what came before the bad frame was answered; then close, never guess.
+        self.server.log.warn("closing connection after a malformed frame", error=str(exc))
+        self.close("malformed frame")
 
 
 class PluginServer:
@@ -150,6 +123,7 @@ class PluginServer:
         self._server: asyncio.AbstractServer | None = None
         self._ready = False
         self._init_task: asyncio.Task[None] | None = None
+        self._init_error = "plugin init failed"  # "init raised X: ..." once it has
         self._done: asyncio.Future[int] | None = None
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None
@@ -217,8 +191,7 @@ class PluginServer:
         except Exception as exc:
             self.log.exception("plugin shutdown hook failed", exc)
         for conn in list(self._conns):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close("plugin stopping")
         for t in list(self._tasks):
             if not t.done() and t is not asyncio.current_task():
                 t.cancel()
@@ -275,7 +248,8 @@ class PluginServer:
         try:
             await self.plugin.init(ctx)
         except Exception as exc:
-            self.log.exception("plugin init failed", exc)
+            self._init_error = f"init raised {type(exc).__name__}: {exc}"
+            self.log.exception(self._init_error, exc)
             self.stop(1, "init failed")
             return
         self._ready = True
@@ -371,9 +345,7 @@ class PluginServer:
             await self._ensure_init()
             if not self._ready:
                 conn.send(
-                    http_response_message(
-                        rid, error_response(503, "not_ready", "plugin init failed")
-                    )
+                    http_response_message(rid, error_response(503, "not_ready", self._init_error))
                 )
                 return
         try:
@@ -424,7 +396,7 @@ class PluginServer:
             if not self._ready:
                 await self._ensure_init()
                 if not self._ready:
-                    raise PluginError("plugin init failed", 503, "not_ready")
+                    raise PluginError(self._init_error, 503, "not_ready")
             value = await self.plugin.handle_kv(op)
             conn.send(kv_response_message(rid, value if isinstance(value, str) else None))
         except (PluginError, ProtocolError) as exc:

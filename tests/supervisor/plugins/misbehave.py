@@ -6,9 +6,12 @@ connection at a time, messages handled in order (except mode ``ooo``, which answ
 request from its own thread, so replies come back out of order).
 
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
-flood, bad-metadata, metadata-timeout, metadata-fail.
-HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /fork,
-/kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health.
+flood, bad-metadata, metadata-timeout, metadata-fail, no-status (every 200 reply leaves out
+``status``, which means 200).
+HTTP paths (good/ooo/flood/ignore-shutdown/no-status): /echo, /pid, /sleep?s=F, /crash,
+/fork[?escape=1|setsid=1], /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
+/say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health, /no-status (a
+reply without ``status``), /bad-status (a reply whose status is the string "teapot").
 """
 
 import json
@@ -22,6 +25,7 @@ import time
 from urllib.parse import parse_qsl
 
 MODE, PLUGIN_ID = sys.argv[1], sys.argv[2]
+HELD = []  # /alloc keeps its memory here
 ROUTE = os.environ.get("MISBEHAVE_ROUTE_" + PLUGIN_ID.replace("-", "_").upper(), "/" + PLUGIN_ID)
 
 
@@ -124,6 +128,7 @@ def handle_http(msg):
         child = os.fork()
         if child == 0:
             os.setpgid(0, 0) if q.get("escape") else None
+            os.setsid() if q.get("setsid") else None  # leaves the session and the group
             time.sleep(3600)
             os._exit(0)
         body = {"grandchild": child}
@@ -138,23 +143,28 @@ def handle_http(msg):
             print(f"line {i}", file=sys.stderr)
         sys.stderr.flush()
         body = {"written": int(q.get("n", "10"))}
+    elif route == "/say":
+        print(q.get("msg", ""), file=sys.stderr, flush=True)
+    elif route == "/alloc":
+        HELD.append(bytearray(b"\x01") * int(float(q.get("mb", "1")) * 1024 * 1024))  # touched
+        body = {"held_mb": sum(len(b) for b in HELD) // (1024 * 1024)}
     elif route == "/json-log":
         print(
             json.dumps({"level": "error", "message": "structured", "code": 7}),
             file=sys.stderr,
             flush=True,
         )
+    elif route == "/no-status":
+        status, body = None, {"status": "absent"}
+    elif route == "/bad-status":
+        status, body = "teapot", {}
     else:
         status, body = 404, {"error": "not_found"}
-    return {
-        "type": "http",
-        "request_id": msg.get("request_id"),
-        "payload": {
-            "status": status,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(body),
-        },
-    }
+    payload = {"status": status, "headers": {"Content-Type": "application/json"}}
+    payload["body"] = json.dumps(body)
+    if status is None or (status == 200 and MODE == "no-status"):
+        del payload["status"]
+    return {"type": "http", "request_id": msg.get("request_id"), "payload": payload}
 
 
 def serve_connection(conn):
