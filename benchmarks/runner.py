@@ -365,7 +365,7 @@ class BenchmarkRun:
             socket_scenario("e_hop_32", "(e) supervisor hop, 32 in flight", hop_run(32), inflight=32, cpu_roots=toru_roots),
             socket_scenario("d_minimal_32", "(d) minimal plugin socket direct, 32 in flight", pipelined("minimal", self.minimal_floor.connect, None, 32), inflight=32, cpu_roots=lambda: [self.minimal_floor.pid]),
             socket_scenario("e_hop_32_minimal", "(e) supervisor hop to the minimal plugin, 32 in flight", hop_run(32, "/" + MINIMAL_ID), inflight=32, cpu_roots=toru_roots),
-            socket_scenario("e_client_seq", "(e) supervisor hop via ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
+            socket_scenario("e_client_seq", "(e) supervisor hop via the web worker's ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
         ]  # fmt: skip
 
     def target_scenarios(self) -> None:
