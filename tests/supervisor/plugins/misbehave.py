@@ -6,11 +6,10 @@ connection at a time, messages handled in order (except mode ``ooo``, which answ
 request from its own thread, so replies come back out of order).
 
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
-flood, bad-metadata, metadata-timeout, metadata-fail, no-status (every 200 reply leaves out
-``status``, which means 200).
-HTTP paths (good/ooo/flood/ignore-shutdown/no-status): /echo, /pid, /sleep?s=F, /crash, /fork,
-/kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health, /no-status (a reply
-without ``status``), /bad-status (a reply whose status is the string "teapot").
+flood, bad-metadata, metadata-timeout, metadata-fail.
+HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /fork,
+/kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health.
+/no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
 """
 
 import json
@@ -154,7 +153,7 @@ def handle_http(msg):
         status, body = 404, {"error": "not_found"}
     payload = {"status": status, "headers": {"Content-Type": "application/json"}}
     payload["body"] = json.dumps(body)
-    if status is None or (status == 200 and MODE == "no-status"):
+    if status is None:
         del payload["status"]
     return {"type": "http", "request_id": msg.get("request_id"), "payload": payload}
 
