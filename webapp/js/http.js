@@ -57,8 +57,14 @@ export async function errorFrom(resp) {
 /**
  * `request("GET", "/api/plugins")` -> parsed JSON (null for an empty body).
  * Throws ApiError; a 401 also tells the app the session is gone unless `quiet401`.
+ * `onResponse(resp)` sees a successful Response first (for headers such as X-Toru-Warnings).
  */
-export async function request(method, path, body = undefined, { quiet401 = false } = {}) {
+export async function request(
+  method,
+  path,
+  body = undefined,
+  { quiet401 = false, onResponse = null } = {},
+) {
   const headers = csrfHeaders(method, { Accept: "application/json" });
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
@@ -76,6 +82,7 @@ export async function request(method, path, body = undefined, { quiet401 = false
     if (resp.status === 401 && !quiet401) for (const fn of expiredListeners) fn(err);
     throw err;
   }
+  if (onResponse) onResponse(resp);
   const text = await resp.text();
   if (!text) return null;
   try {

@@ -121,6 +121,7 @@ export function renderManager(container, _params, shell) {
   const grid = h("div", { class: "grid", dataset: { testid: "plugin-grid" } });
   const summary = h("div", { class: "summary", "aria-live": "polite" });
   const status = h("div", { class: "loading", role: "status", text: "Loading plugins…" });
+  const warnings = h("div", { class: "warnings", dataset: { testid: "warnings" } });
   const refresh = h(
     "button",
     {
@@ -151,12 +152,19 @@ export function renderManager(container, _params, shell) {
       ),
       h("div", { class: "toolbar" }, summary, refresh),
     ),
+    warnings,
     status,
     grid,
   );
 
   const render = (store) => {
     const plugins = store.plugins;
+    replace(
+      warnings,
+      ...store.warnings.map((w) =>
+        h("div", { class: "alert", role: "alert", dataset: { code: w.code || "" }, text: w.message }),
+      ),
+    );
     status.hidden = plugins.length > 0 && !store.error;
     if (store.error && !plugins.length) {
       status.textContent = `Could not load plugins: ${store.error.message}`;
