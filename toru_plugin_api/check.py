@@ -581,7 +581,10 @@ def _http_reply(msg: dict[str, Any]) -> HttpResponse:
         schema.validate(msg, "http_reply")
     except schema.SchemaError as exc:
         raise ProtocolError(f"reply does not match the protocol schema: {exc}") from None
-    return validate_http_reply(parse_message(msg).payload)
+    m = parse_message(msg)
+    if m.type != "http":
+        raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
+    return validate_http_reply(m.payload)
 
 
 def _tail(text: str) -> str:

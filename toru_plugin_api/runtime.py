@@ -311,7 +311,7 @@ class PluginServer:
 
         Taken only when the plugin keeps the SDK's routing (``handle_http`` not overridden) and
         has sync handlers; coroutine handlers still get a Task each (they may await, use
-        ``asyncio.timeout`` or ``current_task()``). Measured with ``benchmarks/micro_sdk.py``.
+        ``asyncio.timeout`` or ``current_task()``). Measured with ``benchmarks/tools/micro_sdk.py``.
         """
         plugin = self.plugin
         found = plugin.route_for(req)

@@ -18,12 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toru.errors import SupervisorUnavailable, ToruError
+from toru.errors import BadGateway, SupervisorUnavailable, ToruError
 from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
 from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, encode
 from toru_plugin_api.messages import encode_body, validate_http_reply
 
-__all__ = ["ControlClient", "ProxyResponse", "kernel_timeout", "reply_result"]
+__all__ = [
+    "ControlClient",
+    "ProxyResponse",
+    "http_args",
+    "proxy_response",
+    "kernel_timeout",
+    "reply_result",
+]
 
 _local = threading.local()
 
@@ -146,19 +153,34 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        text, b64 = encode_body(body)
-        args: dict[str, Any] = {
-            "route": route,
-            "method": method,
-            "path": path,
-            "headers": headers or {},
-            "body": text,
-        }
-        if b64:
-            args["body_encoding"] = "base64"
+        args = http_args(route, method, path, headers, body)
         result = self.call("http", args, self.http_timeout if timeout is None else timeout)
-        try:
-            reply = validate_http_reply(result)
-        except ProtocolError as exc:
-            raise ToruError(str(exc), code="bad_gateway", status=502) from None
-        return ProxyResponse(reply.status, reply.headers, reply.body_bytes)
+        return proxy_response(result)
+
+
+def http_args(
+    route: str, method: str, path: str, headers: dict[str, str] | None, body: bytes | str | None
+) -> dict[str, Any]:
+    """The ``http`` op's args (docs/control-protocol.md); shared by the blocking client and
+    the worker's asyncio one (toru/wsgi/control.py)."""
+    text, b64 = encode_body(body)
+    args: dict[str, Any] = {
+        "route": route,
+        "method": method,
+        "path": path,
+        "headers": headers or {},
+        "body": text,
+    }
+    if b64:
+        args["body_encoding"] = "base64"
+    return args
+
+
+def proxy_response(result: Any) -> ProxyResponse:
+    """A plugin's reply payload checked (``validate_http_reply``) as a ``ProxyResponse``;
+    502 naming the problem otherwise."""
+    try:
+        reply = validate_http_reply(result)
+    except ProtocolError as exc:
+        raise BadGateway(str(exc)) from None
+    return ProxyResponse(reply.status, reply.headers, reply.body_bytes)

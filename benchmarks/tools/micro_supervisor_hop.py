@@ -9,11 +9,11 @@ Measures, against a real ``toru supervisor`` and the ``hello-python`` example (S
   is ``hop p50 - direct p50``; the supervisor's CPU time per request from /proc;
 - the supervisor's RSS with 20 (stdlib test) plugins running.
 
-Usage: ``.venv/bin/python benchmarks/micro_supervisor_hop.py [--requests N] [--out FILE]``.
+Usage: ``.venv/bin/python -m benchmarks.tools.micro_supervisor_hop [--requests N] [--out FILE]``.
 
 A/B: ``--ab OLD_TREE`` (e.g. a ``git worktree add /tmp/base HEAD``) starts two supervisors
 side by side, one running OLD_TREE's code and one this tree's, each with the null plugin and
-with hello-python, and alternates rounds between them (``--rounds``): the supervisor's CPU
+with hello-python, and alternates rounds between them (``--rounds``, ``ab.alternate``): the supervisor's CPU
 per message (from /proc), p50/p99 and messages/s, sequential and 32 in flight (4 raw
 connections x 8), medians over rounds. The client is the same raw-socket one for both; it
 asks for the relayed ``http`` reply form as ``ControlClient`` does (an older supervisor
@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.tools.ab import Result, Variant, alternate  # noqa: E402
 from tests.supervisor.helpers import (  # noqa: E402
     SupervisorProc,
     enable_on_disk,
@@ -380,53 +381,51 @@ def _ab_home(kind: str, hello: Path) -> tuple[Path, str]:
     return home, "hello-python"
 
 
-def ab(old_root: Path, hello: Path, n: int, rounds: int) -> list[dict[str, Any]]:
-    """Old and new supervisor side by side, interleaved rounds, medians (see the docstring)."""
-    import statistics
+def _rows(results: list[Result], **keys: Any) -> list[dict[str, Any]]:
+    """Medians of ``alternate``'s results as flat rows (``keys``: name -> row fields)."""
+    return [{**keys[r.name], **{k: round(v, 2) for k, v in r.medians.items()}} for r in results]
 
-    sups: list[tuple[str, str, str, SupervisorProc]] = []
+
+def ab(old_root: Path, hello: Path, n: int, rounds: int) -> list[dict[str, Any]]:
+    """Old and new supervisor side by side, alternated rounds, medians (see the docstring)."""
+    sups: list[SupervisorProc] = []
+    variants: list[Variant] = []
+    keys: dict[str, dict[str, Any]] = {}
+
+    def measure(sup: SupervisorProc, route: str, conns: int, window: int, count: int,
+                reply: str | None) -> dict[str, float]:  # fmt: skip
+        pid = sup.proc.pid  # type: ignore[union-attr]
+        pipelined(sup.socket, route, 400, conns=1, window=1)  # warm
+        c0 = cpu_seconds(pid)
+        lat, wall = pipelined(sup.socket, route, count, conns=conns, window=window, reply=reply)
+        cpu = cpu_seconds(pid) - c0
+        us = sorted(x / 1000 for x in lat)
+        return {"cpu_us": cpu / len(us) * 1e6, "p50_us": pct(us, 50), "p99_us": pct(us, 99),
+                "rps": len(us) / wall}  # fmt: skip
+
     try:
         for kind in ("null", "hello"):
             for label, root in (("old", old_root), ("new", ROOT)):
                 home, pid_ = _ab_home(kind, hello)
                 sup = SupervisorProc(home, env=ENV, root=root)
-                sups.append((kind, label, "/null" if kind == "null" else "/hello", sup))
+                sups.append(sup)
                 sup.start()
                 sup.wait_state(pid_, "running")
-        samples: dict[tuple[str, str, str], list[dict[str, float]]] = {}
-        for r in range(rounds):
-            order = sups if r % 2 == 0 else [*sups[1::-1], *sups[:1:-1]]
-            for kind, label, route, sup in order:
-                pid = sup.proc.pid  # type: ignore[union-attr]
-                pipelined(sup.socket, route, 400, conns=1, window=1)  # warm
+                route = "/null" if kind == "null" else "/hello"
                 for mode, conns, window, count, reply in (
                     ("seq", 1, 1, n, "message"),
                     ("32", 4, 8, n * 2, "message"),
                     ("32 result", 4, 8, n * 2, None),
                 ):
-                    c0 = cpu_seconds(pid)
-                    lat, wall = pipelined(
-                        sup.socket, route, count, conns=conns, window=window, reply=reply
-                    )
-                    cpu = cpu_seconds(pid) - c0
-                    us = sorted(x / 1000 for x in lat)
-                    samples.setdefault((kind, mode, label), []).append(
-                        {
-                            "cpu_us": cpu / len(us) * 1e6,
-                            "p50_us": pct(us, 50),
-                            "p99_us": pct(us, 99),
-                            "rps": len(us) / wall,
-                        }
-                    )
-        out = []
-        for (kind, mode, label), runs in samples.items():
-            row: dict[str, Any] = {"plugin": kind, "inflight": mode, "code": label}
-            for k in ("cpu_us", "p50_us", "p99_us", "rps"):
-                row[k] = round(statistics.median(x[k] for x in runs), 1)
-            out.append(row)
-        return out
+                    name = f"{kind} {mode} {label}"
+                    keys[name] = {"plugin": kind, "inflight": mode, "code": label}
+                    variants.append(Variant(
+                        name, lambda s=sup, a=(route, conns, window, count, reply): measure(s, *a),
+                        group=f"{kind} {mode}",
+                    ))  # fmt: skip
+        return _rows(alternate(variants, rounds), **keys)
     finally:
-        for _, _, _, sup in sups:
+        for sup in sups:
             sup.stop()
             kill_leftovers(sup.home)
             shutil.rmtree(sup.home, ignore_errors=True)
@@ -505,31 +504,28 @@ uvloop.run(main())
 
 def inprocess_ab(old_root: Path, n: int, rounds: int) -> list[dict[str, Any]]:
     """µs of supervisor Python work per relayed message, old vs new tree, medians of rounds."""
-    import statistics
 
-    got: dict[tuple[str, int], list[float]] = {}
-    for r in range(rounds):
-        trees = [("old", old_root), ("new", ROOT)]
-        for label, root in trees if r % 2 == 0 else trees[::-1]:
-            for batch in (1, 8):
-                out = subprocess.run(
-                    [sys.executable, "-c", INPROCESS, str(n), str(batch)],
-                    cwd=root,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    env={**os.environ, "PYTHONPATH": str(root)},
-                )
-                got.setdefault((label, batch), []).append(float(out.stdout.split()[-1]))
-    return [
-        {
-            "code": label,
-            "batch": batch,
-            "us_per_msg": round(statistics.median(v), 2),
-            "min": round(min(v), 2),
-        }
-        for (label, batch), v in got.items()
-    ]
+    def measure(root: Path, batch: int) -> dict[str, float]:
+        out = subprocess.run(
+            [sys.executable, "-c", INPROCESS, str(n), str(batch)],
+            cwd=root, capture_output=True, text=True, check=True,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+        return {"us_per_msg": float(out.stdout.split()[-1])}
+
+    keys = {}
+    variants = []
+    for batch in (1, 8):
+        for label, root in (("old", old_root), ("new", ROOT)):
+            keys[f"{label} {batch}"] = {"code": label, "batch": batch}
+            variants.append(
+                Variant(f"{label} {batch}", lambda r=root, b=batch: measure(r, b), str(batch))
+            )
+    results = alternate(variants, rounds)
+    rows = _rows(results, **keys)
+    for row, res in zip(rows, results, strict=True):
+        row["min"] = round(min(x["us_per_msg"] for x in res.samples), 2)
+    return rows
 
 
 def main() -> int:

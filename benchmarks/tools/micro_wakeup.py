@@ -1,6 +1,6 @@
 """What one process hop costs on this machine, before any Toru code runs.
 
-``python -m benchmarks.micro_wakeup [--rounds N] [--requests N] [--gap-us G]``
+``python -m benchmarks.tools.micro_wakeup [--rounds N] [--requests N] [--gap-us G]``
 
 A blocking client sends one ~130-byte frame at a time over a Unix socket to an echo server
 in another process and waits for it to come back, as a gunicorn sync worker does with the
@@ -16,7 +16,7 @@ With ``--gap-us G`` the client also burns G µs of Python between requests, the 
 worker runs other code (its own or its neighbours') while the server sleeps; the server's CPU
 per message then grows with nothing else changed: that is the cold-cache cost of a wake-up.
 Reported: round-trip p50/p99 and the server's CPU µs per message (from ``/proc``), medians of
-the rounds, servers interleaved.
+the rounds, servers alternated (``ab.alternate``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,9 +32,10 @@ import time
 from pathlib import Path
 
 from benchmarks.procstat import cpu_ticks
+from benchmarks.tools.ab import Variant, alternate, table
 from toru_plugin_api.codec import encode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 _C_SOURCE = r"""
@@ -110,7 +110,9 @@ def _burn(us: float) -> None:
         x += 1
 
 
-def _measure(sock: socket.socket, pid: int, frame: bytes, n: int, gap_us: float) -> tuple:
+def _measure(
+    sock: socket.socket, pid: int, frame: bytes, n: int, gap_us: float
+) -> dict[str, float]:
     size = len(frame)
     for _ in range(200):
         sock.sendall(frame)
@@ -130,7 +132,7 @@ def _measure(sock: socket.socket, pid: int, frame: bytes, n: int, gap_us: float)
         lat.append(time.perf_counter() - t0)
     cpu_us = ((cpu_ticks(pid) or 0) - before) / TICKS / n * 1e6
     lat.sort()
-    return lat[n // 2] * 1e6, lat[int(n * 0.99)] * 1e6, cpu_us
+    return {"p50_us": lat[n // 2] * 1e6, "p99_us": lat[int(n * 0.99)] * 1e6, "cpu_us": cpu_us}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gap-us", type=float, nargs="*", default=[0.0, 250.0])
     args = ap.parse_args(argv)
     frame = encode({"id": 1, "ok": True, "result": {"status": 200, "body": "x" * 100}})
-    results: dict[tuple[str, float], list[tuple]] = {}
     with tempfile.TemporaryDirectory(prefix="micro-wakeup-", dir="/tmp") as tmp_name:
         tmp = Path(tmp_name)
         servers: dict[str, list[str]] = {}
@@ -162,23 +163,20 @@ def main(argv: list[str] | None = None) -> int:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(path)
                 running[name] = (proc, s)
-            for rnd in range(args.rounds):
-                print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
-                for gap in args.gap_us:
-                    for name, (proc, s) in running.items():
-                        results.setdefault((name, gap), []).append(
-                            _measure(s, proc.pid, frame, args.requests, gap)
-                        )
+            variants = [
+                Variant(name, lambda p=proc, s=s, g=gap: _measure(s, p.pid, frame, args.requests, g), f"gap {gap:.0f} µs")
+                for gap in args.gap_us
+                for name, (proc, s) in running.items()
+            ]  # fmt: skip
+            results = alternate(variants, args.rounds)
         finally:
             for proc, s in running.values():
                 s.close()
                 proc.kill()
                 proc.wait()
-    print("| echo server | client gap µs | round trip p50 µs | p99 µs | server CPU µs/message |")
-    print("|---|---:|---:|---:|---:|")
-    for (name, gap), xs in results.items():
-        p50, p99, cpu = (statistics.median(x[k] for x in xs) for k in range(3))
-        print(f"| {name} | {gap:.0f} | {p50:.1f} | {p99:.1f} | {cpu:.1f} |")
+    cols = [("p50_us", "round trip p50 µs", "{:.1f}"), ("p99_us", "p99 µs", "{:.1f}"),
+            ("cpu_us", "server CPU µs/message", "{:.1f}")]  # fmt: skip
+    print(table(results, cols, ratio="cpu_us"))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Micro-benchmarks of the plugin protocol: codec throughput and SDK round-trip latency.
 
-    python benchmarks/micro_codec.py [--frames N] [--requests N] [--no-ujson] [--json]
+    python -m benchmarks.tools.micro_codec [--frames N] [--requests N] [--no-ujson] [--json]
 
 1. frames/s through the codec: ``encode`` + ``Decoder.feed`` of one ~200-byte message.
 2. SDK round trip: an SDK plugin in its own process; a raw blocking socket client sends one
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PLUGIN = """
 import sys

@@ -1,10 +1,10 @@
 """The SDK's own cost per request: the benchmark plugin on its socket, no host.
 
-``python -m benchmarks.micro_sdk [--rounds N] [--duration S] [--floor] [TREE ...]``
+``python -m benchmarks.tools.micro_sdk [--rounds N] [--duration S] [--floor] [TREE ...]``
 
 Each TREE is a checkout of this repository (default: this one); its SDK and its benchmark
 plugin run as a process of their own, and the trees are measured in interleaved rounds
-(A/B: e.g. ``git worktree add /tmp/base HEAD~1`` and pass ``/tmp/base .``). ``--floor``
+(``ab.alternate``; e.g. ``git worktree add /tmp/base HEAD~1`` and pass ``/tmp/base .``). ``--floor``
 adds the least a Python plugin can do: a bare uvloop protocol that decodes each frame with
 the codec and writes a canned reply. Reported per tree and concurrency (1 = sequential,
 32 in flight): the plugin process's CPU µs per request (from ``/proc``), p50 and requests/s,
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,11 @@ from benchmarks.socket_bench import (
     plugin_reply_id,
     plugin_reply_ok,
 )
+from benchmarks.tools.ab import Variant, alternate, table
 from toru_plugin_api.codec import encode
 from toru_plugin_api.messages import lifecycle_init
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLOOR = "floor"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -95,45 +95,40 @@ def main(argv: list[str] | None = None) -> int:
     trees = [str(Path(t).resolve()) for t in args.trees] or [str(ROOT)]
     if args.floor:
         trees.append(FLOOR)
-    depths = (1, 32)
-    samples: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
-    running = {}
+    running: list[tuple[subprocess.Popen, socket.socket]] = []
+
+    def measure(i: int, depth: int) -> dict[str, float]:
+        proc, s = running[i]
+        before = cpu_ticks(proc.pid) or 0
+        run = pipelined_run(
+            s, plugin_frame("/json"), plugin_reply_id, plugin_reply_ok,
+            inflight=depth, duration=args.duration,
+        )  # fmt: skip
+        ticks = (cpu_ticks(proc.pid) or 0) - before
+        cpu_us = ticks / TICKS / max(run.requests, 1) * 1e6
+        return {"cpu_us": cpu_us, "p50_us": run.percentile(50), "rps": run.rps}
+
+    variants = [
+        Variant(tree, lambda i=i, d=depth: measure(i, d), group=f"{depth} in flight")
+        for depth in (1, 32)
+        for i, tree in enumerate(trees)
+    ]
     with tempfile.TemporaryDirectory(prefix="micro-sdk-", dir="/tmp") as tmp:
         try:
             for i, tree in enumerate(trees):
                 workdir = Path(tmp) / str(i)
                 workdir.mkdir()
-                running[i] = _start(tree, workdir)
+                running.append(_start(tree, workdir))
             time.sleep(0.3)
-            for rnd in range(args.rounds):
-                print(f"round {rnd + 1}/{args.rounds}", file=sys.stderr)
-                for i in running:
-                    proc, s = running[i]
-                    for depth in depths:
-                        before = cpu_ticks(proc.pid) or 0
-                        run = pipelined_run(
-                            s,
-                            plugin_frame("/json"),
-                            plugin_reply_id,
-                            plugin_reply_ok,
-                            inflight=depth,
-                            duration=args.duration,
-                        )
-                        ticks = (cpu_ticks(proc.pid) or 0) - before
-                        cpu_us = ticks / TICKS / max(run.requests, 1) * 1e6
-                        samples.setdefault((i, depth), []).append(
-                            (cpu_us, run.percentile(50), run.rps)
-                        )
+            results = alternate(variants, args.rounds)
         finally:
-            for proc, s in running.values():
+            for proc, s in running:
                 s.close()
                 proc.kill()
                 proc.wait()
-    print("| plugin | in flight | plugin CPU µs/request | p50 µs | requests/s |")
-    print("|---|---:|---:|---:|---:|")
-    for (i, depth), xs in sorted(samples.items()):
-        cpu, p50, rps = (statistics.median(x[k] for x in xs) for k in range(3))
-        print(f"| {trees[i]} | {depth} | {cpu:.1f} | {p50:.0f} | {rps:.0f} |")
+    cols = [("cpu_us", "plugin CPU µs/request", "{:.1f}"), ("p50_us", "p50 µs", "{:.0f}"),
+            ("rps", "requests/s", "{:.0f}")]  # fmt: skip
+    print(table(results, cols, ratio="cpu_us"))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Where the time goes on the proxy path: py-spy on the supervisor, a worker and the plugin
 while wrk drives scenario (b).
 
-    python -m benchmarks.profile [--duration 10] [--connections 16] [--out DIR]
+    python -m benchmarks.tools.profile [--duration 10] [--connections 16] [--out DIR]
 
 Writes ``profile.md`` (top frames by own time and by inclusive time per process) and the raw
 py-spy stacks (``<role>.txt``, loadable in speedscope or flamegraph.pl). py-spy samples
@@ -19,10 +19,10 @@ import sys
 import threading
 from pathlib import Path
 
-from .procstat import CpuMeter, descendants, role_of
-from .runner import SDK_ID, SDK_PATH, BenchmarkRun, preset
-from .stack import ROOT
-from .wrk import run_wrk
+from ..procstat import CpuMeter, descendants, role_of
+from ..runner import SDK_ID, SDK_PATH, BenchmarkRun, preset
+from ..stack import ROOT
+from ..wrk import run_wrk
 
 
 def summarize(raw: Path, top: int = 25) -> str:
@@ -59,7 +59,7 @@ def summarize(raw: Path, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.tools.profile", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=16)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = [
             "# Profile of scenario (b)",
             "",
-            f"`python -m benchmarks.profile --duration {a.duration} --connections {a.connections}`: "
+            f"`python -m benchmarks.tools.profile --duration {a.duration} --connections {a.connections}`: "
             f"{w.rps:.0f} req/s, p50 {w.latency_us['p50'] / 1000:.2f} ms, CPU {cpu / w.requests * 1e6:.0f} µs/request "
             "(" + ", ".join(f"{r} {c / w.requests * 1e6:.0f}" for r, c in sorted(meter.by_role.items())) + ").",
             "",
