@@ -13,6 +13,7 @@ import {
 import { h, replace } from "../dom.js";
 import { formatAgo, formatDuration, formatTime } from "../format.js";
 import { get, listOf, session } from "../http.js";
+import { crashTimes, eventReason, exitText, inTrouble, problemText } from "../reasons.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
 
@@ -63,6 +64,7 @@ export function pluginHeader(p, active) {
     ),
   );
   const update = (next) => {
+    result.last = next;
     name.textContent = next.name || next.id;
     sub.textContent = [next.version ? `v${next.version}` : null, next.author ? `by ${next.author}` : null]
       .filter(Boolean)
@@ -73,8 +75,9 @@ export function pluginHeader(p, active) {
     toggle?.update(next);
     open.hidden = !next.enabled;
   };
+  const result = { el, update, last: p };
   update(p);
-  return { el, update };
+  return result;
 }
 
 /** A plugin's info from GET /api/plugins/:id, accepting `{plugin, events}` or a flat object. */
@@ -115,7 +118,7 @@ function metadataPanel(p) {
   );
 }
 
-function activityPanel(stats) {
+function activityPanel(stats, events) {
   return h(
     "section",
     { class: "panel", "aria-labelledby": "act-h" },
@@ -123,23 +126,19 @@ function activityPanel(stats) {
     h(
       "div",
       { class: "panel-body" },
-      sparkline(stats, { label: "Latency", wide: true }),
+      sparkline(stats, { label: "Latency", wide: true, crashes: crashTimes(events) }),
       h("p", {
         class: "muted note",
-        text: "Latency measured by the supervisor in 10-second buckets; red marks are restarts.",
+        text: "Latency measured by the supervisor in 10-second buckets; red marks are restarts and crashes.",
       }),
     ),
   );
 }
 
-function crashReason(d) {
-  if (d.signal !== undefined && d.signal !== null) return `Killed by signal ${d.signal_name || d.signal}`;
-  if (d.exit_code !== undefined && d.exit_code !== null) return `Exited with code ${d.exit_code}`;
-  return "Exited unexpectedly";
-}
-
 function crashPanel(event, p) {
   const d = event.details || {};
+  // While the plugin is down, the same words as its card; afterwards, the crash's own.
+  const reason = inTrouble(p) ? problemText(p, p.events) : eventReason(event);
   const tail = Array.isArray(d.stderr_tail) ? d.stderr_tail.join("\n") : d.stderr_tail || "";
   const row = (k, v) => (v === undefined || v === null ? null : [h("dt", { text: k }), h("dd", {}, v)]);
   return h(
@@ -157,9 +156,9 @@ function crashPanel(event, p) {
       h(
         "dl",
         { class: "kv" },
-        row("Reason", h("strong", { dataset: { testid: "crash-reason" }, text: crashReason(d) })),
-        row("Exit code", d.exit_code ?? null),
-        row("Signal", d.signal ?? null),
+        row("Reason", h("strong", { dataset: { testid: "crash-reason" }, text: reason })),
+        row("Process", exitText(d) || null),
+        row("Consecutive failures", d.consecutive_failures ?? null),
         row("Up for", d.uptime_seconds !== undefined ? formatDuration(d.uptime_seconds) : null),
         p.state === "backoff" && p.retry_at ? row("Restarting at", formatTime(p.retry_at)) : null,
       ),
@@ -168,7 +167,7 @@ function crashPanel(event, p) {
             h("h3", { class: "stderr-title", text: "Last stderr lines" }),
             h("pre", { class: "stderr", dataset: { testid: "crash-stderr" }, text: tail }),
           ]
-        : h("p", { class: "muted", style: "margin-top: 12px", text: "The plugin wrote nothing to stderr before it stopped." }),
+        : h("p", { class: "muted stderr-none", text: "The plugin wrote nothing to stderr before it stopped." }),
     ),
   );
 }
@@ -187,10 +186,9 @@ const EVENT_TONE = {
 
 function eventSummary(e) {
   const d = e.details || {};
-  if (e.event_type === "crashed") return crashReason(d);
-  const parts = [];
+  const parts = d.reason || e.event_type === "crashed" ? [eventReason(e)] : [];
   for (const [k, v] of Object.entries(d)) {
-    if (k === "stderr_tail") continue;
+    if (k === "stderr_tail" || k === "reason" || k === "signal" || k === "exit_code") continue;
     parts.push(`${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
   }
   return parts.join(" · ");
@@ -234,6 +232,7 @@ export function renderDetails(container, params, shell) {
   let alive = true;
   let signature = "";
   const body = h("div", {});
+  const notice = h("p", { class: "stale-note", role: "status", hidden: true, dataset: { testid: "detail-stale" } });
   replace(container, h("div", { class: "loading", role: "status", text: "Loading plugin…" }));
 
   const load = async () => {
@@ -244,8 +243,9 @@ export function renderDetails(container, params, shell) {
       shell.setTitle(p.name || p.id);
       if (!header) {
         header = pluginHeader(p, "overview");
-        replace(container, header.el, body);
+        replace(container, header.el, notice, body);
       } else header.update(p);
+      notice.hidden = true;
       // Re-render only on change, so selecting stderr text survives the poll.
       const { uptime_seconds: _u, ...rest } = p;
       const next = JSON.stringify([rest, stats]);
@@ -260,7 +260,7 @@ export function renderDetails(container, params, shell) {
       replace(
         body,
         lastCrash ? crashPanel(lastCrash, p) : null,
-        h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats)),
+        h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats, p.events)),
         eventsPanel(p.events),
       );
     } catch (err) {
@@ -276,6 +276,10 @@ export function renderDetails(container, params, shell) {
         );
         return; // nothing to poll
       }
+      // Keep what is shown, but never let it pass for current.
+      header.update({ ...(pluginStore.byId(id) || {}), ...header.last, stale: true });
+      notice.hidden = false;
+      notice.textContent = `Could not refresh (${err.message}); what is shown may be out of date. Retrying.`;
     }
     if (alive) timer = setTimeout(load, POLL_MS);
   };
