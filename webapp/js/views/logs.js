@@ -41,8 +41,8 @@ function emptyText(state) {
   return "This plugin has not logged anything yet.";
 }
 
-/** Every text of an entry, lower-cased, for the search. */
-const haystack = (e) => JSON.stringify(e).toLowerCase();
+/** What a row shows (message, error, fields as key=value), lower-cased, for the search. */
+const haystack = (e) => `${e.message ?? e.msg ?? ""} ${e.error ?? ""} ${extraText(e)}`.toLowerCase();
 
 /** Newest-first entries from up to `pages` pages of SCAN_PAGE at `level`. */
 async function scan(id, level, pages) {
@@ -64,7 +64,8 @@ function saveJsonLines(name, entries) {
     .reverse()
     .map((e) => JSON.stringify(e))
     .join("\n");
-  const url = URL.createObjectURL(new Blob([`${text}\n`], { type: "application/x-ndjson" }));
+  const body = entries.length ? `${text}\n` : "";
+  const url = URL.createObjectURL(new Blob([body], { type: "application/x-ndjson" }));
   const a = h("a", { href: url, download: name, hidden: true });
   document.body.append(a);
   a.click();

@@ -18,14 +18,15 @@ import { problemText } from "../reasons.js";
 import { pluginStore } from "../store.js";
 
 function downReason(p) {
-  if (!p.enabled) return `${p.name || p.id} is disabled. An administrator can enable it in the plugin manager.`;
-  if (p.state === "backoff") {
-    const when = p.retry_at ? ` Next restart attempt at ${formatTime(p.retry_at)}.` : "";
-    return `${p.name || p.id} crashed and is waiting to be restarted.${when}`;
-  }
   if (p.state === "failed" || p.state === "invalid") {
     const why = problemText(p, pluginStore.eventsOf(p.id));
     return `${p.name || p.id} is ${p.state === "failed" ? "disabled after crashing" : "not a valid plugin"}: ${why}`;
+  }
+  if (!p.enabled) return `${p.name || p.id} is disabled. An administrator can enable it in the plugin manager.`;
+  if (p.state === "backoff") {
+    const when = p.retry_at ? ` Next restart attempt at ${formatTime(p.retry_at)}.` : "";
+    const why = problemText(p, pluginStore.eventsOf(p.id));
+    return `${p.name || p.id} crashed (${why}) and is waiting to be restarted.${when}`;
   }
   if (p.state === "starting") return `${p.name || p.id} is starting.`;
   return `${p.name || p.id} is ${stateLabel(p.state).toLowerCase()}.`;
