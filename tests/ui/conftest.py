@@ -3,7 +3,9 @@ check that the page logged no error. Each module defines its own ``server`` fixt
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,22 @@ def new_page(browser, server: ToruServer, console: Console):
     for ctx in contexts:
         ctx.close()
     assert console.errors == [], "\n".join(console.errors)
+
+
+def serve(build, env: dict[str, str], prefix: str) -> Iterator[ToruServer]:
+    """A module's ``toru serve`` in a fresh home: ``build(home)`` returns the plugin paths."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    plugins: Iterable[Path] = build(home)
+    srv = ToruServer(home, plugins=plugins, workers=2, env=env)
+    try:
+        srv.start(timeout=60)
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def admin(server: ToruServer) -> tuple[str, str]:
+    """An API session for arranging state: (cookie, csrf)."""
+    return server.login()

@@ -51,3 +51,16 @@ def assert_controls_labelled(page) -> None:
 
 def sidebar_entry(page, plugin_id: str):
     return page.get_by_test_id(f"nav-plugin-{plugin_id}")
+
+
+def add_user(server: ToruServer, admin, username: str, password: str, role: str = "user") -> None:
+    """Create a user through the API (already there is fine: modules share one server)."""
+    cookie, csrf = admin
+    status, data = server.json(
+        "POST",
+        "/api/users",
+        {"username": username, "password": password, "role": role},
+        cookie=cookie,
+        csrf=csrf,
+    )
+    assert status in (200, 201, 409), (status, data)

@@ -10,22 +10,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.servers import ToruServer
-from tests.ui.conftest import NARROW, USER_PASSWORD, WIDE, Console
+from tests.ui.conftest import NARROW, USER_PASSWORD, WIDE, Console, serve
 from tests.ui.plugins.build import build as build_broken_plugins
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 from tests.ui.helpers import (  # noqa: E402 - after the skip when Playwright is missing
+    add_user,
     all_plugins,
     assert_controls_labelled,
     plugin_info,
@@ -45,29 +44,12 @@ def server(example_plugins: dict[str, Path]) -> Iterator[ToruServer]:
 
     The long restart backoff keeps a killed plugin visibly down while the test looks at it.
     """
-    home = Path(tempfile.mkdtemp(prefix="toru-ui-", dir="/tmp"))
-    extra = build_broken_plugins(home / "broken")
-    srv = ToruServer(
-        home,
-        plugins=[*example_plugins.values(), *extra.values()],
-        workers=2,
-        env={
-            "TORU_RESTART_BACKOFF": "30",
-            "TORU_HEALTH_INTERVAL": "1",
-        },
-    )
-    try:
-        srv.start(timeout=60)
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
+    def build(home: Path) -> list[Path]:
+        return [*example_plugins.values(), *build_broken_plugins(home / "broken").values()]
 
-@pytest.fixture(scope="module")
-def admin(server: ToruServer) -> tuple[str, str]:
-    """An API session for arranging state: (cookie, csrf)."""
-    return server.login()
+    env = {"TORU_RESTART_BACKOFF": "30", "TORU_HEALTH_INTERVAL": "1"}
+    yield from serve(build, env, "toru-ui-")
 
 
 # ---------------------------------------------------------------------------- tests
@@ -251,15 +233,7 @@ def test_disable_removes_sidebar_entry(new_page, server, admin) -> None:
 
 
 def test_plain_user_sees_no_toggles(new_page, server, admin) -> None:
-    cookie, csrf = admin
-    status, _ = server.json(
-        "POST",
-        "/api/users",
-        {"username": "viewer", "password": USER_PASSWORD, "role": "user"},
-        cookie=cookie,
-        csrf=csrf,
-    )
-    assert status in (200, 201, 409), status
+    add_user(server, admin, "viewer", USER_PASSWORD)
     set_enabled(server, admin, "hello-python", True)
     page = new_page()
     sign_in(page, "viewer", USER_PASSWORD)
@@ -486,14 +460,7 @@ def test_logs_follow_search_and_download(new_page, server, admin, tmp_path) -> N
 
 
 def test_users_actions_reachable_at_390_and_password_reset(new_page, server, admin, shots) -> None:
-    cookie, csrf = admin
-    server.json(
-        "POST",
-        "/api/users",
-        {"username": "resetme", "password": "before-pass-111", "role": "user"},
-        cookie=cookie,
-        csrf=csrf,
-    )
+    add_user(server, admin, "resetme", "before-pass-111")
     page = new_page(width=NARROW, height=844)
     sign_in(page)
     page.goto("/#/users")
@@ -560,14 +527,7 @@ def test_tokens_create_shown_once_list_and_revoke(new_page, server, shots) -> No
 
 def test_own_password_change_signs_out(new_page, server, admin, console) -> None:
     console.allow("401", "/api/")  # the poll that finds the session ended
-    cookie, csrf = admin
-    server.json(
-        "POST",
-        "/api/users",
-        {"username": "admin2", "password": "admin2-old-pass", "role": "admin"},
-        cookie=cookie,
-        csrf=csrf,
-    )
+    add_user(server, admin, "admin2", "admin2-old-pass", "admin")
     page = new_page()
     sign_in(page, "admin2", "admin2-old-pass")
     page.get_by_test_id("nav-account").click()
@@ -581,13 +541,7 @@ def test_own_password_change_signs_out(new_page, server, admin, console) -> None
     sign_in(page, "admin2", "admin2-new-pass")
 
     # A plain user is told why there is no form (the API has no self-service endpoint).
-    server.json(
-        "POST",
-        "/api/users",
-        {"username": "plain2", "password": USER_PASSWORD, "role": "user"},
-        cookie=cookie,
-        csrf=csrf,
-    )
+    add_user(server, admin, "plain2", USER_PASSWORD)
     page2 = new_page()
     sign_in(page2, "plain2", USER_PASSWORD)
     page2.get_by_test_id("nav-account").click()
@@ -705,3 +659,29 @@ def test_every_page_photographed_without_sideways_scroll(
         page.screenshot(
             path=shots / f"page-{name}-{width}.png", full_page=True, animations="disabled"
         )
+
+
+CSP = "script-src 'self'; object-src 'none'; base-uri 'none'"
+
+
+def test_runs_under_script_src_self_csp(new_page, server, admin) -> None:
+    """No inline script or handler: every page works with the CSP a proxy may add."""
+    set_enabled(server, admin, "hello-python", True)
+    page = new_page()
+    page.add_init_script(
+        "window.__cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+
+    def with_csp(route) -> None:
+        resp = route.fetch()
+        route.fulfill(response=resp, headers={**resp.headers, "content-security-policy": CSP})
+
+    page.route(re.compile(r"/(index\.html)?(\?.*)?$"), with_csp)
+    sign_in(page)
+    for _name, route, ready in PAGES:
+        page.goto(f"/{route}")
+        expect(page.get_by_test_id(ready).first).to_be_visible()
+    page.get_by_test_id("theme-toggle").click()
+    assert page.evaluate("window.__cspViolations") == []

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 
 from tests import timing
 from tests.servers import ToruServer
+from tests.ui.conftest import serve
 from tests.ui.plugins.build import build as build_test_plugins
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -35,30 +34,18 @@ MAX_FAILURES = 3
 @pytest.fixture(scope="module")
 def server() -> Iterator[ToruServer]:
     """Only the small test plugins: the start timeout is short, so ``ui-no-socket`` fails."""
-    home = Path(tempfile.mkdtemp(prefix="toru-uif-", dir="/tmp"))
-    plugins = build_test_plugins(home / "test-plugins", ids=("ui-view-ok",), no_socket=True)
-    srv = ToruServer(
-        home,
-        plugins=plugins.values(),
-        workers=2,
-        env={
-            "TORU_START_TIMEOUT": str(timing.scaled(2.0)),
-            "TORU_MAX_FAILURES": str(MAX_FAILURES),
-            "TORU_RESTART_BACKOFF": "0.2",
-            "TORU_HEALTH_INTERVAL": "1",
-        },
-    )
-    try:
-        srv.start(timeout=60)
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
+    def build(home: Path) -> list[Path]:
+        found = build_test_plugins(home / "test-plugins", ids=("ui-view-ok",), no_socket=True)
+        return list(found.values())
 
-@pytest.fixture(scope="module")
-def admin(server: ToruServer) -> tuple[str, str]:
-    return server.login()
+    env = {
+        "TORU_START_TIMEOUT": str(timing.scaled(2.0)),
+        "TORU_MAX_FAILURES": str(MAX_FAILURES),
+        "TORU_RESTART_BACKOFF": "0.2",
+        "TORU_HEALTH_INTERVAL": "1",
+    }
+    yield from serve(build, env, "toru-uif-")
 
 
 def wait_for_state(server: ToruServer, admin, plugin_id: str, state: str) -> dict:

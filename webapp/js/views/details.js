@@ -112,7 +112,7 @@ function metadataPanel(p) {
         [h("dt", { text: "Uptime" }), h("dd", { dataset: { field: "uptime" }, text: uptimeText(p) })],
         row("Restarts", String(p.restarts ?? 0)),
         row("Consecutive failures", String(p.consecutive_failures ?? 0)),
-        p.error ? row("Last error", h("span", { class: "text-bad", text: p.error })) : null,
+        inTrouble(p) ? row("Problem", h("span", { class: "text-bad", text: problemText(p, p.events) })) : null,
       ),
     ),
   );

@@ -195,7 +195,7 @@ export function renderManager(container, _params, shell) {
 
   const render = (store) => {
     const plugins = store.plugins;
-    status.hidden = plugins.length > 0 && !store.error;
+    status.hidden = plugins.length > 0; // a silent supervisor is the shell's banner
     if (store.error && !plugins.length) {
       status.textContent = `Could not load plugins: ${store.error.message}`;
       status.setAttribute("role", "alert");
