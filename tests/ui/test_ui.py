@@ -336,7 +336,15 @@ def test_bundle_that_throws_shows_error_panel(new_page, server, admin, shots) ->
     set_enabled(server, admin, "ui-throw-mount", False)
 
 
-def test_invalid_plugin_explains_itself(new_page) -> None:
+def replace_binary(path: Path, text: str) -> None:
+    """Swap a plugin file atomically, as an operator's install would."""
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+
+
+def test_invalid_plugin_explains_itself_and_how_to_retry(new_page, server, shots) -> None:
     page = new_page()
     sign_in(page)
     card = page.get_by_test_id("plugin-card-ui-bad-meta")
@@ -344,6 +352,22 @@ def test_invalid_plugin_explains_itself(new_page) -> None:
     expect(card.locator(".card-error")).not_to_be_empty()
     expect(card.get_by_role("switch")).to_be_disabled()
     expect(sidebar_entry(page, "ui-bad-meta")).to_have_count(0)
+    hint = card.get_by_test_id("invalid-hint")
+    expect(hint).to_contain_text("plugins/ui-bad-meta.binary")
+    page.screenshot(path=shots / "17-invalid-plugin.png", animations="disabled")
+
+    # The retry the hint describes: a fixed file is picked up and the card follows.
+    binary = server.home / "plugins" / "ui-bad-meta.binary"
+    broken = binary.read_text()
+    meta = '{"id": "ui-bad-meta", "name": "Fixed Meta", "version": "0.2.0", "route": "/fixed"}'
+    replace_binary(binary, f"#!/bin/sh\necho '{meta}'\n")
+    try:
+        expect(card.get_by_test_id("plugin-state")).to_have_text("Stopped")
+        expect(hint).to_be_hidden()
+        expect(card.get_by_role("switch")).to_be_enabled()
+    finally:
+        replace_binary(binary, broken)
+    expect(card.get_by_test_id("plugin-state")).to_have_text("Invalid")
 
 
 def test_usable_at_375px(new_page, server, admin, shots) -> None:

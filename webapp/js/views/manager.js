@@ -22,6 +22,20 @@ const STATS_MS = 10000; // the API's buckets are 10 s wide
 
 
 
+/**
+ * How to retry an invalid plugin. The API has no rescan endpoint; the supervisor re-reads a
+ * binary that changed on disk by itself (every few seconds), so fixing the file is the retry.
+ */
+function invalidHint(p) {
+  return [
+    "To retry, fix or replace ",
+    h("code", { text: `plugins/${p.binary || `${p.id}.binary`}` }),
+    ": the supervisor picks up the changed file within seconds (or run ",
+    h("code", { text: "toru plugins rescan" }),
+    ").",
+  ];
+}
+
 class PluginCard {
   constructor(p, isAdmin) {
     const id = encodeURIComponent(p.id);
@@ -35,6 +49,7 @@ class PluginCard {
     this.pid = h("dd", {});
     this.error = h("p", { class: "card-error", hidden: true, dataset: { testid: "plugin-problem" } });
     this.apiOnly = h("p", { class: "card-api", hidden: true, dataset: { testid: "plugin-api-only" } });
+    this.invalidHint = h("p", { class: "card-api", hidden: true, dataset: { testid: "invalid-hint" } });
     this.select = isAdmin
       ? h("input", {
           type: "checkbox",
@@ -63,6 +78,7 @@ class PluginCard {
         h("span", { class: "badge-wrap" }, this.badge),
       ),
       this.error,
+      this.invalidHint,
       this.apiOnly,
       h(
         "dl",
@@ -115,6 +131,8 @@ class PluginCard {
       h("span", { dataset: { testid: "problem-reason" }, text: problem }),
       p.state === "backoff" && p.retry_at ? ` · restarting at ${formatTime(p.retry_at).slice(11)}` : null,
     );
+    this.invalidHint.hidden = p.state !== "invalid" || p.stale;
+    if (p.state === "invalid") replace(this.invalidHint, invalidHint(p));
     const apiOnly = hasFrontend(p) === false;
     this.apiOnly.hidden = !apiOnly || !p.route;
     if (apiOnly && p.route) {
