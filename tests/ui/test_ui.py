@@ -536,9 +536,13 @@ def test_tokens_create_shown_once_list_and_revoke(new_page, server, shots) -> No
     status, _, _ = server.request("GET", "/api/plugins", token=token)
     assert status == 200
     assert token not in page.get_by_test_id("tokens-table").inner_text()
-    expect(row).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d"))  # last used, after the call
+    expect(row.get_by_test_id("token-last-used")).to_have_text("never")
     page.reload()
     expect(page.get_by_test_id("token-secret")).to_have_count(0)  # shown once
+    last_used = page.get_by_test_id("token-row").filter(has_text="ci-monitor")
+    expect(last_used.get_by_test_id("token-last-used")).to_have_text(
+        re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+    )
 
     page.on("dialog", lambda d: d.accept())
     page.get_by_test_id("token-row").filter(has_text="ci-monitor").get_by_role(

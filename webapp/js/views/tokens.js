@@ -68,7 +68,7 @@ export function renderTokens(container, _params, shell) {
                 h("td", { dataset: { label: "Name" } }, h("strong", { text: t.name })),
                 h("td", { dataset: { label: "User" }, text: t.username }),
                 h("td", { class: "muted nowrap", dataset: { label: "Created" }, text: formatTime(t.created_at) }),
-                h("td", { class: "muted nowrap", dataset: { label: "Last used" }, text: t.last_used_at ? formatTime(t.last_used_at) : "never" }),
+                h("td", { class: "muted nowrap", dataset: { label: "Last used", testid: "token-last-used" }, text: t.last_used_at ? formatTime(t.last_used_at) : "never" }),
                 h(
                   "td",
                   { class: "row-actions" },
