@@ -121,7 +121,8 @@ class PluginCard {
     this.restarts.textContent = String(p.restarts ?? 0);
     const failures = Number(p.consecutive_failures || 0);
     this.failures.textContent = String(failures);
-    this.failures.classList.toggle("text-bad", failures > 0);
+    // Red while they matter: the plugin is meant to run, or gave up because of them.
+    this.failures.classList.toggle("text-bad", failures > 0 && (p.enabled || p.state === "failed"));
     this.uptime.textContent = p.state === "running" && !p.stale ? formatDuration(p.uptime_seconds) : "—";
     // The supervisor's reason, exactly as the details page words it (reasons.js).
     const problem = p.stale ? "" : problemText(p, pluginStore.eventsOf(p.id));
