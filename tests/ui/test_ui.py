@@ -684,6 +684,7 @@ def test_every_page_photographed_without_sideways_scroll(
         page.wait_for_load_state("networkidle")
         scroll = page.evaluate("document.documentElement.scrollWidth")
         assert scroll <= width, f"{route} is {scroll}px wide at {width}px"
+        assert_controls_labelled(page)
         page.screenshot(
             path=shots / f"page-{name}-{width}.png", full_page=True, animations="disabled"
         )
