@@ -110,6 +110,8 @@ def test_stalled_supervisor_banner_unknown_states_and_view_timeout(
     wait_for_state(server, admin, "ui-view-ok", "running")
     page = new_page()
     sign_in(page)
+    details = new_page()  # a second tab, on a plugin's details page during the stall
+    sign_in(details)
     card = page.get_by_test_id("plugin-card-ui-view-ok")
     expect(card.get_by_test_id("plugin-state")).to_have_text("Running")
     expect(sidebar_entry(page, "ui-view-ok")).to_be_visible()
@@ -125,6 +127,8 @@ def test_stalled_supervisor_banner_unknown_states_and_view_timeout(
         expect(card).to_have_attribute("data-stale", "true")
         expect(page.get_by_test_id("nav-dot-ui-view-ok")).to_have_attribute("data-health", "grey")
         page.screenshot(path=shots / "16-supervisor-stalled.png", animations="disabled")
+        details.goto("/#/plugins/ui-view-ok")
+        expect(details.get_by_test_id("error-reason")).to_contain_text("retrying")
 
         # The plugin's view gives up with a clear message instead of "Loading..." forever.
         sidebar_entry(page, "ui-view-ok").click()
@@ -136,6 +140,7 @@ def test_stalled_supervisor_banner_unknown_states_and_view_timeout(
         os.kill(pid, signal.SIGCONT)
 
     expect(page.get_by_test_id("supervisor-banner")).to_be_hidden()
+    expect(details.get_by_test_id("metadata")).to_be_visible()  # it retried and recovered
     expect(page.get_by_test_id("view-state")).to_have_text("Running")
     page.get_by_role("button", name="Try again").click()
     expect(page.get_by_test_id("small-view")).to_have_text("small view mounted")

@@ -12,7 +12,7 @@ import {
 } from "../components.js";
 import { h, replace } from "../dom.js";
 import { formatAgo, formatDuration, formatTime } from "../format.js";
-import { get, listOf, session } from "../http.js";
+import { get, listOf, session, supervisorSilent } from "../http.js";
 import { crashTimes, eventReason, exitText, inTrouble, problemText } from "../reasons.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
@@ -78,6 +78,19 @@ export function pluginHeader(p, active) {
   const result = { el, update, last: p };
   update(p);
   return result;
+}
+
+/** Retry a page's first load while the server is silent (it may answer again), not on a 404. */
+export const worthRetrying = (err) => supervisorSilent(err) || err.code === "network";
+
+/** The panel for a plugin page whose first load failed; says when it is retrying. */
+export function pluginLoadError(id, err) {
+  const retrying = worthRetrying(err);
+  return errorPanel({
+    title: err.status === 404 ? `No plugin called “${id}”` : "Could not load this plugin",
+    reason: retrying ? `${err.message}. The supervisor does not answer; retrying.` : err.message,
+    actions: [h("a", { class: "btn", href: "#/plugins", text: "Back to plugins" })],
+  });
 }
 
 /** A plugin's info from GET /api/plugins/:id, accepting `{plugin, events}` or a flat object. */
@@ -266,15 +279,10 @@ export function renderDetails(container, params, shell) {
     } catch (err) {
       if (!alive) return;
       if (!header) {
-        replace(
-          container,
-          errorPanel({
-            title: err.status === 404 ? `No plugin called “${id}”` : "Could not load this plugin",
-            reason: err.message,
-            actions: [h("a", { class: "btn", href: "#/plugins", text: "Back to plugins" })],
-          }),
-        );
-        return; // nothing to poll
+        replace(container, pluginLoadError(id, err));
+        if (!worthRetrying(err)) return; // nothing to poll
+        if (alive) timer = setTimeout(load, POLL_MS);
+        return;
       }
       // Keep what is shown, but never let it pass for current.
       header.update({ ...(pluginStore.byId(id) || {}), ...header.last, stale: true });

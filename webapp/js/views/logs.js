@@ -3,13 +3,12 @@
 // download of the log as JSON lines. Which stderr lines count as errors is decided by the
 // supervisor when it writes the log (toru/supervisor/logs.py), not here.
 
-import { errorPanel } from "../components.js";
 import { h, icon, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { get, listOf } from "../http.js";
 import { pluginStore } from "../store.js";
 import { showToast } from "../toast.js";
-import { fetchPlugin, pluginHeader } from "./details.js";
+import { fetchPlugin, pluginHeader, pluginLoadError, worthRetrying } from "./details.js";
 
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 const FOLLOW_MS = 2000;
@@ -280,25 +279,22 @@ export function renderLogs(container, params, shell) {
   });
 
   replace(container, h("div", { class: "loading", role: "status", text: "Loading…" }));
-  fetchPlugin(id)
-    .then((p) => {
-      if (!alive) return;
-      header = pluginHeader(p, "logs");
-      shell.setTitle(`${p.name || p.id} · Logs`);
-      replace(container, header.el, panel);
-      load();
-    })
-    .catch((err) => {
-      if (!alive) return;
-      replace(
-        container,
-        errorPanel({
-          title: err.status === 404 ? `No plugin called “${id}”` : "Could not load this plugin",
-          reason: err.message,
-          actions: [h("a", { class: "btn", href: "#/plugins", text: "Back to plugins" })],
-        }),
-      );
-    });
+  let openTimer = null;
+  const open = () =>
+    fetchPlugin(id)
+      .then((p) => {
+        if (!alive) return;
+        header = pluginHeader(p, "logs");
+        shell.setTitle(`${p.name || p.id} · Logs`);
+        replace(container, header.el, panel);
+        load();
+      })
+      .catch((err) => {
+        if (!alive) return;
+        replace(container, pluginLoadError(id, err));
+        if (worthRetrying(err)) openTimer = setTimeout(open, FOLLOW_MS);
+      });
+  open();
   // The header's state and switch follow the shared poller.
   const unsubscribe = pluginStore.subscribe((store) => {
     const p = store.byId(id);
@@ -308,6 +304,7 @@ export function renderLogs(container, params, shell) {
     alive = false;
     clearTimeout(followTimer);
     clearTimeout(searchTimer);
+    clearTimeout(openTimer);
     unsubscribe();
   };
 }
