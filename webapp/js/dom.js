@@ -37,6 +37,16 @@ export function replace(el, ...children) {
   return append(el, children);
 }
 
+/** A labelled form control: `<div class="field"><label for=input.id>…</label>input</div>`. */
+export function field(label, input, { grow = false } = {}) {
+  return h(
+    "div",
+    { class: grow ? "field grow" : "field" },
+    h("label", { for: input.id, text: label }),
+    input,
+  );
+}
+
 /** `<thead>` with one column header per label (null or "" for a visually hidden one). */
 export function tableHead(...labels) {
   const cells = labels.map(([text, hidden]) =>

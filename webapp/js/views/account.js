@@ -1,7 +1,7 @@
 // The signed-in user's own account: who they are and, for admins, a new password
 // (PATCH /api/users/<me>; the API has no self-service endpoint for plain users).
 
-import { h, replace } from "../dom.js";
+import { field, h, replace } from "../dom.js";
 import { patch, session } from "../http.js";
 import { showToast } from "../toast.js";
 import { pageHead, panel } from "./page.js";
@@ -19,8 +19,8 @@ export function renderAccount(container, _params, shell) {
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Change your password" },
-    h("div", { class: "field" }, h("label", { for: "own-pass", text: "New password" }), pw),
-    h("div", { class: "field" }, h("label", { for: "own-pass-2", text: "New password again" }), again),
+    field("New password", pw),
+    field("New password again", again),
     save,
   );
   form.addEventListener("submit", async (ev) => {

@@ -3,7 +3,7 @@
 // download of the log as JSON lines. Which stderr lines count as errors is decided by the
 // supervisor when it writes the log (toru/supervisor/logs.py), not here.
 
-import { h, icon, replace, tableHead } from "../dom.js";
+import { field, h, icon, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { get, listOf } from "../http.js";
 import { pluginStore } from "../store.js";
@@ -144,9 +144,9 @@ export function renderLogs(container, params, shell) {
       h(
         "div",
         { class: "logs-controls" },
-        h("div", { class: "field" }, h("label", { for: "log-level", text: "Level" }), level),
-        h("div", { class: "field" }, h("label", { for: "log-size", text: "Page size" }), size),
-        h("div", { class: "field grow" }, h("label", { for: "log-search", text: "Search" }), search),
+        field("Level", level),
+        field("Page size", size),
+        field("Search", search, { grow: true }),
       ),
       h(
         "div",

@@ -1,7 +1,7 @@
 // The plugin manager's toolbar: search, state filter, sort, card/list view (remembered), and
 // the admin's bulk enable/disable of the selected plugins.
 
-import { h, replace } from "../dom.js";
+import { field, h, replace } from "../dom.js";
 import { pluginHealth } from "../format.js";
 import { hasFrontend } from "../frontends.js";
 import { post } from "../http.js";
@@ -44,7 +44,7 @@ function select(id, label, options, testid) {
     { id, dataset: { testid } },
     Object.entries(options).map(([value, [text]]) => h("option", { value, text })),
   );
-  return [el, h("div", { class: "field" }, h("label", { for: id, text: label }), el)];
+  return [el, field(label, el)];
 }
 
 export class ManagerControls {
@@ -81,7 +81,7 @@ export class ManagerControls {
     this.el = h(
       "div",
       { class: "manager-controls", role: "search", "aria-label": "Find plugins" },
-      h("div", { class: "field grow" }, h("label", { for: "plugin-search", text: "Search" }), this.search),
+      field("Search", this.search, { grow: true }),
       filterField,
       sortField,
       this.viewButton,

@@ -1,6 +1,6 @@
 // API tokens (admins): create one (its secret is shown once), list them, revoke one.
 
-import { h, replace, tableHead } from "../dom.js";
+import { field, h, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { del, get, listOf, post, session } from "../http.js";
 import { errorPanel } from "../components.js";
@@ -30,7 +30,7 @@ function secretPanel(created) {
     "div",
     { class: "secret", role: "status", dataset: { testid: "token-created" } },
     h("p", {}, h("strong", { text: `Token “${created.name}” for ${created.username}. ` }), "Copy it now: it will not be shown again."),
-    h("div", { class: "inline-form" }, h("div", { class: "field grow" }, h("label", { for: "token-secret", text: "Secret" }), value), copy),
+    h("div", { class: "inline-form" }, field("Secret", value, { grow: true }), copy),
   );
 }
 
@@ -50,8 +50,8 @@ export function renderTokens(container, _params, shell) {
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Create an API token" },
-    h("div", { class: "field" }, h("label", { for: "token-name", text: "Token name" }), name),
-    h("div", { class: "field" }, h("label", { for: "token-user", text: "For user" }), owner),
+    field("Token name", name),
+    field("For user", owner),
     add,
   );
   const load = async () => {

@@ -2,7 +2,7 @@
 // widths each row stacks (css: .users-table), so the actions never hide behind a scroll.
 
 import { errorPanel } from "../components.js";
-import { h, replace, tableHead } from "../dom.js";
+import { field, h, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { del, get, listOf, patch, post, session } from "../http.js";
 import { showToast } from "../toast.js";
@@ -28,9 +28,9 @@ export function renderUsers(container, _params, shell) {
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Add a user" },
-    h("div", { class: "field" }, h("label", { for: "new-user", text: "Username" }), name),
-    h("div", { class: "field" }, h("label", { for: "new-pass", text: "Password" }), pass),
-    h("div", { class: "field" }, h("label", { for: "new-role", text: "Role" }), role),
+    field("Username", name),
+    field("Password", pass),
+    field("Role", role),
     add,
   );
   const roleButton = (u) => {
@@ -65,7 +65,7 @@ export function renderUsers(container, _params, shell) {
     const form = h(
       "form",
       { class: "inline-form", "aria-label": `New password for ${u.username}` },
-      h("div", { class: "field" }, h("label", { for: input.id, text: `New password for ${u.username}` }), input),
+      field(`New password for ${u.username}`, input),
       save,
       cancel,
     );
