@@ -420,11 +420,21 @@ def test_api_only_plugin_is_listed_not_in_sidebar(new_page, server, admin, conso
     set_enabled(server, admin, "ui-api-only", True)
     set_enabled(server, admin, "ui-view-ok", True)
     page = new_page()
+    probes: list[str] = []
+    page.on("request", lambda r: "/ui-api-only/bundle.js" in r.url and probes.append(r.url))
     sign_in(page)
     card = page.get_by_test_id("plugin-card-ui-api-only")
     expect(card.get_by_test_id("plugin-api-only")).to_contain_text(
         "/api/plugins/route/ui-api-only/"
     )
+    # Learnt once: two more polls ask nothing, nor does a reload (remembered per version).
+    live = page.get_by_test_id("liveness")
+    for _ in range(2):
+        before = live.inner_text()
+        expect(live).not_to_have_text(before)
+    page.reload()
+    expect(card.get_by_test_id("plugin-api-only")).to_be_visible()
+    assert len(probes) == 1, probes
     expect(card.get_by_role("link", name="Open")).to_be_hidden()
     # A plugin with a view is in the sidebar; the API-only one is not.
     expect(sidebar_entry(page, "ui-view-ok")).to_be_visible()
