@@ -149,8 +149,9 @@ export function renderPluginHost(container, params, shell, navigate) {
         const who = pluginStore.stale ? "The supervisor does not answer" : "Neither the plugin nor the supervisor answered";
         showError(
           `${p.name || p.id} did not load`,
-          `${who}: ${err.message} Its view cannot be shown until it does; try again in a moment.`,
+          `${who}: ${err.message} This page loads the view as soon as the supervisor answers again.`,
         );
+        waitingForUp = true;
       } else {
         showError(`${p.name || p.id} could not be loaded`, err instanceof BundleError ? err.message : describe(err));
       }
@@ -188,7 +189,7 @@ export function renderPluginHost(container, params, shell, navigate) {
         ? "The supervisor does not answer; what you see may be out of date."
         : `${downReason(p)} What you see may be out of date.`;
     }
-    if (waitingForUp && p.enabled && p.state === "running") start();
+    if (waitingForUp && p.enabled && p.state === "running" && !p.stale) start();
   });
   shell.setTitle(pluginStore.byId(id)?.name || id);
   if (pluginStore.loaded) start();
