@@ -212,9 +212,12 @@ export class Shell {
     }
     if (store.error) {
       this.liveness.dataset.state = "down";
-      this.liveness.textContent = store.stale
-        ? "Supervisor not answering — retrying"
-        : `Server error — retrying (${store.error.message})`;
+      this.liveness.textContent =
+        store.error.code === "network"
+          ? "Server unreachable — retrying"
+          : store.stale
+            ? "Supervisor not answering — retrying"
+            : `Server error — retrying (${store.error.message})`;
     } else {
       this.liveness.dataset.state = "live";
       this.liveness.textContent = `Live · updated ${hhmmss}`;
