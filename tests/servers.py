@@ -111,8 +111,9 @@ class ToruServer:
             raise RuntimeError(f"toru {' '.join(args)} failed ({cp.returncode}): {cp.stderr}")
         return cp.stdout
 
-    def start(self, timeout: float = 30) -> ToruServer:
-        """Install plugins, enable ids, run ``toru serve``, wait for ``/healthz`` 200."""
+    def start(self, timeout: float = 30, healthz: int = 200) -> ToruServer:
+        """Install plugins, enable ids, run ``toru serve``, wait for ``/healthz`` to answer
+        ``healthz`` (200; a test of an unhealthy store waits for its 503)."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.home.mkdir(parents=True, exist_ok=True)
@@ -154,8 +155,8 @@ class ToruServer:
                 self.stop()
                 raise RuntimeError(f"toru serve exited with {self.proc.returncode}:\n{out}")
             try:
-                status, _, _ = self.request("GET", "/healthz", timeout=2)
-                if status == 200:
+                status, _, body = self.request("GET", "/healthz", timeout=2)
+                if status == healthz and (status == 200 or b"store_unavailable" in body):
                     return self
                 last = status
             except OSError as exc:

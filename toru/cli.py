@@ -86,12 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("token_id")
     p.set_defaults(func=_handler("toru.users_cli:main"))
 
+    p = sub.add_parser("doctor", help="check a home and this host; print what to fix")
+    _home(p)
+    p.add_argument("--nginx", metavar="SITE", help="also check this nginx site's upstream")
+    p.add_argument("--min-free", default="256M", help="free disk space wanted (default 256M)")
+    p.set_defaults(func=_handler("toru.doctor:main"))
+
     p = sub.add_parser("plugin", help="plugin author tools")
     psub = p.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
     a = psub.add_parser("check", help="run the protocol conformance checker on an executable")
     a.add_argument("path")
     a.add_argument("--verbose", "-v", action="store_true")
-    p.set_defaults(func=_handler("toru_plugin_api.check:cli"))
+    a.set_defaults(func=_handler("toru_plugin_api.check:cli"))
+    a = psub.add_parser("new", help="create a plugin directory that passes the checker as made")
+    a.add_argument("name", help="the plugin id, e.g. disk-usage")
+    a.add_argument("--lang", choices=("python", "node", "rust"), default="python")
+    a.add_argument("--dir", help="directory to create (default: ./NAME)")
+    a.set_defaults(func=_handler("toru.scaffold:cli"))
+    a = psub.add_parser("dev", help="rebuild, install and restart a plugin on every change")
+    a.add_argument("path", help="the plugin's source directory (with its build script)")
+    a.add_argument("--home", help="dev home (default: PATH/.toru-dev)")
+    a.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT of the dev server")
+    a.add_argument("--interval", type=float, default=0.5, help="seconds between source scans")
+    a.set_defaults(func=_handler("toru.plugin_dev:cli"))
 
     p = sub.add_parser("license", help="license keys")
     lsub = p.add_subparsers(dest="license_command", metavar="ACTION", required=True)
@@ -111,10 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .errors import StoreUnavailable
+
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except StoreUnavailable as exc:  # a garbage or damaged var/toru.db: one line, no traceback
+        print(f"toru: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ The same table feeds the loader (precedence flag > env > toru.toml > default), t
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import tomllib
 from collections.abc import Callable
@@ -160,6 +162,15 @@ SETTINGS: tuple[Setting, ...] = (
         "maximum protocol frame size in bytes",
     ),
     Setting(
+        "cgroups",
+        "TORU_CGROUPS",
+        "supervisor.cgroups",
+        True,
+        _bool,
+        "run each plugin in its own cgroup v2 where the machine allows it (false: process "
+        "groups only)",
+    ),
+    Setting(
         "log_max_bytes",
         "TORU_LOG_MAX_BYTES",
         "logs.max_bytes",
@@ -221,6 +232,96 @@ SETTINGS: tuple[Setting, ...] = (
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
+# ---------------------------------------------------------------------------- plugin limits
+
+# `[plugins.<id>.limits]` key -> the cgroup v2 controller whose file (`memory.max`, ...) it sets.
+LIMIT_CONTROLLERS = {"memory_max": "memory", "pids_max": "pids", "cpu_max": "cpu"}
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+CPU_PERIOD_US = 100_000
+
+
+def _memory_max(v: Any) -> str:
+    """Bytes (int), ``"256M"``-style (K/M/G/T, powers of 1024) or ``"max"`` -> memory.max."""
+    if isinstance(v, str) and v.strip().lower() == "max":
+        return "max"
+    if isinstance(v, bool):
+        raise ValueError(f"not a size: {v!r}")
+    if isinstance(v, int):
+        n = v
+    else:
+        text = str(v).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in _UNITS and not text[-1:].isdigit() else ""
+        n = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    if n < 1024 * 1024:
+        raise ValueError(f"under 1 MiB, the plugin could not even start: {v!r}")
+    return str(n)
+
+
+def _pids_max(v: Any) -> str:
+    if isinstance(v, str) and v.strip().lower() == "max":
+        return "max"
+    if isinstance(v, bool) or int(v) < 1:
+        raise ValueError(f"expected a positive number of processes or 'max': {v!r}")
+    return str(int(v))
+
+
+def _cpu_max(v: Any) -> str:
+    """A number of CPUs (``0.5``) or ``"max"`` -> cpu.max ``"<quota> <period>"`` (µs)."""
+    if isinstance(v, str) and v.strip().lower() == "max":
+        return "max"
+    if isinstance(v, bool) or float(v) <= 0:
+        raise ValueError(f"expected a positive number of CPUs or 'max': {v!r}")
+    return f"{max(1000, round(float(v) * CPU_PERIOD_US))} {CPU_PERIOD_US}"
+
+
+_LIMIT_PARSERS: dict[str, Callable[[Any], str]] = {
+    "memory_max": _memory_max,
+    "pids_max": _pids_max,
+    "cpu_max": _cpu_max,
+}
+
+
+@dataclass(frozen=True)
+class PluginLimits:
+    """One plugin's ``[plugins.<id>.limits]``: the exact strings for the cgroup files."""
+
+    memory_max: str | None = None
+    pids_max: str | None = None
+    cpu_max: str | None = None
+
+    def items(self) -> list[tuple[str, str]]:
+        """The configured limits as ``(name, value)``."""
+        return [(n, getattr(self, n)) for n in LIMIT_CONTROLLERS if getattr(self, n) is not None]
+
+    def controllers(self) -> set[str]:
+        return {LIMIT_CONTROLLERS[n] for n, _ in self.items()}
+
+
+def _plugin_limits(data: dict[str, Any]) -> tuple[tuple[str, PluginLimits], ...]:
+    """Every ``[plugins.<id>.limits]`` table of toru.toml, checked."""
+    plugins = data.get("plugins")
+    if not isinstance(plugins, dict):
+        return ()
+    out = []
+    for plugin_id, table in sorted(plugins.items()):
+        limits = table.get("limits") if isinstance(table, dict) else None
+        if limits is None:
+            continue
+        where = f"toru.toml plugins.{plugin_id}.limits"
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(limits) - set(_LIMIT_PARSERS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
+        values = {}
+        for key, raw in limits.items():
+            try:
+                values[key] = _LIMIT_PARSERS[key](raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"bad value for {where}.{key}: {exc}") from None
+        out.append((str(plugin_id), PluginLimits(**values)))
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -240,6 +341,7 @@ class Config:
     start_timeout: float
     metadata_timeout: float
     max_frame: int
+    cgroups: bool
     log_max_bytes: int
     log_backups: int
     metrics_public: bool
@@ -248,6 +350,12 @@ class Config:
     direct_channel: bool
     session_ttl: float
     login_rate: int
+    # `[plugins.<id>.limits]` (toru.toml only; per plugin, so not in SETTINGS): see limits_by_plugin.
+    plugin_limits: tuple[tuple[str, PluginLimits], ...] = ()
+
+    def limits_by_plugin(self) -> dict[str, PluginLimits]:
+        """Plugin id -> its configured cgroup limits."""
+        return dict(self.plugin_limits)
 
     # Derived locations: fixed relative to home so every process agrees on them.
     @property
@@ -332,6 +440,7 @@ def load_config(
             data = tomllib.loads(toml_path.read_text())
         except (tomllib.TOMLDecodeError, OSError) as exc:
             raise ConfigError(f"{toml_path}: {exc}") from None
+    plugin_configs(data)  # a broken [plugins.<id>.config] stops `toru serve` at start
     values: dict[str, Any] = {"home": home_path}
     for s in SETTINGS:
         raw, source = None, "default"
@@ -354,8 +463,54 @@ def load_config(
         values["workers"] = _default_workers()
     values["plugins_dir"] = _path(home_path, values["plugins_dir"], "plugins")
     values["log_dir"] = _path(home_path, values["log_dir"], "var/log")
+    values["plugin_limits"] = _plugin_limits(data)
     known = {f.name for f in fields(Config)}
     return Config(**{k: v for k, v in values.items() if k in known})
+
+
+def plugin_configs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{plugin_id: config}`` from a parsed toru.toml's ``[plugins.<id>.config]`` tables.
+
+    Other keys under ``[plugins]`` (settings such as ``plugins.user``) are not plugin ids and
+    are left alone; a ``config`` that is not a table is an error naming the key.
+    """
+    section = data.get("plugins")
+    if not isinstance(section, dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for plugin_id, entry in section.items():
+        if not isinstance(entry, dict) or "config" not in entry:
+            continue
+        cfg = entry["config"]
+        if not isinstance(cfg, dict):
+            raise ConfigError(
+                f"toru.toml plugins.{plugin_id}.config must be a table "
+                f"([plugins.{plugin_id}.config]), got {type(cfg).__name__}"
+            )
+        out[plugin_id] = cfg
+    return out
+
+
+def plugin_config_env(home: str | os.PathLike[str], plugin_id: str) -> dict[str, str]:
+    """``{"TORU_PLUGIN_CONFIG": json}`` for a plugin about to be spawned (``{}`` when none).
+
+    NOTE: read at each spawn, so an edit of ``[plugins.<id>.config]`` reaches the plugin at its
+    next start or restart without restarting Toru. Raises ``ConfigError`` for a broken file.
+    """
+    path = Path(home) / "toru.toml"
+    try:
+        data = tomllib.loads(path.read_text()) if path.exists() else {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg = plugin_configs(data).get(plugin_id, {})
+    return {"TORU_PLUGIN_CONFIG": json.dumps(cfg, default=_toml_scalar, ensure_ascii=False)}
+
+
+def _toml_scalar(value: Any) -> str:
+    """TOML dates and times, which JSON has no type for, travel as ISO-8601 strings."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(f"cannot pass {type(value).__name__} to a plugin")
 
 
 def _path(home: Path, value: str | None, default: str) -> Path:

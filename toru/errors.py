@@ -94,6 +94,13 @@ class SupervisorUnavailable(Unavailable):
     code = "supervisor_unavailable"
 
 
+class StoreUnavailable(Unavailable):
+    """The database file cannot be used (not a database, damaged, unreadable): one line
+    naming the file, for the CLI's exit message and for /healthz."""
+
+    code = "store_unavailable"
+
+
 class GatewayTimeout(ToruError):
     code, status = "timeout", 504
 

@@ -16,7 +16,6 @@ order.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 from toru_plugin_api.codec import FrameReader, write_frame
 
 from .config import Config, ConfigError, load_config
+from .osutil import die_with_parent
 
 GUNICORN_CONF = Path(__file__).resolve().parent / "wsgi" / "gunicorn_conf.py"
 HELLO_TIMEOUT = 30.0
@@ -100,13 +100,7 @@ def control_call(path: Path, op: str, args: dict | None = None, timeout: float =
 def _child_setup(parent_pid: int) -> None:
     """In the child before exec: own process group, die with the parent."""
     os.setpgid(0, 0)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-    if os.getppid() != parent_pid:  # the parent died before the prctl took effect
-        os._exit(1)
+    die_with_parent(signal.SIGTERM, parent_pid)
 
 
 class Child:

@@ -15,6 +15,7 @@ commit for power-loss safety at ~100x the latency; not what a plugin's KV needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
+
+from .errors import StoreUnavailable
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -121,6 +124,7 @@ class Store:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
+        self.damage: str | None = None  # what check_at_start found
 
     def connection(self) -> apsw.Connection:
         """This thread's connection, opened on first use (WAL, NORMAL, foreign keys on)."""
@@ -128,13 +132,59 @@ class Store:
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = apsw.Connection(str(self.path))
-            conn.set_busy_timeout(self.busy_timeout_ms)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                conn.set_busy_timeout(self.busy_timeout_ms)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except (apsw.NotADBError, apsw.CorruptError, apsw.CantOpenError, apsw.IOError) as exc:
+                conn.close()
+                raise self.unusable(exc) from None
             self._local.conn = conn
             self._local.caches = {}
         return conn
+
+    def unusable(self, exc: BaseException) -> StoreUnavailable:
+        """The one-line error for a database file that cannot be used (names the file)."""
+        what = {
+            apsw.NotADBError: "is not an SQLite database",
+            apsw.CorruptError: "is damaged",
+            apsw.CantOpenError: "cannot be opened",
+        }.get(type(exc), "cannot be used")
+        return StoreUnavailable(
+            f"the database {self.path} {what} ({exc}); it was left untouched: restore it "
+            "from a backup or move it away to start with an empty one"
+        )
+
+    def quick_check(self) -> str | None:
+        """``PRAGMA quick_check``: None when the file is sound, else what SQLite found.
+
+        O(size of the database), so run at start, not per request.
+        """
+        try:
+            rows = [r[0] for r in self.connection().execute("PRAGMA quick_check(5)")]
+        except apsw.Error as exc:
+            return str(exc)
+        return None if rows == ["ok"] else "; ".join(str(r) for r in rows)
+
+    def check_at_start(self) -> str | None:
+        """``quick_check`` once at start; a damaged file stays reported by ``health`` (sticky:
+        SQLite may keep working on the intact pages, but the operator must know)."""
+        self.damage = self.quick_check()
+        return self.damage
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok", "error"?}`` for the control op ``ping`` (and so for ``/healthz``)."""
+        problem = self.damage or self.ping()
+        return {"ok": True} if problem is None else {"ok": False, "error": problem}
+
+    def ping(self) -> str | None:
+        """A cheap read that fails when the file is gone bad or unreadable; None when fine."""
+        try:
+            self.connection().execute("SELECT count(*) FROM schema_version").get  # noqa: B018
+        except (apsw.Error, StoreUnavailable) as exc:
+            return str(exc)
+        return None
 
     def connection_cache(self, name: str, factory: Callable[[], T]) -> T:
         """The object named ``name`` that lives exactly as long as this thread's connection.
@@ -193,6 +243,10 @@ class Store:
                 conn.execute(_MIGRATIONS[i])
                 conn.execute("INSERT INTO schema_version(version) VALUES (?)", (i + 1,))
             conn.execute("COMMIT")
+        except (apsw.CorruptError, apsw.NotADBError) as exc:  # damaged where the schema lives
+            with contextlib.suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise self.unusable(exc) from None
         except BaseException:
             conn.execute("ROLLBACK")
             raise

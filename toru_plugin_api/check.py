@@ -2,10 +2,16 @@
 
 Runs a plugin executable the way the host does and checks, in order: ``--metadata``, the
 socket appearing within 5 s, ``init``, a request answered with the same ``request_id``,
-pipelined requests, a second connection (when ``multi_connection`` is declared), ``/bundle.js`` (when the plugin has a UI), the health probe, host->plugin
-``kv``, behaviour on a malformed and on an oversized frame, recovery afterwards, exit within
-5 s of ``shutdown``, and how it behaves when started by hand. A plugin written in the
-original style (one connection at a time, in-order answers, ``payload.payload``) passes.
+pipelined requests, a second connection (when ``multi_connection`` is declared),
+``/bundle.js`` (when the plugin has a UI), the health probe, behaviour on a malformed and on
+an oversized frame, recovery afterwards, exit within 5 s of ``shutdown``, and how it behaves
+when started by hand. Metadata and every reply are validated against the protocol's JSON
+Schema (``protocol.schema.json``). A plugin written in the original style (one connection at
+a time, in-order answers, ``payload.payload``) passes.
+
+A failed check prints the tail of the plugin's stderr under it; ``-v`` prints all of it and
+every message exchanged. The metadata and start waits follow the host's settings
+``TORU_METADATA_TIMEOUT`` and ``TORU_START_TIMEOUT`` (5 s each by default).
 
 Needs no host install: standard library and ``toru_plugin_api`` only. Exit code 0 when
 nothing failed (warnings allowed), 1 otherwise.
@@ -28,17 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import schema
 from .codec import HEADER, FrameReader, ProtocolError, encode, encode_payload
 from .messages import (
     HttpRequest,
-    KvOp,
+    HttpResponse,
     PluginMetadata,
+    host_init,
     http_request_message,
-    kv_request_message,
-    lifecycle_init,
     lifecycle_shutdown,
     parse_http_response,
-    parse_kv_result,
     parse_message,
 )
 from .testing import KvDouble, connect_unix
@@ -47,6 +52,7 @@ __all__ = ["Check", "PluginChecker", "cli", "main"]
 
 START_TIMEOUT = 5.0
 SHORT_TIMEOUT = 2.0
+STDERR_TAIL_LINES = 12
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 
@@ -120,9 +126,15 @@ class PluginChecker:
         timeout: float = START_TIMEOUT,
     ):
         # NOTE: ``timeout`` scales every wait (start, reply, exit); tests pass a small one.
-        self.start_timeout = self.reply_timeout = self.exit_timeout = timeout
+        # The metadata and socket waits are the host's settings when they are set.
+        self.reply_timeout = self.exit_timeout = timeout
+        self.metadata_timeout = _env_seconds("TORU_METADATA_TIMEOUT", timeout)
+        self.start_timeout = _env_seconds("TORU_START_TIMEOUT", timeout)
         self.short_timeout = min(SHORT_TIMEOUT, timeout)
-        self.path = Path(path)
+        self.shown = os.fspath(path)
+        # NOTE: absolute, so "./x.binary" and a bare "x.binary" run that file instead of
+        # being looked up on PATH by exec.
+        self.path = Path(os.path.abspath(path))
         self.verbose = verbose
         self.out = out or sys.stdout
         self.results: list[Check] = []
@@ -133,12 +145,17 @@ class PluginChecker:
         self.kv = KvDouble()
         self._rid = 0
         self._conns: list[_Conn] = []
+        self._stderr_kept: str | None = None  # read before the work directory goes
+        self._metadata_stderr = ""
 
     # ------------------------------------------------------------------ helpers
 
     def record(self, name: str, status: str, detail: str) -> None:
+        """Report one check; a failure shows the tail of what the plugin wrote on stderr."""
         self.results.append(Check(name, status, detail))
         self.out.write(f"  {status:<5} {name:<18} {detail}\n")
+        if status == FAIL:
+            self.out.write(_tail(self.stderr_text() if self.proc else self._metadata_stderr))
         self.out.flush()
 
     def rid(self) -> str:
@@ -152,15 +169,18 @@ class PluginChecker:
 
     def http(
         self, conn: _Conn, method: str, path: str, headers: dict[str, str] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, HttpResponse]:
+        """Send one request and return its reply, checked against the protocol schema."""
         rid = self.rid()
         conn.send(http_request_message(rid, HttpRequest(method, path, headers or {})))
-        return rid, conn.reply(rid, self.reply_timeout)
+        return rid, _http_reply(conn.reply(rid, self.reply_timeout))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stderr_text(self) -> str:
+        if self._stderr_kept is not None:
+            return self._stderr_kept
         try:
             return (self.workdir / "stderr.log").read_text(errors="replace")
         except OSError:
@@ -171,12 +191,12 @@ class PluginChecker:
     def check_executable(self) -> None:
         p = self.path
         if not p.is_file():
-            self.record("executable", FAIL, f"{p} is not a file")
+            self.record("executable", FAIL, f"{self.shown} is not a file")
             raise _Abort
         if not os.access(p, os.X_OK):
-            self.record("executable", FAIL, f"{p} is not executable (chmod +x)")
+            self.record("executable", FAIL, f"{self.shown} is not executable (chmod +x)")
             raise _Abort
-        self.record("executable", PASS, f"{p.name}, {p.stat().st_size} bytes")
+        self.record("executable", PASS, f"{self.shown}, {p.stat().st_size} bytes")
 
     def check_metadata(self) -> None:
         t0 = time.monotonic()
@@ -184,29 +204,30 @@ class PluginChecker:
             done = subprocess.run(
                 [str(self.path), "--metadata"],
                 capture_output=True,
-                timeout=self.start_timeout,
+                timeout=self.metadata_timeout,
                 stdin=subprocess.DEVNULL,
                 env=_clean_env(),
             )
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
+            self._metadata_stderr = (exc.stderr or b"").decode(errors="replace")
             self.record(
-                "metadata", FAIL, f"--metadata did not finish within {self.start_timeout:g} s"
+                "metadata",
+                FAIL,
+                f"--metadata did not finish within {self.metadata_timeout:g} s; if the plugin "
+                "is only slow, raise TORU_METADATA_TIMEOUT (the host's supervisor.metadata_timeout)",
             )
             raise _Abort from None
         except OSError as exc:
             self.record("metadata", FAIL, f"cannot execute: {exc}")
             raise _Abort from None
+        self._metadata_stderr = done.stderr.decode(errors="replace")
         if done.returncode != 0:
-            self.record(
-                "metadata",
-                FAIL,
-                f"--metadata exited with {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}",
-            )
+            self.record("metadata", FAIL, f"--metadata exited with {done.returncode}")
             raise _Abort
         try:
-            self.metadata = PluginMetadata.from_json(json.loads(done.stdout))
-        except (ValueError, ProtocolError) as exc:
-            self.record("metadata", FAIL, f"--metadata output is not valid metadata: {exc}")
+            self.metadata = metadata_from_stdout(done.stdout)
+        except ProtocolError as exc:
+            self.record("metadata", FAIL, str(exc))
             raise _Abort from None
         md = self.metadata
         self.record(
@@ -243,16 +264,15 @@ class PluginChecker:
             if os.path.exists(self.socket_path):
                 break
             if not self.alive():
-                self.record(
-                    "socket",
-                    FAIL,
-                    f"exited with {self.proc.returncode} before listening; stderr: {self.stderr_text()[-300:]!r}",
-                )
+                self.record("socket", FAIL, f"exited with {self.proc.returncode} before listening")
                 raise _Abort
             time.sleep(0.01)
         else:
             self.record(
-                "socket", FAIL, f"no socket at TORU_PLUGIN_SOCKET within {self.start_timeout:g} s"
+                "socket",
+                FAIL,
+                f"no socket at TORU_PLUGIN_SOCKET within {self.start_timeout:g} s; if the plugin "
+                "is only slow to start, raise TORU_START_TIMEOUT (the host's supervisor.start_timeout)",
             )
             raise _Abort
         took = time.monotonic() - t0
@@ -260,7 +280,10 @@ class PluginChecker:
         self.record("socket", PASS, f"listening after {took:.2f} s")
         if mode & 0o077:
             self.record(
-                "socket mode", WARN, f"socket is mode {mode:04o}; 0600 keeps other users out"
+                "socket mode",
+                WARN,
+                f"socket is mode {mode:04o}; create it 0600 (umask 0177 before bind) so other "
+                "users cannot send it requests",
             )
         else:
             self.record("socket mode", PASS, f"{mode:04o}")
@@ -272,20 +295,18 @@ class PluginChecker:
             self.record("connect", FAIL, f"cannot connect: {exc}")
             raise _Abort from None
         conn.send(
-            lifecycle_init(
-                "toru-check-instance", self.socket_path, str(self.workdir / "plugin.log")
-            )
+            host_init("toru-check-instance", self.socket_path, str(self.workdir / "plugin.log"))
         )
         self.record("init", PASS, "init sent (no reply expected)")
         try:
-            rid, msg = self.http(conn, "GET", "/")
-            m = parse_message(msg)
-            if m.type != "http":
-                raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
-            resp = parse_http_response(m.payload)
+            rid, resp = self.http(conn, "GET", "/")
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
-            self.record("request", FAIL, f"GET / was not answered properly: {exc}")
+            self.record("request", FAIL, f"GET / was not answered properly: {exc}{self._died()}")
             raise _Abort from None
+        if resp.status >= 500:
+            body = resp.body_bytes.decode(errors="replace")[:300]
+            self.record("request", FAIL, f"GET / answered {resp.status}: {body}{self._died()}")
+            raise _Abort
         self.record("request", PASS, f"GET / answered {resp.status} with request_id {rid}")
 
         rids = [self.rid() for _ in range(3)]
@@ -297,10 +318,7 @@ class PluginChecker:
             )
         )
         try:
-            statuses = [
-                parse_http_response(parse_message(conn.reply(r, self.reply_timeout)).payload).status
-                for r in rids
-            ]
+            statuses = [_http_reply(conn.reply(r, self.reply_timeout)).status for r in rids]
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record(
                 "pipelining", FAIL, f"3 pipelined requests not all answered by request_id: {exc}"
@@ -318,10 +336,8 @@ class PluginChecker:
         try:
             second = self.connect()
             try:
-                _, msg = self.http(second, "GET", "/")
-                parse_http_response(parse_message(msg).payload)
-                _, msg = self.http(conn, "GET", "/")  # the first is still served too
-                parse_http_response(parse_message(msg).payload)
+                self.http(second, "GET", "/")
+                self.http(conn, "GET", "/")  # the first is still served too
             finally:
                 second.close()
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
@@ -335,8 +351,7 @@ class PluginChecker:
 
     def check_bundle(self, conn: _Conn) -> None:
         try:
-            _, msg = self.http(conn, "GET", "/bundle.js")
-            resp = parse_http_response(parse_message(msg).payload)
+            _, resp = self.http(conn, "GET", "/bundle.js")
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("bundle", FAIL, f"GET /bundle.js not answered: {exc}")
             raise _Abort from None
@@ -358,32 +373,13 @@ class PluginChecker:
 
     def check_probe(self, conn: _Conn) -> None:
         try:
-            _, msg = self.http(conn, "GET", "/health", {"X-Toru-Probe": "1"})
-            resp = parse_http_response(parse_message(msg).payload)
+            _, resp = self.http(conn, "GET", "/health", {"X-Toru-Probe": "1"})
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("health probe", FAIL, f"GET /health (probe) not answered: {exc}")
             raise _Abort from None
         self.record(
             "health probe", PASS, f"answered {resp.status} (any well-formed reply is healthy)"
         )
-
-    def check_host_kv(self, conn: _Conn) -> None:
-        try:
-            r1, r2 = self.rid(), self.rid()
-            conn.send(kv_request_message(r1, KvOp("set", "toru-check", "ok")))
-            conn.send(kv_request_message(r2, KvOp("get", "toru-check")))
-            conn.reply(r1, self.short_timeout)
-            value = parse_kv_result(parse_message(conn.reply(r2, self.short_timeout)).payload)
-        except (TimeoutError, EOFError) as exc:
-            self.record("kv", WARN, f"host->plugin kv set/get not answered: {exc}")
-            return
-        except Exception as exc:
-            self.record("kv", WARN, f"host->plugin kv set/get failed: {exc}")
-            return
-        if value == "ok":
-            self.record("kv", PASS, "host->plugin kv set then get returned the value")
-        else:
-            self.record("kv", WARN, f"kv get after set returned {value!r}")
 
     def _bad_input(self, name: str, data: bytes) -> None:
         try:
@@ -423,8 +419,7 @@ class PluginChecker:
     def check_recovery(self) -> _Conn:
         try:
             conn = self.connect()
-            _, msg = self.http(conn, "GET", "/")
-            parse_http_response(parse_message(msg).payload)
+            self.http(conn, "GET", "/")
         except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
             self.record("recovery", FAIL, f"no answer on a new connection after bad input: {exc}")
             raise _Abort from None
@@ -499,7 +494,7 @@ class PluginChecker:
     # ------------------------------------------------------------------ driver
 
     def run(self) -> list[Check]:
-        self.out.write(f"Checking {self.path}\n")
+        self.out.write(f"Checking {self.shown}\n")
         try:
             self.check_executable()
             self.check_metadata()
@@ -508,7 +503,6 @@ class PluginChecker:
             self.check_multi_connection(conn)
             self.check_bundle(conn)
             self.check_probe(conn)
-            self.check_host_kv(conn)
             conn.close()  # an original-style plugin serves one connection at a time
             self.check_bad_frames()
             conn = self.check_recovery()
@@ -542,11 +536,83 @@ class PluginChecker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
         self.kv.close()
+        self._stderr_kept = self.stderr_text()  # for -v: the directory goes next
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _died(self) -> str:
+        """A note for a failure message once the process is gone (its exit code), else ""."""
+        if self.proc is None:
+            return ""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(0.3)
+        return "" if self.alive() else f" (the plugin exited with {self.proc.returncode})"
 
     @property
     def ok(self) -> bool:
         return bool(self.results) and not any(c.status == FAIL for c in self.results)
+
+
+def metadata_from_stdout(out: bytes) -> PluginMetadata:
+    """Validate what ``--metadata`` printed; a ``ProtocolError`` says what to change.
+
+    The usual mistake is logging to stdout: the host reads stdout as the JSON, so anything
+    printed before it breaks discovery. The message quotes those first bytes.
+    """
+    text = out.decode("utf-8", "replace").strip()
+    if not text:
+        raise ProtocolError("--metadata printed nothing on stdout; print the metadata JSON there")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ProtocolError(f"--metadata did not print one JSON object: {_noise(text)}") from None
+    metadata = PluginMetadata.from_json(data)  # the host's rules, in the host's words
+    try:
+        schema.validate(data, "metadata")
+    except schema.SchemaError as exc:
+        raise ProtocolError(f"--metadata does not match the protocol schema: {exc}") from None
+    return metadata
+
+
+def _noise(text: str) -> str:
+    """Say what besides the JSON object is on stdout, quoting it."""
+    start = text.find("{")
+    if start > 0:
+        return f"it printed {text[:start][:80]!r} before the JSON: log to stderr, stdout is for the JSON"
+    if start == 0:
+        try:
+            _, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            return f"stdout is not valid JSON: {text[:80]!r}"
+        after = text[end:].strip()
+        return f"it printed {after[:80]!r} after the JSON: log to stderr, stdout is for the JSON"
+    return f"stdout began with {text[:80]!r}"
+
+
+def _http_reply(msg: dict[str, Any]) -> HttpResponse:
+    """An ``http`` reply checked against the schema, then parsed as the host does."""
+    try:
+        schema.validate(msg, "http_reply")
+    except schema.SchemaError as exc:
+        raise ProtocolError(f"reply does not match the protocol schema: {exc}") from None
+    return parse_http_response(parse_message(msg).payload)
+
+
+def _tail(text: str) -> str:
+    """The last lines the plugin wrote on stderr, indented under a failed check."""
+    lines = [ln for ln in text.splitlines() if ln.strip()][-STDERR_TAIL_LINES:]
+    if not lines:
+        return "        (the plugin wrote nothing on stderr)\n"
+    shown = "".join(f"        | {ln[:300]}\n" for ln in lines)
+    return f"        plugin stderr, last {len(lines)} lines:\n{shown}"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A host timeout setting from the environment, so the checker waits as the host does."""
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def _clean_env() -> dict[str, str]:

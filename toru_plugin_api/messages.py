@@ -21,7 +21,9 @@ from typing import Any
 from .codec import ProtocolError
 
 __all__ = [
+    "HOST_CAPABILITIES",
     "MESSAGE_TYPES",
+    "PROTOCOL_VERSION",
     "HttpRequest",
     "HttpResponse",
     "KvOp",
@@ -35,6 +37,7 @@ __all__ = [
     "http_response_message",
     "kv_request_message",
     "kv_response_message",
+    "host_init",
     "lifecycle_init",
     "lifecycle_shutdown",
     "make_message",
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 MESSAGE_TYPES = ("lifecycle", "http", "kv")
+# The protocol this code speaks, sent in ``init`` and compared with a plugin's ``protocol``.
+PROTOCOL_VERSION = 1
+# What a host offers every plugin, announced in ``init``: "kv" = the TORU_KV_FD channel.
+HOST_CAPABILITIES = ("kv",)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 KV_ACTIONS = ("get", "set", "delete", "list")
 
@@ -93,6 +100,8 @@ class PluginMetadata:
     # The plugin accepts several connections on its socket at once and answers each on its
     # own (the SDK always does): the host may then let workers connect to it directly.
     multi_connection: bool = False
+    # The protocol version the plugin is written against (absent = 1, the original one).
+    protocol: int = 1
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -111,18 +120,25 @@ class PluginMetadata:
         if not isinstance(self.multi_connection, bool):
             out.append("multi_connection must be true or false")
         if not ID_RE.match(self.id):
-            out.append("id must match ^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+            out.append(f"id must match ^[A-Za-z0-9][A-Za-z0-9-]{{0,63}}$, got {self.id!r}")
         if not self.name or len(self.name) >= 100:
-            out.append("name must be 1-99 characters")
+            out.append(f"name must be 1-99 characters, got {len(self.name)}")
+        p = self.protocol
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            out.append(f"protocol must be a positive integer, got {p!r}")
+        elif p > PROTOCOL_VERSION:
+            out.append(f"protocol {p} is newer than this host's ({PROTOCOL_VERSION}): upgrade Toru")
         if isinstance(self.author, str) and len(self.author) >= 100:
             out.append("author must be under 100 characters")
         if not self.version:
             out.append("version must not be empty")
         r = self.route
         if not r.startswith("/") or len(r) < 2:
-            out.append("route must start with / and name a segment")
+            out.append(f"route must start with / and name a segment, got {r!r}")
         elif ".." in r or "/" in r[1:] or "\\" in r or "%" in r or "?" in r or "#" in r:
-            out.append("route must be a single segment without '..', '/', '%', '?' or '#'")
+            out.append(
+                f"route must be a single segment without '..', '/', '%', '?' or '#', got {r!r}"
+            )
         return out
 
     @classmethod
@@ -140,6 +156,7 @@ class PluginMetadata:
             route=data["route"],
             author=data.get("author"),
             multi_connection=data.get("multi_connection", False),
+            protocol=data.get("protocol", 1),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -154,6 +171,8 @@ class PluginMetadata:
             d["author"] = self.author
         if self.multi_connection:
             d["multi_connection"] = True
+        if self.protocol != 1:
+            d["protocol"] = self.protocol
         return d
 
 
@@ -433,6 +452,22 @@ def lifecycle_init(instance_id: str, plugin_socket: str, log_path: str) -> dict:
             "log_path": log_path,
         },
     )
+
+
+def host_init(
+    instance_id: str,
+    plugin_socket: str,
+    log_path: str,
+    capabilities: tuple[str, ...] = HOST_CAPABILITIES,
+) -> dict:
+    """The host's ``init``: the original fields plus ``protocol_version`` and ``capabilities``.
+
+    Original plugins ignore keys they do not know, so a v1 plugin works unchanged.
+    """
+    msg = lifecycle_init(instance_id, plugin_socket, log_path)
+    msg["payload"]["protocol_version"] = PROTOCOL_VERSION
+    msg["payload"]["capabilities"] = list(capabilities)
+    return msg
 
 
 def lifecycle_shutdown() -> dict:

@@ -150,6 +150,7 @@ class PluginServer:
         self._server: asyncio.AbstractServer | None = None
         self._ready = False
         self._init_task: asyncio.Task[None] | None = None
+        self._init_error = "plugin init failed"  # "init raised X: ..." once it has
         self._done: asyncio.Future[int] | None = None
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None
@@ -275,7 +276,8 @@ class PluginServer:
         try:
             await self.plugin.init(ctx)
         except Exception as exc:
-            self.log.exception("plugin init failed", exc)
+            self._init_error = f"init raised {type(exc).__name__}: {exc}"
+            self.log.exception(self._init_error, exc)
             self.stop(1, "init failed")
             return
         self._ready = True
@@ -371,9 +373,7 @@ class PluginServer:
             await self._ensure_init()
             if not self._ready:
                 conn.send(
-                    http_response_message(
-                        rid, error_response(503, "not_ready", "plugin init failed")
-                    )
+                    http_response_message(rid, error_response(503, "not_ready", self._init_error))
                 )
                 return
         try:
@@ -424,7 +424,7 @@ class PluginServer:
             if not self._ready:
                 await self._ensure_init()
                 if not self._ready:
-                    raise PluginError("plugin init failed", 503, "not_ready")
+                    raise PluginError(self._init_error, 503, "not_ready")
             value = await self.plugin.handle_kv(op)
             conn.send(kv_response_message(rid, value if isinstance(value, str) else None))
         except (PluginError, ProtocolError) as exc:

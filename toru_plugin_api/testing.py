@@ -225,7 +225,7 @@ class PluginHarness:
                 open(h.workdir / "stderr.log", "wb") as err,
             ):
                 h.process = subprocess.Popen(
-                    [os.fspath(path), *args],
+                    [os.path.abspath(path), *args],  # "./x.binary" is that file, not PATH
                     env=penv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,

@@ -30,6 +30,13 @@ def test_wheel_carries_packages_console_script_and_every_webapp_file(tmp_path: P
     (wheel,) = tmp_path.glob("toru-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "toru_plugin_api/codec.py" in names
+    assert "toru_plugin_api/protocol.schema.json" in names  # the checker validates with it
+    templates = ROOT / "toru" / "scaffold" / "templates"
+    wanted_templates = {str(p.relative_to(ROOT)) for p in templates.rglob("*.tmpl")}
+    assert len(wanted_templates) > 10, "toru/scaffold/templates is empty"
+    assert wanted_templates <= names, (
+        f"setup.cfg package_data misses {sorted(wanted_templates - names)}"
+    )
     assert "toru/supervisor/main.py" in names
     assert "toru/wsgi/app.py" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -13,19 +13,28 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
 
-@pytest.fixture
-def misbehaving(tmp_path: Path) -> Callable[[str], Path]:
-    """An executable running misbehaving_plugin.py in the given mode."""
+def mode_plugin(tmp_path: Path, script: str) -> Callable[[str], Path]:
+    """A factory of ``<mode>.binary`` executables running ``tests/sdk/<script> <mode>``."""
 
     def make(mode: str) -> Path:
         exe = tmp_path / f"{mode}.binary"
-        exe.write_text(
-            f'#!/bin/sh\nexec {sys.executable} {HERE / "misbehaving_plugin.py"} {mode} "$@"\n'
-        )
+        exe.write_text(f'#!/bin/sh\nexec {sys.executable} {HERE / script} {mode} "$@"\n')
         exe.chmod(0o755)
         return exe
 
     return make
+
+
+@pytest.fixture
+def misbehaving(tmp_path: Path) -> Callable[[str], Path]:
+    """An executable running misbehaving_plugin.py in the given mode."""
+    return mode_plugin(tmp_path, "misbehaving_plugin.py")
+
+
+@pytest.fixture
+def author_plugin(tmp_path: Path) -> Callable[[str], Path]:
+    """An executable running author_errors_plugin.py in the given mode."""
+    return mode_plugin(tmp_path, "author_errors_plugin.py")
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from toru.store import Store
+from toru.supervisor.cgroups import PluginCgroups, home_cgroup
 from toru.supervisor.client import ControlClient
 
 from .. import timing
@@ -162,7 +164,11 @@ class SupervisorProc:
 
 
 def kill_leftovers(home: Path) -> None:
-    """Safety net: SIGKILL any process still running a test plugin of this home."""
+    """Safety net: SIGKILL any process still running a test plugin of this home, and remove
+    the home's cgroups (a supervisor killed with SIGKILL cannot)."""
+    parent = home_cgroup(home)
+    if parent is not None and parent.exists():
+        PluginCgroups(parent, frozenset(), {}, log=None).close()
     marker = str(home)
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -176,3 +182,40 @@ def kill_leftovers(home: Path) -> None:
                 os.kill(int(d.name), signal.SIGKILL)
             except OSError:
                 pass
+
+
+def scrape_metrics(home: Path) -> str:
+    """The Prometheus exposition of a home's multiprocess directory (what /metrics serves)."""
+    code = (
+        "from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n"
+        "r = CollectorRegistry(); multiprocess.MultiProcessCollector(r)\n"
+        "print(generate_latest(r).decode())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(home / "var" / "metrics")}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def metric_value(text: str, sample: str) -> float:
+    """The value of one exposition line starting with ``sample`` (0.0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def damage_database(db: Path) -> None:
+    """A real database with its plugin_kv pages overwritten: opens, fails quick_check."""
+    store = Store(db)
+    store.migrate()
+    store.instance_id()
+    for i in range(3000):
+        store.kv_set("filler", f"k{i}", "v" * 100)
+    store.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) > 60 * page
+    data[40 * page : 44 * page] = b"\xab" * (4 * page)
+    db.write_bytes(bytes(data))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .helpers import ROOT, SupervisorProc, make_plugin, wait_for
+from .helpers import ROOT, SupervisorProc, make_plugin, scrape_metrics, wait_for
 
 
 def toru(home, *args: str) -> subprocess.CompletedProcess[str]:
@@ -63,7 +63,7 @@ def test_supervisor_metrics_in_the_multiprocess_directory(home):
         with pytest.raises(BadGateway):
             sup.client.http("/alpha", "GET", "/crash")
         wait_for(lambda: sup.info("alpha")["restarts"] == 1)
-        text = _scrape(home)
+        text = scrape_metrics(home)
         assert 'toru_plugin_up{plugin="alpha"} 1.0' in text
         assert 'toru_plugin_state{plugin="alpha",state="running"} 1.0' in text
         assert 'toru_plugin_crashes_total{plugin="alpha"} 1.0' in text
@@ -72,16 +72,4 @@ def test_supervisor_metrics_in_the_multiprocess_directory(home):
         stats = sup.call("stats", {"plugin": "alpha"})
         assert stats["latency"] and stats["restarts"][0]["count"] == 1
     # a dead supervisor's live gauges are gone from the exposition
-    assert 'toru_plugin_up{plugin="alpha"}' not in _scrape(home)
-
-
-def _scrape(home) -> str:
-    code = (
-        "from prometheus_client import CollectorRegistry, generate_latest, multiprocess\n"
-        "r = CollectorRegistry(); multiprocess.MultiProcessCollector(r)\n"
-        "print(generate_latest(r).decode())\n"
-    )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(home / "var" / "metrics")}
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    assert 'toru_plugin_up{plugin="alpha"}' not in scrape_metrics(home)

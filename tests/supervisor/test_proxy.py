@@ -64,7 +64,7 @@ def test_bad_frames_give_502_and_plugin_is_restarted(home, mode):
             e for e in sup.call("events", {"plugin": "bad"}) if e["event_type"] == "crashed"
         )
         assert "protocol error" in crash["details"]["reason"]
-        assert sup.call("ping") == {"ok": True}
+        assert sup.call("ping")["ok"] is True
 
 
 def test_hung_plugin_is_detected_and_restarted(home):
@@ -261,7 +261,7 @@ def test_stderr_flood_rotates_and_supervisor_stays_responsive(home):
         sup.wait_state("flood", "running")
         log = home / "var" / "log" / "plugins" / "flood.log"
         for _ in range(20):  # answered promptly while the flood goes on
-            assert sup.call("ping", timeout=5) == {"ok": True}
+            assert sup.call("ping", timeout=5)["ok"] is True
             assert sup.client.http("/flood", "GET", "/echo", timeout=5).status == 200
         wait_for(lambda: log.with_name("flood.log.2").exists(), 20)
         assert sup.call("list", timeout=5)[0]["state"] == "running"
@@ -289,12 +289,12 @@ def test_client_unavailable_in_bounded_time_then_reconnects(home):
     with pytest.raises(SupervisorUnavailable):
         client.call("ping")
     with SupervisorProc(home) as sup:
-        assert client.call("ping") == {"ok": True}
+        assert client.call("ping")["ok"] is True
         sup.stop()
         with pytest.raises(SupervisorUnavailable):
             client.call("ping")
         sup.start()
-        assert client.call("ping") == {"ok": True}  # same client, reconnected
+        assert client.call("ping")["ok"] is True  # same client, reconnected
     client.close()
 
 
@@ -320,7 +320,7 @@ def test_control_protocol_errors(home):
         s.settimeout(5)
         assert s.recv(10) == b""
         s.close()
-        assert sup.call("ping") == {"ok": True}
+        assert sup.call("ping")["ok"] is True
 
 
 def test_plugin_closing_its_connection_gets_a_new_one_not_a_restart(home):

@@ -49,6 +49,10 @@ BACKOFF = {"id": "p", "state": "backoff", "enabled": True, "error": "exited"}
         ({"reason": "exited", "exit_code": 3}, "Exited: exit code 3"),
         ({"reason": "exited"}, "Exited"),
         (
+            {"reason": "memory limit", "signal": "SIGKILL"},
+            "Memory limit reached: the OOM killer sent SIGKILL",
+        ),
+        (
             {"reason": "plugin did not create its socket within 5 s", "phase": "starting"},
             "Plugin did not create its socket within 5 s",
         ),

@@ -46,6 +46,8 @@ def server(example_plugins: dict[str, Path]) -> Iterator[ToruServer]:
     """
 
     def build(home: Path) -> list[Path]:
+        # A generous limit, so the details page has one to show (enforced or not on this host).
+        (home / "toru.toml").write_text('[plugins.hello-python.limits]\nmemory_max = "512M"\n')
         return [*example_plugins.values(), *build_broken_plugins(home / "broken").values()]
 
     env = {"TORU_RESTART_BACKOFF": "30", "TORU_HEALTH_INTERVAL": "1"}
@@ -731,3 +733,39 @@ def test_runs_under_script_src_self_csp(new_page, server, admin, console) -> Non
                    s.textContent = 'window.__inlineRan = true'; document.head.append(s);
                    return window.__inlineRan === undefined; }"""
     )
+
+
+def test_damaged_plugin_state_shows_a_banner_until_the_copy_is_deleted(
+    new_page, server, admin, shots
+) -> None:
+    state = server.home / "plugins" / ".metadata" / "config.json"
+    set_enabled(server, admin, "hello-python", True)  # the file exists and lists plugins
+    text = state.read_text()
+    state.write_text(text[: text.rindex('"enabled"') + 12])  # truncated in the last entry
+    set_enabled(server, admin, "hello-python", True)  # the next write finds it damaged
+    [kept] = state.parent.glob("config.json.corrupt-*")
+    page = new_page()
+    sign_in(page)
+    banner = page.get_by_test_id("warnings").get_by_role("alert")
+    expect(banner).to_contain_text(kept.name)
+    expect(banner).to_have_attribute("data-code", "plugin_state_corrupt")
+    expect(page.get_by_test_id("plugin-card-hello-python")).to_be_visible()
+    page.screenshot(path=shots / "09-plugin-state-warning.png", animations="disabled")
+    kept.unlink()
+    expect(banner).to_have_count(0)
+
+
+def test_details_show_isolation_and_limits(new_page, server, admin) -> None:
+    set_enabled(server, admin, "hello-python", True)
+    info = plugin_info(server, admin, "hello-python")
+    page = new_page()
+    sign_in(page)
+    page.goto("/#/plugins/hello-python")
+    meta = page.get_by_test_id("metadata")
+    expected = info["cgroup"]["path"] or "process group only"
+    expect(meta).to_contain_text(expected)
+    limit = info["cgroup"]["limits"]["memory_max"]
+    row = page.get_by_test_id("limit-memory_max")
+    expect(row).to_contain_text("512 MiB")
+    if not limit["enforced"]:  # this host: said plainly, with the reason
+        expect(row).to_contain_text(f"not enforced: {limit['reason']}")

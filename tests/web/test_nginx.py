@@ -5,6 +5,7 @@ static UI from webapp/, and the client's address reaching the plugin in X-Forwar
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import os
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import timing
 from tests.servers import ROOT, ToruServer, free_port
+from toru.doctor import GUNICORN_CONF, literal_settings
 
 pytestmark = [
     pytest.mark.nginx,
@@ -27,9 +30,12 @@ pytestmark = [
 DEPLOY = ROOT / "deploy" / "nginx"
 
 
-def nginx_conf(prefix: Path, port: int, sock: str) -> Path:
+def nginx_conf(prefix: Path, port: int, sock: str, keepalive_timeout: str | None = None) -> Path:
     """The shipped site with test paths, wrapped in a minimal nginx.conf using temp dirs."""
     site = (DEPLOY / "toru.conf").read_text()
+    if keepalive_timeout is not None:
+        assert site.count("keepalive_timeout 1s;") == 1
+        site = site.replace("keepalive_timeout 1s;", f"keepalive_timeout {keepalive_timeout};")
     site = site.replace("unix:/run/toru/web.sock", f"unix:{sock}")
     site = site.replace("/opt/toru/webapp", str(ROOT / "webapp"))
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
@@ -78,85 +84,151 @@ def req(port, method, path, body=None, headers=None):
         conn.close()
 
 
-def test_through_nginx(short_home, example_plugins):
+class Nginx:
+    """Debian's nginx with the shipped site in front of a ``toru serve`` on a Unix socket."""
+
+    def __init__(self, prefix: Path, sock: str, keepalive_timeout: str | None = None) -> None:
+        prefix.mkdir()
+        self.prefix = prefix
+        self.port = free_port()
+        self.conf = nginx_conf(prefix, self.port, sock, keepalive_timeout)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Nginx:
+        check = subprocess.run(
+            ["nginx", "-t", "-p", str(self.prefix), "-c", str(self.conf)], capture_output=True
+        )
+        assert check.returncode == 0, check.stderr.decode()
+        self.proc = subprocess.Popen(
+            ["nginx", "-p", str(self.prefix), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timing.WAIT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                assert self.proc.poll() is None, (self.prefix / "error.log").read_text()
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        nginx = self.proc
+        if nginx is not None and nginx.poll() is None:
+            nginx.send_signal(signal.SIGQUIT)
+            try:
+                nginx.wait(timing.scaled(10))
+            except subprocess.TimeoutExpired:
+                os.killpg(nginx.pid, signal.SIGKILL)
+                nginx.wait(5)
+
+
+@pytest.fixture
+def proxied(request, short_home, example_plugins):
+    """``(nginx port, server, socket path)``: nginx -> Unix socket -> ``toru serve``."""
+    keepalive = getattr(request, "param", None) or {}
     sock = str(short_home / "web.sock")
+    env = {"TORU_SHUTDOWN_GRACE": "2"}
+    if keepalive.get("gunicorn"):
+        env["GUNICORN_CMD_ARGS"] = f"--keep-alive {keepalive['gunicorn']}"
     server = ToruServer(
         short_home,
         plugins=[example_plugins["hello-python"]],
         enable=["hello-python"],
         bind=f"unix:{sock}",
-        env={"TORU_SHUTDOWN_GRACE": "2"},
+        env=env,
     )
-    prefix = short_home / "nginx"
-    prefix.mkdir()
-    port = free_port()
-    conf = nginx_conf(prefix, port, sock)
-    check = subprocess.run(["nginx", "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True)
-    assert check.returncode == 0, check.stderr.decode()
+    nginx = Nginx(short_home / "nginx", sock, keepalive.get("nginx"))
     server.start()
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert nginx.poll() is None, (prefix / "error.log").read_text()
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
-
-        assert req(port, "GET", "/healthz")[0] == 200
-        # the UI comes from nginx's disk, with the SPA fallback
-        status, headers, body = req(port, "GET", "/")
-        assert status == 200 and b"<html" in body.lower() and "nginx" in headers["server"]
-        assert req(port, "GET", "/plugins/hello-python")[2] == body
-
-        status, headers, body = req(
-            port, "POST", "/api/auth/login", {"username": "admin", "password": "admin-pass-123"}
-        )
-        assert status == 200, body
-        cookie = headers["set-cookie"].split(";", 1)[0]
-        assert "Secure" not in headers["set-cookie"]  # plain http through the proxy
-
-        status, _, body = req(
-            port,
-            "GET",
-            "/api/plugins/route/hello/echo/x?q=1",
-            headers={"Cookie": cookie, "X-Forwarded-For": "198.51.100.23"},
-        )
-        assert status == 200, body
-        echo = json.loads(body)
-        h = {k.lower(): v for k, v in echo["headers"].items()}
-        # nginx appended the real client (127.0.0.1) to the chain; the Unix peer adds nothing
-        assert h["x-forwarded-for"] == "198.51.100.23, 127.0.0.1"
-        assert h["x-forwarded-proto"] == "http"
-        assert h["x-forwarded-host"] == "127.0.0.1"
-        assert echo["query"] == {"q": "1"}
-
-        status, _, _ = req(
-            port, "GET", "/api/plugins/route/hello/%2e%2e/x", headers={"Cookie": cookie}
-        )
-        assert status in (400, 404)  # nginx may normalise it away; never reaches a plugin
-
-        # /metrics: nginx lets 127.0.0.1 through, Toru still wants credentials via a proxy
-        assert req(port, "GET", "/metrics")[0] == 401
-        status, headers, body = req(port, "GET", "/metrics", headers={"Cookie": cookie})
-        assert status == 200 and b"toru_proxy_request_duration_seconds" in body
-        # the CSRF rule holds through the proxy too
-        status, _, _ = req(port, "POST", "/api/auth/logout", {}, headers={"Cookie": cookie})
-        assert status == 403
+        nginx.start()
+        yield nginx.port, server, sock
     finally:
-        if nginx.poll() is None:
-            nginx.send_signal(signal.SIGQUIT)
-            try:
-                nginx.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(nginx.pid, signal.SIGKILL)
-                nginx.wait(5)
+        nginx.stop()
         server.stop()
+
+
+def test_through_nginx(proxied):
+    port, _, _ = proxied
+    assert req(port, "GET", "/healthz")[0] == 200
+    # the UI comes from nginx's disk, with the SPA fallback
+    status, headers, body = req(port, "GET", "/")
+    assert status == 200 and b"<html" in body.lower() and "nginx" in headers["server"]
+    assert req(port, "GET", "/plugins/hello-python")[2] == body
+
+    status, headers, body = req(
+        port, "POST", "/api/auth/login", {"username": "admin", "password": "admin-pass-123"}
+    )
+    assert status == 200, body
+    cookie = headers["set-cookie"].split(";", 1)[0]
+    assert "Secure" not in headers["set-cookie"]  # plain http through the proxy
+
+    status, _, body = req(
+        port,
+        "GET",
+        "/api/plugins/route/hello/echo/x?q=1",
+        headers={"Cookie": cookie, "X-Forwarded-For": "198.51.100.23"},
+    )
+    assert status == 200, body
+    echo = json.loads(body)
+    h = {k.lower(): v for k, v in echo["headers"].items()}
+    # nginx appended the real client (127.0.0.1) to the chain; the Unix peer adds nothing
+    assert h["x-forwarded-for"] == "198.51.100.23, 127.0.0.1"
+    assert h["x-forwarded-proto"] == "http"
+    assert h["x-forwarded-host"] == "127.0.0.1"
+    assert echo["query"] == {"q": "1"}
+
+    status, _, _ = req(port, "GET", "/api/plugins/route/hello/%2e%2e/x", headers={"Cookie": cookie})
+    assert status in (400, 404)  # nginx may normalise it away; never reaches a plugin
+
+    # /metrics: nginx lets 127.0.0.1 through, Toru still wants credentials via a proxy
+    assert req(port, "GET", "/metrics")[0] == 401
+    status, headers, body = req(port, "GET", "/metrics", headers={"Cookie": cookie})
+    assert status == 200 and b"toru_proxy_request_duration_seconds" in body
+    # the CSRF rule holds through the proxy too
+    status, _, _ = req(port, "POST", "/api/auth/logout", {}, headers={"Cookie": cookie})
+    assert status == 403
+
+
+def upstream_connections(sock: str) -> set[int]:
+    """Inodes of the connected sockets gunicorn accepted on ``sock``: an accepted Unix socket
+    carries its listener's path in /proc/net/unix (state 03 = connected)."""
+    inodes = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == sock and fields[5] == "03":
+                inodes.add(int(fields[6]))
+    return inodes
+
+
+# Keep the shipped ratio (nginx drops idle upstream connections before gunicorn does), with
+# timeouts long enough that a slow machine cannot make them expire between two requests.
+KEEPALIVE = {"nginx": f"{int(timing.scaled(20))}s", "gunicorn": str(int(timing.scaled(40)))}
+
+
+@pytest.mark.parametrize("proxied", [KEEPALIVE], indirect=True)
+def test_upstream_connections_are_kept_alive_and_reused(proxied):
+    """20 requests, each on a new client connection, reach gunicorn over one or two
+    upstream connections that nginx keeps open between them. Without keepalive each request
+    opens and closes its own, and none is left open after its answer: that is also what
+    gunicorn's ``sync`` worker does whatever nginx asks (it closes every connection), which
+    the test checks instead when Toru is configured with it."""
+    port, _, sock = proxied
+    seen: list[set[int]] = []
+    for _ in range(20):
+        assert req(port, "GET", "/healthz")[0] == 200
+        seen.append(upstream_connections(sock))
+    if literal_settings(GUNICORN_CONF).get("worker_class", "sync") == "sync":
+        # a connection is seen at most while its answer is being closed, never for long
+        uses = collections.Counter(inode for snapshot in seen for inode in snapshot)
+        assert max(uses.values(), default=0) <= 3, seen
+        return
+    everything = set().union(*seen)
+    # an idle connection stays open after every answer, and they are the same few throughout
+    assert all(seen), seen
+    assert 1 <= len(everything) <= 2, seen

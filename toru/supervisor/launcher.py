@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from toru.config import ConfigError, plugin_config_env
 from toru.store import Store
-from toru_plugin_api.messages import lifecycle_init
+from toru_plugin_api.messages import host_init
 
+from .cgroups import PluginCgroups
 from .connection import PluginConnection
 from .kv_channel import KvChannel
 from .process import PluginProcess, describe_exit
@@ -74,6 +76,7 @@ class ProcessLauncher:
         cwd: Path,
         max_frame: int,
         socket_wait: float = SOCKET_WAIT,
+        cgroups: PluginCgroups | None = None,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
@@ -81,6 +84,7 @@ class ProcessLauncher:
         self.cwd = cwd
         self.max_frame = max_frame
         self.socket_wait = socket_wait
+        self.cgroups = cgroups  # faults: one cgroup per plugin where the machine allows it
 
     async def launch(self, plugin: SupervisedPlugin) -> Launched:
         loop = asyncio.get_running_loop()
@@ -89,9 +93,14 @@ class ProcessLauncher:
             raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         sock_path.unlink(missing_ok=True)
+        try:  # [plugins.<id>.config] of toru.toml in the home (our cwd), as JSON
+            config_env = plugin_config_env(self.cwd, plugin.id)
+        except ConfigError as exc:
+            raise LaunchError(str(exc)) from None
         host_end, plugin_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = plugin_env(
             {
+                **config_env,
                 "TORU_PLUGIN_SOCKET": str(sock_path),
                 "TORU_PLUGIN_ID": plugin.id,
                 "TORU_INSTANCE_ID": self.instance_id,
@@ -105,6 +114,7 @@ class ProcessLauncher:
                 cwd=str(self.cwd),
                 on_output=plugin.on_output,
                 pass_fds=[plugin_end.fileno()],
+                cgroup=self.cgroups.for_plugin(plugin.id) if self.cgroups else None,
             )
         except OSError as exc:
             host_end.close()
@@ -126,7 +136,7 @@ class ProcessLauncher:
             launched.kv_transport = kv_transport
             launched.connection = await self._connect(plugin, proc, sock_path)
             launched.connection.send(
-                lifecycle_init(self.instance_id, str(sock_path), str(plugin.log_path))
+                host_init(self.instance_id, str(sock_path), str(plugin.log_path))
             )
         except BaseException:
             launched.close_kv()
@@ -150,7 +160,8 @@ class ProcessLauncher:
             if proc.exited.done():
                 code = proc.exited.result()
                 raise LaunchError(
-                    "plugin exited while starting", {**describe_exit(code), "phase": "starting"}
+                    "plugin exited while starting" + (" (memory limit)" if proc.oom_killed else ""),
+                    {**describe_exit(code), "phase": "starting"},
                 )
             if sock_path.exists():
                 try:

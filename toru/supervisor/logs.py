@@ -7,10 +7,11 @@ Each line: ``{"timestamp", "level", "plugin", "message", "error"?, ...extra}``.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +47,60 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-class LogWriter:
-    """Appends JSON lines to ``path``, rotating at ``max_bytes`` keeping ``backups`` files."""
+LogErrorCallback = Callable[[OSError], None]
+RETRY_AFTER_ERROR = 1.0  # seconds: a failing log is retried at most this often
+WARN_EVERY = 60.0  # seconds between stderr warnings about one failing log
+REOPEN_CHECK_EVERY = 1.0  # seconds between checks that the open file is still ``path``
 
-    def __init__(self, path: Path, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
+
+class LogWriter:
+    """Appends JSON lines to ``path``, rotating at ``max_bytes`` keeping ``backups`` files.
+
+    A log that cannot be written (ENOSPC, EIO, EROFS, EACCES, its directory removed) never
+    raises: the lines are dropped, ``on_error`` is called once per failed attempt (the
+    supervisor counts ``toru_log_write_errors_total``), stderr gets one warning a minute, and
+    the writer tries again (reopening the file, recreating the directory) at most once a
+    second, so logging resumes by itself when the disk has room again. The open file is also
+    checked once a second against ``path`` so a removed file or directory is recreated
+    instead of written into an unlinked inode.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int = 10 * 1024 * 1024,
+        backups: int = 5,
+        on_error: LogErrorCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.backups = backups
+        self.on_error = on_error
+        self.clock = clock
         self._f: Any = None
         self._size = 0
+        self._inode: tuple[int, int] | None = None
+        self._next_check = 0.0
+        self._retry_at = 0.0  # while failing: drop lines until then
+        self._failing: OSError | None = None
+        self._dropped = 0
+        self._warned_at = -math.inf
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "ab")  # noqa: SIM115 - kept open for the writer's life
+        st = os.fstat(self._f.fileno())
+        self._inode = (st.st_dev, st.st_ino)
         self._size = self._f.tell()
+
+    def _still_ours(self) -> bool:
+        """Is the open file still the one at ``path`` (not removed or moved away)?"""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._inode
 
     def _rotate(self) -> None:
         self.close()
@@ -73,27 +114,93 @@ class LogWriter:
             self.path.unlink(missing_ok=True)
 
     def write(self, entry: dict[str, Any]) -> None:
-        """Append one entry (buffered; call ``flush`` when a batch is done)."""
+        """Append one entry (buffered; call ``flush`` when a batch is done). Never raises
+        ``OSError``: see the class doc."""
+        now = self.clock()
+        if self._failing is not None and now < self._retry_at:
+            self._dropped += 1  # PERF: before encoding, so a flood on a full disk costs little
+            return
         line = dumps(entry) + b"\n"
-        if self._f is None:
-            self._open()
-        if self._size and self._size + len(line) > self.max_bytes:
-            self._rotate()
-            self._open()
-        self._f.write(line)
-        self._size += len(line)
+        try:
+            if self._f is not None and now >= self._next_check:
+                self._next_check = now + REOPEN_CHECK_EVERY
+                if not self._still_ours():
+                    self.close()
+            if self._f is None:
+                self._open()
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+                self._open()
+            self._f.write(line)
+            self._size += len(line)
+        except OSError as exc:
+            self._dropped += 1
+            self._failed(exc)
 
     def flush(self) -> None:
-        if self._f is not None:
+        if self._f is None:
+            return
+        try:
             self._f.flush()
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if self._failing is not None:
+            self._recovered()
+
+    def _failed(self, exc: OSError) -> None:
+        """Drop what is buffered, count, warn (throttled), retry after a pause."""
+        self._discard()
+        now = self.clock()
+        self._failing = exc
+        self._retry_at = now + RETRY_AFTER_ERROR
+        if self.on_error is not None:
+            self.on_error(exc)
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            _warn(f"cannot write {self.path}: {exc.strerror or exc}; dropping lines until it works")
+
+    def _recovered(self) -> None:
+        _warn(f"writing {self.path} again ({self._dropped} lines dropped meanwhile)")
+        self._failing = None
+        self._dropped = 0
+        self._warned_at = -math.inf
+
+    def _discard(self) -> None:
+        """Close the file without flushing (the buffer is what failed to be written)."""
+        f, self._f = self._f, None
+        if f is None:
+            return
+        try:
+            f.close()  # NOTE: closes the fd even when the final flush fails (CPython's io)
+        except OSError:
+            pass
+
+    @property
+    def failing(self) -> bool:
+        """True while the last write or flush failed (lines are being dropped)."""
+        return self._failing is not None
 
     def close(self) -> None:
         """Flush and close (idempotent); the next write reopens."""
-        if self._f is not None:
+        f, self._f = self._f, None
+        if f is not None:
             try:
-                self._f.close()
-            finally:
-                self._f = None
+                f.close()
+            except OSError as exc:
+                self._failed(exc)
+
+
+def _to_stderr(line: str) -> None:
+    """One line on stderr; a closed or broken stderr is no reason to stop either."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _warn(message: str) -> None:
+    _to_stderr(f"toru supervisor warn: {message}")
 
 
 class SupervisorLog:
@@ -112,7 +219,7 @@ class SupervisorLog:
         if self.echo and _RANK[level] >= _RANK["info"]:
             who = f"[{plugin}] " if plugin else ""
             extra = f" ({fields['error']})" if fields.get("error") else ""
-            print(f"toru supervisor {level}: {who}{message}{extra}", file=sys.stderr, flush=True)
+            _to_stderr(f"toru supervisor {level}: {who}{message}{extra}")
 
     def debug(self, message: str, plugin: str | None = None, **fields: Any) -> None:
         self.log("debug", message, plugin, **fields)

@@ -75,9 +75,16 @@ async def _serve(config: Config) -> None:
     store.migrate()
     instance_id = store.instance_id()
     log = SupervisorLog(
-        LogWriter(config.supervisor_log, config.log_max_bytes, config.log_backups),
+        LogWriter(
+            config.supervisor_log,
+            config.log_max_bytes,
+            config.log_backups,
+            on_error=metrics.log_write_errors("supervisor"),
+        ),
         echo=os.environ.get("TORU_SUPERVISOR_QUIET", "") == "",
     )
+    if store.check_at_start():  # PRAGMA quick_check; /healthz reports it from now on
+        log.error(f"the database {config.db_path} is damaged: {store.damage}")
     metrics.cleanup_dead_processes(config.metrics_dir)
     supervisor = Supervisor(config, store, log, instance_id)
     server = ControlServer(supervisor, config.control_socket)

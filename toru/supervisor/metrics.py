@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -42,9 +43,27 @@ PROXY_ERRORS = Counter(
     ["plugin", "kind"],
 )
 
+LOG_WRITE_ERRORS = Counter(
+    "toru_log_write_errors",
+    "Failed writes to a log file (lines dropped meanwhile): log is plugin or supervisor",
+    ["log", "plugin"],
+)
+
+
+def log_write_errors(log: str, plugin: str = "") -> Callable[[OSError], None]:
+    """The ``on_error`` callback of a ``LogWriter``: counts into ``toru_log_write_errors_total``."""
+    child = LOG_WRITE_ERRORS.labels(log, plugin)
+    return lambda exc: child.inc()
+
 
 def set_state(plugin: str, state: PluginState) -> None:
-    """One-hot state gauge plus ``up``."""
+    """One-hot state gauge plus ``up``; the plugin's counters exist (at 0) from its first state.
+
+    NOTE: Prometheus's rate()/increase() need a sample before the first increment, or a
+    plugin's first crash never shows on the dashboard nor counts for the crash-loop alert.
+    """
+    PLUGIN_RESTARTS.labels(plugin)
+    PLUGIN_CRASHES.labels(plugin)
     for s in PluginState:
         PLUGIN_STATE.labels(plugin, s.value).set(1 if s is state else 0)
     PLUGIN_UP.labels(plugin).set(1 if state is PluginState.RUNNING else 0)

@@ -14,33 +14,33 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .logs import MAX_LINE
+from toru.osutil import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc: Any = ctypes.CDLL(None, use_errno=True)
-    _prctl = _libc.prctl
-except (OSError, AttributeError):  # pragma: no cover - non-Linux
-    _prctl = None
+from .cgroups import PluginCgroup
+from .logs import MAX_LINE
 
 OutputCallback = Callable[[str, list[bytes]], None]
 
 
-def _child_setup(parent_pid: int) -> Callable[[], None]:
+def _child_setup(parent_pid: int, cgroup: PluginCgroup | None) -> Callable[[], None]:
     def setup() -> None:  # runs in the forked child before exec: no allocation-heavy work
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # parent died between fork and prctl
-            os._exit(1)
+        if cgroup is not None:
+            cgroup.join()  # before anything can fork: every descendant is in the cgroup
+        die_with_parent(signal.SIGKILL, parent_pid)
 
     return setup
+
+
+def exit_reason(proc: Any) -> str:
+    """The crash reason of a plugin that exited by itself: "memory limit" when the OOM
+    killer acted in its cgroup, else "exited"."""
+    return "memory limit" if getattr(proc, "oom_killed", False) else "exited"
 
 
 def describe_exit(returncode: int) -> dict[str, Any]:
@@ -90,8 +90,14 @@ class _LineReader(asyncio.Protocol):
 class PluginProcess:
     """A running plugin executable. ``exited`` resolves to its return code (-N = signal N)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        loop: asyncio.AbstractEventLoop,
+        cgroup: PluginCgroup | None = None,
+    ) -> None:
         self.popen = popen
+        self.cgroup = cgroup
         self.pid = popen.pid
         self.loop = loop
         self.exited: asyncio.Future[int] = loop.create_future()
@@ -108,22 +114,28 @@ class PluginProcess:
         cwd: str,
         on_output: OutputCallback,
         pass_fds: Sequence[int] = (),
+        cgroup: PluginCgroup | None = None,
     ) -> PluginProcess:
-        """Start the executable; raises ``OSError`` if it cannot be executed at all."""
+        """Start the executable (in ``cgroup`` if given); raises ``OSError`` if it cannot be
+        executed at all."""
         loop = asyncio.get_running_loop()
-        popen = subprocess.Popen(
-            list(argv),
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-            start_new_session=True,
-            preexec_fn=_child_setup(os.getpid()),  # NOTE: spawned from the loop thread
-            close_fds=True,
-        )
-        proc = cls(popen, loop)
+        try:
+            popen = subprocess.Popen(
+                list(argv),
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=tuple(pass_fds),
+                start_new_session=True,
+                preexec_fn=_child_setup(os.getpid(), cgroup),  # NOTE: from the loop thread
+                close_fds=True,
+            )
+        except subprocess.SubprocessError as exc:  # the child could not join its cgroup
+            where = cgroup.path if cgroup is not None else "?"
+            raise OSError(f"cannot start it in its cgroup {where}: {exc}") from None
+        proc = cls(popen, loop, cgroup)
         for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             reader = _LineReader(stream, on_output)
             transport, _ = await loop.connect_read_pipe(lambda r=reader: r, pipe)
@@ -149,8 +161,16 @@ class PluginProcess:
         if not self.exited.done():
             self.exited.set_result(code)
 
+    @property
+    def oom_killed(self) -> bool:
+        """True when the OOM killer acted in the plugin's cgroup (its memory limit)."""
+        return self.cgroup is not None and self.cgroup.oom_killed
+
     def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the plugin's whole process group (no-op once reaped)."""
+        """Send ``sig`` to the plugin's whole process group (no-op once reaped); SIGKILL also
+        goes to its whole cgroup, which reaches descendants that left the group."""
+        if sig == signal.SIGKILL and self.cgroup is not None:
+            self.cgroup.kill()
         if self.exited.done():
             return
         try:
@@ -182,3 +202,5 @@ class PluginProcess:
             await asyncio.wait(pending, timeout=timeout)
         for t in self._pipes:
             t.close()
+        if self.cgroup is not None:
+            await self.cgroup.release()

@@ -27,7 +27,7 @@ from .connection import CLEAN_EOF
 from .discovery import Discovered
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError
 from .logs import LogWriter, SupervisorLog, plugin_line_entry, timestamp
-from .process import describe_exit
+from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, PluginState, check_transition
 from .stats import PluginStats
@@ -137,7 +137,12 @@ class SupervisedPlugin:
 
     def _writer(self) -> LogWriter:
         if self._log is None:
-            self._log = LogWriter(self.log_path, self.deps.log_max_bytes, self.deps.log_backups)
+            self._log = LogWriter(
+                self.log_path,
+                self.deps.log_max_bytes,
+                self.deps.log_backups,
+                on_error=metrics.log_write_errors("plugin", self.id),  # faults: issue 11 item 4
+            )
         return self._log
 
     # ------------------------------------------------------------------ callbacks
@@ -334,9 +339,10 @@ class SupervisedPlugin:
                 return None
             if proc.exited.done():
                 code = proc.exited.result()
+                why = exit_reason(proc)  # "memory limit" after an OOM kill in its cgroup
                 launched.connection.close("plugin exited")
                 await self._reap()
-                return {"reason": "exited", **describe_exit(code)}
+                return {"reason": why, **describe_exit(code)}
             reason = self._wake.result()
             if not await self._reconnect(launched, reason):
                 break

@@ -22,6 +22,7 @@ from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import parse_kv_op
 
 from . import metrics
+from .cgroups import PluginCgroups, without_cgroups
 from .discovery import (
     Discovered,
     directory_signature,
@@ -32,7 +33,7 @@ from .discovery import (
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
-from .plugin_state_file import load_state, set_enabled
+from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .route_generation import RouteGeneration
 from .states import PluginState
@@ -66,6 +67,13 @@ class Supervisor:
         self.plugins: dict[str, SupervisedPlugin] = {}
         self.routes: dict[str, SupervisedPlugin] = {}
         self.policy = RestartPolicy(config.restart_backoff, config.max_failures)
+        # faults: one cgroup per plugin where the machine allows it (None: process groups)
+        limits = config.limits_by_plugin()
+        self.cgroups, self.cgroups_reason = (
+            PluginCgroups.open(config.home, limits, log, config.cgroups)
+            if launcher is None
+            else (None, "test")
+        )
         self.launcher = launcher or ProcessLauncher(
             store,
             instance_id,
@@ -73,6 +81,7 @@ class Supervisor:
             config.home,
             config.max_frame,
             self.socket_wait,
+            cgroups=self.cgroups,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -80,6 +89,7 @@ class Supervisor:
         self.closing = False
         self.http_timeout = config.http_timeout
         self.generation = RouteGeneration(config.route_generation_file)
+        self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
 
     # ------------------------------------------------------------------ running
 
@@ -134,6 +144,8 @@ class Supervisor:
         for p in plugins:
             p.close_log()
             (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     async def _periodic(self) -> None:
         cfg = self.config
@@ -173,7 +185,7 @@ class Supervisor:
     def _persist(self, plugin_id: str, enabled: bool, reason: str | None = None) -> None:
         extra = {"disabled_reason": reason} if reason else {"disabled_reason": None}
         try:
-            set_enabled(self.config.state_file, plugin_id, enabled, **extra)
+            self.state_file.set_enabled(plugin_id, enabled, **extra)
         except OSError as exc:
             self.log.error("could not save plugin state", plugin_id, error=str(exc))
 
@@ -204,7 +216,7 @@ class Supervisor:
         claimed_ids = {p.id: p.binary for p in self.plugins.values() if p.metadata}
         claimed_routes = {p.route: p.binary for p in self.plugins.values() if p.route}
         resolve_conflicts(found, claimed_ids, claimed_routes)
-        state = load_state(cfg.state_file)
+        state = self.state_file.load()
         added = []
         replaced = {p.id for p in gone} - set(removed_ids)
         for d in found:
@@ -260,9 +272,29 @@ class Supervisor:
     def list(self) -> list[dict[str, Any]]:
         return [p.info() for p in sorted(self.plugins.values(), key=lambda p: p.id)]
 
+    def warnings(self) -> list[dict[str, Any]]:
+        """What an operator must look at (control op ``warnings``, ``GET /api/plugins``)."""
+        out = self.state_file.warnings()
+        if self.store.damage:
+            out.append(
+                {
+                    "code": "store_damaged",
+                    "message": f"the database {self.store.path} is damaged: {self.store.damage}",
+                    "file": str(self.store.path),
+                }
+            )
+        return out
+
     def get(self, plugin_id: Any) -> dict[str, Any]:
         p = self.plugin(plugin_id)
-        return {**p.info(), "events": self.store.events(p.id, 20)}
+        return {**p.info(), "events": self.store.events(p.id, 20), "cgroup": self._cgroup(p.id)}
+
+    def _cgroup(self, plugin_id: str) -> dict[str, Any]:
+        """Where the plugin runs and whether its configured limits are enforced."""
+        if self.cgroups is not None:
+            return self.cgroups.describe(plugin_id)
+        limits = self.config.limits_by_plugin().get(plugin_id)
+        return without_cgroups(self.cgroups_reason, limits)
 
     async def enable(self, plugin_id: Any) -> dict[str, Any]:
         """Enable, persist, and return once the plugin left ``starting`` (or soon after)."""

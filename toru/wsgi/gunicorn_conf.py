@@ -13,12 +13,11 @@ Hooks:
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 
 from toru.config import load_config
+from toru.osutil import die_with_parent
 from toru.wsgi import prepare_environment
 
 _config = prepare_environment()
@@ -43,14 +42,6 @@ limit_request_field_size = 16384
 control_socket_disable = True
 
 
-def _set_pdeathsig(sig: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - non-Linux
-        pass
-
-
 def on_starting(server) -> None:
     """Migrate the schema and create the first admin (split mode has no ``toru serve``)."""
     from toru.serve import ensure_first_admin
@@ -60,10 +51,7 @@ def on_starting(server) -> None:
 
 def post_fork(server, worker) -> None:
     """A worker dies with its master (the master's own death is toru serve's business)."""
-    parent = os.getppid()
-    _set_pdeathsig(signal.SIGTERM)
-    if os.getppid() != parent:  # pragma: no cover - master died before the prctl
-        sys.exit(1)
+    die_with_parent(signal.SIGTERM, worker.ppid)  # the master's pid, set before the fork
 
 
 def post_worker_init(worker) -> None:

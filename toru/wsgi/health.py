@@ -22,7 +22,7 @@ class HealthResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
-            self.control().call("ping", {}, PING_TIMEOUT)
+            reply = self.control().call("ping", {}, PING_TIMEOUT)
         except (ToruError, OSError) as exc:
             resp.set_header("Retry-After", "1")
             send_json(
@@ -35,9 +35,26 @@ class HealthResource:
                 status=503,
             )
             return
+        problem = store_problem(reply)
+        if problem is not None:
+            send_json(
+                resp,
+                {"status": "unavailable", "error": "store_unavailable", "message": problem},
+                status=503,
+            )
+            return
         send_json(resp, {"status": "ok"})
 
     on_head = on_get
+
+
+def store_problem(ping_reply: Any) -> str | None:
+    """What is wrong with the database according to the supervisor's ``ping`` reply, if
+    anything (``{"store": {"ok": false, "error": ...}}``); an older reply has no ``store``."""
+    store = ping_reply.get("store") if isinstance(ping_reply, dict) else None
+    if isinstance(store, dict) and store.get("ok") is False:
+        return f"the database does not work: {store.get('error') or 'unknown error'}"
+    return None
 
 
 class LiveResource:

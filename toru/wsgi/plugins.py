@@ -6,6 +6,7 @@ hand back its result. Its errors are ``ToruError``s with the right status alread
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,13 +14,14 @@ import falcon
 
 from toru_plugin_api.messages import ID_RE, ProtocolError, decode_body
 
-from ..errors import BadGateway, BadRequest, NotFound
+from ..errors import BadGateway, BadRequest, NotFound, ToruError
 from .http import field, query_int, read_json, send_json
 
 ControlFactory = Callable[[], Any]
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 KV_ACTIONS = ("get", "set", "delete", "list")
 CONTROL_TIMEOUT = 10.0
+WARNINGS_HEADER = "X-Toru-Warnings"
 ENABLE_TIMEOUT = 30.0
 
 
@@ -36,7 +38,24 @@ class PluginsResource:
         self.control = control
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send_json(resp, self.control().call("list", {}, CONTROL_TIMEOUT))
+        control = self.control()
+        send_json(resp, control.call("list", {}, CONTROL_TIMEOUT))
+        add_warnings(resp, control)
+
+
+def add_warnings(resp: falcon.Response, control: Any) -> None:
+    """Operator warnings (a damaged config.json, a damaged database) as the header
+    ``X-Toru-Warnings``: a JSON array of ``{"code", "message", ...}``, ASCII-escaped.
+
+    A header keeps the body the bare list it always was (backward compatible); the UI shows
+    the warnings as a banner. A supervisor that cannot answer just means no header.
+    """
+    try:
+        warnings = control.call("warnings", {}, CONTROL_TIMEOUT)
+    except ToruError:
+        return
+    if isinstance(warnings, list) and warnings:
+        resp.set_header(WARNINGS_HEADER, json.dumps(warnings, ensure_ascii=True))
 
 
 class PluginResource:

@@ -87,12 +87,13 @@ export async function errorFrom(resp) {
 /**
  * `request("GET", "/api/plugins")` -> parsed JSON (null for an empty body).
  * Throws ApiError; a 401 also tells the app the session is gone unless `quiet401`.
+ * `onResponse(resp)` sees a successful Response first (for headers such as X-Toru-Warnings).
  */
 export async function request(
   method,
   path,
   body = undefined,
-  { quiet401 = false, timeoutMs = null, text: asText = false } = {},
+  { quiet401 = false, timeoutMs = null, text: asText = false, onResponse = null } = {},
 ) {
   const accept = asText ? "text/plain" : "application/json";
   const headers = csrfHeaders(method, { Accept: accept });
@@ -108,6 +109,7 @@ export async function request(
     if (resp.status === 401 && !quiet401) for (const fn of expiredListeners) fn(err);
     throw err;
   }
+  if (onResponse) onResponse(resp);
   const text = await resp.text();
   if (asText) return text;
   if (!text) return null;

@@ -26,6 +26,8 @@ export function eventReason(e) {
   const how = exitText(d);
   if (e.event_type === "crashed") {
     if (!why || why === "exited") return how ? `Exited: ${how}` : "Exited";
+    // The kernel's OOM killer acted in the plugin's cgroup (process.exit_reason).
+    if (why === "memory limit") return `Memory limit reached: the OOM killer sent ${d.signal || "a signal"}`;
     // The supervisor stopped it (no socket, lost connection, unhealthy): the signal is its own.
     return capital(why);
   }

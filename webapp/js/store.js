@@ -15,6 +15,7 @@ const POLL_MS = 3000;
 class PluginStore {
   constructor() {
     this.plugins = [];
+    this.warnings = []; // operator warnings from the X-Toru-Warnings header
     this.loaded = false;
     this.error = null;
     this.stale = false; // the supervisor does not answer: states unknown
@@ -100,7 +101,10 @@ class PluginStore {
   refresh() {
     if (this.inflight) return this.inflight;
     clearTimeout(this.timer);
-    this.inflight = get("/api/plugins")
+    const onResponse = (resp) => {
+      this.warnings = parseWarnings(resp.headers.get("X-Toru-Warnings"));
+    };
+    this.inflight = get("/api/plugins", { onResponse })
       .then((data) => {
         this.plugins = listOf(data, "plugins");
         this.error = null;
@@ -136,6 +140,17 @@ class PluginStore {
     if (i >= 0) this.plugins[i] = { ...this.plugins[i], ...info };
     else this.plugins.push(info);
     this.notify();
+  }
+}
+
+/** The X-Toru-Warnings header (a JSON array of {code, message}) as a list; [] when absent. */
+function parseWarnings(header) {
+  if (!header) return [];
+  try {
+    const list = JSON.parse(header);
+    return Array.isArray(list) ? list.filter((w) => w && typeof w.message === "string") : [];
+  } catch {
+    return [];
   }
 }
 

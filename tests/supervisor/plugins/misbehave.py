@@ -7,8 +7,9 @@ request from its own thread, so replies come back out of order).
 
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
 flood, bad-metadata, metadata-timeout, metadata-fail.
-HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /fork,
-/kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N, /health.
+HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash,
+/fork[?escape=1|setsid=1], /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
+/say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
 """
 
 import json
@@ -22,6 +23,7 @@ import time
 from urllib.parse import parse_qsl
 
 MODE, PLUGIN_ID = sys.argv[1], sys.argv[2]
+HELD = []  # /alloc keeps its memory here
 ROUTE = os.environ.get("MISBEHAVE_ROUTE_" + PLUGIN_ID.replace("-", "_").upper(), "/" + PLUGIN_ID)
 
 
@@ -124,6 +126,7 @@ def handle_http(msg):
         child = os.fork()
         if child == 0:
             os.setpgid(0, 0) if q.get("escape") else None
+            os.setsid() if q.get("setsid") else None  # leaves the session and the group
             time.sleep(3600)
             os._exit(0)
         body = {"grandchild": child}
@@ -138,6 +141,11 @@ def handle_http(msg):
             print(f"line {i}", file=sys.stderr)
         sys.stderr.flush()
         body = {"written": int(q.get("n", "10"))}
+    elif route == "/say":
+        print(q.get("msg", ""), file=sys.stderr, flush=True)
+    elif route == "/alloc":
+        HELD.append(bytearray(b"\x01") * int(float(q.get("mb", "1")) * 1024 * 1024))  # touched
+        body = {"held_mb": sum(len(b) for b in HELD) // (1024 * 1024)}
     elif route == "/json-log":
         print(
             json.dumps({"level": "error", "message": "structured", "code": 7}),

@@ -126,9 +126,41 @@ function metadataPanel(p) {
         row("Restarts", String(p.restarts ?? 0)),
         row("Consecutive failures", String(p.consecutive_failures ?? 0)),
         inTrouble(p) ? row("Problem", h("span", { class: "text-bad", text: problemText(p, p.events) })) : null,
+        p.cgroup ? row("Isolation", isolationText(p.cgroup)) : null,
+        ...limitRows(p.cgroup, row),
       ),
     ),
   );
+}
+
+/** Where the plugin runs: its cgroup, or process groups only and why. */
+function isolationText(cgroup) {
+  if (cgroup.path) return h("code", { text: cgroup.path });
+  return `process group only (${cgroup.reason || "no cgroups"})`;
+}
+
+const LIMIT_NAMES = { memory_max: "Memory limit", pids_max: "Process limit", cpu_max: "CPU limit" };
+
+/** One row per configured limit, saying plainly when it is not enforced. */
+function limitRows(cgroup, row) {
+  const limits = (cgroup && cgroup.limits) || {};
+  return Object.entries(limits).map(([name, lim]) => {
+    const text = limitValue(name, lim.value);
+    const shown = lim.enforced ? text : `${text}, not enforced: ${lim.reason || "unavailable"}`;
+    const attrs = { text: shown, dataset: { testid: `limit-${name}` } };
+    if (!lim.enforced) attrs.class = "text-bad";
+    return row(LIMIT_NAMES[name] || name, h("span", attrs));
+  });
+}
+
+function limitValue(name, value) {
+  if (value === "max") return "none";
+  if (name === "memory_max") return `${Math.round(Number(value) / 1048576)} MiB`;
+  if (name === "cpu_max") {
+    const [quota, period] = String(value).split(" ").map(Number);
+    return `${Math.round((quota / period) * 100) / 100} CPU`;
+  }
+  return String(value);
 }
 
 function activityPanel(stats, events) {

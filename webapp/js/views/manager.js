@@ -175,6 +175,7 @@ export function renderManager(container, _params, shell) {
   const bulk = isAdmin ? bulkBar(selected, () => [...cards.values()].filter((c) => !c.el.hidden)) : null;
   const summary = h("div", { class: "summary", "aria-live": "polite" });
   const status = h("div", { class: "loading", role: "status", text: "Loading plugins…" });
+  const warnings = h("div", { class: "warnings", dataset: { testid: "warnings" } });
   const refresh = h(
     "button",
     {
@@ -205,6 +206,7 @@ export function renderManager(container, _params, shell) {
       ),
       h("div", { class: "toolbar" }, summary, refresh),
     ),
+    warnings,
     controls.el,
     bulk?.el,
     status,
@@ -214,6 +216,12 @@ export function renderManager(container, _params, shell) {
 
   const render = (store) => {
     const plugins = store.plugins;
+    replace(
+      warnings,
+      ...store.warnings.map((w) =>
+        h("div", { class: "alert", role: "alert", dataset: { code: w.code || "" }, text: w.message }),
+      ),
+    );
     status.hidden = plugins.length > 0; // a silent supervisor is the shell's banner
     if (store.error && !plugins.length) {
       status.textContent = `Could not load plugins: ${store.error.message}`;
