@@ -251,47 +251,15 @@ def _state_shape_errors(data: Any) -> Iterator[str]:
 
 def check_cgroups(ctx: Context) -> Iterator[Finding]:
     """Each plugin in its own cgroup needs cgroup v2 where this process may create cgroups."""
-    usable, reason = cgroup_support()
-    if not usable:
+    from .supervisor.cgroups import probe  # the same answer the supervisor acts on
+
+    support = probe()
+    if not support.available:
         yield warning(
-            f"plugins cannot get cgroups of their own ({reason}); Toru falls back to process "
-            "groups, so a plugin's setsid'ed children may outlive it",
+            f"plugins cannot get cgroups of their own ({support.reason}); Toru falls back to "
+            "process groups, so a plugin's setsid'ed children may outlive it",
             "run Toru under the shipped systemd unit (Delegate=yes) on a cgroup v2 host",
         )
-
-
-def cgroup_support() -> tuple[bool, str]:
-    """The supervisor's own ``cgroups.probe()`` when this Toru has it (the same answer the
-    supervisor acts on), else a reading of /proc/self/mountinfo."""
-    try:
-        probe = importlib.import_module("toru.supervisor.cgroups").probe
-    except (ImportError, AttributeError):
-        return _cgroup_from_mountinfo()
-    support = probe()
-    return support.available, support.reason
-
-
-def _cgroup_from_mountinfo() -> tuple[bool, str]:
-    mount = None
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split(" ", 1)[0] == "cgroup2":
-                mount = left.split()[4]
-                break
-    if mount is None:
-        return False, "no cgroup v2 file system is mounted"
-    own = ""
-    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                own = line[3:].strip()
-    here = Path(mount) / own.lstrip("/")
-    if not (here / "cgroup.procs").exists():
-        return False, f"this process's cgroup {here} is not on the v2 hierarchy"
-    if not os.access(here, os.W_OK):
-        return False, f"{here} is not writable by {_user_name(os.getuid())}"
-    return True, f"{here} is writable"
 
 
 def check_plugin_user(ctx: Context) -> Iterator[Finding]:
