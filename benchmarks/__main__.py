@@ -1,6 +1,7 @@
 """``python -m benchmarks --smoke | --quick | --full [--target URL --token T] [--out DIR]``.
 
-See benchmarks/README.md for what each scenario measures and how to read the output.
+Prints the summary (both baselines, Toru's routes, ratios, issue 12's targets) first, then
+every table. See benchmarks/README.md for what each scenario measures.
 """
 
 from __future__ import annotations
@@ -63,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--leak", type=int, metavar="N", help="leak check with N requests through the supervisor"
     )
     p.add_argument("--no-nginx", action="store_true", help="skip scenario (f)")
-    p.add_argument("--worker-class", help="gunicorn worker class for every server (e.g. gthread)")
+    p.add_argument(
+        "--worker-class",
+        help="the WSGI baseline's gunicorn worker class (default sync), and Toru's when Toru "
+        "is a WSGI app (e.g. gthread); the asgi baseline stays asgi",
+    )
     p.add_argument("--threads", type=int, help="gunicorn threads per worker (with --worker-class)")
+    p.add_argument(
+        "--slow-clients", type=int, help="stalled half-header connections in b_toru_sdk_slow (64)"
+    )
     p.add_argument(
         "--only", metavar="IDS", help="comma list of scenario ids to measure (servers still start)"
     )
@@ -73,12 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip (g) and (h): Toru with the direct channel off, and the web tier alone",
     )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: re-evaluate the targets of a results.json and rewrite it, its "
+        "results.md and results.png (after a change to the targets or the tables)",
+    )
     p.set_defaults(mode="quick")
     return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        return render(args.render)
     if args.target and not args.token:
         print("--target needs --token (an API token: toru user token NAME)", file=sys.stderr)
         return 2
@@ -93,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers",
         "worker_class",
         "threads",
+        "slow_clients",
     ):
         v = getattr(args, name)
         if v is not None:
@@ -107,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         o.only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "build" / "bench" / f"{o.mode}-{stamp}"
-    doc = BenchmarkRun(o).run()
+    return publish(BenchmarkRun(o).run(), out)
+
+
+def publish(doc: dict, out: Path) -> int:
+    """Write the run's files into ``out`` and print it (the summary first)."""
     from .report import markdown, write_all
 
     paths = write_all(doc, out)
@@ -115,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     for kind, path in paths.items():
         print(f"{kind}: {path}", file=sys.stderr)
     return 0
+
+
+def render(path: Path) -> int:
+    """``--render results.json``: the targets evaluated again, every file written again."""
+    import json
+
+    from .targets import evaluate
+
+    doc = json.loads(path.read_text())
+    doc["targets"] = evaluate(doc)
+    return publish(doc, path.parent)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Scenario (a), the baseline: a tiny Falcon app answering the benchmark plugin's bodies
-directly, served by the same gunicorn configuration as ``toru serve``, no proxying.
+"""The baselines: a tiny Falcon app answering the benchmark plugin's bodies directly, no
+proxying, as WSGI (``application``, for gunicorn's ``sync``/``gthread`` workers) and as ASGI
+(``asgi_application``, for gunicorn's native ``asgi`` worker).
 
-It mounts the same paths as the proxied scenario (``/api/plugins/route/bench-sdk/...``) so
-request lines are byte-for-byte the same size.
+Both mount the same paths as the proxied scenarios (``/api/plugins/route/bench-sdk/...``)
+so request lines are byte-for-byte the same size, and answer the same bytes: the ASGI
+responders call the WSGI ones, which only set attributes on the response.
 """
 
 from __future__ import annotations
 
 import falcon
+import falcon.asgi
 
 from benchmarks.plugins.bench_sdk import MAX_SIZE, SMALL, body_of_size
 
@@ -49,13 +52,40 @@ class EchoResource:
         resp.data = req.bounded_stream.read()
 
 
-def create_app() -> falcon.App:
-    """The baseline WSGI app."""
-    app = falcon.App()
-    app.add_route(PREFIX + "/json", JsonResource())
-    app.add_route(PREFIX + "/size/{n:int}", SizedResource())
-    app.add_route(PREFIX + "/echo", EchoResource())
+class AsyncJsonResource(JsonResource):
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:  # type: ignore[override]
+        JsonResource.on_get(self, req, resp)
+
+
+class AsyncSizedResource(SizedResource):
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, n: int) -> None:  # type: ignore[override]
+        SizedResource.on_get(self, req, resp, n)
+
+
+class AsyncEchoResource:
+    """``POST /echo`` on ASGI: the body is read from the request's async stream."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = await req.stream.read()
+
+
+def _mount(app: falcon.App, json: object, sized: object, echo: object) -> falcon.App:
+    app.add_route(PREFIX + "/json", json)
+    app.add_route(PREFIX + "/size/{n:int}", sized)
+    app.add_route(PREFIX + "/echo", echo)
     return app
 
 
+def create_app() -> falcon.App:
+    """The WSGI baseline."""
+    return _mount(falcon.App(), JsonResource(), SizedResource(), EchoResource())
+
+
+def create_asgi_app() -> falcon.asgi.App:
+    """The ASGI baseline (same routes, same bodies)."""
+    return _mount(falcon.asgi.App(), AsyncJsonResource(), AsyncSizedResource(), AsyncEchoResource())
+
+
 application = create_app()
+asgi_application = create_asgi_app()

@@ -11,20 +11,20 @@ is a measurement tool, not a production path.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from toru.wsgi import LazyApplication
 
 
 class CannedControl:
-    """A control client whose ``http`` answers from a per-thread cache after the first call."""
+    """The worker's control client, with ``http`` answered from a cache after the first call
+    of each ``(route, method, path)``; everything else goes to the real client."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
         self._canned: dict[tuple[str, str, str], Any] = {}
 
-    def http(
+    async def http(
         self,
         route: str,
         method: str,
@@ -36,27 +36,21 @@ class CannedControl:
         key = (route, method, path)
         reply = self._canned.get(key)
         if reply is None:
-            reply = self._canned[key] = self.real.http(route, method, path, headers, body)
+            reply = self._canned[key] = await self.real.http(route, method, path, headers, body)
         return reply
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
 
-_local = threading.local()
-
-
 def _build(config: Any) -> Any:
-    from toru.supervisor.client import ControlClient
     from toru.wsgi import create_app
+    from toru.wsgi.control import ControlClient
 
-    def control() -> CannedControl:
-        c = getattr(_local, "canned", None)
-        if c is None:
-            c = _local.canned = CannedControl(ControlClient.for_thread(str(config.control_socket)))
-        return c
-
-    return create_app(config, control=control)
+    real = ControlClient(
+        config.control_socket, http_timeout=config.http_timeout + 5, max_frame=config.max_frame
+    )
+    return create_app(config, control=CannedControl(real))
 
 
 application = LazyApplication(_build)

@@ -25,13 +25,15 @@ from . import socket_bench as sb
 from .plugins.build import build_bench_plugin
 from .procstat import cmdline, descendants, rss_bytes
 from .scenarios import Scenario, http_scenario, socket_scenario
-from .stack import ROOT, BaselineServer, NginxFront, SecondWeb, ToruStack
+from .slow_clients import slow_clients
+from .stack import ROOT, BaselineServer, NginxFront, SecondWeb, ToruStack, toru_app_spec
 
 SCHEMA = "toru-bench/1"
 SDK_ID = "bench-sdk"
 RAW_ID = "raw-python"
 SDK_PATH = f"/api/plugins/route/{SDK_ID}/json"
 RAW_PATH = "/api/plugins/route/raw/"
+MIB_PATH = f"/api/plugins/route/{SDK_ID}/size/1048576"  # a 1 MiB JSON answer
 MINIMAL_ID = "bench-minimal"
 
 
@@ -45,10 +47,11 @@ class Options:
     socket_duration: float = 2.0
     connections: int = 16
     workers: int | None = None  # default: toru serve's default (2 x cores)
-    worker_class: str | None = (
-        None  # default: toru serve's (gunicorn_conf.py); else via GUNICORN_CMD_ARGS
-    )
+    # The WSGI baseline's class (default sync); also Toru's, through GUNICORN_CMD_ARGS, when
+    # Toru's own class (gunicorn_conf.py) is a WSGI one. The ASGI baseline is always "asgi".
+    worker_class: str | None = None
     threads: int = 1
+    slow_clients: int = 64  # stalled half-header connections of b_toru_sdk_slow
     scale: bool = False
     scale_concurrency: tuple[int, ...] = (1, 16, 64, 256)
     scale_plugins: tuple[int, ...] = (1, 10, 50)
@@ -88,10 +91,10 @@ def toru_worker_settings(workers: int | None) -> tuple[int, str]:
     from toru.config import load_config
 
     n = workers or load_config(None, {}).workers or 2 * (os.cpu_count() or 1)
-    worker_class = "sync"
+    worker_class = "sync"  # gunicorn's default when the config file names none
     conf = ROOT / "toru" / "wsgi" / "gunicorn_conf.py"
     with contextlib.suppress(OSError):
-        m = re.search(r'^worker_class\s*=\s*"(\w+)"', conf.read_text(), re.M)
+        m = re.search(r"""^worker_class\s*=\s*["'](\w+)["']""", conf.read_text(), re.M)
         if m:
             worker_class = m.group(1)
     return int(n), worker_class
@@ -161,13 +164,16 @@ class BenchmarkRun:
         self.stack = contextlib.ExitStack()
         self.scenarios: list[Scenario] = []
         self.extra: dict[str, Any] = {}
-        self.workers, self.worker_class = toru_worker_settings(opts.workers)
+        self.workers, self.toru_worker_class = toru_worker_settings(opts.workers)
         self.threads = opts.threads
-        if opts.worker_class:
-            # NOTE: gunicorn lets GUNICORN_CMD_ARGS override the config file, so every
-            # gunicorn this run starts (toru serve's too) gets the same worker settings.
-            self.worker_class = opts.worker_class
-            os.environ["GUNICORN_CMD_ARGS"] = (
+        self.worker_class = opts.worker_class or "sync"  # the WSGI baseline's
+        self.toru_env: dict[str, str] = {}
+        if opts.worker_class and self.toru_worker_class != "asgi":
+            # NOTE: gunicorn lets GUNICORN_CMD_ARGS override the config file, so a WSGI
+            # Toru runs the same worker settings as the WSGI baseline. An ASGI Toru keeps
+            # its own class: a WSGI worker cannot serve it.
+            self.toru_worker_class = opts.worker_class
+            self.toru_env["GUNICORN_CMD_ARGS"] = (
                 f"--worker-class {opts.worker_class} --threads {opts.threads}"
             )
         self.started = dt.datetime.now(dt.UTC)
@@ -204,24 +210,44 @@ class BenchmarkRun:
 
     def start_toru(self, name: str, plugins: dict[str, Path], bind: str | None = None) -> ToruStack:
         home = self.workdir / name
-        toru = ToruStack(home, list(plugins.values()), list(plugins), self.workers, bind=bind)
+        toru = ToruStack(
+            home, list(plugins.values()), list(plugins), self.workers, bind=bind, env=self.toru_env
+        )
         self._start(f"toru serve ({name}, {len(plugins)} plugins)", toru)
         toru.wait_route(SDK_PATH)
         return toru
 
     # ------------------------------------------------------------------ scenarios
 
+    def _optional(self, what: str, obj: Any) -> Any | None:
+        """Start a server only a comparison needs; on failure say why and go on without it
+        (its scenarios are recorded as failed, the run still measures everything else)."""
+        try:
+            return self._start(what, obj)
+        except Exception as exc:
+            self.say(f"  {what} FAILED to start: {type(exc).__name__}: {str(exc)[:300]}")
+            self.extra.setdefault("start_errors", {})[what] = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def _failed(self, sid: str, label: str, what: str) -> Scenario:
+        sc = http_scenario(sid, label, "http://127.0.0.1:9/", connections=self.opts.connections)
+        sc.error = f"{what} did not start: {self.extra['start_errors'][what][:300]}"
+        return sc
+
     def local_scenarios(self) -> None:
-        """(a)-(f) against servers this run starts."""
+        """Every scenario against servers this run starts."""
         o = self.opts
         plugins = self.build_plugins()
-        baseline = self._start(
-            f"baseline gunicorn ({self.workers} {self.worker_class} workers)",
+        self.baseline = self._start(
+            f"WSGI baseline: gunicorn + Falcon WSGI ({self.workers} {self.worker_class} workers)",
             BaselineServer(
                 self.workdir / "baseline", self.workers, self.worker_class, self.threads
             ),
         )
-        self.baseline = baseline
+        self.asgi_baseline = self._start(
+            f"asgi baseline: gunicorn + Falcon ASGI ({self.workers} asgi workers, uvloop)",
+            BaselineServer(self.workdir / "baseline", self.workers, "asgi"),
+        )
         minimal = self.build_minimal()
         toru = self.start_toru("h1", {**plugins, MINIMAL_ID: minimal})
         toru.wait_route(RAW_PATH)
@@ -238,36 +264,49 @@ class BenchmarkRun:
         def b_roots() -> list[int]:
             return [toru.pid]
 
-        base = lambda: [baseline.pid]  # noqa: E731
-        c = o.connections
+        sync_, asgi_ = self.baseline, self.asgi_baseline
+        base = lambda: [sync_.pid]  # noqa: E731
+        abase = lambda: [asgi_.pid]  # noqa: E731
+        c, n_slow = o.connections, o.slow_clients
+        slow = lambda: slow_clients(toru.url, n_slow)  # noqa: E731
         self.scenarios += [
-            http_scenario("a_baseline", f"(a) gunicorn+Falcon direct, {c} conns", baseline.url + SDK_PATH, connections=c, cpu_roots=base),
+            http_scenario("a_sync", f"(a) direct Falcon, {self.worker_class} workers, {c} conns", sync_.url + SDK_PATH, connections=c, cpu_roots=base),
+            http_scenario("a_asgi", f"(a) direct Falcon ASGI, asgi worker (uvloop), {c} conns", asgi_.url + SDK_PATH, connections=c, cpu_roots=abase),
             http_scenario("b_toru_sdk", f"(b) Toru -> SDK plugin, {c} conns", toru.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
-            http_scenario("c_toru_raw", f"(c) Toru -> raw plugin, {c} conns", toru.url + RAW_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
-            http_scenario("a_baseline_c1", "(a) direct, 1 conn", baseline.url + SDK_PATH, connections=1, cpu_roots=base),
+            http_scenario("b_toru_sdk_slow", f"(b) Toru -> SDK plugin, {c} conns + {n_slow} slow clients", toru.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=b_roots, during=slow, params={"slow_clients": n_slow}),
+            http_scenario("c_toru_raw", f"(c) Toru -> one-connection plugin (supervisor), {c} conns", toru.url + RAW_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
+            http_scenario("a_sync_c1", f"(a) direct, {self.worker_class}, 1 conn", sync_.url + SDK_PATH, connections=1, cpu_roots=base),
+            http_scenario("a_asgi_c1", "(a) direct, asgi, 1 conn", asgi_.url + SDK_PATH, connections=1, cpu_roots=abase),
             http_scenario("b_toru_sdk_c1", "(b) Toru -> SDK, 1 conn", toru.url + SDK_PATH, connections=1, token=toru.token, cpu_roots=b_roots),
             http_scenario("b_toru_sdk_c64", "(b) Toru -> SDK, 64 conns", toru.url + SDK_PATH, connections=64, token=toru.token, cpu_roots=b_roots),
+            http_scenario("a_sync_1m", f"(a) direct, {self.worker_class}, 1 MiB answers, {c} conns", sync_.url + MIB_PATH, connections=c, cpu_roots=base),
+            http_scenario("a_asgi_1m", f"(a) direct, asgi, 1 MiB answers, {c} conns", asgi_.url + MIB_PATH, connections=c, cpu_roots=abase),
+            http_scenario("b_toru_sdk_1m", f"(b) Toru -> SDK, 1 MiB answers, {c} conns", toru.url + MIB_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
         ]  # fmt: skip
         if o.compare:
-            hop = self._start(
-                "Toru's app with the direct channel off (every request through the supervisor)",
-                SecondWeb(toru.home, self.workers),
-            )
-            self.scenarios.append(http_scenario(
-                "g_toru_hop", f"(g) Toru -> SDK plugin through the supervisor (direct channel off), {c} conns",
-                hop.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=lambda: [toru.pid, hop.pid],
-            ))  # fmt: skip
-            canned = self._start(
-                "Toru app with canned plugin answers (no IPC)",
-                SecondWeb(toru.home, self.workers, canned=True),
-            )
-            self.scenarios.append(http_scenario(
-                "h_app_only", f"(h) Toru app alone: plugin reply canned in the worker (no IPC), {c} conns",
-                canned.url + SDK_PATH, connections=c, token=toru.token, cpu_roots=lambda: [toru.pid, canned.pid],
-            ))  # fmt: skip
+            self.scenarios += self._compare_scenarios(toru)
         if o.nginx:
             self.scenarios.append(self._nginx_scenario(plugins))
         self.scenarios += self._socket_scenarios(toru, floor)
+
+    def _compare_scenarios(self, toru: ToruStack) -> list[Scenario]:
+        """(g) and (h): second gunicorns on Toru's home that take a different path."""
+        c, out = self.opts.connections, []
+        for sid, what, label, canned in (
+            ("g_toru_hop", "Toru's app with the direct channel off (every request through the supervisor)",
+             f"(g) Toru -> SDK plugin through the supervisor (direct channel off), {c} conns", False),
+            ("h_app_only", "Toru app with canned plugin answers (no IPC)",
+             f"(h) Toru app alone: plugin reply canned in the worker (no IPC), {c} conns", True),
+        ):  # fmt: skip
+            web = self._optional(what, SecondWeb(toru.home, self.workers, canned, self.toru_env))
+            if web is None:
+                out.append(self._failed(sid, label, what))
+                continue
+            out.append(http_scenario(
+                sid, label, web.url + SDK_PATH, connections=c, token=toru.token,
+                cpu_roots=lambda w=web: [toru.pid, w.pid],
+            ))  # fmt: skip
+        return out
 
     def _nginx_scenario(self, plugins: dict[str, Path]) -> Scenario:
         sock = str(self.workdir / "web.sock")
@@ -326,7 +365,7 @@ class BenchmarkRun:
             socket_scenario("e_hop_32", "(e) supervisor hop, 32 in flight", hop_run(32), inflight=32, cpu_roots=toru_roots),
             socket_scenario("d_minimal_32", "(d) minimal plugin socket direct, 32 in flight", pipelined("minimal", self.minimal_floor.connect, None, 32), inflight=32, cpu_roots=lambda: [self.minimal_floor.pid]),
             socket_scenario("e_hop_32_minimal", "(e) supervisor hop to the minimal plugin, 32 in flight", hop_run(32, "/" + MINIMAL_ID), inflight=32, cpu_roots=toru_roots),
-            socket_scenario("e_client_seq", "(e) supervisor hop via ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
+            socket_scenario("e_client_seq", "(e) supervisor hop via the web worker's ControlClient.http, sequential", client_run, inflight=1, cpu_roots=toru_roots),
         ]  # fmt: skip
 
     def target_scenarios(self) -> None:
@@ -369,62 +408,32 @@ class BenchmarkRun:
 
     # ------------------------------------------------------------------ scale + leak
 
-    def scale_scenarios(
-        self, baseline_url: str, toru: ToruStack, baseline_pid: int
-    ) -> list[Scenario]:
-        """Concurrency and body-size tables (same servers as the core scenarios)."""
+    def scale_scenarios(self) -> list[Scenario]:
+        """Concurrency and body-size tables: both baselines and (b), same servers as the core
+        scenarios."""
         o = self.opts
+        variants = (
+            ("sync", f"(a) direct {self.worker_class}", self.baseline.url, None, self.baseline.pid),
+            ("asgi", "(a) direct asgi", self.asgi_baseline.url, None, self.asgi_baseline.pid),
+            ("b", "(b) Toru -> SDK", self.toru.url, self.toru.token, self.toru.pid),
+        )
         out: list[Scenario] = []
-        for c in o.scale_concurrency:
-            out.append(
-                http_scenario(
-                    f"scale_conc_a_c{c}",
-                    f"(a) direct, {c} conns",
-                    baseline_url + SDK_PATH,
-                    connections=c,
-                    cpu_roots=lambda: [baseline_pid],
-                    group="scale_concurrency",
-                    params={"variant": "a", "concurrency": c},
-                )
-            )
-            out.append(
-                http_scenario(
-                    f"scale_conc_b_c{c}",
-                    f"(b) Toru -> SDK, {c} conns",
-                    toru.url + SDK_PATH,
-                    connections=c,
-                    token=toru.token,
-                    cpu_roots=lambda: [toru.pid],
-                    group="scale_concurrency",
-                    params={"variant": "b", "concurrency": c},
-                )
-            )
-        for size in o.scale_sizes:
-            path = f"/api/plugins/route/{SDK_ID}/size/{size}"
-            out.append(
-                http_scenario(
-                    f"scale_body_a_{size}",
-                    f"(a) direct, {size} B body",
-                    baseline_url + path,
-                    connections=o.connections,
-                    cpu_roots=lambda: [baseline_pid],
-                    group="scale_body",
-                    params={"variant": "a", "body_bytes": size},
-                )
-            )
-            out.append(
-                http_scenario(
-                    f"scale_body_b_{size}",
-                    f"(b) Toru -> SDK, {size} B body",
-                    toru.url + path,
-                    connections=o.connections,
-                    token=toru.token,
-                    cpu_roots=lambda: [toru.pid],
-                    group="scale_body",
-                    params={"variant": "b", "body_bytes": size},
-                )
-            )
-        return out  # fmt: skip
+        for v, label, url, token, root in variants:
+            roots = lambda r=root: [r]  # noqa: E731
+            for c in o.scale_concurrency:
+                out.append(http_scenario(
+                    f"scale_conc_{v}_c{c}", f"{label}, {c} conns", url + SDK_PATH, connections=c,
+                    token=token, cpu_roots=roots, group="scale_concurrency",
+                    params={"variant": v, "concurrency": c},
+                ))  # fmt: skip
+            for size in o.scale_sizes:
+                out.append(http_scenario(
+                    f"scale_body_{v}_{size}", f"{label}, {size} B body",
+                    url + f"/api/plugins/route/{SDK_ID}/size/{size}", connections=o.connections,
+                    token=token, cpu_roots=roots, group="scale_body",
+                    params={"variant": v, "body_bytes": size},
+                ))  # fmt: skip
+        return out
 
     def plugin_count_scale(self) -> list[Scenario]:
         """(b) with 1, 10, 50 enabled plugins: one Toru per count, all up at once, runs
@@ -434,7 +443,11 @@ class BenchmarkRun:
             plugins = self.build_plugins(n)
             plugins.pop(RAW_ID)
             toru = ToruStack(
-                self.workdir / f"n{n}", list(plugins.values()), list(plugins), self.workers
+                self.workdir / f"n{n}",
+                list(plugins.values()),
+                list(plugins),
+                self.workers,
+                env=self.toru_env,
             )
             self.say(f"starting toru serve with {n} enabled plugins ...")
             self.stack.callback(toru.stop)
@@ -506,7 +519,7 @@ class BenchmarkRun:
             self.say(f"measuring {len(self.scenarios)} scenarios x {o.runs} runs ...")
             self.measure(self.scenarios, o.runs)
             if o.scale and not o.target:
-                scale = self.scale_scenarios(self.baseline.url, self.toru, self._baseline_pid())
+                scale = self.scale_scenarios()
                 self.say(f"scale: {len(scale)} scenarios x {o.runs} runs ...")
                 self.measure(scale, o.runs)
                 self.scenarios += scale
@@ -523,9 +536,6 @@ class BenchmarkRun:
         """Stop every server this run started and remove its work directory."""
         self.stack.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _baseline_pid(self) -> int:
-        return self.baseline.pid
 
     def document(self) -> dict[str, Any]:
         """The result JSON (schema ``toru-bench/1``)."""
@@ -548,12 +558,16 @@ class BenchmarkRun:
                 "workers": self.workers,
                 "worker_class": self.worker_class,
                 "threads": self.threads,
+                "toru_worker_class": self.toru_worker_class,
+                "toru_app": toru_app_spec(),
+                "slow_clients": o.slow_clients,
                 "target": o.target,
                 "wrk_threads": 1,
                 "workdir": str(self.workdir),
             },
             "scenarios": scen,
             "leak": self.extra.get("leak"),
+            "start_errors": self.extra.get("start_errors", {}),
         }
         doc["targets"] = evaluate(doc)
         return doc

@@ -7,6 +7,7 @@ JSON's, so they are part of the stable output format (see README.md).
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from .socket_bench import SocketRun
 from .wrk import WrkResult, run_wrk
 
 Measure = Callable[[float], dict[str, Any]]
+# Load that runs alongside a measurement (e.g. slow clients); yields a dict it fills with
+# its own counters when it ends, which go into the run's fields.
+Background = Callable[[], contextlib.AbstractContextManager[dict[str, Any]]]
 
 
 @dataclass
@@ -156,20 +160,24 @@ def http_scenario(
     body: str | None = None,
     group: str = "core",
     params: dict[str, Any] | None = None,
+    during: Background | None = None,
 ) -> Scenario:
-    """A wrk-driven scenario against ``url``."""
+    """A wrk-driven scenario against ``url``, with ``during`` running alongside if given."""
 
     def measure(duration: float) -> dict[str, Any]:
-        return from_wrk(
-            run_wrk(
-                url,
-                connections=connections,
-                duration=duration,
-                token=token,
-                method=method,
-                body=body,
+        with during() if during else contextlib.nullcontext({}) as extra:
+            out = from_wrk(
+                run_wrk(
+                    url,
+                    connections=connections,
+                    duration=duration,
+                    token=token,
+                    method=method,
+                    body=body,
+                )
             )
-        )
+        out.update(extra)
+        return out
 
     p = {"url": url, "method": method}
     p.update(params or {})

@@ -258,28 +258,33 @@ def connect_unix(path: str) -> socket.socket:
 def worker_client_run(
     control_socket: str, route: str, duration: float, warmup: int = 200
 ) -> SocketRun:
-    """Sequential requests through the real worker client (``ControlClient.http``)."""
-    from toru.supervisor.client import ControlClient
+    """Sequential requests through the web worker's own client (``toru.wsgi.control``'s
+    ``ControlClient``, on uvloop as in an asgi worker)."""
+    import uvloop
 
-    client = ControlClient(control_socket)
-    perf = time.perf_counter_ns
-    errors = 0
-    try:
-        for _ in range(warmup):
-            client.http(route, "GET", "/json", {"accept": "*/*"}, b"")
-        lat: list[float] = []
-        start = perf()
-        stop_at = start + int(duration * 1e9)
-        now = start
-        while now < stop_at:
-            t0 = perf()
-            resp = client.http(route, "GET", "/json", {"accept": "*/*"}, b"")
-            now = perf()
-            lat.append((now - t0) / 1000)
-            if resp.status != 200:
-                errors += 1
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-    lat.sort()
-    return SocketRun(len(lat), (perf() - start) / 1e9, lat, errors)
+    from toru.wsgi.control import ControlClient
+
+    async def main() -> SocketRun:
+        client = ControlClient(control_socket)
+        perf = time.perf_counter_ns
+        errors = 0
+        try:
+            for _ in range(warmup):
+                await client.http(route, "GET", "/json", {"accept": "*/*"}, b"")
+            lat: list[float] = []
+            start = now = perf()
+            stop_at = start + int(duration * 1e9)
+            while now < stop_at:
+                t0 = perf()
+                resp = await client.http(route, "GET", "/json", {"accept": "*/*"}, b"")
+                now = perf()
+                lat.append((now - t0) / 1000)
+                if resp.status != 200:
+                    errors += 1
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
+        lat.sort()
+        return SocketRun(len(lat), (perf() - start) / 1e9, lat, errors)
+
+    return uvloop.run(main())

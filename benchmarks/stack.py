@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def toru_app_spec() -> str:
+    """The ``module:app`` that ``toru serve`` hands gunicorn (read from toru/serve.py)."""
+    with contextlib.suppress(OSError):
+        m = re.search(r'"(toru\.wsgi[\w.]*:\w+)"', (ROOT / "toru" / "serve.py").read_text())
+        if m:
+            return m.group(1)
+    return "toru.wsgi:application"
 
 
 def free_port() -> int:
@@ -111,7 +121,10 @@ class _LocalServer:
 
 
 class BaselineServer(_LocalServer):
-    """Scenario (a): gunicorn serving ``benchmarks.baseline_app`` with Toru's worker settings."""
+    """A baseline: gunicorn serving ``benchmarks.baseline_app`` directly, no proxying.
+
+    ``worker_class="asgi"`` serves the ASGI twin on gunicorn's native asgi worker with
+    uvloop; any other class (``sync``, ``gthread``) serves the WSGI app."""
 
     def __init__(
         self, workdir: Path, workers: int, worker_class: str = "sync", threads: int = 1
@@ -121,27 +134,33 @@ class BaselineServer(_LocalServer):
         self.worker_class = worker_class
         self.threads = threads
         super().__init__()
-        self.log_path = workdir / "baseline.log"
+        self.log_path = workdir / f"baseline-{worker_class}.log"
 
-    def start(self) -> BaselineServer:
-        if self.proc is not None:
-            return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
+        """The gunicorn command line of this baseline."""
         cmd = [
             sys.executable, "-m", "gunicorn",
             "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.workers),
             "--worker-class", self.worker_class,
-            "--threads", str(self.threads),
             "--log-level", "warning",
-            "benchmarks.baseline_app:application",
         ]  # fmt: skip
+        if self.worker_class == "asgi":
+            return [*cmd, "--asgi-loop", "uvloop", "benchmarks.baseline_app:asgi_application"]
+        return [*cmd, "--threads", str(self.threads), "benchmarks.baseline_app:application"]
+
+    def start(self) -> BaselineServer:
+        if self.proc is not None:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
+        env.pop("GUNICORN_CMD_ARGS", None)  # the command line says everything
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                self.command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         self._await_ready("/api/plugins/route/bench-sdk/json", self.log_path)
         return self
 
@@ -151,10 +170,13 @@ class SecondWeb(_LocalServer):
     scenario (g), the production app with the direct channel off (every request through the
     supervisor), or (h), ``benchmarks.canned_app`` (plugin answers canned in the worker)."""
 
-    def __init__(self, home: Path, workers: int, canned: bool = False) -> None:
+    def __init__(
+        self, home: Path, workers: int, canned: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         self.home = home
         self.workers = workers
         self.canned = canned
+        self.env = dict(env or {})
         super().__init__()
         self.log_path = home / ("canned-web.log" if canned else "hop-web.log")
 
@@ -171,7 +193,8 @@ class SecondWeb(_LocalServer):
             TORU_DIRECT_CHANNEL="0",
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
-        app = "benchmarks.canned_app:application" if self.canned else "toru.wsgi:application"
+        env.update(self.env)
+        app = "benchmarks.canned_app:application" if self.canned else toru_app_spec()
         cmd = [
             sys.executable,
             "-m",

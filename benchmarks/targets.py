@@ -1,4 +1,4 @@
-"""Issue 6's targets, evaluated from one run's medians: each as a ratio AND as added µs.
+"""Issue 12's and issue 6's targets, from one run's medians, each with its other form.
 
 Every target is a dict with stable keys: ``id``, ``text``, ``value``, ``unit``,
 ``threshold``, ``op`` (``>=``/``<=``), ``met`` (True/False, or None when a scenario it needs
@@ -7,6 +7,7 @@ did not run), and ``detail`` (the other form: ratio when the value is µs, µs w
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 
@@ -35,41 +36,118 @@ def _target(
     }
 
 
+def rps_ratio(doc: dict[str, Any], sid: str, base: str) -> float | None:
+    """req/s of ``sid`` over ``base``'s: the median of the per-round ratios.
+
+    Runs are interleaved, so round i of two scenarios ran seconds apart; pairing them
+    cancels the shared machine's drift between rounds, which a ratio of two medians (taken
+    from different rounds) does not. Falls back to the ratio of the medians when the rounds
+    do not pair up."""
+    x, y = doc["scenarios"].get(sid) or {}, doc["scenarios"].get(base) or {}
+    xr = [r.get("rps") for r in x.get("runs") or []]
+    yr = [r.get("rps") for r in y.get("runs") or []]
+    pairs = [a / b for a, b in zip(xr, yr, strict=False) if a is not None and b]
+    if pairs and len(xr) == len(yr):
+        return statistics.median(pairs)
+    xm, ym = _med(doc, sid, "rps"), _med(doc, base, "rps")
+    return xm / ym if xm is not None and ym else None
+
+
+def cpu_detail(doc: dict[str, Any], sid: str, base: str) -> str:
+    """CPU per request of ``sid`` and ``base``, and their quotient: the throughput ratio the
+    two would have on cores of their own (CPU-bound), steadier than req/s on a shared box."""
+    x, y = _med(doc, sid, "cpu_us_per_request"), _med(doc, base, "cpu_us_per_request")
+    if not x or not y:
+        return ""
+    return f"CPU {x:.0f} vs {y:.0f} us/request ({y / x:.2f}x as CPU-bound capacity)"
+
+
+def _slow_closed(doc: dict[str, Any]) -> int:
+    runs = (doc["scenarios"].get("b_toru_sdk_slow") or {}).get("runs") or []
+    return sum(int(r.get("slow_closed_by_server") or 0) for r in runs)
+
+
+def own_baseline(doc: dict[str, Any]) -> str:
+    """The baseline with Toru's own worker class: issue 6's "(a)"."""
+    return "a_asgi" if doc["config"].get("toru_worker_class") == "asgi" else "a_sync"
+
+
+def ratio_detail(doc: dict[str, Any], sid: str) -> str:
+    """``"0.80x of asgi direct, 3.20x of sync direct"`` (the parts that are known)."""
+    parts = []
+    for name, base in (("asgi", "a_asgi"), ("sync", "a_sync")):
+        r = rps_ratio(doc, sid, base)
+        if r is not None:
+            parts.append(f"{r:.2f}x of {name} direct")
+    return ", ".join(parts)
+
+
 def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """All targets computable from ``doc``."""
+    """All targets computable from ``doc``: issue 12's first, then issue 6's."""
+    return issue12(doc) + issue6(doc)
+
+
+def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event-loop web tier's targets, against both baselines of the same run."""
     out: list[dict[str, Any]] = []
     m = lambda sid, key: _med(doc, sid, key)  # noqa: E731
-
-    a, b = m("a_baseline", "rps"), m("b_toru_sdk", "rps")
     c = doc["config"]["connections"]
-    ratio = b / a if a and b else None
-    added = None
-    if a and b:
-        # The server's wall time per request (1/throughput), (b) minus (a).
-        added = 1e6 / b - 1e6 / a
+    sync_, asgi_ = m("a_sync", "rps"), m("a_asgi", "rps")
+    b, raw = m("b_toru_sdk", "rps"), m("c_toru_raw", "rps")
     out.append(_target(
-        "throughput_ratio", f"(b)/(a) requests/s at {c} connections >= 0.70", ratio, ">=", 0.70, "ratio",
-        f"+{added:.0f} us of server time per request (1/throughput: {1e6 / b:.0f} vs {1e6 / a:.0f} us)" if added is not None else "",
+        "sdk_vs_asgi", f"(b) Toru -> SDK plugin, {c} conns, >= 0.75x asgi direct", rps_ratio(doc, "b_toru_sdk", "a_asgi"), ">=", 0.75, "ratio",
+        f"{b:.0f} vs {asgi_:.0f} req/s; {cpu_detail(doc, 'b_toru_sdk', 'a_asgi')}" if b and asgi_ else "",
     ))  # fmt: skip
-
+    out.append(_target(
+        "sdk_vs_sync", f"(b) Toru -> SDK plugin, {c} conns, >= 2.0x sync direct", rps_ratio(doc, "b_toru_sdk", "a_sync"), ">=", 2.0, "ratio",
+        f"{b:.0f} vs {sync_:.0f} req/s; {cpu_detail(doc, 'b_toru_sdk', 'a_sync')}" if b and sync_ else "",
+    ))  # fmt: skip
+    out.append(_target(
+        "one_conn_vs_asgi", f"(c) one-connection plugin through the supervisor, {c} conns, >= 0.60x asgi direct", rps_ratio(doc, "c_toru_raw", "a_asgi"), ">=", 0.60, "ratio",
+        f"{raw:.0f} req/s; {ratio_detail(doc, 'c_toru_raw')}; {cpu_detail(doc, 'c_toru_raw', 'a_asgi')}" if raw else "",
+    ))  # fmt: skip
+    slow = m("b_toru_sdk_slow", "rps")
+    kept = rps_ratio(doc, "b_toru_sdk_slow", "b_toru_sdk")
+    drop = (1 - kept) * 100 if kept is not None else None
+    out.append(_target(
+        "slow_clients", f"{doc['config'].get('slow_clients', 64)} slow clients alongside (b) lower its req/s by <= 10%", drop, "<=", 10, "%",
+        f"{slow:.0f} req/s with them, {b:.0f} without (same run); the server closed {_slow_closed(doc)} slow connections" if b and slow is not None else "",
+    ))  # fmt: skip
+    p50, p99 = m("b_toru_sdk_c64", "p50_us"), m("b_toru_sdk_c64", "p99_us")
+    out.append(_target(
+        "no_convoy", "p99 of (b) at 64 connections <= 3x its p50", p99 / p50 if p50 and p99 else None, "<=", 3.0, "ratio",
+        f"p50 {p50:.0f} us, p99 {p99:.0f} us (p99-p50 = {p99 - p50:.0f} us)" if p50 and p99 else "",
+    ))  # fmt: skip
+    big = rps_ratio(doc, "b_toru_sdk_1m", "a_asgi_1m")
+    out.append(_target(
+        "large_answers", f"(b) with 1 MiB answers, {c} conns, >= 0.5x asgi direct with the same answers", big, ">=", 0.5, "ratio",
+        f"{m('b_toru_sdk_1m', 'rps'):.0f} req/s; {rps_ratio(doc, 'b_toru_sdk_1m', 'a_sync_1m') or 0:.2f}x of sync direct; {cpu_detail(doc, 'b_toru_sdk_1m', 'a_asgi_1m')}" if big is not None else "",
+    ))  # fmt: skip
     g = m("g_toru_hop", "rps")
     if g is not None:
         out.append(_target(
-            "throughput_ratio_hop", f"(g)/(a) at {c} connections: every request through the supervisor, direct channel off (informational)", g / a if a else None, ">=", 0.70, "ratio",
-            f"+{1e6 / g - 1e6 / a:.0f} us of server time per request; (b)/(g) = {b / g:.2f}" if a and b and g else "",
+            "direct_vs_supervisor", "(b)/(g): direct channel against the supervisor path, same run (keep the channel only if >= 1.15)", rps_ratio(doc, "b_toru_sdk", "g_toru_hop"), ">=", 1.15, "ratio",
+            f"(g) {g:.0f} req/s, {ratio_detail(doc, 'g_toru_hop')}; (b) against (g): {cpu_detail(doc, 'b_toru_sdk', 'g_toru_hop')}" if g else "",
         ))  # fmt: skip
+    return out
 
-    ca, cb = m("a_baseline", "cpu_us_per_request"), m("b_toru_sdk", "cpu_us_per_request")
+
+def issue6(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets; "(a)" is the baseline with Toru's own worker class."""
+    out: list[dict[str, Any]] = []
+    m = lambda sid, key: _med(doc, sid, key)  # noqa: E731
+    own = own_baseline(doc)
+    ca, cb = m(own, "cpu_us_per_request"), m("b_toru_sdk", "cpu_us_per_request")
     cpu_added = cb - ca if ca is not None and cb is not None else None
     out.append(_target(
-        "added_cpu", "added CPU per proxied request <= 150 us ((b)-(a), all server processes)", cpu_added, "<=", 150, "us",
+        "added_cpu", f"added CPU per proxied request <= 150 us ((b)-{own}, all server processes)", cpu_added, "<=", 150, "us",
         f"ratio {cb / ca:.2f}x ({cb:.0f} vs {ca:.0f} us/request)" if cpu_added is not None and ca else "",
     ))  # fmt: skip
 
-    la, lb = m("a_baseline_c1", "p50_us"), m("b_toru_sdk_c1", "p50_us")
+    la, lb = m(own + "_c1", "p50_us"), m("b_toru_sdk_c1", "p50_us")
     lat_added = lb - la if la is not None and lb is not None else None
     out.append(_target(
-        "added_latency_c1", "added p50 latency at 1 connection <= 100 us ((b)-(a))", lat_added, "<=", 100, "us",
+        "added_latency_c1", f"added p50 latency at 1 connection <= 100 us ((b)-{own})", lat_added, "<=", 100, "us",
         f"ratio {lb / la:.2f}x ({lb:.0f} vs {la:.0f} us)" if lat_added is not None and la else "",
     ))  # fmt: skip
 
@@ -93,12 +171,6 @@ def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "hop_throughput_minimal", "messages/s through the supervisor, 32 in flight, to the minimal plugin (the supervisor's capacity; informational)", em, ">=", 50_000, "msg/s",
             f"{em / dm:.2f}x of the minimal plugin alone ({dm:.0f} msg/s); {1e6 / em:.1f} us/message" if em and dm else "",
         ))  # fmt: skip
-
-    p50, p99 = m("b_toru_sdk_c64", "p50_us"), m("b_toru_sdk_c64", "p99_us")
-    out.append(_target(
-        "no_convoy", "p99 of (b) at 64 connections <= 3x its p50", p99 / p50 if p50 and p99 else None, "<=", 3.0, "ratio",
-        f"p50 {p50:.0f} us, p99 {p99:.0f} us (p99-p50 = {p99 - p50:.0f} us)" if p50 and p99 else "",
-    ))  # fmt: skip
 
     counts = sorted(
         (sc["params"]["plugins"], sc["rps"]["median"])

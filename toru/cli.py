@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run everything: supervisor + gunicorn with the web app")
     _home(p)
     p.add_argument("--bind", help="HOST:PORT or unix:/path (default 127.0.0.1:8080)")
-    p.add_argument("--workers", type=int, help="gunicorn worker processes (default 2 x cores)")
+    p.add_argument("--workers", type=int, help="gunicorn asgi worker processes (default 2 x cores)")
     p.add_argument(
         "--enable-all", action="store_true", help="enable every discovered plugin at start"
     )

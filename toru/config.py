@@ -55,6 +55,7 @@ def _pos_float(v: Any) -> float:
 
 
 def _default_workers() -> int:
+    """Two event-loop workers per core (measured: docs/operations.md, "Workers")."""
     return 2 * (os.cpu_count() or 1)
 
 
@@ -70,7 +71,9 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("bind", "TORU_BIND", "bind", "127.0.0.1:8080", str, "HOST:PORT or unix:/path"),
-    Setting("workers", "TORU_WORKERS", "workers", None, _pos_int, "gunicorn workers (2 x cores)"),
+    Setting(
+        "workers", "TORU_WORKERS", "workers", None, _pos_int, "gunicorn asgi workers (2 x cores)"
+    ),
     Setting("plugins_dir", "TORU_PLUGINS_DIR", "plugins_dir", None, str, "plugin directory"),
     Setting("log_dir", "TORU_LOG_DIR", "log_dir", None, str, "log directory"),
     Setting(
@@ -202,6 +205,15 @@ SETTINGS: tuple[Setting, ...] = (
         ("127.0.0.1", "::1", "unix"),
         _strs,
         "peers whose X-Forwarded-* headers are believed ('unix' = a Unix-socket peer)",
+    ),
+    Setting(
+        "client_timeout",
+        "TORU_CLIENT_TIMEOUT",
+        "http.client_timeout",
+        15.0,
+        _pos_float,
+        "seconds a client has to send its request headers, and its whole body; a slower "
+        "connection is closed (408 for a body)",
     ),
     Setting(
         "direct_channel",
@@ -347,6 +359,7 @@ class Config:
     metrics_public: bool
     body_limit: int
     trusted_proxies: tuple[str, ...]
+    client_timeout: float
     direct_channel: bool
     session_ttl: float
     login_rate: int

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import schema
-from .codec import HEADER, FrameReader, ProtocolError, encode, encode_payload
+from .blocking import Channel
+from .codec import HEADER, ProtocolError, encode, encode_payload
 from .messages import (
     HttpRequest,
     HttpResponse,
@@ -43,8 +44,8 @@ from .messages import (
     host_init,
     http_request_message,
     lifecycle_shutdown,
-    parse_http_response,
     parse_message,
+    validate_http_reply,
 )
 from .testing import KvDouble, connect_unix
 
@@ -68,50 +69,36 @@ class _Abort(Exception):
     """A check failed in a way that makes the following checks meaningless."""
 
 
-class _Conn:
-    """One blocking connection to the plugin with request_id matching."""
+class _Conn(Channel):
+    """One blocking connection to the plugin, requests matched by ``request_id``; every
+    message is kept in ``log``."""
 
     def __init__(self, path: str, timeout: float) -> None:
-        self.sock = connect_unix(path, timeout)
-        self.reader = FrameReader(self.sock)
-        self.stash: dict[str, dict[str, Any]] = {}
+        super().__init__(connect_unix(path, timeout))
         self.log: list[str] = []
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: Any, timeout: float | None = None) -> None:
         self.log.append(f"-> {json.dumps(msg)[:300]}")
-        self.sock.sendall(encode(msg))
+        rid = msg.get("request_id")
+        if rid is not None:
+            self.expect(str(rid))
+        super().send(msg, timeout)
 
-    def reply(self, rid: str, timeout: float) -> dict[str, Any]:
+    def send_all(self, msgs: list[dict[str, Any]]) -> None:
+        """Pipeline: every message in one write."""
+        for msg in msgs:
+            self.log.append(f"-> {json.dumps(msg)[:300]}")
+            self.expect(str(msg["request_id"]))
+        self.send_bytes(b"".join(encode(m) for m in msgs))
+
+    def reply(self, rid: str, timeout: float) -> Any:
         """The message carrying ``rid``; raises TimeoutError, EOFError or ProtocolError."""
-        deadline = time.monotonic() + timeout
-        while rid not in self.stash:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no reply with request_id {rid!r} within {timeout:g} s")
-            self.sock.settimeout(left)
-            msg = self.reader.read()
-            if msg is None:
-                raise EOFError("the plugin closed the connection")
-            self.log.append(f"<- {json.dumps(msg)[:300]}")
-            self.stash[str(msg.get("request_id"))] = msg
-        return self.stash.pop(rid)
-
-    def wait_closed(self, timeout: float) -> bool:
-        """True when the peer closes the connection within ``timeout``."""
-        deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-                if not self.sock.recv(65536):
-                    return True
-        except TimeoutError:
-            return False
-        except OSError:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
+            msg = super().reply(rid, timeout)
+        except EOFError:
+            raise EOFError("the plugin closed the connection") from None
+        self.log.append(f"<- {json.dumps(msg)[:300]}")
+        return msg
 
 
 class PluginChecker:
@@ -311,11 +298,11 @@ class PluginChecker:
 
         rids = [self.rid() for _ in range(3)]
         paths = ["/", "/toru-check-missing", "/"]
-        conn.sock.sendall(
-            b"".join(
-                encode(http_request_message(r, HttpRequest("GET", p)))
+        conn.send_all(
+            [
+                http_request_message(r, HttpRequest("GET", p))
                 for r, p in zip(rids, paths, strict=True)
-            )
+            ]
         )
         try:
             statuses = [_http_reply(conn.reply(r, self.reply_timeout)).status for r in rids]
@@ -384,7 +371,7 @@ class PluginChecker:
     def _bad_input(self, name: str, data: bytes) -> None:
         try:
             conn = self.connect()
-            conn.sock.sendall(data)
+            conn.send_bytes(data)
         except OSError as exc:
             died = "" if self.alive() else f" (the plugin had exited with {self.proc.returncode})"
             self.record(name, FAIL, f"could not connect to send it: {exc}{died}")
@@ -594,7 +581,10 @@ def _http_reply(msg: dict[str, Any]) -> HttpResponse:
         schema.validate(msg, "http_reply")
     except schema.SchemaError as exc:
         raise ProtocolError(f"reply does not match the protocol schema: {exc}") from None
-    return parse_http_response(parse_message(msg).payload)
+    m = parse_message(msg)
+    if m.type != "http":
+        raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
+    return validate_http_reply(m.payload)
 
 
 def _tail(text: str) -> str:

@@ -2,8 +2,9 @@
 
 Host (supervisor), worker client and SDK all import this module, so the wire format is
 written exactly once. The codec itself does no I/O: ``encode`` makes bytes and ``Decoder``
-turns fed bytes into messages. ``FrameReader``/``write_frame`` are thin blocking adapters
-over a socket; asyncio code feeds a ``Decoder`` from ``data_received``.
+turns fed bytes into messages. The adapters on top are ``toru_plugin_api.aio`` (asyncio) and
+``toru_plugin_api.blocking`` (sockets, with request/reply by id); ``FrameReader`` and
+``write_frame`` are the minimal blocking pair for one-message-at-a-time scripts.
 
 The maximum frame size is checked against the 4-byte header *before* any payload is
 buffered, so a hostile length prefix (say 4 GB) costs nothing but the error.

@@ -18,7 +18,8 @@ import socket
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from .aio import FramedProtocol
+from .codec import ProtocolError
 from .messages import KvOp, PluginError, kv_request_message, parse_kv_result, parse_message
 
 __all__ = ["KvClient", "KvStore", "KvUnavailable", "MemoryKv"]
@@ -69,29 +70,26 @@ class MemoryKv(_JsonMixin):
         return sorted(k for k in self.data if k.startswith(prefix))
 
 
-class _KvProtocol(asyncio.Protocol):
+class _KvProtocol(FramedProtocol):
+    """The channel's adapter: requests and their deadlines are the base's."""
+
+    eof_reason = "kv channel closed by the host"
+
     def __init__(self, client: KvClient) -> None:
+        super().__init__()
         self.client = client
-        self.decoder = Decoder(DEFAULT_MAX_FRAME)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.client._transport = transport  # type: ignore[assignment]
+    def timeout_error(self, rid: str) -> BaseException:
+        return KvUnavailable(f"kv request timed out after {self.client.timeout:g} s")
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            msgs = self.decoder.feed(data)
-        except ProtocolError as exc:
-            for m in exc.decoded:
-                self.client._resolve(m)
-            self.client._fail_all(f"bad frame on the kv channel: {exc}")
-            if self.client._transport is not None:
-                self.client._transport.close()
-            return
-        for m in msgs:
-            self.client._resolve(m)
+    def lost_error(self, reason: str) -> BaseException:
+        return KvUnavailable(reason)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client._closed("kv channel closed by the host")
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        self.fail_connection(f"bad frame on the kv channel: {exc}")
+
+    def on_closed(self, reason: str) -> None:
+        self.client._closed(reason)
 
 
 class KvClient(_JsonMixin):
@@ -104,9 +102,7 @@ class KvClient(_JsonMixin):
     def __init__(self, timeout: float = 5.0, on_lost: Callable[[], None] | None = None) -> None:
         self.timeout = timeout
         self.on_lost = on_lost
-        self._transport: asyncio.Transport | None = None
-        self._pending: dict[str, asyncio.Future[Any]] = {}
-        self._next = 0
+        self._proto: _KvProtocol | None = None
         self._lost: str | None = None
 
     @classmethod
@@ -119,68 +115,36 @@ class KvClient(_JsonMixin):
         client = cls(timeout, on_lost)
         loop = asyncio.get_running_loop()
         if sock.family == socket.AF_UNIX:
-            await loop.create_unix_connection(lambda: _KvProtocol(client), sock=sock)
+            _, client._proto = await loop.create_unix_connection(
+                lambda: _KvProtocol(client), sock=sock
+            )
         else:  # pragma: no cover - the host always passes a Unix socketpair
-            await loop.create_connection(lambda: _KvProtocol(client), sock=sock)
+            _, client._proto = await loop.create_connection(lambda: _KvProtocol(client), sock=sock)
         return client
 
     @property
     def connected(self) -> bool:
-        return self._transport is not None and self._lost is None
+        return self._proto is not None and self._lost is None
 
     async def _call(self, op: KvOp) -> Any:
-        if self._lost is not None or self._transport is None:
+        if self._lost is not None or self._proto is None:
             raise KvUnavailable(self._lost or "kv channel not connected")
-        self._next += 1
-        rid = f"k{self._next}"
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._pending[rid] = fut
-        self._transport.write(encode(kv_request_message(rid, op)))
-        timer = loop.call_later(self.timeout, self._expire, rid)
+        reply = await self._proto.request(kv_request_message("", op), self.timeout)
         try:
-            return await fut
-        finally:
-            timer.cancel()
-            self._pending.pop(rid, None)
-
-    def _expire(self, rid: str) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(KvUnavailable(f"kv request timed out after {self.timeout:g} s"))
-
-    def _resolve(self, msg: Any) -> None:
-        try:
-            m = parse_message(msg)
-        except ProtocolError:
-            return
-        fut = self._pending.pop(m.request_id or "", None)
-        if fut is None or fut.done():
-            return  # late answer after a timeout
-        try:
-            fut.set_result(parse_kv_result(m.payload))
-        except (PluginError, ProtocolError) as exc:
-            fut.set_exception(
-                exc if isinstance(exc, PluginError) else PluginError(str(exc), 502, "kv_bad_reply")
-            )
-
-    def _fail_all(self, why: str) -> None:
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(KvUnavailable(why))
+            return parse_kv_result(parse_message(reply).payload)
+        except ProtocolError as exc:
+            raise PluginError(str(exc), 502, "kv_bad_reply") from None
 
     def _closed(self, why: str) -> None:
         if self._lost is None:
             self._lost = why
-            self._fail_all(why)
             if self.on_lost is not None:
                 self.on_lost()
 
     def close(self) -> None:
         """Close the channel (idempotent)."""
-        if self._transport is not None:
-            self._transport.close()
+        if self._proto is not None:
+            self._proto.close("kv channel closed by the plugin")
 
     async def get(self, key: str) -> str | None:
         """The value stored at ``key``, or ``None``."""

@@ -21,7 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .codec import Decoder, ProtocolError, encode
+from .aio import FramedProtocol
+from .codec import ProtocolError
 from .kv import KvClient, KvStore, MemoryKv
 from .log import PluginLogger
 from .messages import (
@@ -58,59 +59,31 @@ To test it:        toru plugin check {prog}   (or python -m toru_plugin_api.chec
 """
 
 
-class _Connection(asyncio.Protocol):
-    """One host connection: frames in, replies out (any order, matched by request_id)."""
+class _Connection(FramedProtocol):
+    """One host connection: frames in, replies out (any order, matched by request_id).
 
-    __slots__ = ("_batch", "decoder", "server", "transport")
+    Decoding and corked writes are the base's: replies produced inline for a pipelined chunk
+    (probes, bundle, sync handlers) leave in one write.
+    """
 
     def __init__(self, server: PluginServer) -> None:
+        super().__init__()
         self.server = server
-        self.decoder = Decoder()  # one per connection: partial frames survive between reads
-        self.transport: asyncio.Transport | None = None
-        self._batch: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         self.server._conns.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def on_closed(self, reason: str) -> None:
         self.server._conns.discard(self)
-        self.transport = None
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            msgs = self.decoder.feed(data)
-        except ProtocolError as exc:
-            # NOTE: answer what came before the bad frame, then close; never guess.
-            for obj in exc.decoded:
-                self.server._dispatch(self, obj)
-            self.server.log.warn("closing connection after a malformed frame", error=str(exc))
-            if self.transport is not None:
-                self.transport.close()
-            return
-        dispatch = self.server._dispatch
-        if len(msgs) == 1:
-            dispatch(self, msgs[0])
-            return
-        # PERF: replies produced inline for a pipelined chunk (probes, bundle, errors) leave
-        # in one write instead of one syscall each.
-        self._batch = batch = []
-        try:
-            for obj in msgs:
-                dispatch(self, obj)
-        finally:
-            self._batch = None
-            t = self.transport
-            if batch and t is not None and not t.is_closing():
-                t.write(b"".join(batch))
+    def on_message(self, msg: Any) -> None:
+        self.server._dispatch(self, msg)
 
-    def send(self, msg: dict[str, Any]) -> None:
-        if self._batch is not None:
-            self._batch.append(encode(msg))
-            return
-        t = self.transport
-        if t is not None and not t.is_closing():
-            t.write(encode(msg))
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        # NOTE: what came before the bad frame was answered; then close, never guess.
+        self.server.log.warn("closing connection after a malformed frame", error=str(exc))
+        self.close("malformed frame")
 
 
 class PluginServer:
@@ -218,8 +191,7 @@ class PluginServer:
         except Exception as exc:
             self.log.exception("plugin shutdown hook failed", exc)
         for conn in list(self._conns):
-            if conn.transport is not None:
-                conn.transport.close()
+            conn.close("plugin stopping")
         for t in list(self._tasks):
             if not t.done() and t is not asyncio.current_task():
                 t.cancel()
@@ -338,7 +310,7 @@ class PluginServer:
 
         Taken only when the plugin keeps the SDK's routing (``handle_http`` not overridden) and
         has sync handlers; coroutine handlers still get a Task each (they may await, use
-        ``asyncio.timeout`` or ``current_task()``). Measured with ``benchmarks/micro_sdk.py``.
+        ``asyncio.timeout`` or ``current_task()``). Measured with ``benchmarks/tools/micro_sdk.py``.
         """
         plugin = self.plugin
         found = plugin.route_for(req)

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .codec import FrameReader, ProtocolError, encode
+from . import blocking
+from .blocking import Channel
+from .codec import ProtocolError, encode
 from .messages import (
     HttpRequest,
     KvOp,
@@ -41,10 +43,10 @@ from .messages import (
     kv_response_message,
     lifecycle_init,
     lifecycle_shutdown,
-    parse_http_response,
     parse_kv_op,
     parse_kv_result,
     parse_message,
+    validate_http_reply,
 )
 from .plugin import ToruPlugin
 
@@ -86,18 +88,9 @@ def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
     NOTE: a plugin that binds before it listens (as the original ones do) has a short window
     where the file exists but connect() is refused; the host retries the same way.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-            return s
-        except (ConnectionRefusedError, FileNotFoundError):
-            s.close()
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
+    sock = blocking.connect_unix(path, timeout, retry_refused=True)
+    sock.settimeout(timeout)  # a raw socket for the caller: reads bounded too
+    return sock
 
 
 class KvDouble:
@@ -129,10 +122,10 @@ class KvDouble:
         return self.plugin_sock.detach()
 
     def _serve(self) -> None:
-        reader = FrameReader(self.host_sock)
+        channel = Channel(self.host_sock)
         while True:
             try:
-                obj = reader.read()
+                obj = channel.read(None)
             except (OSError, ProtocolError):
                 return
             if obj is None:
@@ -146,7 +139,7 @@ class KvDouble:
                 self.ops.append(op)
                 reply = kv_response_message(msg.request_id, self.apply(op))
             try:
-                self.host_sock.sendall(encode(reply))
+                channel.send(reply)
             except OSError:
                 return
 
@@ -189,10 +182,7 @@ class PluginHarness:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
-        self._sock: socket.socket | None = None
-        self._reader: FrameReader | None = None
-        self._stash: dict[str, dict[str, Any]] = {}
-        self._next = 0
+        self._channel: Channel | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ constructors
@@ -310,8 +300,7 @@ class PluginHarness:
         raise HarnessError(f"plugin did not create {self.socket_path} within {timeout:g} s")
 
     def _connect(self, init: bool, instance_id: str) -> None:
-        self._sock = self.connect()
-        self._reader = FrameReader(self._sock)
+        self._channel = Channel(self.connect())
         if init:
             self.send(
                 lifecycle_init(instance_id, self.socket_path, str(self.workdir / "plugin.log"))
@@ -322,35 +311,33 @@ class PluginHarness:
         return connect_unix(self.socket_path, timeout)
 
     def send(self, msg: dict[str, Any]) -> None:
-        """Send one message on the harness connection."""
-        assert self._sock is not None
-        self._sock.sendall(encode(msg))
+        """Send one message on the harness connection (its reply, if it carries a
+        ``request_id``, is kept for ``wait_reply``)."""
+        channel = self._ready_channel()
+        rid = msg.get("request_id")
+        if rid is not None:
+            channel.expect(str(rid))
+        channel.send(msg)
 
     def read(self, timeout: float = 5.0) -> dict[str, Any] | None:
         """The next message from the plugin (``None`` on EOF)."""
-        assert self._sock is not None and self._reader is not None
-        self._sock.settimeout(timeout)
-        return self._reader.read()
+        return self._ready_channel().read(timeout)
+
+    def _ready_channel(self) -> Channel:
+        assert self._channel is not None, "not connected"
+        return self._channel
 
     def _rid(self) -> str:
-        self._next += 1
-        return f"t{self._next}"
+        return "t" + self._ready_channel().next_id()
 
     def wait_reply(self, rid: str, timeout: float = 5.0) -> dict[str, Any]:
         """The reply carrying ``request_id == rid``; other replies are kept for their callers."""
-        deadline = time.monotonic() + timeout
-        while rid not in self._stash:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HarnessError(f"no reply to request {rid} within {timeout:g} s")
-            try:
-                msg = self.read(left)
-            except TimeoutError:
-                continue
-            if msg is None:
-                raise HarnessError(f"plugin closed the connection before answering {rid}")
-            self._stash[str(msg.get("request_id"))] = msg
-        return self._stash.pop(rid)
+        try:
+            return self._ready_channel().reply(rid, timeout)
+        except TimeoutError:
+            raise HarnessError(f"no reply to request {rid} within {timeout:g} s") from None
+        except EOFError:
+            raise HarnessError(f"plugin closed the connection before answering {rid}") from None
 
     @staticmethod
     def _http_message(
@@ -370,7 +357,7 @@ class PluginHarness:
 
     @staticmethod
     def _reply(rid: str, msg: dict[str, Any]) -> Reply:
-        resp = parse_http_response(parse_message(msg).payload)
+        resp = validate_http_reply(parse_message(msg).payload)
         return Reply(resp.status, resp.headers, resp.body_bytes, rid, msg)
 
     # ------------------------------------------------------------------ public API
@@ -392,14 +379,15 @@ class PluginHarness:
 
     def pipeline(self, requests: list[tuple[str, str]], timeout: float = 5.0) -> list[Reply]:
         """Send several ``(method, path)`` requests at once; replies in request order."""
+        channel = self._ready_channel()
         rids = []
-        frames = b""
+        frames = []
         for method, path in requests:
             rid = self._rid()
             rids.append(rid)
-            frames += encode(self._http_message(rid, method, path, None, None, None))
-        assert self._sock is not None
-        self._sock.sendall(frames)
+            frames.append(encode(self._http_message(rid, method, path, None, None, None)))
+            channel.expect(rid)
+        channel.send_bytes(b"".join(frames))
         return [self._reply(rid, self.wait_reply(rid, timeout)) for rid in rids]
 
     def kv_request(
@@ -470,8 +458,8 @@ class PluginHarness:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._server.stop, 0, "harness closed")
             self._thread.join(5)
-        if self._sock is not None:
-            self._sock.close()
+        if self._channel is not None:
+            self._channel.close()
         self.kv_double.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

@@ -20,6 +20,10 @@ from tests.servers import free_port
 
 from .conftest import author_env, sh
 
+# Builds (cargo, zipapps) and a whole toru serve per test: more than the suite's 300 s on a
+# loaded machine, so the budget scales like every other wait here.
+pytestmark = pytest.mark.timeout(timing.scaled(400))
+
 EDIT = {  # (file, text in the generated source, the author's edit)
     "python": ("dev_python_plugin/plugin.py", 'from Dev Python"', 'from Dev Python v2"'),
     "node": ("plugin.js", "from Dev Node`", "from Dev Node v2`"),

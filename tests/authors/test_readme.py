@@ -23,6 +23,10 @@ from tests.servers import free_port
 
 from .conftest import ROOT
 
+# Builds (cargo, zipapps) and a whole toru serve per test: more than the suite's 300 s on a
+# loaded machine, so the budget scales like every other wait here.
+pytestmark = pytest.mark.timeout(timing.scaled(400))
+
 HEADINGS = {"python": "### Python", "node": "### Node.js", "rust": "### Rust"}
 DEV_LINE = "toru plugin dev ."
 PRELUDE = r"""set -euo pipefail

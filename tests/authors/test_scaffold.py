@@ -12,6 +12,10 @@ from toru.scaffold import LANGS, Names, create
 
 from .conftest import sh
 
+# Builds (cargo, zipapps) and a whole toru serve per test: more than the suite's 300 s on a
+# loaded machine, so the budget scales like every other wait here.
+pytestmark = pytest.mark.timeout(timing.scaled(400))
+
 BUILD = {"python": "python build.py", "node": "node build.js", "rust": "./build.sh"}
 TEST = {"python": "python -m unittest -v", "node": "node test.js", "rust": "cargo test --offline"}
 

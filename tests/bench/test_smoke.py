@@ -7,9 +7,11 @@ stops everything; this test checks the output's shape and that nothing is left r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,19 +21,26 @@ from pathlib import Path
 import pytest
 
 from benchmarks.plugins.bench_sdk import body_of_size, plugin_id_from_argv
-from benchmarks.report import markdown
-from benchmarks.stack import nginx_config
-from benchmarks.targets import evaluate
+from benchmarks.report import markdown, summary
+from benchmarks.slow_clients import SlowClients
+from benchmarks.stack import BaselineServer, nginx_config
+from benchmarks.targets import evaluate, rps_ratio
 from benchmarks.wrk import parse_output
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = [
-    "a_baseline",
+    "a_sync",
+    "a_asgi",
     "b_toru_sdk",
+    "b_toru_sdk_slow",
     "c_toru_raw",
-    "a_baseline_c1",
+    "a_sync_c1",
+    "a_asgi_c1",
     "b_toru_sdk_c1",
     "b_toru_sdk_c64",
+    "a_sync_1m",
+    "a_asgi_1m",
+    "b_toru_sdk_1m",
     "f_nginx_sdk",
     "g_toru_hop",
     "h_app_only",
@@ -89,17 +98,29 @@ def test_smoke_mode_writes_every_scenario(tmp_path: Path, test_output: Path) -> 
     (test_output / "bench-smoke.json").write_text(json.dumps(doc, indent=2))
     assert doc["schema"] == "toru-bench/1"
     assert doc["mode"] == "smoke"
+    assert set(doc["scenarios"]) == set(CORE)
     for sid in CORE:
         sc = doc["scenarios"][sid]
         assert sc["error"] is None, (sid, sc["error"])
         assert len(sc["runs"]) == 1, sid
-        assert sc["requests"] > 0, sid
         assert sc["errors"] == 0, (sid, [r.get("error_detail") for r in sc["runs"]])
+        if sid == "b_toru_sdk_slow":
+            # A sync web tier serves nothing while 64 clients stall it: no request count to
+            # demand, but the slow clients were really there.
+            assert sc["runs"][0]["slow_opened"] >= 64, sc["runs"]
+            continue
+        assert sc["requests"] > 0, sid
         for key in METRICS:
             assert set(sc[key]) == {"median", "min", "max", "n"}, (sid, key)
+    assert doc["config"]["toru_worker_class"] in ("sync", "gthread", "asgi")
     ids = {t["id"] for t in doc["targets"]}
     assert {
-        "throughput_ratio",
+        "sdk_vs_asgi",
+        "sdk_vs_sync",
+        "one_conn_vs_asgi",
+        "slow_clients",
+        "large_answers",
+        "direct_vs_supervisor",
         "added_cpu",
         "added_latency_c1",
         "hop_p50",
@@ -109,7 +130,13 @@ def test_smoke_mode_writes_every_scenario(tmp_path: Path, test_output: Path) -> 
     } <= ids
     for t in doc["targets"]:
         assert set(t) == {"id", "text", "value", "unit", "op", "threshold", "met", "detail"}
-    assert (out / "results.md").read_text().startswith("# Toru benchmark")
+    md = (out / "results.md").read_text()
+    assert md.startswith("# Toru benchmark")
+    # the summary comes first: right under the title, before the full tables
+    assert md.index("| target (issue 12) |") < md.index("## Scenarios")
+    if importlib.util.find_spec("matplotlib"):  # the optional bench extra
+        assert (out / "results.png").stat().st_size > 0
+    assert cp.stdout.startswith(md.split("\n", 1)[0])
     # Every process the run started is gone.
     assert doc["config"]["workdir"].startswith("/tmp/tb-")
     assert _leftovers(doc["config"]["workdir"]) == []
@@ -200,7 +227,7 @@ def test_target_mode_measures_an_existing_installation(
         for sid in ("b_toru_sdk", "c_toru_raw", "b_toru_sdk_c1", "b_toru_sdk_c64"):
             sc = doc["scenarios"][sid]
             assert sc["error"] is None and sc["requests"] > 0 and sc["errors"] == 0, sid
-        assert "a_baseline" not in doc["scenarios"]  # a local run's scenario
+        assert "a_sync" not in doc["scenarios"]  # a local run's scenario
         # a wrong token is a run with errors, not a crash or a silent success
         bad = subprocess.run(
             [
@@ -215,3 +242,107 @@ def test_target_mode_measures_an_existing_installation(
     finally:
         srv.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_baselines_run_the_wsgi_app_on_wsgi_workers_and_the_asgi_twin_on_asgi(
+    tmp_path: Path,
+) -> None:
+    gthread = BaselineServer(tmp_path, 4, "gthread", threads=4).command()
+    assert gthread[-1] == "benchmarks.baseline_app:application"
+    assert gthread[gthread.index("--threads") + 1] == "4"
+    asgi = BaselineServer(tmp_path, 4, "asgi").command()
+    assert asgi[-1] == "benchmarks.baseline_app:asgi_application"
+    assert asgi[asgi.index("--worker-class") + 1] == "asgi"
+    assert asgi[asgi.index("--asgi-loop") + 1] == "uvloop"
+
+
+def test_slow_clients_stall_and_are_reopened_when_the_server_closes_them() -> None:
+    """Against a real listener: first the connections stall (nothing read back), then a
+    server that closes every connection it accepts gets them opened again."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    port = lsock.getsockname()[1]
+    slow = SlowClients("127.0.0.1", port, 8).start()
+    try:
+        assert slow.opened == 8 and slow.closed_by_server == 0
+        accepted = [lsock.accept()[0] for _ in range(8)]
+        for conn in accepted:
+            conn.settimeout(5)
+            assert conn.recv(100).startswith(b"GET ")  # a partial header, never its end
+            conn.close()
+        deadline = time.monotonic() + 10
+        while slow.closed_by_server < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stats = slow.stop()
+        lsock.close()
+    assert stats["slow_closed_by_server"] >= 8
+    assert stats["slow_opened"] >= 16  # every closed one was opened again
+
+
+def test_summary_reports_every_toru_row_against_both_baselines() -> None:
+    def sc(sid: str, rps: float) -> dict:
+        med = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
+        return {"id": sid, "label": sid, "kind": "http", "rps": med(rps), "p50_us": med(1000.0),
+                "p99_us": med(2000.0), "cpu_us_per_request": med(100.0), "runs": []}  # fmt: skip
+
+    rows = {"a_sync": 400, "a_asgi": 1600, "b_toru_sdk": 1200, "b_toru_sdk_slow": 1140,
+            "c_toru_raw": 960, "a_asgi_1m": 100, "b_toru_sdk_1m": 40}  # fmt: skip
+    doc = {
+        "config": {"connections": 16, "slow_clients": 64, "toru_worker_class": "asgi"},
+        "scenarios": {k: sc(k, v) for k, v in rows.items()},
+    }
+    text = summary(doc)
+    b_row = next(line for line in text.splitlines() if line.startswith("| b_toru_sdk |"))
+    assert "| 1200 | 0.75 | 3.00 |" in b_row
+    big = next(line for line in text.splitlines() if line.startswith("| b_toru_sdk_1m |"))
+    assert "| 40 | 0.40 | - |" in big  # against the 1 MiB asgi baseline; no sync one ran
+    met = {t["id"]: t["met"] for t in evaluate(doc)}
+    assert met["sdk_vs_asgi"] is True  # 0.75 >= 0.75
+    assert met["sdk_vs_sync"] is True  # 3.0 >= 2.0
+    assert met["one_conn_vs_asgi"] is True  # 0.60 >= 0.60
+    assert met["slow_clients"] is True  # a 5% drop
+    assert met["large_answers"] is False  # 0.40 < 0.5
+    assert met["no_convoy"] is None  # not measured
+
+
+def test_ratios_pair_the_rounds_so_drift_between_rounds_cancels() -> None:
+    """Rounds 1 and 2 give b/a = 0.5, round 3 (load on the machine as b ran) 0.2: the paired
+    median is 0.5, where the median of b over the median of a would say 0.2."""
+
+    def sc(sid: str, rps: list[float]) -> dict:
+        med = {"median": sorted(rps)[len(rps) // 2], "min": min(rps), "max": max(rps), "n": 3}
+        return {"id": sid, "kind": "http", "rps": med, "runs": [{"rps": r} for r in rps]}
+
+    doc = {"scenarios": {"a_asgi": sc("a_asgi", [4000, 1000, 3000]),
+                         "b_toru_sdk": sc("b_toru_sdk", [2000, 500, 600])}}  # fmt: skip
+    assert rps_ratio(doc, "b_toru_sdk", "a_asgi") == 0.5
+
+
+def test_render_rewrites_a_run_from_its_json(tmp_path: Path) -> None:
+    """``--render results.json`` measures nothing: targets evaluated again, files rewritten."""
+    med = lambda v: {"median": v, "min": v, "max": v, "n": 1}  # noqa: E731
+    doc = {
+        "schema": "toru-bench/1", "mode": "quick", "started_at": "t", "command": "c",
+        "machine": {"cpus": 2, "cpu_model": "m", "memory_mb": 1, "kernel": "k", "python": "p"},
+        "config": {"connections": 16, "workers": 4, "worker_class": "sync", "runs": 1,
+                   "duration_s": 3, "socket_duration_s": 2, "toru_worker_class": "asgi"},
+        "scenarios": {sid: {"id": sid, "label": sid, "kind": "http", "group": "core",
+                            "connections": 16, "rps": med(rps), "p50_us": med(1000.0),
+                            "p99_us": med(2000.0), "max_us": med(3000.0),
+                            "cpu_us_per_request": med(100.0), "errors": 0, "runs": []}
+                      for sid, rps in (("a_asgi", 1600.0), ("b_toru_sdk", 1300.0))},
+        "targets": [],
+    }  # fmt: skip
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    cp = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--render", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    met = {t["id"]: t["met"] for t in json.loads(path.read_text())["targets"]}
+    assert met["sdk_vs_asgi"] is True  # 1300 / 1600 = 0.81
+    assert (tmp_path / "results.md").read_text().startswith("# Toru benchmark")
+    assert cp.stdout.startswith("# Toru benchmark")

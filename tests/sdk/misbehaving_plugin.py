@@ -1,8 +1,9 @@
 """A protocol v1 plugin with named misbehaviour modes (go-plugin style), for checker tests.
 
 Run as ``misbehaving_plugin.py MODE``: ``good`` behaves; ``bad-metadata``, ``no-socket``,
-``wrong-id``, ``no-exit``, ``crash-on-garbage`` and ``false-multi`` (declares
-``multi_connection`` but serves one connection at a time) each break one rule.
+``wrong-id``, ``no-exit``, ``crash-on-garbage``, ``bad-status`` (status ``"200"``, a
+string) and ``false-multi`` (declares ``multi_connection`` but serves one connection at a
+time) each break one rule; ``no-status`` leaves ``status`` out of its replies (absent = 200).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from toru_plugin_api.codec import FrameReader, ProtocolError, write_frame
+from toru_plugin_api.blocking import Channel
+from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import make_message
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "good"
@@ -43,10 +45,10 @@ def main() -> int:
     srv.listen(1)
     while True:
         conn, _ = srv.accept()
-        reader = FrameReader(conn)
+        channel = Channel(conn)
         while True:
             try:
-                msg = reader.read()
+                msg = channel.read(None)
             except ProtocolError:
                 if MODE == "crash-on-garbage":
                     return 3
@@ -61,10 +63,14 @@ def main() -> int:
             if msg.get("type") in ("http", "kv"):
                 rid = "nope" if MODE == "wrong-id" else msg.get("request_id")
                 body = {"status": 200, "headers": {}, "body": "ok"}
+                if MODE == "no-status":
+                    del body["status"]
+                if MODE == "bad-status":
+                    body["status"] = "200"
                 if msg["type"] == "kv":
                     body = {"value": None}
                 try:
-                    write_frame(conn, make_message(msg["type"], body, rid))
+                    channel.send(make_message(msg["type"], body, rid))
                 except OSError:  # the client went away: serve the next connection
                     break
         conn.close()

@@ -33,6 +33,7 @@ def test_original_style_plugin_passes(misbehaving):
         ("no-exit", "shutdown"),
         ("crash-on-garbage", "malformed frame"),
         ("false-multi", "multi-connection"),
+        ("bad-status", "request"),
     ],
 )
 def test_misbehaviour_is_reported(misbehaving, mode, failing):
@@ -40,6 +41,12 @@ def test_misbehaviour_is_reported(misbehaving, mode, failing):
     assert not checker.ok
     assert [c.name for c in checker.results if c.status == "FAIL"] == [failing], report
     assert "Result: FAIL" in report
+
+
+def test_a_reply_without_status_is_200_and_passes(misbehaving):
+    checker, report = _run(misbehaving("no-status"))
+    assert checker.ok, report
+    assert "GET / answered 200" in report
 
 
 def test_sdk_plugin_keeps_its_multi_connection_promise(sdk_plugin_exe):

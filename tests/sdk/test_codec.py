@@ -31,10 +31,10 @@ from toru_plugin_api.messages import (
     kv_request_message,
     kv_response_message,
     parse_http_request,
-    parse_http_response,
     parse_kv_op,
     parse_kv_result,
     parse_message,
+    validate_http_reply,
 )
 
 json_values = st.recursive(
@@ -152,7 +152,7 @@ def test_parsers_raise_only_protocol_error(value):
     for parse in (
         parse_message,
         parse_http_request,
-        parse_http_response,
+        validate_http_reply,
         parse_kv_op,
         parse_kv_result,
     ):
@@ -197,7 +197,7 @@ def test_binary_bodies_travel_base64_both_ways():
     assert parse_http_request(wire["payload"]).body == blob
     reply = json.loads(encode(http_response_message("r1", HttpResponse(200, {}, blob)))[4:])
     assert reply["payload"]["body_encoding"] == "base64"
-    assert parse_http_response(reply["payload"]).body == blob
+    assert validate_http_reply(reply["payload"]).body == blob
 
 
 def test_kv_messages_round_trip():
@@ -225,3 +225,17 @@ def test_arbitrary_byte_streams_raise_only_protocol_error(chunks):
                 assert isinstance(msg, dict)
         except ProtocolError:
             pass
+
+
+def test_now_iso_is_iso_utc_with_milliseconds_across_second_boundaries(monkeypatch):
+    import datetime
+    import time
+
+    from toru_plugin_api import messages
+
+    for t in (1764072000.0, 1764072000.9994, 1764072000.9996, 1764072001.0004, 1764072059.999):
+        monkeypatch.setattr(time, "time", lambda t=t: t)
+        want = datetime.datetime.fromtimestamp(int(t * 1000) / 1000, datetime.UTC)
+        expect = want.strftime("%Y-%m-%dT%H:%M:%S.") + f"{want.microsecond // 1000:03d}Z"
+        assert messages.now_iso_bytes() == expect.encode()
+        assert messages.now_iso() == expect

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import timing
 from tests.sdk.sdk_plugins import SlowFast
 from toru_plugin_api import PluginError, PluginMetadata, ToruPlugin, route
-from toru_plugin_api.codec import HEADER, FrameReader, ProtocolError, encode, encode_payload
+from toru_plugin_api.blocking import Channel
+from toru_plugin_api.codec import HEADER, ProtocolError, encode, encode_payload
 from toru_plugin_api.messages import HttpRequest, http_request_message
 from toru_plugin_api.testing import PluginHarness
 
@@ -34,13 +36,13 @@ def _wait_exit(proc: subprocess.Popen, timeout: float = 5.0) -> int:
 def test_concurrent_requests_answered_out_of_order_by_request_id():
     with PluginHarness.in_process(SlowFast()) as h:
         sock = h.connect()
-        reader = FrameReader(sock)
+        reader = Channel(sock)
         delays = [300, 0, 150, 50]
         frames = b"".join(
             encode(http_request_message(f"r{d}", HttpRequest("GET", f"/sleep/{d}"))) for d in delays
         )
         sock.sendall(frames)
-        got = [reader.read() for _ in delays]
+        got = [reader.read(timing.WAIT) for _ in delays]
         order = [m["request_id"] for m in got]
         assert sorted(order) == sorted(f"r{d}" for d in delays)
         assert order[0] == "r0" and order[-1] == "r300"  # the fast one did not wait for the slow
@@ -55,7 +57,7 @@ def test_several_connections_are_served_at_once():
         for i, s in enumerate(socks):
             s.sendall(encode(http_request_message(f"c{i}", HttpRequest("GET", "/sleep/100"))))
         for i, s in enumerate(socks):
-            assert FrameReader(s).read()["request_id"] == f"c{i}"
+            assert Channel(s).read(timing.WAIT)["request_id"] == f"c{i}"
             s.close()
 
 
@@ -273,8 +275,8 @@ def test_pipelined_inline_replies_arrive_together():
             )
             + encode(http_request_message("b", HttpRequest("GET", "/bundle.js")))
         )
-        reader = FrameReader(sock)
-        assert {reader.read()["request_id"] for _ in range(6)} == {
+        reader = Channel(sock)
+        assert {reader.read(timing.WAIT)["request_id"] for _ in range(6)} == {
             "p0",
             "p1",
             "p2",
@@ -361,8 +363,11 @@ def test_sync_handlers_pipelined_answer_every_request():
                 for i, p in enumerate(paths)
             )
         )
-        reader = FrameReader(sock)
-        got = {m["request_id"]: m["payload"]["status"] for m in (reader.read() for _ in paths)}
+        reader = Channel(sock)
+        got = {
+            m["request_id"]: m["payload"]["status"]
+            for m in (reader.read(timing.WAIT) for _ in paths)
+        }
         assert got == {f"q{i}": 200 for i in range(30)}
         sock.close()
 

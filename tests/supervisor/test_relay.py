@@ -25,6 +25,7 @@ from toru.supervisor.states import PluginState
 from toru.supervisor.stats import PluginStats
 from toru.supervisor.supervisor import Supervisor
 from toru_plugin_api.codec import HEADER, Decoder, encode, encode_payload
+from toru_plugin_api.messages import validate_http_reply
 
 from .test_units import run_async, until
 
@@ -52,7 +53,9 @@ class Rig:
         self.conn = conn
         self.plugin_sock = plugin_sock
         self.stats = PluginStats()
+        self.bad_replies: list[str] = []
         plugin = SimpleNamespace(
+            on_bad_reply=self.bad_replies.append,
             id="p",
             metadata=object(),
             state=PluginState.RUNNING,
@@ -227,10 +230,15 @@ def test_escaped_and_non_ascii_strings_pass_through_both_ways():
         '{"status":200.0}',
         '{"status":null}',
         '{"headers":{"status":200}}',
+        '{"headers":[]}',
+        '{"body":7}',
+        '{"body":"x","body_encoding":"gzip"}',
+        '{"body":"not base64!","body_encoding":"base64"}',
+        '{"payload":"nested but not an object"}',
         None,  # no payload key at all
     ],
 )
-def test_reply_without_an_object_payload_or_a_valid_status_is_502_bad_response(payload):
+def test_a_reply_the_validator_refuses_is_502_bad_response_with_the_reason(payload):
     async def scenario(rig: Rig) -> Any:
         before = bad_responses()
         rig.ask(1)
@@ -245,8 +253,25 @@ def test_reply_without_an_object_payload_or_a_valid_status_is_502_bad_response(p
     err = result_or_error(got[1])
     assert isinstance(err, ToruError) and err.status == 502 and err.code == "bad_gateway"
     assert counted == 1
+    assert len(rig.bad_replies) == 1 and rig.bad_replies[0].startswith("the reply's")
+    assert rig.bad_replies[0] in err.message  # the client's 502 says the same reason
     assert not closed  # one bad reply is not a broken connection
     assert rig.stats.snapshot()["latency"] == []  # only valid replies are recorded
+
+
+def test_a_reply_without_status_is_200_both_in_the_supervisor_and_the_worker_client():
+    async def scenario(rig: Rig) -> Any:
+        rig.ask(1)
+        rig.ask(2, form=None)  # the older "result" form too
+        r1, r2 = (m["request_id"] for m in await rig.requests(2))
+        for rid in (r1, r2):
+            await rig.send(frame(f'{{"request_id":"{rid}","payload":{{"body":"hi"}}}}'))
+        return await rig.answered(1, 2)
+
+    got, _ = relay(scenario)
+    for rid in (1, 2):
+        reply = validate_http_reply(reply_result(got[rid]))
+        assert (reply.status, reply.body_bytes) == (200, b"hi")
 
 
 @pytest.mark.parametrize(
@@ -358,15 +383,25 @@ def test_reply_result_reads_both_forms_and_errors():
     assert err.value.status == 404
 
 
-def test_fast_timestamp_is_iso_utc_with_milliseconds_across_second_boundaries(monkeypatch):
-    import datetime
-    import time
+def test_control_connections_close_from_either_side_without_loop_errors():
+    """The client hanging up, and ``ControlServer.close()``, both go through the base's
+    connection_lost/close (run_async fails on any exception the loop only logs)."""
 
-    from toru.supervisor import framed
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        sup = Supervisor.__new__(Supervisor)
+        sup.config = SimpleNamespace(max_frame=MAX)
+        server = ControlServer(sup, Path("/nonexistent/control.sock"))
+        pairs = [socket.socketpair() for _ in range(2)]
+        for mine, _ in pairs:
+            await loop.create_unix_connection(lambda: ControlConnection(server), sock=mine)
+        assert len(server.connections) == 2
+        pairs[0][1].close()  # the worker hangs up
+        await until(lambda: len(server.connections) == 1)
+        (conn,) = server.connections
+        await server.close()
+        await until(lambda: conn.closed and not server.connections)
+        pairs[1][1].close()
+        return conn.close_reason
 
-    for t in (1764072000.0, 1764072000.9994, 1764072000.9996, 1764072001.0004, 1764072059.999):
-        monkeypatch.setattr(time, "time", lambda t=t: t)
-        want = datetime.datetime.fromtimestamp(int(t * 1000) / 1000, datetime.UTC)
-        expect = want.strftime("%Y-%m-%dT%H:%M:%S.") + f"{want.microsecond // 1000:03d}Z"
-        assert framed.fast_timestamp_bytes() == expect.encode()
-        assert framed.fast_timestamp() == expect
+    assert run_async(main()) == "closed"

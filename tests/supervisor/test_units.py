@@ -13,7 +13,6 @@ from typing import Any
 
 import apsw
 import pytest
-import uvloop
 
 from toru.errors import GatewayTimeout
 from toru.store import Store
@@ -26,20 +25,9 @@ from toru.supervisor.states import TRANSITIONS, IllegalTransition, PluginState, 
 from toru.supervisor.supervised import Deps, SupervisedPlugin
 from toru_plugin_api.messages import PluginMetadata
 
+from ..loops import run_async
+
 S = PluginState
-
-
-def run_async(coro: Any) -> Any:
-    """Run under uvloop; any exception the loop only logs fails the test."""
-    errors: list[dict[str, Any]] = []
-
-    async def main() -> Any:
-        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
-        return await coro
-
-    result = uvloop.run(main())
-    assert not errors, errors
-    return result
 
 
 # ----------------------------------------------------------------------------- fakes

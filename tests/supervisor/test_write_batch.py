@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from toru.supervisor.framed import FramedProtocol, WriteBatch
+from toru_plugin_api.aio import FramedProtocol, WriteBatch
 
 
 class _Transport:
@@ -28,19 +28,33 @@ def test_a_failing_write_does_not_strand_the_rest_of_the_batch():
         transports = [_Transport(), _Transport(fail=True), _Transport()]
         for c, t in zip(conns, transports, strict=True):
             c.connection_made(t)
-        WriteBatch.begin()
+        batch = WriteBatch.current()
+        batch.begin()
         for i, c in enumerate(conns):
             c.queue_frame(b"a%d" % i)
             c.queue_frame(b"b%d" % i)
-        WriteBatch.end()
+        batch.end()
         assert transports[0].writes == [b"a0b0"]  # one write per connection per batch
         assert transports[2].writes == [b"a2b2"]
-        assert WriteBatch.dirty == [] and WriteBatch.depth == 0
+        assert batch.dirty == [] and batch.depth == 0
         # the connection whose write failed is not left marked as scheduled forever
         transports[1].fail = False
-        WriteBatch.begin()
+        batch.begin()
         conns[1].queue_frame(b"c1")
-        WriteBatch.end()
+        batch.end()
         assert transports[1].writes == [b"c1"]
 
     asyncio.run(scenario())
+
+
+def test_each_thread_has_its_own_batch():
+    """An SDK plugin served from a thread (the harness) and a loop in the main thread must
+    not flush into each other's batch."""
+    import threading
+
+    seen: list[WriteBatch] = []
+    t = threading.Thread(target=lambda: seen.append(WriteBatch.current()))
+    t.start()
+    t.join()
+    assert seen[0] is not WriteBatch.current()
+    assert WriteBatch.current() is WriteBatch.current()

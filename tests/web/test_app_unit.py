@@ -1,4 +1,5 @@
-"""In-process tests of the Falcon app with a fake control client (no supervisor, no gunicorn).
+"""In-process tests of the Falcon ASGI app with a fake control client (no supervisor, no
+gunicorn), through falcon.testing's ASGI client.
 
 These pin the web tier's own rules fast: auth levels, CSRF, error mapping, traversal, body
 limits, header forwarding, static files. The same behaviour is checked end to end against a
@@ -31,7 +32,7 @@ class FakeControl:
         self.down = False
         self.calls: list[tuple] = []
 
-    def call(self, op, args=None, timeout=None):
+    async def call(self, op, args=None, timeout=None):
         self.calls.append((op, args))
         if self.down:
             raise SupervisorUnavailable("supervisor not reachable")
@@ -45,7 +46,7 @@ class FakeControl:
             return {"status": 200, "headers": {}, "body": "window.ToruPlugins={}"}
         return {"op": op, "args": args}
 
-    def http(self, route, method, path, headers, body):
+    async def http(self, route, method, path, headers, body):
         if self.http_error is not None:
             raise self.http_error
         if route != "/hello":
@@ -80,7 +81,7 @@ def env(tmp_path_factory):
     accounts.ensure_first_admin(ADMIN_PW)
     accounts.create_user("alice", USER_PW, "user")
     control = FakeControl()
-    app = create_app(config, control=lambda: control, accounts=accounts, webapp_dir=web)
+    app = create_app(config, control=control, accounts=accounts, webapp_dir=web)
     client = ft.TestClient(app)
     ns = SimpleNamespace(client=client, control=control, accounts=accounts)
     r = client.simulate_post("/api/auth/login", json={"username": "admin", "password": ADMIN_PW})

@@ -20,12 +20,13 @@ from toru.supervisor.route_generation import open_generation, read_generation
 ENV = {"TORU_SHUTDOWN_GRACE": "2", "TORU_RESTART_BACKOFF": "0.5", "TORU_HTTP_TIMEOUT": "2"}
 
 
-def _server(home, example_plugins, **env):
+def _server(home, example_plugins, workers=2, **env):
     install(home / "plugins")
     return ToruServer(
         home,
         plugins=[example_plugins["raw-python"]],
         enable=["web-test", "raw-python"],
+        workers=workers,
         env={**ENV, **env},
     )
 
@@ -38,14 +39,16 @@ def _stats_count(s, token, plugin, cookie=None):
 
 def test_sdk_plugin_answers_while_the_supervisor_is_stopped(short_home, example_plugins):
     """The proof that requests bypass the supervisor: SIGSTOP it, the SDK plugin still answers
-    every request. With the direct channel off this request would wait for the supervisor."""
-    with _server(short_home, example_plugins) as s:
+    every request. With the direct channel off this request would wait for the supervisor.
+
+    One worker: an asgi worker may accept every warm-up request itself, and a worker whose
+    route table is still cold would have to ask the stopped supervisor for it."""
+    with _server(short_home, example_plugins, workers=1) as s:
         cookie, csrf = s.login()
         status, body = s.json("POST", "/api/auth/tokens", {"name": "t"}, cookie=cookie, csrf=csrf)
         assert status == 201 or status == 200, body
         token = body["token"]
-        # Warm every worker's route table: 2 workers, 2 slow requests at once, so each
-        # worker serves one (a hot worker would otherwise take every sequential request).
+        # Warm the worker's route table and its connection to the plugin.
         for _ in range(2):
             with ThreadPoolExecutor(2) as pool:
                 statuses = list(

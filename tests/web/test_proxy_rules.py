@@ -1,6 +1,6 @@
 """The fast request rules in toru/wsgi/proxy.py and http.py match the plain ones exactly.
 
-``split_target``, ``forward_headers`` and ``client_info`` read the WSGI environ directly and
+``split_target``, ``forward_headers`` and ``client_info`` read the ASGI scope directly and
 cache per-name rules (PERF). The reference versions below are the straightforward
 implementations they replaced (over Falcon's ``req.headers``/``get_header``); both run over
 thousands of generated requests and must agree on every one, 400s and 404s included.
@@ -8,15 +8,16 @@ thousands of generated requests and must agree on every one, 400s and 404s inclu
 
 from __future__ import annotations
 
-import io
+import asyncio
 import random
 from types import SimpleNamespace
 from urllib.parse import quote, unquote
 
-import falcon
-import falcon.testing as ft
+import falcon.asgi
 import pytest
 
+from tests import timing
+from tests.loops import run_async
 from toru.errors import ToruError
 from toru.wsgi import proxy
 from toru.wsgi.http import ClientInfo, client_info, read_body
@@ -27,11 +28,11 @@ TRUSTED = frozenset({"127.0.0.1", "::1", "unix", "10.0.0.1"})
 # --------------------------------------------------------------------------- reference
 
 
-def ref_client_info(req: falcon.Request, trusted: frozenset[str]) -> tuple:
-    env = req.env
-    peer = env.get("REMOTE_ADDR") or "unix"
-    scheme = env.get("wsgi.url_scheme", "http")
-    host = req.get_header("Host") or env.get("SERVER_NAME", "localhost")
+def ref_client_info(req: falcon.asgi.Request, trusted: frozenset[str]) -> tuple:
+    client = req.scope.get("client")
+    peer = client[0] if client else "unix"
+    scheme = req.scope.get("scheme", "http")
+    host = req.get_header("Host") or req.scope["server"][0]
     xff = req.get_header("X-Forwarded-For")
     if peer in trusted:
         chain = [p.strip() for p in xff.split(",") if p.strip()] if xff else []
@@ -61,13 +62,10 @@ def _ref_bad_segment(seg: str) -> bool:
     )
 
 
-def ref_split_target(req: falcon.Request) -> tuple[str, str]:
-    raw = req.env.get("RAW_URI") or req.env.get("REQUEST_URI") or ""
-    if raw.startswith("/"):
-        raw_path = raw.partition("?")[0].partition("#")[0]
-    else:
-        raw_path = quote(req.path, safe="/:@!$&'()*+,;=~-._")
-    raw_qs = req.env.get("QUERY_STRING", "")
+def ref_split_target(req: falcon.asgi.Request) -> tuple[str, str]:
+    raw = req.scope.get("raw_path", b"").decode("latin-1")
+    raw_path = raw if raw.startswith("/") else quote(req.path, safe="/:@!$&'()*+,;=~-._")
+    raw_qs = req.scope.get("query_string", b"").decode("latin-1")
     if not raw_path.startswith(proxy.PREFIX):
         raise LookupError("404")
     below = raw_path[len(proxy.PREFIX) :]
@@ -83,7 +81,7 @@ def ref_split_target(req: falcon.Request) -> tuple[str, str]:
     return "/" + route_seg, path
 
 
-def ref_forward_headers(req: falcon.Request, trusted: frozenset[str]) -> dict[str, str]:
+def ref_forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[str, str]:
     connection_named = {
         t.strip().lower() for t in (req.get_header("Connection") or "").split(",") if t.strip()
     }
@@ -147,31 +145,56 @@ HEADERS = [
 PEERS = ["127.0.0.1", "10.0.0.1", "198.51.100.7", "::1", None]
 
 
-def _request(rnd: random.Random) -> falcon.Request:
+async def _no_body() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def asgi_request(
+    path: str = "/",
+    *,
+    raw_path: bytes = b"",
+    query_string: str = "",
+    headers: dict[str, str] | None = None,
+    client: str | None = "127.0.0.1",
+    scheme: str = "http",
+    method: str = "GET",
+    receive=_no_body,
+) -> falcon.asgi.Request:
+    """A Falcon ASGI request over a scope shaped as gunicorn's asgi worker builds it."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string.encode("latin-1"),
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "server": ("127.0.0.1", 8080),
+        "client": (client, 40000) if client else None,
+    }
+    return falcon.asgi.Request(scope, receive)
+
+
+def _request(rnd: random.Random) -> falcon.asgi.Request:
     segs = [rnd.choice(SEGMENTS) for _ in range(rnd.randint(1, 4))]
     raw = proxy.PREFIX + "/".join(segs) if rnd.random() < 0.95 else "/api/other/x"
     qs = rnd.choice(["", "x=1&y=%2F", "a"])
     headers: dict[str, str] = {}
+    if rnd.random() < 0.7:
+        headers["Host"] = rnd.choice(["panel.local", "127.0.0.1:8080"])
     for name, value in rnd.sample(HEADERS, rnd.randint(0, 8)):
         headers[name] = value
-    env = ft.create_environ(
-        path=unquote(raw) or "/",
+    req = asgi_request(
+        unquote(raw) or "/",
+        raw_path=raw.encode() if rnd.random() < 0.8 else b"",
         query_string=qs,
         headers=headers,
-        host=rnd.choice(["panel.local", "127.0.0.1:8080"]),
+        client=rnd.choice(PEERS),
+        scheme="https" if rnd.random() < 0.2 else "http",
     )
-    peer = rnd.choice(PEERS)
-    if peer is None:
-        env.pop("REMOTE_ADDR", None)
-    else:
-        env["REMOTE_ADDR"] = peer
-    if rnd.random() < 0.8:
-        env["RAW_URI"] = raw + ("?" + qs if qs else "")
-    if rnd.random() < 0.3:
-        env.pop("HTTP_HOST", None)
-    if rnd.random() < 0.2:
-        env["wsgi.url_scheme"] = "https"
-    req = falcon.Request(env)
     if rnd.random() < 0.8:
         req.context.user = SimpleNamespace(username="alice", role="user")
     return req
@@ -189,55 +212,78 @@ def test_fast_rules_match_the_reference(seed):
     rnd = random.Random(seed)
     for _ in range(1500):
         req = _request(rnd)
-        assert _outcome(proxy.split_target, req) == _outcome(ref_split_target, req), req.env
+        assert _outcome(proxy.split_target, req) == _outcome(ref_split_target, req), req.scope
         want = ref_forward_headers(req, TRUSTED)
         req.context.pop("client", None)
         got = proxy.forward_headers(req, TRUSTED)
-        assert list(got.items()) == list(want.items()), req.env
+        assert list(got.items()) == list(want.items()), req.scope
         req.context.pop("client", None)
         assert tuple(client_info(req, TRUSTED)) == ref_client_info(req, TRUSTED)
 
 
 def test_client_info_is_local():
-    req = falcon.Request(ft.create_environ(remote_addr="127.0.0.1"))
+    req = asgi_request(client="127.0.0.1")
     assert client_info(req, TRUSTED).is_local
-    req = falcon.Request(ft.create_environ(remote_addr="127.0.0.1", headers={"X-Forwarded-For": "1.2.3.4"}))  # fmt: skip
+    req = asgi_request(client="127.0.0.1", headers={"X-Forwarded-For": "1.2.3.4"})
     assert not client_info(req, TRUSTED).is_local
     assert isinstance(client_info(req, TRUSTED), ClientInfo)
+    assert client_info(asgi_request(client=None), TRUSTED).peer == "unix"
 
 
 def test_rule_caches_are_bounded():
     for i in range(proxy._RULES_MAX + 10):
-        req = falcon.Request(ft.create_environ(headers={f"X-Junk-{i}": "1"}))
+        req = asgi_request(headers={f"X-Junk-{i}": "1"})
         assert proxy.forward_headers(req, TRUSTED)[f"X-Junk-{i}"] == "1"
     assert len(proxy._RULES) <= proxy._RULES_MAX
     assert len(proxy._PLANS) <= proxy._PLANS_MAX
 
 
-def test_read_body_fast_path_matches_falcon_stream():
-    """The no-body shortcut gives what Falcon's bounded stream gives, for every framing
-    with a Content-Length; a chunked body without one is read from ``wsgi.input`` itself
-    (Falcon's stream, bounded by Content-Length, would read it as empty)."""
+def test_duplicate_headers_are_joined():
+    scope_headers = [(b"x-a", b"1"), (b"cookie", b"a=1"), (b"x-a", b"2"), (b"cookie", b"b=2")]
+    req = asgi_request()
+    req.scope["headers"] = scope_headers
+    got = proxy.forward_headers(req, TRUSTED)
+    assert got["X-A"] == "1, 2" and got["Cookie"] == "a=1; b=2"
 
-    def req(**env):
-        e = ft.create_environ(method="POST")
-        e.pop("CONTENT_LENGTH", None)
-        e["wsgi.input"] = io.BytesIO(b"chunked-decoded")
-        e.update(env)
-        return falcon.Request(e)
 
-    for env in (
-        {},
-        {"CONTENT_LENGTH": ""},
-        {"CONTENT_LENGTH": "0"},
-        {"CONTENT_LENGTH": "7"},
-        {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": "7"},
-    ):
-        want = req(**env).bounded_stream.read(101)
-        assert read_body(req(**env), 100) == want, env
-    assert read_body(req(HTTP_TRANSFER_ENCODING="chunked"), 100) == b"chunked-decoded"
-    with pytest.raises(ToruError):
-        read_body(req(HTTP_TRANSFER_ENCODING="chunked"), 10)
-    assert read_body(req(CONTENT_LENGTH="7"), 100) == b"chunked"
-    with pytest.raises(ToruError):
-        read_body(req(CONTENT_LENGTH="7"), 5)
+def _body_request(chunks: list[bytes], headers: dict[str, str], stall: float = 0.0):
+    events = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1 or stall > 0}
+        for i, c in enumerate(chunks)
+    ]
+
+    async def receive() -> dict:
+        if events:
+            return events.pop(0)
+        await asyncio.sleep(stall)  # a client that stopped sending
+        return {"type": "http.disconnect"}
+
+    return asgi_request(method="POST", headers=headers, receive=receive)
+
+
+def _read(req, limit: int, timeout: float = timing.HTTP):
+    return run_async(read_body(req, limit, timeout))
+
+
+def test_read_body_framings_limit_and_deadline():
+    """No framing is no body; Content-Length and chunked bodies are read to their end; the
+    limit is checked before reading and while a chunked body grows (413); a body shorter
+    than its Content-Length is 400; one that stalls past the deadline is 408."""
+    parts = [b"chunked", b"-decoded"]
+    assert _read(_body_request(parts, {}), 100) == b""
+    assert _read(_body_request(parts, {"Content-Length": "0"}), 100) == b""
+    assert _read(_body_request(parts, {"Content-Length": "15"}), 100) == b"chunked-decoded"
+    assert _read(_body_request(parts, {"Transfer-Encoding": "chunked"}), 100) == b"chunked-decoded"
+    with pytest.raises(ToruError) as exc:
+        _read(_body_request(parts, {"Transfer-Encoding": "chunked"}), 10)
+    assert exc.value.status == 413
+    with pytest.raises(ToruError) as exc:
+        _read(_body_request(parts, {"Content-Length": "15"}), 5)
+    assert exc.value.status == 413
+    with pytest.raises(ToruError) as exc:
+        _read(_body_request([b"short"], {"Content-Length": "15"}), 100)
+    assert exc.value.status == 400
+    with pytest.raises(ToruError) as exc:
+        stalled = _body_request([b"short"], {"Content-Length": "15"}, stall=timing.scaled(30))
+        _read(stalled, 100, 0.2)
+    assert exc.value.status == 408

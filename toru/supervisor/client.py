@@ -1,35 +1,36 @@
-"""The worker-side control client: blocking, one per thread, bounded in time.
+"""The control client: blocking, one per thread, bounded in time.
 
-gunicorn's sync workers call the supervisor through this. Every call is one ``sendall``
-and one blocking ``recv`` (more only for a reply larger than one read), matched by ``id``
-(stale replies of an abandoned call are skipped). PERF: deadlines are kernel socket
-timeouts (``SO_SNDTIMEO``/``SO_RCVTIMEO``, re-set only when the needed value changes), so a
-call costs two syscalls instead of send + poll + recv; ``selectors`` bounds the connect.
-A dead supervisor shows up as ``SupervisorUnavailable`` (503) quickly: connecting to a
-missing or refused socket fails at once, and a broken connection is re-opened once before
-giving up (a send that fails with EPIPE never reached the old supervisor, so retrying it
-cannot duplicate a request).
+The CLI, the tests and (until the event-loop web tier replaces it there) gunicorn's sync
+workers call the supervisor through this. It is a thin layer on the SDK's blocking channel
+(``toru_plugin_api.blocking.Channel``: the one codec, ids matched by the shared
+``Pending``, deadlines as kernel socket timeouts, so a call is one ``sendall`` and one
+``recv``). A dead supervisor shows up as ``SupervisorUnavailable`` (503) quickly: connecting
+to a missing or refused socket fails at once, and a broken connection is re-opened once
+before giving up (a send that fails with EPIPE never reached the old supervisor, so retrying
+it cannot duplicate a request). After a timeout the connection is dropped, so a late reply
+is never read as the next call's.
 """
 
 from __future__ import annotations
 
-import errno
-import selectors
-import socket
-import struct
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toru.errors import SupervisorUnavailable, ToruError
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode_payload
-from toru_plugin_api.messages import decode_body, encode_body
+from toru.errors import BadGateway, SupervisorUnavailable, ToruError
+from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, encode
+from toru_plugin_api.messages import encode_body, validate_http_reply
 
-__all__ = ["ControlClient", "ProxyResponse", "kernel_timeout", "reply_result"]
-
-RECV_SIZE = 65536
+__all__ = [
+    "ControlClient",
+    "ProxyResponse",
+    "http_args",
+    "proxy_response",
+    "kernel_timeout",
+    "reply_result",
+]
 
 _local = threading.local()
 
@@ -58,13 +59,6 @@ def reply_result(msg: dict[str, Any]) -> Any:
     raise ToruError.from_dict(err if isinstance(err, dict) else {"message": str(err)})
 
 
-def kernel_timeout(sock: socket.socket, option: int, seconds: float) -> None:
-    """Set ``SO_RCVTIMEO``/``SO_SNDTIMEO`` on a blocking socket: an expired wait raises
-    ``BlockingIOError``. PERF: no poll() before each recv, unlike ``settimeout``."""
-    sec = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", sec, int((seconds - sec) * 1e6)))
-
-
 class ControlClient:
     """Blocking client of docs/control-protocol.md. Not thread-safe: use ``for_thread``."""
 
@@ -82,12 +76,7 @@ class ControlClient:
         self.timeout = timeout
         self.http_timeout = http_timeout
         self.max_frame = max_frame
-        self._sock: socket.socket | None = None
-        self._rcvtimeo = -1.0
-        self._sndtimeo = -1.0
-        self._decoder = Decoder(max_frame)
-        self._ready: list[dict[str, Any]] = []
-        self._seq = 0
+        self._channel: Channel | None = None
 
     @classmethod
     def for_thread(cls, socket_path: str | Path, **kwargs: Any) -> ControlClient:
@@ -101,123 +90,58 @@ class ControlClient:
             client = clients[key] = cls(socket_path, **kwargs)
         return client
 
-    # ------------------------------------------------------------------ connection
-
-    def _connect(self, deadline: float) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
+    def _connect(self, timeout: float) -> Channel:
         try:
-            err = sock.connect_ex(self.path)
-            if err in (errno.EAGAIN, errno.EINPROGRESS):  # listen backlog full: wait a bit
-                sel = selectors.DefaultSelector()
-                sel.register(sock, selectors.EVENT_WRITE)
-                wait = min(self.connect_timeout, max(0.0, deadline - time.monotonic()))
-                ready = sel.select(wait)
-                sel.close()
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if ready else err
-            if err:
-                raise OSError(err, errno.errorcode.get(err, str(err)))
+            sock = connect_unix(self.path, min(self.connect_timeout, timeout))
         except OSError as exc:
-            sock.close()
             raise SupervisorUnavailable(
                 f"the supervisor is not reachable at {self.path}: {exc.strerror or exc}"
             ) from None
-        sock.setblocking(True)  # timeouts come from SO_RCVTIMEO/SO_SNDTIMEO
-        self._sock = sock
-        self._rcvtimeo = self._sndtimeo = -1.0
-        self._decoder = Decoder(self.max_frame)
-        self._ready = []
+        self._channel = Channel(sock, id_field="id", max_frame=self.max_frame)
+        return self._channel
 
     def close(self) -> None:
         """Drop the connection (idempotent); the next call reconnects."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._ready = []
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
 
-    def _timeo(self, option: int, seconds: float) -> None:
-        """Set a kernel socket timeout (ms resolution) if it differs from the current one."""
-        seconds = max(0.001, round(seconds, 3))
-        current = self._rcvtimeo if option == socket.SO_RCVTIMEO else self._sndtimeo
-        if abs(current - seconds) < 0.0005:
-            return
-        kernel_timeout(self._sock, option, seconds)  # type: ignore[arg-type]
-        if option == socket.SO_RCVTIMEO:
-            self._rcvtimeo = seconds
-        else:
-            self._sndtimeo = seconds
-
-    def _send(self, data: bytes, timeout: float) -> None:
-        self._timeo(socket.SO_SNDTIMEO, timeout)
-        try:
-            self._sock.sendall(data)  # type: ignore[union-attr]
-        except BlockingIOError:  # EAGAIN after SO_SNDTIMEO
-            raise TimeoutError("timed out sending to the supervisor") from None
-
-    # ------------------------------------------------------------------ calls
+    def _unavailable(self, why: str) -> SupervisorUnavailable:
+        self.close()
+        return SupervisorUnavailable(why)
 
     def call(
         self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
         """Run one operation; its ``result``, or raises the ``ToruError`` it failed with."""
         timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        self._seq += 1
-        rid = self._seq
-        request = {"v": 1, "id": rid, "op": op, "args": args or {}}
+        request: dict[str, Any] = {"v": 1, "id": "", "op": op, "args": args or {}}
         if op == "http":  # the relayed form (docs/control-protocol.md); older supervisors
             request["reply"] = "message"  # ignore the key and answer with "result"
-        frame = encode_payload(dumps(request), self.max_frame)
         for attempt in (0, 1):
-            if self._sock is None:
-                self._connect(deadline)
+            channel = self._channel or self._connect(timeout)
+            rid = request["id"] = channel.next_id()
+            frame = encode(request, self.max_frame)
+            channel.expect(rid)
             try:
-                self._send(frame, timeout)
+                channel.send_bytes(frame, timeout)
                 break
             except TimeoutError:
-                self.close()
-                raise SupervisorUnavailable("timed out sending to the supervisor") from None
+                raise self._unavailable("timed out sending to the supervisor") from None
             except OSError as exc:
                 self.close()
                 if attempt:
                     raise SupervisorUnavailable(f"lost the supervisor: {exc}") from None
-        return reply_result(self._read_reply(rid, timeout, deadline))
-
-    def _read_reply(self, rid: int, timeout: float, deadline: float) -> dict[str, Any]:
-        ready = self._ready
-        first = True
-        while True:
-            while ready:
-                msg = ready.pop(0)
-                if msg.get("id") == rid:
-                    return msg
-            # The first read waits the call's whole timeout (usually unchanged since the
-            # last call: no setsockopt); later reads of a long reply wait what is left.
-            remaining = timeout if first else deadline - time.monotonic()
-            first = False
-            if remaining <= 0:
-                self.close()  # a late reply must not be read as the next call's
-                raise SupervisorUnavailable("the supervisor did not answer in time")
-            self._timeo(socket.SO_RCVTIMEO, remaining)
-            try:
-                # PERF: 64 KiB stays under glibc's mmap threshold; a 256 KiB recv buffer
-                # cost an mmap + mremap + munmap (and fresh page faults) on every call,
-                # ~70 µs of the sequential hop (strace; A/B p50 280 -> 210 µs).
-                data = self._sock.recv(RECV_SIZE)  # type: ignore[union-attr]
-            except BlockingIOError:  # EAGAIN: SO_RCVTIMEO expired
-                self.close()
-                raise SupervisorUnavailable("the supervisor did not answer in time") from None
-            except OSError as exc:
-                self.close()
-                raise SupervisorUnavailable(f"lost the supervisor: {exc}") from None
-            if not data:
-                self.close()
-                raise SupervisorUnavailable("the supervisor closed the connection")
-            try:
-                ready.extend(self._decoder.feed(data))
-            except ProtocolError as exc:
-                self.close()
-                raise SupervisorUnavailable(f"bad reply from the supervisor: {exc}") from None
+        try:
+            return reply_result(channel.reply(rid, timeout))
+        except TimeoutError:
+            raise self._unavailable("the supervisor did not answer in time") from None
+        except EOFError:
+            raise self._unavailable("the supervisor closed the connection") from None
+        except ProtocolError as exc:
+            raise self._unavailable(f"bad reply from the supervisor: {exc}") from None
+        except OSError as exc:
+            raise self._unavailable(f"lost the supervisor: {exc}") from None
 
     def http(
         self,
@@ -229,22 +153,34 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        text, b64 = encode_body(body)
-        args: dict[str, Any] = {
-            "route": route,
-            "method": method,
-            "path": path,
-            "headers": headers or {},
-            "body": text,
-        }
-        if b64:
-            args["body_encoding"] = "base64"
+        args = http_args(route, method, path, headers, body)
         result = self.call("http", args, self.http_timeout if timeout is None else timeout)
-        try:
-            raw = decode_body(result, "plugin reply")
-        except ProtocolError as exc:
-            raise ToruError(str(exc), code="bad_gateway", status=502) from None
-        headers_out = result.get("headers")
-        return ProxyResponse(
-            result.get("status", 502), headers_out if isinstance(headers_out, dict) else {}, raw
-        )
+        return proxy_response(result)
+
+
+def http_args(
+    route: str, method: str, path: str, headers: dict[str, str] | None, body: bytes | str | None
+) -> dict[str, Any]:
+    """The ``http`` op's args (docs/control-protocol.md); shared by the blocking client and
+    the worker's asyncio one (toru/wsgi/control.py)."""
+    text, b64 = encode_body(body)
+    args: dict[str, Any] = {
+        "route": route,
+        "method": method,
+        "path": path,
+        "headers": headers or {},
+        "body": text,
+    }
+    if b64:
+        args["body_encoding"] = "base64"
+    return args
+
+
+def proxy_response(result: Any) -> ProxyResponse:
+    """A plugin's reply payload checked (``validate_http_reply``) as a ``ProxyResponse``;
+    502 naming the problem otherwise."""
+    try:
+        reply = validate_http_reply(result)
+    except ProtocolError as exc:
+        raise BadGateway(str(exc)) from None
+    return ProxyResponse(reply.status, reply.headers, reply.body_bytes)

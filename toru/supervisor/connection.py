@@ -17,15 +17,13 @@ re-encoding the parsed message (every frame is still parsed and validated here).
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
-from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode_payload, loads
-
-from .framed import FramedProtocol, fast_timestamp, fast_timestamp_bytes
+from toru_plugin_api.aio import FramedProtocol
+from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, loads
+from toru_plugin_api.messages import make_message, now_iso_bytes
 
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
 RawReplyCallback = Callable[[dict[str, Any], bytes], None]
@@ -46,7 +44,14 @@ class RelayTarget(Protocol):
 
 
 class PluginConnection(FramedProtocol):
-    """Client side of protocol v1 over one Unix-socket connection to one plugin."""
+    """Client side of protocol v1 over one Unix-socket connection to one plugin.
+
+    The pending requests, their one deadline timer and the failing of everything pending on
+    loss are the base's (``toru_plugin_api.aio``); this adds the envelopes, the relay form
+    and the mapping to Toru's errors (504 on expiry, 502 on loss).
+    """
+
+    eof_reason = CLEAN_EOF  # supervised.py reconnects a plugin that closed cleanly
 
     def __init__(
         self,
@@ -59,26 +64,24 @@ class PluginConnection(FramedProtocol):
         self.plugin_id = plugin_id
         self.on_lost = on_lost
         self.on_timeout = on_timeout
-        # rid -> (callback, deadline on the loop clock, raw-reply callback of a relay or None).
-        # PERF: one timer per connection, armed for the earliest deadline, instead of a
-        # call_later + cancel per request.
-        self.pending: dict[str, tuple[ReplyCallback, float, RawReplyCallback | None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-        self.closed = False
-        self.close_reason = ""
-        self._seq = 0
 
-    # ------------------------------------------------------------------ asyncio side
+    # ------------------------------------------------------------------ base hooks
 
-    def on_protocol_error(self, exc: ProtocolError) -> None:
-        self._fail(f"protocol error: {exc}")
+    def timeout_error(self, rid: str) -> ToruError:
+        return GatewayTimeout(f"plugin {self.plugin_id} did not answer in time")
 
-    def eof_received(self) -> bool:
-        return False  # close our side too
+    def lost_error(self, reason: str) -> ToruError:
+        if not reason:
+            return BadGateway(f"plugin {self.plugin_id} is not connected")
+        return BadGateway(f"plugin {self.plugin_id}: {reason}")
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(f"connection lost: {exc}" if exc else CLEAN_EOF)
+    def on_expired(self, rid: str, deadline: float) -> None:
+        if self.on_timeout is not None:
+            self.on_timeout(rid)
+
+    def on_closed(self, reason: str) -> None:
+        if self.on_lost is not None:
+            self.on_lost(reason)
 
     # ------------------------------------------------------------------ requests
 
@@ -91,12 +94,7 @@ class PluginConnection(FramedProtocol):
         msg = loads(raw)
         if type(msg) is not dict:
             raise ProtocolError("frame is valid JSON but not a JSON object")
-        rid = msg.get("request_id")
-        if type(rid) is not str:
-            if type(rid) is not int:
-                return  # no (usable) request_id: an unsolicited message
-            rid = str(rid)  # readers accept an integer as its decimal string
-        entry = self.pending.pop(rid, None)
+        entry = self.pending.take(msg.get("request_id"))
         if entry is None:
             return  # a late answer to a timed-out request, or an unsolicited message
         relayed = entry[2]
@@ -109,24 +107,24 @@ class PluginConnection(FramedProtocol):
             return
         entry[0](payload, None)
 
-    def request(
+    def request(  # type: ignore[override]
         self, type_: str, payload: dict[str, Any], timeout: float, callback: ReplyCallback
     ) -> str:
-        """Send a request; ``callback(payload, None)`` or ``callback(None, error)`` exactly once."""
+        """Send a request; ``callback(payload, None)`` or ``callback(None, error)`` exactly once.
+
+        NOTE: the callback form of the base's ``request`` (no Future per request): the
+        supervisor's probes and lifecycle calls take the reply's payload, not the message.
+        """
         if self.closed:
-            callback(None, BadGateway(f"plugin {self.plugin_id} is not connected"))
+            callback(None, self.lost_error(""))
             return ""
-        self._seq += 1
-        rid = str(self._seq)
-        body = dumps(
-            {"type": type_, "timestamp": fast_timestamp(), "request_id": rid, "payload": payload}
-        )
+        rid = self.next_id()
         try:
-            frame = encode_payload(body, self.max_frame)
+            frame = encode(make_message(type_, payload, rid), self.max_frame)
         except ProtocolError as exc:
             callback(None, BadGateway(f"request too large for plugin {self.plugin_id}: {exc}"))
             return ""
-        self._add(rid, callback, timeout, None)
+        self.expect(rid, timeout, callback)
         self.queue_frame(frame)
         return rid
 
@@ -137,14 +135,13 @@ class PluginConnection(FramedProtocol):
         PERF: the envelope is concatenated around ``dumps(args)`` (no envelope dicts).
         """
         if self.closed:
-            target(None, BadGateway(f"plugin {self.plugin_id} is not connected"))
+            target(None, self.lost_error(""))
             return
-        self._seq += 1
-        seq = self._seq
+        rid = self.next_id()
         body = dumps(args)
-        head = b'{"type":"http","timestamp":"%s","request_id":"%d","payload":{"payload":' % (
-            fast_timestamp_bytes(),
-            seq,
+        head = b'{"type":"http","timestamp":"%s","request_id":"%s","payload":{"payload":' % (
+            now_iso_bytes(),
+            rid.encode(),
         )
         size = len(head) + len(body) + 2
         if size > self.max_frame:
@@ -156,91 +153,12 @@ class PluginConnection(FramedProtocol):
                 ),
             )
             return
-        self._add(str(seq), target, timeout, target.relayed)
+        self.expect(rid, timeout, target, target.relayed)
         self.queue_frame(HEADER.pack(size) + head, body, b"}}")
 
-    def _add(
-        self, rid: str, callback: ReplyCallback, timeout: float, relayed: RawReplyCallback | None
-    ) -> None:
-        deadline = self._loop.time() + timeout
-        self.pending[rid] = (callback, deadline, relayed)
-        if deadline < self._timer_at:
-            self._arm(deadline)
-
-    async def call(self, type_: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        """Awaitable ``request``: the reply payload, or raises the ``ToruError``."""
-        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-
-        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
-            if fut.done():
-                return
-            if err is not None:
-                fut.set_exception(err)
-            else:
-                fut.set_result(reply or {})
-
-        self.request(type_, payload, timeout, done)
-        return await fut
-
-    def send(self, msg: dict[str, Any]) -> None:
-        """Fire-and-forget message (lifecycle); dropped if the connection is gone."""
-        if not self.closed:
-            self.queue_frame(encode_payload(dumps(msg), self.max_frame))
-
-    def _arm(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._sweep)
-        self._timer_at = deadline
-
-    def _sweep(self) -> None:
-        """Expire every request whose deadline passed (504 at once), re-arm for the next."""
-        self._timer, self._timer_at = None, math.inf
-        now = self._loop.time() + 0.001  # timers may fire a hair early
-        expired = [rid for rid, entry in self.pending.items() if entry[1] <= now]
-        for rid in expired:
-            entry = self.pending.pop(rid, None)
-            if entry is None:
-                continue
-            entry[0](None, GatewayTimeout(f"plugin {self.plugin_id} did not answer in time"))
-            if self.on_timeout is not None:
-                self.on_timeout(rid)
-        if self.pending and not self.closed:
-            self._arm(min(entry[1] for entry in self.pending.values()))
-
-    # ------------------------------------------------------------------ writing
-
-    @property
-    def writable(self) -> bool:
-        return self.transport is not None and not self.closed
-
-    # ------------------------------------------------------------------ failure
-
-    def _fail(self, reason: str, abort: bool = True) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.close_reason = reason
-        self._out.clear()
-        if self.transport is not None:
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()  # flushes what is buffered first
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer, self._timer_at = None, math.inf
-        pending, self.pending = self.pending, {}
-        err = BadGateway(f"plugin {self.plugin_id}: {reason}")
-        for entry in pending.values():
-            entry[0](None, err)
-        if self.on_lost is not None:
-            self.on_lost(reason)
-
     def close(self, reason: str = "closed by the supervisor") -> None:
-        """Close and fail whatever is pending with 502 (idempotent)."""
+        """Close and fail whatever is pending with 502 (idempotent); ``on_lost`` is not
+        called (the owner closing it knows)."""
         if not self.closed:
-            if self.transport is not None and self._out:
-                self._flush()  # let a queued shutdown message out first
-            self.on_lost = None  # intentional: the owner knows
-            self._fail(reason, abort=False)
+            self.on_lost = None
+            super().close(reason)

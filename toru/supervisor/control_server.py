@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadRequest, ToruError
+from toru_plugin_api.aio import FramedProtocol
 from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode_payload
 
-from .framed import FramedProtocol
 from .supervisor import Supervisor
 
 VERSION = 1
@@ -121,18 +121,12 @@ class ControlConnection(FramedProtocol):
         super().connection_made(transport)
         self.server.connections.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+    def on_closed(self, reason: str) -> None:
         self.server.connections.discard(self)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
     def on_protocol_error(self, exc: ProtocolError) -> None:
         self.sup.log.warn("bad frame on the control socket", error=str(exc))
-        self._flush()
-        self.close()
+        self.close("bad frame")  # after the replies already queued
 
     def on_message(self, msg: dict[str, Any]) -> None:
         rid = msg.get("id")
@@ -177,7 +171,7 @@ class ControlConnection(FramedProtocol):
         checked in ``HttpRelay``); splicing it saves re-encoding the reply, and a large body
         is copied once instead of being escaped again.
         """
-        if self.transport is None:
+        if self.closed:
             return  # the client went away; nothing to answer
         head = b'{"id":%s,"ok":true,"message":' % (b"%d" % rid if type(rid) is int else dumps(rid))
         size = len(head) + len(raw) + 1
@@ -198,7 +192,7 @@ class ControlConnection(FramedProtocol):
         self._send(rid, {"id": rid, "ok": False, "error": err.to_dict()})
 
     def _send(self, rid: Any, obj: dict[str, Any]) -> None:
-        if self.transport is None:
+        if self.closed:
             return  # the client went away; nothing to answer
         try:
             frame = encode_payload(dumps(obj), self.server.max_frame)

@@ -8,17 +8,15 @@ each is answered after its SQLite statement returned (for ``set``: committed, se
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import apsw
 
 from toru.store import Store
-from toru_plugin_api.codec import Decoder, ProtocolError, dumps, encode_payload
-from toru_plugin_api.messages import parse_kv_op
-
-from .framed import fast_timestamp
+from toru_plugin_api.aio import FramedProtocol
+from toru_plugin_api.codec import ProtocolError, encode
+from toru_plugin_api.messages import make_message, parse_kv_op
 
 MAX_VALUE = 1024 * 1024
 
@@ -44,7 +42,7 @@ def execute_kv(
     raise ValueError(f"unknown kv action {action!r}")
 
 
-class KvChannel(asyncio.Protocol):
+class KvChannel(FramedProtocol):
     """Serves one plugin's KV requests on its private channel."""
 
     def __init__(
@@ -55,23 +53,13 @@ class KvChannel(asyncio.Protocol):
         on_op: Callable[[str], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__(max_frame)
         self.plugin_id = plugin_id
         self.store = store
-        self.max_frame = max_frame
         self.on_op = on_op
         self.on_error = on_error
-        self.decoder = Decoder(max_frame)
-        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            msgs = self.decoder.feed(data)
-            bad = None
-        except ProtocolError as exc:
-            msgs, bad = exc.decoded, exc
+    def on_messages(self, msgs: list[Any]) -> None:
         if len(msgs) > 1:
             # PERF: pipelined requests of one chunk share one transaction (one WAL commit);
             # every reply is still sent only after that commit returned.
@@ -81,14 +69,13 @@ class KvChannel(asyncio.Protocol):
             except apsw.Error as exc:
                 out = [self._error(m, f"storage error: {exc}") for m in msgs]
         else:
-            out = [self._answer(m) for m in msgs]
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
-        if bad is not None:
-            if self.on_error is not None:
-                self.on_error(f"kv channel protocol error: {bad}")
-            if self.transport is not None:
-                self.transport.close()
+            out = [self._answer(msgs[0])]
+        self.queue_frame(*out)
+
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        if self.on_error is not None:
+            self.on_error(f"kv channel protocol error: {exc}")
+        self.close("kv channel protocol error")  # after the replies to what came before
 
     def _answer(self, msg: dict[str, Any]) -> bytes:
         rid = msg.get("request_id")
@@ -103,20 +90,8 @@ class KvChannel(asyncio.Protocol):
             payload = {"value": None, "error": str(exc)}
         except apsw.Error as exc:
             payload = {"value": None, "error": f"storage error: {exc}"}
-        reply = {"type": "kv", "timestamp": fast_timestamp(), "payload": payload}
-        if rid is not None:
-            reply["request_id"] = rid
-        return encode_payload(dumps(reply), self.max_frame)
+        return encode(make_message("kv", payload, rid), self.max_frame)
 
     def _error(self, msg: dict[str, Any], error: str) -> bytes:
-        reply: dict[str, Any] = {
-            "type": "kv",
-            "timestamp": fast_timestamp(),
-            "payload": {"value": None, "error": error},
-        }
-        if msg.get("request_id") is not None:
-            reply["request_id"] = msg["request_id"]
-        return encode_payload(dumps(reply), self.max_frame)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
+        payload = {"value": None, "error": error}
+        return encode(make_message("kv", payload, msg.get("request_id")), self.max_frame)

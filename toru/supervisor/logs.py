@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toru_plugin_api.codec import dumps, loads
+from toru_plugin_api.messages import now_iso
 
 LEVELS = ("trace", "debug", "info", "warn", "error")
 _RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -40,11 +41,6 @@ def normalize_level(level: Any, default: str = "info") -> str:
 
 def level_rank(level: str) -> int:
     return _RANK.get(normalize_level(level), _RANK["info"])
-
-
-def timestamp() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
 LogErrorCallback = Callable[[OSError], None]
@@ -211,7 +207,7 @@ class SupervisorLog:
         self.echo = echo
 
     def log(self, level: str, message: str, plugin: str | None = None, **fields: Any) -> None:
-        entry: dict[str, Any] = {"timestamp": timestamp(), "level": level, "plugin": plugin}
+        entry: dict[str, Any] = {"timestamp": now_iso(), "level": level, "plugin": plugin}
         entry["message"] = message
         entry.update(fields)
         self.writer.write(entry)
@@ -253,11 +249,11 @@ def plugin_line_entry(plugin_id: str, raw: bytes, stream: str) -> dict[str, Any]
             if not isinstance(obj.get("message"), str):
                 obj["message"] = str(obj.get("message", ""))
             obj["plugin"] = plugin_id
-            obj.setdefault("timestamp", timestamp())
+            obj.setdefault("timestamp", now_iso())
             obj.setdefault("stream", stream)
             return obj
     return {
-        "timestamp": timestamp(),
+        "timestamp": now_iso(),
         "level": "warn" if stream == "stderr" else "info",
         "plugin": plugin_id,
         "message": text.decode("utf-8", "replace"),

@@ -20,13 +20,13 @@ from typing import Any
 import apsw
 
 from toru.errors import ToruError
-from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown
+from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown, now_iso
 
 from . import metrics
 from .connection import CLEAN_EOF
 from .discovery import Discovered
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError
-from .logs import LogWriter, SupervisorLog, plugin_line_entry, timestamp
+from .logs import LogWriter, SupervisorLog, plugin_line_entry
 from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, PluginState, check_transition
@@ -34,7 +34,7 @@ from .stats import PluginStats
 
 S = PluginState
 STDERR_TAIL = 20
-TIMEOUT_EVENT_EVERY = 10.0  # seconds: at most one `timeout` event per plugin per window
+EVENT_EVERY = 10.0  # seconds: at most one `timeout` (or `bad_reply`) event per plugin per window
 
 
 @dataclass
@@ -86,7 +86,7 @@ class SupervisedPlugin:
         self._wake: asyncio.Future[str] | None = None
         self._probe_pending = False
         self._probe_rid = ""
-        self._last_timeout_event = -math.inf
+        self._last_limited_event: dict[str, float] = {}  # event -> when last recorded
         self._stop_reason = "disabled"
         self._last_reconnect = -math.inf
         metrics.set_state(self.id, self.state)
@@ -116,7 +116,11 @@ class SupervisedPlugin:
             self.deps.store.add_event(self.id, event, details)
         except apsw.Error as exc:
             self.deps.log.error("could not record event", self.id, error=str(exc), event=event)
-        level = "warn" if event in ("crashed", "timeout", "unhealthy", "disabled") else "info"
+        level = (
+            "warn"
+            if event in ("crashed", "timeout", "unhealthy", "disabled", "bad_reply")
+            else "info"
+        )
         self.deps.log.log(level, f"plugin {event}", self.id, **{"details": details})
         if event != "timeout":
             self._plugin_log(level, f"supervisor: plugin {event}", details)
@@ -125,7 +129,7 @@ class SupervisedPlugin:
         w = self._writer()
         w.write(
             {
-                "timestamp": timestamp(),
+                "timestamp": now_iso(),
                 "level": level,
                 "plugin": self.id,
                 "message": message,
@@ -175,17 +179,22 @@ class SupervisedPlugin:
         if request_id == self._probe_rid:
             return  # a health probe: reported as `unhealthy`, not as a proxy timeout
         metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
-        self._timeout_event({"request_id": request_id})
+        self._limited_event("timeout", {"request_id": request_id})
 
     def on_direct_timeouts(self, count: int) -> None:
         """Requests that timed out on workers' direct connections (control op ``report``)."""
-        self._timeout_event({"direct": True, "count": count})
+        self._limited_event("timeout", {"direct": True, "count": count})
 
-    def _timeout_event(self, details: dict[str, Any]) -> None:
+    def on_bad_reply(self, reason: str) -> None:
+        """A reply ``validate_http_reply`` refused (its client got 502): the reason goes to
+        the plugin's log and events, at most once per window like ``timeout``."""
+        self._limited_event("bad_reply", {"reason": reason})
+
+    def _limited_event(self, event: str, details: dict[str, Any]) -> None:
         now = self.deps.clock()
-        if now - self._last_timeout_event >= TIMEOUT_EVENT_EVERY:
-            self._last_timeout_event = now
-            self.record_event("timeout", details)
+        if now - self._last_limited_event.get(event, -math.inf) >= EVENT_EVERY:
+            self._last_limited_event[event] = now
+            self.record_event(event, details)
 
     def _wakeup(self, reason: str) -> None:
         if self._wake is not None and not self._wake.done():

@@ -19,7 +19,7 @@ from toru.config import Config
 from toru.errors import BadGateway, BadRequest, Conflict, NotFound, ToruError, Unavailable
 from toru.store import Store
 from toru_plugin_api.codec import ProtocolError
-from toru_plugin_api.messages import parse_kv_op
+from toru_plugin_api.messages import BadReply, parse_kv_op, validate_http_reply
 
 from . import metrics
 from .cgroups import PluginCgroups, without_cgroups
@@ -446,9 +446,10 @@ class Supervisor:
 class HttpRelay:
     """One proxied request in flight: checks the plugin's reply, records it, answers.
 
-    The supervisor relies on the reply's payload being an object with an integer ``status``
-    in 100-599; anything else is 502 ``bad_response`` (counted). A valid reply goes to
-    ``answer`` with the raw bytes of the plugin's message, already parsed and checked here.
+    The reply is checked by the SDK's one ``validate_http_reply`` (a missing ``status`` is
+    200); a bad one is 502 ``bad_response`` (counted, and reported to the plugin's log and
+    events, rate-limited). A valid reply goes to ``answer`` with the raw bytes of the
+    plugin's message, already parsed and checked here.
     """
 
     __slots__ = ("answer", "fail", "plugin", "rid", "t0")
@@ -464,17 +465,15 @@ class HttpRelay:
 
     def relayed(self, msg: dict[str, Any], raw: bytes) -> None:
         payload = msg.get("payload")
-        if type(payload) is dict:
-            status = payload.get("status")
-            if type(status) is int and 100 <= status <= 599:
-                self.plugin.stats.record(time.monotonic() - self.t0)
-                self.answer(self.rid, payload, raw)
-                return
-            reason = "answered without a valid status"
-        else:
-            reason = "sent a reply without a payload object"
-        metrics.PROXY_ERRORS.labels(self.plugin.id, "bad_response").inc()
-        self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} {reason}"))
+        try:
+            validate_http_reply(payload)
+        except BadReply as exc:
+            metrics.PROXY_ERRORS.labels(self.plugin.id, "bad_response").inc()
+            self.plugin.on_bad_reply(str(exc))
+            self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} sent a bad reply: {exc}"))
+            return
+        self.plugin.stats.record(time.monotonic() - self.t0)
+        self.answer(self.rid, payload, raw)  # type: ignore[arg-type]
 
     def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:
         """The connection's error path (504 on the deadline, 502 when it broke)."""

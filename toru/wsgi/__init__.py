@@ -1,17 +1,20 @@
-"""The web tier. ``gunicorn toru.wsgi:application`` serves the Falcon app.
+"""The web tier: Falcon's ASGI app, served by gunicorn's native ``asgi`` worker on uvloop.
 
-``application`` builds the real app on its first request in each worker, from the
-environment (``TORU_HOME`` and the other ``TORU_*`` settings), after gunicorn has forked, so
-no database connection or control socket is shared across processes. Importing this package
-sets ``PROMETHEUS_MULTIPROC_DIR`` to the config's metrics directory when unset, before
-prometheus_client is imported anywhere in the worker.
+The package is called ``wsgi`` for the project's layout (docs/ARCHITECTURE.md); what it
+serves is ASGI. ``gunicorn -c deploy/gunicorn.conf.py toru.wsgi:application`` runs it.
+
+``application`` builds the real app on its first call in each worker (the ASGI lifespan
+startup, before any request), from the environment (``TORU_HOME`` and the other ``TORU_*``
+settings), after gunicorn has forked, so no database connection, thread or control socket is
+shared across processes. Importing this package sets ``PROMETHEUS_MULTIPROC_DIR`` to the
+config's metrics directory when unset, before prometheus_client is imported anywhere in the
+worker.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["application", "create_app", "LazyApplication", "prepare_environment"]
@@ -28,30 +31,28 @@ def prepare_environment() -> Any:
     return config
 
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
 class LazyApplication:
-    """A WSGI entry point that builds its app with ``factory(config)`` on first use in each
-    process, i.e. after gunicorn's fork (see the module docstring)."""
+    """An ASGI entry point that builds its app with ``factory(config)`` on its first call in
+    each process, i.e. after gunicorn's fork (see the module docstring)."""
 
-    def __init__(self, factory: Callable[[Any], WSGIApp]) -> None:
+    def __init__(self, factory: Callable[[Any], ASGIApp]) -> None:
         self._factory = factory
-        self._app: WSGIApp | None = None
-        self._lock = threading.Lock()
+        self._app: ASGIApp | None = None
 
-    def build(self) -> WSGIApp:
-        """The app, built now if it was not (gunicorn's ``post_fork`` calls this)."""
-        with self._lock:
-            if self._app is None:
-                self._app = self._factory(prepare_environment())
+    def build(self) -> ASGIApp:
+        """The app, built now if it was not (idempotent)."""
+        if self._app is None:
+            self._app = self._factory(prepare_environment())
         return self._app
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        return (self._app or self.build())(environ, start_response)
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await (self._app or self.build())(scope, receive, send)
 
 
-def _default_app(config: Any) -> WSGIApp:
+def _default_app(config: Any) -> ASGIApp:
     from .app import create_app
 
     return create_app(config)

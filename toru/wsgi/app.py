@@ -1,17 +1,17 @@
-"""``create_app(config, ...)``: the Falcon application, dependencies passed in.
+"""``create_app(config, ...)``: the Falcon ASGI application, dependencies passed in.
 
-Tests build it with fakes (``control=``) and ``falcon.testing``; gunicorn gets it through
-``toru.wsgi:application``, which builds it lazily in each worker after the fork (so no
-SQLite connection or socket crosses a fork).
+Tests build it with fakes (``control=``) and ``falcon.testing``'s ASGI client; gunicorn's
+``asgi`` worker gets it through ``toru.wsgi:application``, which builds it lazily in each
+worker after the fork (so no SQLite connection, thread or socket crosses a fork).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import falcon
+import falcon.asgi
 import falcon.media
 import ujson
 
@@ -19,15 +19,28 @@ from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
 from . import auth, errors, health, plugins, proxy, users
+from .control import Control, ControlClient
+from .direct import DirectChannel
 from .metrics import MetricsMiddleware
+from .pool import PasswordPool
+from .routes import RouteTable
 from .static import StaticFiles, default_webapp_dir
+
+# scrypt off the loop: one thread per worker (workers default to the cores), two more
+# logins may wait; beyond that 503 at once (toru/wsgi/pool.py).
+PASSWORD_THREADS = 1
+PASSWORD_BACKLOG = 2
 
 
 class SecurityHeaders:
     """Conservative defaults on every response; API JSON is never cached."""
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
     ) -> None:
         resp.set_header("X-Content-Type-Options", "nosniff")
         if resp.get_header("X-Frame-Options") is None:
@@ -42,61 +55,68 @@ class SecurityHeaders:
             resp.set_header("Cache-Control", "no-store")
 
 
-def _default_control(config: Config) -> Callable[[], Any]:
-    from ..supervisor.client import ControlClient
+class Lifecycle:
+    """ASGI lifespan: on the worker's shutdown, send the direct channel's last samples, then
+    drop the plugin and control connections and the pool."""
 
-    path = str(config.control_socket)
-    kwargs = {"http_timeout": config.http_timeout + 5, "max_frame": config.max_frame}
+    def __init__(self, control: Control, pool: PasswordPool, direct: DirectChannel | None) -> None:
+        self.control = control
+        self.pool = pool
+        self.direct = direct
 
-    def control() -> Any:
-        return ControlClient.for_thread(path, **kwargs)
-
-    return control
-
-
-def _default_direct(config: Config, control: Callable[[], Any]) -> Callable[[], Any] | None:
-    if not config.direct_channel:
-        return None
-    from .direct import direct_channel_factory
-
-    return direct_channel_factory(
-        control,
-        config.control_socket,
-        config.route_generation_file,
-        config.http_timeout,
-        config.max_frame,
-    )
+    async def process_shutdown(self, scope: dict, event: dict) -> None:
+        if self.direct is not None:
+            await self.direct.close()
+        close = getattr(self.control, "close", None)
+        if close is not None:
+            close()
+        self.pool.close()
 
 
 def create_app(
     config: Config,
     *,
-    control: Callable[[], Any] | None = None,
-    direct: Callable[[], Any] | None = None,
+    control: Control | None = None,
+    direct: bool | None = None,
     accounts: Accounts | None = None,
+    pool: PasswordPool | None = None,
     webapp_dir: Path | None = None,
-) -> falcon.App:
-    """Build the WSGI app.
+) -> falcon.asgi.App:
+    """Build the ASGI app.
 
     Args:
         config: the loaded configuration.
-        control: returns this thread's control-socket client (``call``/``http``); defaults
-            to ``ControlClient.for_thread(config.control_socket)``.
-        direct: returns this thread's ``DirectChannel`` (toru/wsgi/direct.py); by default
-            one when ``control`` is the default and ``config.direct_channel`` is on.
+        control: the supervisor's control client (``call``/``http`` coroutines); defaults to
+            one ``ControlClient`` over ``config.control_socket`` (one connection, multiplexed).
+        direct: use the direct channel (toru/wsgi/direct.py); defaults to
+            ``config.direct_channel`` when ``control`` is the default, else off.
         accounts: user/session store; defaults to one over ``config.db_path``.
+        pool: where password hashing runs; defaults to a ``PasswordPool`` of
+            ``PASSWORD_THREADS`` threads.
         webapp_dir: the static UI; defaults to ``TORU_WEBAPP_DIR`` or the repo's ``webapp/``.
     """
     if control is None:
-        control = _default_control(config)
-        direct = direct or _default_direct(config, control)
+        control = ControlClient(
+            config.control_socket, http_timeout=config.http_timeout + 5, max_frame=config.max_frame
+        )
+        direct = config.direct_channel if direct is None else direct
+    routes = RouteTable(control, config.route_generation_file, direct=bool(direct))
+    channel = (
+        DirectChannel(control, routes, config.http_timeout, config.max_frame) if direct else None
+    )
+    pool = pool or PasswordPool(PASSWORD_THREADS, PASSWORD_BACKLOG)
     if accounts is None:
         store = Store(config.db_path)
         accounts = Accounts(store, session_ttl=config.session_ttl, login_rate=config.login_rate)
 
-    app = falcon.App(
+    app = falcon.asgi.App(
         media_type=falcon.MEDIA_JSON,
-        middleware=[MetricsMiddleware(), SecurityHeaders(), auth.AuthMiddleware(config, accounts)],
+        middleware=[
+            Lifecycle(control, pool, channel),
+            MetricsMiddleware(),
+            SecurityHeaders(),
+            auth.AuthMiddleware(config, accounts),
+        ],
         cors_enable=False,
     )
     json_handler = falcon.media.JSONHandler(
@@ -113,14 +133,16 @@ def create_app(
     app.add_route("/livez", health.LiveResource())
     app.add_route("/metrics", health.MetricsResource(config))
 
-    app.add_route("/api/auth/login", auth.LoginResource(config, accounts))
+    app.add_route("/api/auth/login", auth.LoginResource(config, accounts, pool))
     app.add_route("/api/auth/logout", auth.LogoutResource(config, accounts))
     app.add_route("/api/auth/me", auth.MeResource())
     app.add_route("/api/auth/tokens", auth.TokensResource(config, accounts))
     app.add_route("/api/auth/tokens/{token_id}", auth.TokenResource(accounts))
 
-    app.add_route("/api/users", users.UsersResource(accounts))
-    app.add_route("/api/users/{username}", users.UserResource(accounts))
+    app.add_route("/api/users", users.UsersResource(accounts, pool, config.client_timeout))
+    app.add_route(
+        "/api/users/{username}", users.UserResource(accounts, pool, config.client_timeout)
+    )
 
     app.add_route("/api/plugins", plugins.PluginsResource(control))
     app.add_route("/api/plugins/{plugin_id}", plugins.PluginResource(control))
@@ -136,10 +158,13 @@ def create_app(
     )
     app.add_route("/api/plugins/{plugin_id}/logs", plugins.LogsResource(control))
     app.add_route("/api/plugins/{plugin_id}/events", plugins.EventsResource(control))
-    app.add_route("/api/plugins/{plugin_id}/kv", plugins.KvResource(control, config.body_limit))
+    app.add_route(
+        "/api/plugins/{plugin_id}/kv",
+        plugins.KvResource(control, config.body_limit, config.client_timeout),
+    )
     app.add_route("/api/plugins/{plugin_id}/stats", plugins.StatsResource(control))
 
-    route_resource = proxy.PluginRouteResource(config, control, proxy.RouteNames(control), direct)
+    route_resource = proxy.PluginRouteResource(config, control, routes, channel)
     app.add_route("/api/plugins/route/{route}", route_resource)
     app.add_route("/api/plugins/route/{route}/{rest:path}", route_resource)
 

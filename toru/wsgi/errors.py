@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import Any
 
 import falcon
+import falcon.asgi
 import ujson
 
 from ..errors import ToruError
@@ -36,8 +37,8 @@ def _write(resp: falcon.Response, status: int, code: str, message: str) -> None:
     resp.set_header("Cache-Control", "no-store")
 
 
-def handle_toru_error(
-    req: falcon.Request, resp: falcon.Response, ex: ToruError, params: dict[str, Any]
+async def handle_toru_error(
+    req: falcon.asgi.Request, resp: falcon.Response, ex: ToruError, params: dict[str, Any]
 ) -> None:
     _write(resp, ex.status, ex.code, ex.message)
     if ex.status in (429, 503):
@@ -48,8 +49,8 @@ def handle_toru_error(
         resp.set_header("Retry-After", str(retry))
 
 
-def handle_http_error(
-    req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
+async def handle_http_error(
+    req: falcon.asgi.Request, resp: falcon.Response, ex: falcon.HTTPError, params: dict[str, Any]
 ) -> None:
     status = ex.status_code
     message = ex.description or ex.title or _code_for(status).replace("_", " ")
@@ -59,8 +60,8 @@ def handle_http_error(
         resp.set_header(name, value)
 
 
-def handle_connection_error(
-    req: falcon.Request, resp: falcon.Response, ex: ConnectionError, params: dict[str, Any]
+async def handle_connection_error(
+    req: falcon.asgi.Request, resp: falcon.Response, ex: ConnectionError, params: dict[str, Any]
 ) -> None:
     """A socket error that escaped the control client still means "supervisor unreachable"."""
     log.warning("connection error in %s %s: %s", req.method, req.path, ex)
@@ -68,15 +69,15 @@ def handle_connection_error(
     resp.set_header("Retry-After", "1")
 
 
-def handle_unexpected(
-    req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
+async def handle_unexpected(
+    req: falcon.asgi.Request, resp: falcon.Response, ex: Exception, params: dict[str, Any]
 ) -> None:
     log.exception("unhandled error in %s %s", req.method, req.path)
     resp.complete = True
     _write(resp, 500, "internal_error", "internal server error (logged)")
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.asgi.App) -> None:
     """Register the handlers; Falcon picks the most specific class for each exception."""
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(ConnectionError, handle_connection_error)

@@ -7,8 +7,12 @@ Hooks:
 - ``on_starting`` (master, once): schema migration and the first-run admin, so split mode
   gets them too;
 - ``post_fork`` (worker): ``PR_SET_PDEATHSIG`` so a worker never outlives a killed master;
-- ``post_worker_init`` (worker): build the app before the first request arrives;
+- ``post_worker_init`` (worker): the app's log next to gunicorn's, and the header deadline
+  for slow clients (toru/wsgi/slow_clients.py);
 - ``child_exit`` (master): ``mark_process_dead`` so a dead worker's live gauges vanish.
+
+Workers are gunicorn's native ``asgi`` worker on uvloop; the app (``toru.wsgi:application``)
+is built in each worker at the ASGI lifespan startup, after the fork.
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ _config = prepare_environment()
 
 bind = [_config.bind]
 workers = _config.workers
-worker_class = "sync"
-# NOTE: a worker busy with a slow plugin must outlive the plugin timeout (504 comes from the
-# supervisor after http_timeout), else gunicorn would kill it mid-request.
-timeout = int(_config.http_timeout + 30)
+worker_class = "asgi"
+asgi_loop = "uvloop"
+# NOTE: an asgi worker's loop sends the heartbeat every second whatever its requests do (a
+# slow plugin costs a pending request, not the worker), so ``timeout`` only catches a stuck
+# loop; gunicorn also uses it as the idle limit of a body read, behind Toru's own
+# ``client_timeout`` for the whole body.
+timeout = 30
 graceful_timeout = 30
 keepalive = 2
+worker_connections = 1000
 proc_name = "toru-web"
 errorlog = "-"
 loglevel = os.environ.get("TORU_GUNICORN_LOGLEVEL", "info")
@@ -55,11 +63,11 @@ def post_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Send the app's log to stderr next to gunicorn's, then build the app now so the first
-    request does not pay for imports and set-up."""
+    """Send the app's log to stderr next to gunicorn's; bound the time a new connection may
+    take to send its headers (gunicorn has no such deadline of its own)."""
     import logging
 
-    from toru import wsgi
+    from toru.wsgi import slow_clients
 
     logger = logging.getLogger("toru")
     if not logger.handlers:
@@ -69,14 +77,7 @@ def post_worker_init(worker) -> None:
         )
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    wsgi.application.build()
-
-
-def worker_exit(server, worker) -> None:
-    """In the exiting worker: send the direct channel's last latency samples."""
-    from toru.wsgi.direct import flush_reports
-
-    flush_reports()
+    slow_clients.install(_config.client_timeout)
 
 
 def child_exit(server, worker) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import falcon
+import falcon.asgi
 
 from ..config import Config
 from ..errors import ToruError
 from . import metrics
+from .control import Control
 from .http import send_json
 
 PING_TIMEOUT = 2.0
@@ -17,12 +20,12 @@ PING_TIMEOUT = 2.0
 class HealthResource:
     auth = "public"
 
-    def __init__(self, control: Any) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         try:
-            reply = self.control().call("ping", {}, PING_TIMEOUT)
+            reply = await self.control.call("ping", {}, PING_TIMEOUT)
         except (ToruError, OSError) as exc:
             resp.set_header("Retry-After", "1")
             send_json(
@@ -66,7 +69,7 @@ class LiveResource:
 
     auth = "public"
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         send_json(resp, {"status": "ok"})
 
     on_head = on_get
@@ -80,8 +83,9 @@ class MetricsResource:
     def __init__(self, config: Config) -> None:
         self.metrics_dir = str(config.metrics_dir)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        data, ctype = metrics.render(self.metrics_dir)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        # NOTE: merging every process's files reads the whole directory: off the loop.
+        data, ctype = await asyncio.to_thread(metrics.render, self.metrics_dir)
         resp.content_type = ctype
         resp.cache_control = ["no-store"]
         resp.data = data

@@ -1,18 +1,21 @@
 """Request plumbing shared by the resources: who the client is, JSON bodies, body limits.
 
-The client's address, scheme and host come from ``X-Forwarded-*`` only when the direct peer
-is a trusted proxy (``http.trusted_proxies``; ``unix`` means a Unix-socket peer such as
-nginx on the same host); otherwise from the connection itself.
+Everything here reads Falcon's ASGI request (``req.scope`` and its headers). The client's
+address, scheme and host come from ``X-Forwarded-*`` only when the direct peer is a trusted
+proxy (``http.trusted_proxies``; ``unix`` means a Unix-socket peer such as nginx on the same
+host); otherwise from the connection itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, NamedTuple
 
 import falcon
+import falcon.asgi
 import ujson
 
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge, ToruError
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
@@ -36,18 +39,24 @@ class ClientInfo(NamedTuple):
         return not self.via_proxy and self.peer in LOOPBACK
 
 
-def client_info(req: falcon.Request, trusted: frozenset[str]) -> ClientInfo:
+def client_info(req: falcon.asgi.Request, trusted: frozenset[str]) -> ClientInfo:
     """Resolve the client per the trusted-proxy rules; cached on ``req.context``."""
     context = req.context
     cached = context.get("client")
     if cached is not None:
         return cached
-    env = req.env
-    peer = env.get("REMOTE_ADDR") or "unix"
-    scheme = env.get("wsgi.url_scheme", "http")
-    host = env.get("HTTP_HOST") or env.get("SERVER_NAME", "localhost")
+    scope = req.scope
+    client = scope.get("client")
+    if client is not None and type(client) is not tuple:  # ASGI allows any iterable pair
+        client = tuple(client)
+    peer = client[0] if client and client[0] else "unix"
+    scheme = scope.get("scheme") or "http"
+    host = req.get_header("Host")
+    if not host:
+        server = scope.get("server")
+        host = server[0] if server and server[0] else "localhost"
     if peer in trusted:
-        xff = env.get("HTTP_X_FORWARDED_FOR")
+        xff = req.get_header("X-Forwarded-For")
         chain = [p.strip() for p in xff.split(",") if p.strip()] if xff else []
         # The client is the right-most address that is not itself a trusted proxy.
         ip = peer
@@ -57,12 +66,12 @@ def client_info(req: falcon.Request, trusted: frozenset[str]) -> ClientInfo:
                 break
         if peer != "unix":
             chain.append(peer)
-        proto = env.get("HTTP_X_FORWARDED_PROTO")
+        proto = req.get_header("X-Forwarded-Proto")
         if proto:
             proto = proto.split(",")[0].strip().lower()
             if proto in ("http", "https"):
                 scheme = proto
-        fhost = env.get("HTTP_X_FORWARDED_HOST")
+        fhost = req.get_header("X-Forwarded-Host")
         if fhost:
             host = fhost.split(",")[0].strip() or host
         info = ClientInfo(peer, ip, scheme, host, ", ".join(chain), bool(xff) or peer == "unix")
@@ -72,43 +81,52 @@ def client_info(req: falcon.Request, trusted: frozenset[str]) -> ClientInfo:
     return info
 
 
-def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole request body, at most ``limit`` bytes (413 beyond, checked before reading)."""
-    env = req.env
-    if "HTTP_TRANSFER_ENCODING" not in env and env.get("CONTENT_LENGTH") in (None, "", "0"):
-        # PERF: no Content-Length and no chunked coding means no body (RFC 9112 6.3; gunicorn
-        # reads it so too); skips Falcon's bounded stream, the common GET.
-        return b""
+async def read_body(req: falcon.asgi.Request, limit: int, timeout: float) -> bytes:
+    """The whole request body, at most ``limit`` bytes, within ``timeout`` seconds.
+
+    413 beyond the limit (checked against Content-Length before reading, and as a chunked
+    body grows); 408 when the body takes longer than ``timeout`` (a slow or stalled client:
+    gunicorn then closes the connection, since the body was not read to its end); 400 when it
+    ends before its Content-Length (the client disconnected).
+    """
     length = req.content_length
+    if length is None and req.get_header("Transfer-Encoding") is None:
+        # PERF: no Content-Length and no chunked coding means no body (RFC 9112 6.3).
+        return b""
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
-    if length is None:
-        # Chunked, no Content-Length: Falcon's bounded stream would read nothing (it is bounded
-        # by Content-Length); the server's wsgi.input decodes the chunks and ends at the last.
-        data = _read_up_to(env["wsgi.input"], limit + 1)
-    else:
-        data = req.bounded_stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    if length == 0:
+        return b""
+    try:
+        async with asyncio.timeout(timeout):
+            data = await _read_up_to(req.stream, limit)
+    except TimeoutError:
+        raise ToruError(
+            f"the request body did not arrive within {timeout:g} s",
+            code="request_timeout",
+            status=408,
+        ) from None
+    if length is not None and len(data) < length:
+        raise BadRequest(
+            f"request body ended after {len(data)} of {length} bytes", code="incomplete_body"
+        )
     return data
 
 
-def _read_up_to(stream: Any, n: int) -> bytes:
-    """Up to ``n`` bytes from a WSGI input stream (a ``read(n)`` may return less)."""
+async def _read_up_to(stream: Any, limit: int) -> bytes:
     chunks: list[bytes] = []
-    left = n
-    while left > 0:
-        chunk = stream.read(min(left, 65536))
-        if not chunk:
-            break
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_json(req: falcon.Request, limit: int) -> dict[str, Any]:
+async def read_json(req: falcon.asgi.Request, limit: int, timeout: float) -> dict[str, Any]:
     """The body as a JSON object; anything else is a 400 that says what was wrong."""
-    data = read_body(req, limit)
+    data = await read_body(req, limit, timeout)
     if not data.strip():
         raise BadRequest("request body must be a JSON object", code="bad_json")
     try:
@@ -139,7 +157,7 @@ def field(obj: dict[str, Any], name: str, kind: type | tuple = str, *, required:
     return value
 
 
-def query_int(req: falcon.Request, name: str, default: int, lo: int, hi: int) -> int:
+def query_int(req: falcon.asgi.Request, name: str, default: int, lo: int, hi: int) -> int:
     """An integer query parameter within ``[lo, hi]``; 400 otherwise."""
     raw = req.get_param(name)
     if raw is None or raw == "":

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-import falcon
+import falcon.asgi
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -98,11 +98,15 @@ class MetricsMiddleware:
     (~1.5-2.5 µs each, a histogram observation two); a forwarded request makes four.
     """
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         req.context.t0 = time.perf_counter()
 
-    def process_response(
-        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: object,
+        req_succeeded: bool,
     ) -> None:
         context = req.context
         t0 = context.get("t0")

@@ -6,18 +6,19 @@ hand back its result. Its errors are ``ToruError``s with the right status alread
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import falcon
+import falcon.asgi
 
 from toru_plugin_api.messages import ID_RE, ProtocolError, decode_body
 
 from ..errors import BadGateway, BadRequest, NotFound, ToruError
+from .control import Control
 from .http import field, query_int, read_json, send_json
 
-ControlFactory = Callable[[], Any]
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 KV_ACTIONS = ("get", "set", "delete", "list")
 CONTROL_TIMEOUT = 10.0
@@ -34,39 +35,44 @@ def _plugin_id(plugin_id: str) -> str:
 class PluginsResource:
     auth = "user"
 
-    def __init__(self, control: ControlFactory) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        control = self.control()
-        send_json(resp, control.call("list", {}, CONTROL_TIMEOUT))
-        add_warnings(resp, control)
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        # PERF: both calls pipelined on the worker's one control connection
+        plugins, warnings = await asyncio.gather(
+            self.control.call("list", {}, CONTROL_TIMEOUT), _warnings(self.control)
+        )
+        send_json(resp, plugins)
+        if warnings:
+            resp.set_header(WARNINGS_HEADER, json.dumps(warnings, ensure_ascii=True))
 
 
-def add_warnings(resp: falcon.Response, control: Any) -> None:
-    """Operator warnings (a damaged config.json, a damaged database) as the header
+async def _warnings(control: Control) -> list | None:
+    """Operator warnings (a damaged config.json, a damaged database), sent as the header
     ``X-Toru-Warnings``: a JSON array of ``{"code", "message", ...}``, ASCII-escaped.
 
     A header keeps the body the bare list it always was (backward compatible); the UI shows
     the warnings as a banner. A supervisor that cannot answer just means no header.
     """
     try:
-        warnings = control.call("warnings", {}, CONTROL_TIMEOUT)
+        warnings = await control.call("warnings", {}, CONTROL_TIMEOUT)
     except ToruError:
-        return
-    if isinstance(warnings, list) and warnings:
-        resp.set_header(WARNINGS_HEADER, json.dumps(warnings, ensure_ascii=True))
+        return None
+    return warnings if isinstance(warnings, list) and warnings else None
 
 
 class PluginResource:
     auth = "user"
 
-    def __init__(self, control: ControlFactory) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
         args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, self.control().call("get", args, CONTROL_TIMEOUT))
+        send_json(resp, await self.control.call("get", args, CONTROL_TIMEOUT))
 
 
 class PluginActionResource:
@@ -74,13 +80,15 @@ class PluginActionResource:
 
     auth = "admin"
 
-    def __init__(self, control: ControlFactory, op: str) -> None:
+    def __init__(self, control: Control, op: str) -> None:
         self.control = control
         self.op = op
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
         args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, self.control().call(self.op, args, ENABLE_TIMEOUT))
+        send_json(resp, await self.control.call(self.op, args, ENABLE_TIMEOUT))
 
 
 class BundleResource:
@@ -88,11 +96,13 @@ class BundleResource:
 
     auth = "user"
 
-    def __init__(self, control: ControlFactory, timeout: float) -> None:
+    def __init__(self, control: Control, timeout: float) -> None:
         self.control = control
         self.timeout = timeout
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
         args = {
             "plugin": _plugin_id(plugin_id),
             "method": "GET",
@@ -100,7 +110,7 @@ class BundleResource:
             "headers": {"Accept": "application/javascript"},
             "body": "",
         }
-        result = self.control().call("http", args, self.timeout)
+        result = await self.control.call("http", args, self.timeout)
         try:
             status = int(result.get("status", 502))
             body = decode_body(result, "bundle")
@@ -118,10 +128,12 @@ class BundleResource:
 class LogsResource:
     auth = "user"
 
-    def __init__(self, control: ControlFactory) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
         args: dict[str, Any] = {
             "plugin": _plugin_id(plugin_id),
             "page": query_int(req, "page", 0, 0, 1_000_000),
@@ -132,18 +144,20 @@ class LogsResource:
             if level.lower() not in LOG_LEVELS:
                 raise BadRequest(f"level must be one of {', '.join(LOG_LEVELS)}", code="bad_query")
             args["level"] = level.lower()
-        send_json(resp, self.control().call("logs", args, CONTROL_TIMEOUT))
+        send_json(resp, await self.control.call("logs", args, CONTROL_TIMEOUT))
 
 
 class EventsResource:
     auth = "user"
 
-    def __init__(self, control: ControlFactory) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
         args = {"plugin": _plugin_id(plugin_id), "limit": query_int(req, "limit", 50, 1, 1000)}
-        send_json(resp, self.control().call("events", args, CONTROL_TIMEOUT))
+        send_json(resp, await self.control.call("events", args, CONTROL_TIMEOUT))
 
 
 class KvResource:
@@ -151,12 +165,15 @@ class KvResource:
 
     auth = "user"
 
-    def __init__(self, control: ControlFactory, body_limit: int) -> None:
+    def __init__(self, control: Control, body_limit: int, body_timeout: float) -> None:
         self.control = control
         self.body_limit = body_limit
+        self.body_timeout = body_timeout
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
-        body = read_json(req, self.body_limit)
+    async def on_post(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
+        body = await read_json(req, self.body_limit, self.body_timeout)
         action = field(body, "action")
         if action not in KV_ACTIONS:
             raise BadRequest(f"action must be one of {', '.join(KV_ACTIONS)}", code="bad_field")
@@ -170,15 +187,17 @@ class KvResource:
             args["key"] = key
             if action == "set":
                 args["value"] = field(body, "value")
-        send_json(resp, self.control().call("kv", args, CONTROL_TIMEOUT))
+        send_json(resp, await self.control.call("kv", args, CONTROL_TIMEOUT))
 
 
 class StatsResource:
     auth = "user"
 
-    def __init__(self, control: ControlFactory) -> None:
+    def __init__(self, control: Control) -> None:
         self.control = control
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, plugin_id: str) -> None:
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
         args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, self.control().call("stats", args, CONTROL_TIMEOUT))
+        send_json(resp, await self.control.call("stats", args, CONTROL_TIMEOUT))

@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 import time
 from typing import Any
 from urllib.parse import quote, unquote
 
 import falcon
+import falcon.asgi
 
 from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
 from . import metrics
+from .control import Control
+from .direct import DirectChannel
 from .http import client_info, read_body
+from .routes import RouteTable
 
 PREFIX = "/api/plugins/route/"
 HOP_BY_HOP = frozenset(
@@ -84,14 +87,10 @@ def _response_header(name: str) -> str | None:
     return lname
 
 
-def _request_rule(env_key: str) -> tuple[str, str] | None:
-    """``(lower-case name, Title-Case name)`` when the WSGI environ key is a client header
-    that may be forwarded; None for every other key (see the module docstring)."""
-    if env_key == "CONTENT_TYPE":  # the one client header WSGI keeps without HTTP_
-        return "content-type", "Content-Type"
-    if not env_key.startswith("HTTP_"):
-        return None
-    lname = env_key[5:].replace("_", "-").lower()
+def _request_rule(name: bytes) -> tuple[str, str] | None:
+    """``(lower-case name, Title-Case name)`` when the client header (an ASGI lower-case
+    name) may be forwarded; None otherwise (see the module docstring)."""
+    lname = name.decode("latin-1")
     if (
         lname in HOP_BY_HOP
         or lname in DROP_REQUEST
@@ -102,28 +101,29 @@ def _request_rule(env_key: str) -> tuple[str, str] | None:
     return lname, _title(lname)
 
 
-# PERF: the rules run once per distinct environ key per process, and the list of headers
-# to forward once per distinct environ layout (the keys in order: the same client sends the
-# same headers), not per request; the environ is read directly (Falcon's req.headers would
-# first build a dict from it). Keys are client-chosen, so both caches stop growing at a bound.
-_RULES: dict[str, tuple[str, str] | None] = {}
+# PERF: the rules run once per distinct header name per process, and the list of headers to
+# forward once per distinct header layout (the names in order: the same client sends the
+# same headers), not per request. Names are client-chosen, so both caches stop growing at a
+# bound.
+_RULES: dict[bytes, tuple[str, str] | None] = {}
 _RULES_MAX = 2048
-_PLANS: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = {}
+_PLANS: dict[tuple[bytes, ...], tuple[tuple[int, str, str], ...]] = {}
 _PLANS_MAX = 256
 
 
-def _plan(keys: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
-    """``(environ key, lower-case name, Title-Case name)`` of each forwardable header, in order."""
+def _plan(names: tuple[bytes, ...]) -> tuple[tuple[int, str, str], ...]:
+    """``(index in the ASGI header list, lower-case name, Title-Case name)`` of each
+    forwardable header, in order."""
     rules = _RULES
     plan = []
-    for key in keys:
-        rule = rules.get(key, False)
+    for i, name in enumerate(names):
+        rule = rules.get(name, False)
         if rule is False:
-            rule = _request_rule(key)
+            rule = _request_rule(name)
             if len(rules) < _RULES_MAX:
-                rules[key] = rule
+                rules[name] = rule
         if rule is not None:
-            plan.append((key, *rule))
+            plan.append((i, *rule))
     return tuple(plan)
 
 
@@ -145,15 +145,14 @@ def _bad_segment(seg: str) -> bool:
     )
 
 
-def split_target(req: falcon.Request) -> tuple[str, str]:
+def split_target(req: falcon.asgi.Request) -> tuple[str, str]:
     """``(route, path)`` from the raw request target; 400 on traversal in any segment."""
-    env = req.env
-    raw = env.get("RAW_URI") or env.get("REQUEST_URI") or ""
-    if raw.startswith("/"):
-        raw_path = raw.partition("?")[0].partition("#")[0]
-    else:  # absolute-form target or a server without RAW_URI: rebuild from the decoded path
+    scope = req.scope
+    raw = scope.get("raw_path") or b""
+    raw_path = raw.decode("latin-1") if raw else ""
+    if not raw_path.startswith("/"):  # a server without raw_path: rebuild from the decoded path
         raw_path = quote(req.path, safe="/:@!$&'()*+,;=~-._")
-    raw_qs = env.get("QUERY_STRING", "")
+    raw_qs = (scope.get("query_string") or b"").decode("latin-1")
     if not raw_path.startswith(PREFIX):
         raise NotFound("no such plugin route", code="route_not_found")
     below = raw_path[len(PREFIX) :]
@@ -175,22 +174,27 @@ def split_target(req: falcon.Request) -> tuple[str, str]:
     return "/" + route_seg, path
 
 
-def forward_headers(req: falcon.Request, trusted: frozenset[str]) -> dict[str, str]:
-    """The request headers a plugin sees (see the module docstring), from the WSGI environ."""
-    env = req.env
-    connection = env.get("HTTP_CONNECTION")
+def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[str, str]:
+    """The request headers a plugin sees (see the module docstring), from the ASGI scope.
+
+    A header the client sent more than once is joined with ``, `` (``; `` for cookies).
+    """
+    headers = req.scope["headers"]
+    if type(headers) is not list:  # ASGI allows any iterable, which Falcon's Request consumed
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in req.headers.items()]
+    connection = req.get_header("Connection")
     connection_named = (
         {t.strip().lower() for t in connection.split(",") if t.strip()} if connection else ()
     )
     out: dict[str, str] = {}
-    keys = tuple(env)
-    plan = _PLANS.get(keys)
+    names = tuple([h[0] for h in headers])
+    plan = _PLANS.get(names)
     if plan is None:
-        plan = _plan(keys)
+        plan = _plan(names)
         if len(_PLANS) < _PLANS_MAX:
-            _PLANS[keys] = plan
-    for key, lname, title in plan:
-        value = env[key]
+            _PLANS[names] = plan
+    for i, lname, title in plan:
+        value = headers[i][1].decode("latin-1")
         if connection_named and lname in connection_named:
             continue
         if lname == "cookie":
@@ -202,13 +206,15 @@ def forward_headers(req: falcon.Request, trusted: frozenset[str]) -> dict[str, s
             if not kept:
                 continue
             value = "; ".join(kept)
+        if title in out:
+            value = out[title] + ("; " if lname == "cookie" else ", ") + value
         out[title] = value
     info = client_info(req, trusted)
     if info.forwarded_for:
         out["X-Forwarded-For"] = info.forwarded_for
     out["X-Forwarded-Proto"] = info.scheme
     out["X-Forwarded-Host"] = info.host
-    host = env.get("HTTP_HOST")
+    host = req.get_header("Host")
     if host:
         out["Host"] = host
     user = req.context.get("user")
@@ -218,41 +224,6 @@ def forward_headers(req: falcon.Request, trusted: frozenset[str]) -> dict[str, s
     return out
 
 
-class RouteNames:
-    """Route -> plugin id for metric labels, refreshed from ``list`` every few seconds.
-
-    PERF: one control call per worker per ``ttl`` instead of one per request; an unknown
-    route gets the label ``_unknown`` so clients cannot create label values.
-    """
-
-    def __init__(self, control: Any, ttl: float = 5.0) -> None:
-        self.control = control
-        self.ttl = ttl
-        self._map: dict[str, str] = {}
-        self._at = 0.0
-        self._lock = threading.Lock()
-
-    def plugin_for(self, route: str) -> str:
-        now = time.monotonic()
-        name = self._map.get(route)
-        stale = now - self._at > self.ttl
-        if name is not None and not stale:
-            return name
-        if stale or (name is None and now - self._at > 1.0):
-            with self._lock:
-                self._at = now
-                try:
-                    plugins = self.control().call("list", {}, 2.0)
-                    self._map = {
-                        p["route"]: p["id"]
-                        for p in plugins
-                        if isinstance(p, dict) and p.get("route") and p.get("id")
-                    }
-                except (ToruError, OSError, KeyError, TypeError):
-                    pass
-        return self._map.get(route, "_unknown")
-
-
 _ERROR_KINDS = {GatewayTimeout: "timeout", BadGateway: "bad_response"}
 _CODE_CLASS = {c: f"{c}xx" for c in range(1, 6)}
 
@@ -260,28 +231,37 @@ _CODE_CLASS = {c: f"{c}xx" for c in range(1, 6)}
 class PluginRouteResource:
     auth = "user"
 
-    def __init__(self, config: Config, control: Any, names: RouteNames, direct: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        control: Control,
+        routes: RouteTable,
+        direct: DirectChannel | None = None,
+    ) -> None:
         self.config = config
         self.control = control
-        self.names = names
-        self.direct = direct  # toru/wsgi/direct.py: None keeps every request on the supervisor
+        self.routes = routes
+        self.direct = direct  # None keeps every request on the supervisor path
         self.trusted = frozenset(config.trusted_proxies)
 
-    def _forward(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+    async def _forward(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any
+    ) -> None:
         route, path = split_target(req)
-        body = read_body(req, self.config.body_limit)
+        body = await read_body(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
-        plugin = self.names.plugin_for(route)
+        entry = await self.routes.get(route)
+        plugin = entry.plugin if entry is not None else "_unknown"
         t0 = time.perf_counter()
         status = 500
         inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
         inflight.inc()
         try:
             answer = None
-            if self.direct is not None:
-                answer = self.direct().http(route, req.method, path, headers, body)
+            if entry is not None and entry.socket is not None and self.direct is not None:
+                answer = await self.direct.http(entry, req.method, path, headers, body)
             if answer is None:
-                answer = self.control().http(route, req.method, path, headers, body)
+                answer = await self.control.http(route, req.method, path, headers, body)
             status = answer.status
         except ToruError as exc:
             status = exc.status

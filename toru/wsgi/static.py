@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import falcon
+import falcon.asgi
 
 from ..errors import NotFound
 
@@ -87,7 +88,9 @@ class StaticFiles:
             return candidate
         return None
 
-    def __call__(self, req: falcon.Request, resp: falcon.Response, **kwargs: object) -> None:
+    async def __call__(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **kwargs: object
+    ) -> None:
         path = req.path
         if path == "/api" or path.startswith(("/api/", "/metrics", "/healthz", "/livez")):
             raise NotFound(f"no endpoint {req.method} {path}", code="not_found")

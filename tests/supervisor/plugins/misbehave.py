@@ -6,10 +6,12 @@ connection at a time, messages handled in order (except mode ``ooo``, which answ
 request from its own thread, so replies come back out of order).
 
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
-flood, bad-metadata, metadata-timeout, metadata-fail.
-HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash,
+flood, bad-metadata, metadata-timeout, metadata-fail, no-status (every 200 reply leaves out
+``status``, which means 200).
+HTTP paths (good/ooo/flood/ignore-shutdown/no-status): /echo, /pid, /sleep?s=F, /crash,
 /fork[?escape=1|setsid=1], /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
-/say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
+/say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health, /no-status (a
+reply without ``status``), /bad-status (a reply whose status is the string "teapot").
 """
 
 import json
@@ -152,17 +154,17 @@ def handle_http(msg):
             file=sys.stderr,
             flush=True,
         )
+    elif route == "/no-status":
+        status, body = None, {"status": "absent"}
+    elif route == "/bad-status":
+        status, body = "teapot", {}
     else:
         status, body = 404, {"error": "not_found"}
-    return {
-        "type": "http",
-        "request_id": msg.get("request_id"),
-        "payload": {
-            "status": status,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(body),
-        },
-    }
+    payload = {"status": status, "headers": {"Content-Type": "application/json"}}
+    payload["body"] = json.dumps(body)
+    if status is None or (status == 200 and MODE == "no-status"):
+        del payload["status"]
+    return {"type": "http", "request_id": msg.get("request_id"), "payload": payload}
 
 
 def serve_connection(conn):

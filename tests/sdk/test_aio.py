@@ -1,0 +1,154 @@
+"""The asyncio base (``toru_plugin_api.aio``) and its sans-IO bookkeeping over a socketpair.
+
+Runs under uvloop; any exception the loop only logs fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from typing import Any
+
+from tests import timing
+from tests.loops import run_async
+from toru_plugin_api.aio import FramedProtocol
+from toru_plugin_api.codec import Decoder, encode
+from toru_plugin_api.endpoint import Pending
+
+
+class Client(FramedProtocol):
+    def __init__(self) -> None:
+        super().__init__(1024)
+        self.unsolicited: list[Any] = []
+        self.expired: list[str] = []
+        self.closed_with: list[str] = []
+
+    def on_unsolicited(self, msg: Any) -> None:
+        self.unsolicited.append(msg)
+
+    def on_expired(self, rid: str, deadline: float) -> None:
+        self.expired.append(rid)
+
+    def on_closed(self, reason: str) -> None:
+        self.closed_with.append(reason)
+
+
+async def connected() -> tuple[Client, socket.socket]:
+    loop = asyncio.get_running_loop()
+    mine, peer = socket.socketpair()
+    peer.setblocking(False)
+    _, conn = await loop.create_unix_connection(Client, sock=mine)
+    return conn, peer
+
+
+async def read_frames(peer: socket.socket, n: int) -> list[dict[str, Any]]:
+    loop = asyncio.get_running_loop()
+    dec, got = Decoder(), []
+    async with asyncio.timeout(timing.WAIT):
+        while len(got) < n:
+            got += dec.feed(await loop.sock_recv(peer, 65536))
+    return got
+
+
+def test_replies_match_by_id_in_any_order_and_strangers_are_ignored():
+    async def scenario() -> tuple[list[Any], Client]:
+        conn, peer = await connected()
+        futs = [conn.request({"type": "http", "payload": {"n": i}}, timing.HTTP) for i in range(3)]
+        sent = await read_frames(peer, 3)
+        ids = [m["request_id"] for m in sent]
+        assert all(type(i) is str for i in ids) and len(set(ids)) == 3
+        replies = [
+            {"request_id": ids[2], "payload": {"n": 2}},
+            {"request_id": "nobody", "payload": {}},  # unknown id
+            {"request_id": int(ids[0]), "payload": {"n": 0}},  # an integer is its string
+            {"request_id": ids[1], "payload": {"n": 1}},
+            {"request_id": ids[1], "payload": {"again": True}},  # late duplicate
+        ]
+        await asyncio.get_running_loop().sock_sendall(peer, b"".join(encode(r) for r in replies))
+        async with asyncio.timeout(timing.WAIT):
+            got = await asyncio.gather(*futs)
+            while len(conn.unsolicited) < 2:
+                await asyncio.sleep(0.001)
+        peer.close()
+        return got, conn
+
+    got, conn = run_async(scenario())
+    assert [m["payload"] for m in got] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [m["request_id"] for m in conn.unsolicited] == ["nobody", got[1]["request_id"]]
+
+
+def test_deadlines_share_one_timer_and_expire_in_order():
+    async def scenario() -> dict[str, Any]:
+        conn, peer = await connected()
+        slow = conn.request({"n": "slow"}, timing.WAIT)  # arms the timer far out
+        first_timer = conn._timer
+        fast = conn.request({"n": "fast"}, 0.05)  # re-arms earlier: still one timer
+        assert conn._timer is not first_timer and first_timer.cancelled()  # type: ignore[union-attr]
+        mid = conn.request({"n": "mid"}, 0.1)  # later than the armed one: no new timer
+        timer = conn._timer
+        assert conn._timer is timer
+        results = await asyncio.gather(fast, mid, return_exceptions=True)
+        assert not slow.done() and len(conn.pending) == 1
+        assert conn.pending.earliest != math.inf  # re-armed for the slow one
+        conn.fail_connection("test over")
+        slow_err = await asyncio.gather(slow, return_exceptions=True)
+        peer.close()
+        return {"results": results, "slow": slow_err[0], "conn": conn}
+
+    out = run_async(scenario())
+    assert all(isinstance(r, TimeoutError) for r in out["results"])
+    assert out["conn"].expired == ["2", "3"]
+    assert isinstance(out["slow"], ConnectionError) and str(out["slow"]) == "test over"
+    assert out["conn"].closed_with == ["test over"]
+
+
+def test_connection_loss_fails_every_pending_request_at_once():
+    async def scenario() -> tuple[list[Any], Client]:
+        conn, peer = await connected()
+        futs = [conn.request({"n": i}, timing.WAIT) for i in range(5)]
+        await read_frames(peer, 5)
+        peer.close()
+        async with asyncio.timeout(timing.WAIT):
+            got = await asyncio.gather(*futs, return_exceptions=True)
+        late = await asyncio.gather(conn.request({"n": 9}, timing.WAIT), return_exceptions=True)
+        return got + late, conn
+
+    got, conn = run_async(scenario())
+    assert all(isinstance(e, ConnectionError) for e in got)
+    assert conn.closed_with == ["connection closed by the peer"] and conn._timer is None
+
+
+def test_a_bad_frame_delivers_what_came_before_it_then_fails_the_rest():
+    async def scenario() -> tuple[Any, Any, Client]:
+        conn, peer = await connected()
+        a = conn.request({"n": "a"}, timing.WAIT)
+        b = conn.request({"n": "b"}, timing.WAIT)
+        ids = [m["request_id"] for m in await read_frames(peer, 2)]
+        good = encode({"request_id": ids[0], "payload": {}})
+        await asyncio.get_running_loop().sock_sendall(peer, good + b"\xff\xff\xff\xff")
+        async with asyncio.timeout(timing.WAIT):
+            got = await asyncio.gather(a, b, return_exceptions=True)
+        peer.close()
+        return got[0], got[1], conn
+
+    a, b, conn = run_async(scenario())
+    assert a["payload"] == {}
+    assert isinstance(b, ConnectionError) and "maximum frame size" in str(b)
+    assert conn.closed_with[0].startswith("protocol error")
+
+
+def test_pending_bookkeeping_without_io():
+    p = Pending()
+    calls: list[Any] = []
+    r1, r2, r3 = p.next_id(), p.next_id(), p.next_id()
+    assert p.add(r1, 10.0, calls.append) is True
+    assert p.add(r2, 5.0, calls.append) is True  # earlier: re-arm
+    assert p.add(r3, 7.0, calls.append, "data") is False
+    assert p.earliest == 5.0
+    assert p.take(True) is None and p.take(None) is None and p.take(2.0) is None
+    assert p.take(int(r3)) == (calls.append, 7.0, "data")
+    assert p.take(r3) is None  # taken once
+    assert [rid for rid, _ in p.expire(6.0)] == [r2]
+    assert p.earliest == 10.0
+    assert len(p.drain()) == 1 and p.earliest == math.inf and len(p) == 0

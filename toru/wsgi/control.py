@@ -1,0 +1,173 @@
+"""The worker's asyncio client of the supervisor's control socket (docs/control-protocol.md).
+
+One ``ControlClient`` per worker process, one connection: every request of every coroutine
+in the worker is multiplexed over it, pipelined, its reply matched by ``id``. Deadlines share
+one timer armed for the earliest: ``ControlConnection`` subclasses the one asyncio base,
+``toru_plugin_api.aio.FramedProtocol``, as the supervisor's plugin connection does. When the connection drops, every pending request fails at once with 503; the next
+request reconnects. A supervisor that is down is retried with a growing backoff
+(``RECONNECT_BACKOFF``): meanwhile requests fail fast with 503 and ``Retry-After`` instead of
+each paying a connect attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+from toru.errors import PayloadTooLarge, SupervisorUnavailable, ToruError
+from toru_plugin_api.aio import FramedProtocol
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError
+
+from ..supervisor.client import ProxyResponse, http_args, proxy_response, reply_result
+
+__all__ = ["Control", "ControlClient", "ControlConnection", "ProxyResponse", "RECONNECT_BACKOFF"]
+
+RECONNECT_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)  # seconds between connect attempts
+
+
+class Control(Protocol):
+    """What the resources need of the supervisor (``ControlClient``; fakes in unit tests)."""
+
+    async def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any: ...
+
+    async def http(
+        self,
+        route: str,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = b"",
+        timeout: float | None = None,
+    ) -> ProxyResponse: ...
+
+
+class ControlConnection(FramedProtocol):
+    """One framed connection to the supervisor; requests pending by ``id``.
+
+    The pending table, the one deadline timer and failing everything pending on loss are the
+    asyncio base's (``toru_plugin_api.aio``); this maps them to 503 (``SupervisorUnavailable``).
+    """
+
+    id_field = "id"
+
+    def timeout_error(self, rid: str) -> ToruError:
+        return SupervisorUnavailable("the supervisor did not answer in time")
+
+    def lost_error(self, reason: str) -> ToruError:
+        return SupervisorUnavailable(reason or "lost the supervisor")
+
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        self.fail_connection(f"bad reply from the supervisor: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail_connection(
+            f"lost the supervisor: {exc}" if exc else "the supervisor closed the connection"
+        )
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a connect's failure as seen even if every request that waited was cancelled."""
+    if not task.cancelled():
+        task.exception()
+
+
+class ControlClient:
+    """``call(op, args, timeout)`` and ``http(...)`` for one worker process (one event loop)."""
+
+    def __init__(
+        self,
+        socket_path: str | Path,
+        *,
+        connect_timeout: float = 2.0,
+        timeout: float = 10.0,
+        http_timeout: float = 35.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.path = str(socket_path)
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.http_timeout = http_timeout
+        self.max_frame = max_frame
+        self._conn: ControlConnection | None = None
+        self._connecting: asyncio.Task[ControlConnection] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    async def _connection(self) -> ControlConnection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        task = self._connecting
+        if task is None:
+            loop = asyncio.get_running_loop()
+            wait = self._retry_at - loop.time()
+            if wait > 0:
+                raise SupervisorUnavailable(
+                    "the supervisor is not reachable (retrying)",
+                    retry_after=max(1, math.ceil(wait)),
+                )
+            # NOTE: a task of its own, shared by every request that needs the connection
+            # meanwhile: a request that is cancelled (its client went away) cancels only
+            # its own wait, never the connect the others wait for.
+            task = self._connecting = loop.create_task(self._connect())
+            task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)
+
+    async def _connect(self) -> ControlConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_unix_connection(lambda: ControlConnection(self.max_frame), self.path),
+                self.connect_timeout,
+            )
+        except OSError as exc:  # TimeoutError (the connect took too long) is one too
+            delay = RECONNECT_BACKOFF[min(self._failures, len(RECONNECT_BACKOFF) - 1)]
+            self._failures += 1
+            self._retry_at = loop.time() + delay
+            raise SupervisorUnavailable(
+                f"the supervisor is not reachable at {self.path}: {exc or 'timed out'}",
+                retry_after=max(1, math.ceil(delay)),
+            ) from None
+        finally:
+            self._connecting = None
+        self._failures = 0
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Drop the connection, failing what is pending (idempotent); the next call reconnects."""
+        if self._conn is not None:
+            self._conn.fail_connection("closed by the worker")
+            self._conn = None
+
+    async def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Run one operation: its ``result``, or raises the ``ToruError`` it failed with."""
+        conn = await self._connection()
+        request: dict[str, Any] = {"v": 1, "op": op, "args": args or {}}
+        if op == "http":
+            request["reply"] = "message"  # the relayed form (docs/control-protocol.md)
+        fut = conn.request(request, self.timeout if timeout is None else timeout)
+        try:
+            return reply_result(await fut)
+        except ProtocolError as exc:  # the request did not fit in a frame
+            raise PayloadTooLarge(str(exc)) from None
+
+    async def http(
+        self,
+        route: str,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = b"",
+        timeout: float | None = None,
+    ) -> ProxyResponse:
+        """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
+        args = http_args(route, method, path, headers, body)
+        result = await self.call("http", args, self.http_timeout if timeout is None else timeout)
+        return proxy_response(result)

@@ -1,0 +1,310 @@
+"""The one asyncio adapter of the protocol: framed connections with request/reply by id.
+
+Every asyncio connection of Toru (the supervisor's connections to plugins and from workers,
+the SDK runtime's connections from the host, the web workers' control client) subclasses
+``FramedProtocol``. Stdlib only: the SDK must import without uvloop or ujson.
+
+Reading: ``data_received`` feeds the one codec's ``Decoder``; every message (with
+``parse=False``, every frame's raw JSON bytes) goes to ``on_message``, a bad frame to
+``on_protocol_error`` after the good frames before it.
+
+Writing: ``send(msg)`` / ``queue_frame(*parts)`` cork. Frames queued while a
+``data_received`` runs go out when it returns, one ``transport.write`` per connection
+(``WriteBatch``); frames queued anywhere else (a timer, a task) go out on the next loop
+iteration, also one write per connection.
+
+Requests (the client side)::
+
+    fut = conn.request({"type": "http", "payload": {...}}, timeout=5.0)  # sets msg["request_id"]
+    reply = await fut            # the whole reply message
+
+``request`` allocates an id (a string) into ``msg[id_field]`` and returns a Future. The
+lower level is ``next_id()`` + ``expect(rid, timeout, callback)`` + ``queue_frame(...)``,
+for callers that build frames by hand or want a plain callback (no Future) per request:
+``callback(reply, None)`` or ``callback(None, error)`` is called exactly once. Deadlines
+share one timer armed for the earliest. A reply with an unknown or late id goes to
+``on_unsolicited`` (ignored by default). On expiry the caller gets ``timeout_error(rid)``;
+when the connection is lost or ``fail_connection()``ed, every pending request gets
+``lost_error(reason)`` at once. Override those two to raise your own error types.
+
+Hooks for subclasses: ``on_message`` (default: match replies by id), ``on_messages`` (one
+read's messages together), ``on_unsolicited``, ``on_protocol_error`` (default:
+``fail_connection``), ``on_expired(rid, deadline)``, ``on_closed(reason)``,
+``timeout_error``, ``lost_error``; attributes ``id_field`` (``"id"`` for the control
+protocol) and ``eof_reason``. Closing: ``close(reason)`` flushes what is queued first,
+``fail_connection(reason)`` aborts; both are idempotent and fail what is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from typing import Any
+
+from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from .endpoint import Pending
+
+__all__ = ["FramedProtocol", "WriteBatch"]
+
+_local = threading.local()
+
+
+class WriteBatch:
+    """PERF: frames queued while one ``data_received`` runs go out when it returns.
+
+    A control request queues a frame to a plugin, a plugin reply queues a frame to a
+    control connection; flushing those at the end of the ``data_received`` that caused them
+    (one ``transport.write`` per connection) saves the extra loop iteration of a
+    ``call_soon`` flush on every hop. One batch per thread (an event loop runs on one
+    thread); ``FramedProtocol`` inlines ``begin``/``end`` on its hot path.
+    """
+
+    __slots__ = ("depth", "dirty")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.dirty: list[FramedProtocol] = []
+
+    @staticmethod
+    def current() -> WriteBatch:
+        """This thread's batch."""
+        batch = getattr(_local, "batch", None)
+        if batch is None:
+            batch = _local.batch = WriteBatch()
+        return batch
+
+    def begin(self) -> None:
+        self.depth += 1
+
+    def end(self) -> None:
+        self.depth -= 1
+        if not self.depth and self.dirty:
+            self.flush_dirty()
+
+    def flush_dirty(self) -> None:
+        """Flush every connection queued in the batch; one failing write strands no other."""
+        while self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for conn in dirty:
+                try:
+                    conn._flush()
+                except (OSError, RuntimeError):  # a transport closed under us: its loss follows
+                    conn._flush_scheduled = False
+
+
+class FramedProtocol(asyncio.Protocol):
+    """Base of every framed asyncio connection (see the module docstring).
+
+    Create it on the loop's thread (it binds the running loop and the thread's batch).
+    """
+
+    id_field = "request_id"  # where requests carry their id and replies echo it
+    eof_reason = "connection closed by the peer"  # the close reason of a clean EOF
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, parse: bool = True) -> None:
+        self.max_frame = max_frame
+        self.decoder = Decoder(max_frame, parse=parse)
+        self.transport: asyncio.Transport | None = None
+        self.pending = Pending()
+        self.closed = False
+        self.close_reason = ""
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._batch = WriteBatch.current()
+
+    # ------------------------------------------------------------------ asyncio side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        batch = self._batch
+        batch.depth += 1  # batch.begin(), inlined
+        try:
+            try:
+                msgs = self.decoder.feed(data)
+            except ProtocolError as exc:
+                msgs, bad = exc.decoded, exc
+            else:
+                bad = None
+            try:
+                if msgs:
+                    self.on_messages(msgs)
+            except ProtocolError as exc:  # on_message found a frame it cannot use
+                bad = exc
+            if bad is not None:
+                self.on_protocol_error(bad)
+        finally:
+            batch.depth -= 1  # batch.end(), inlined
+            if not batch.depth and batch.dirty:
+                batch.flush_dirty()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None  # gone: nothing to close or abort
+        self.fail_connection(f"connection lost: {exc}" if exc else self.eof_reason)
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_message(self, msg: Any) -> None:
+        """One decoded message (raw payload bytes with ``parse=False``).
+
+        Default: a reply is handed to the request waiting for its id, anything else to
+        ``on_unsolicited``. May raise ``ProtocolError`` for a frame it cannot use: the rest
+        of the chunk is dropped and ``on_protocol_error`` follows.
+        """
+        entry = self.pending.take(msg.get(self.id_field))
+        if entry is None:
+            self.on_unsolicited(msg)
+        else:
+            entry[0](msg, None)
+
+    def on_messages(self, msgs: list[Any]) -> None:
+        """Every message of one read, in order (default: ``on_message`` for each); override
+        to treat a pipelined chunk as a unit (the host's kv channel commits it once)."""
+        for msg in msgs:
+            self.on_message(msg)
+
+    def on_unsolicited(self, msg: Any) -> None:
+        """A message that answers no pending request (late, unknown id, or a request)."""
+
+    def on_protocol_error(self, exc: ProtocolError) -> None:
+        """A bad frame: fail the connection (never guess where the next frame starts)."""
+        self.fail_connection(f"protocol error: {exc}")
+
+    def on_expired(self, rid: str, deadline: float) -> None:
+        """Request ``rid`` passed its deadline (its caller already got ``timeout_error``)."""
+
+    def on_closed(self, reason: str) -> None:
+        """The connection is done (called once, after pending requests were failed)."""
+
+    def timeout_error(self, rid: str) -> BaseException:
+        return TimeoutError(f"no reply to request {rid} in time")
+
+    def lost_error(self, reason: str) -> BaseException:
+        return ConnectionError(reason)
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def writable(self) -> bool:
+        return self.transport is not None and not self.closed
+
+    def send(self, msg: Any) -> None:
+        """Queue one message (dropped if the connection is closed). Raises ``FrameTooLarge``."""
+        if not self.closed:
+            self.queue_frame(encode(msg, self.max_frame))
+
+    def queue_frame(self, *parts: bytes) -> None:
+        """Write a frame (given as one or more consecutive parts) with the rest of this batch.
+
+        PERF: a frame passed in parts is joined once, with the whole batch, in ``_flush``.
+        """
+        self._out.extend(parts)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            batch = self._batch
+            if batch.depth:
+                batch.dirty.append(self)
+            else:
+                self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        t = self.transport
+        if t is not None and not self.closed and not t.is_closing():
+            t.write(out[0] if len(out) == 1 else b"".join(out))
+
+    # ------------------------------------------------------------------ requests
+
+    def next_id(self) -> str:
+        return self.pending.next_id()
+
+    def expect(self, rid: str, timeout: float, callback: Any, data: Any = None) -> None:
+        """Wait ``timeout`` seconds for the reply to ``rid``: ``callback(reply, None)`` or
+        ``callback(None, error)`` follows exactly once (at once if already closed)."""
+        if self.closed:
+            callback(None, self.lost_error(self.close_reason))
+            return
+        if self.pending.add(rid, self._loop.time() + timeout, callback, data):
+            self._arm()
+
+    def request(self, msg: dict[str, Any], timeout: float) -> asyncio.Future[Any]:
+        """Send ``msg`` as a request (its id set in ``msg[id_field]``); the Future gets the
+        whole reply message, or the error. Cancelling the Future abandons the reply."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        rid = msg[self.id_field] = self.next_id()
+        try:
+            frame = encode(msg, self.max_frame)
+        except ProtocolError as exc:
+            fut.set_exception(exc)
+            return fut
+
+        def done(reply: Any, err: BaseException | None) -> None:
+            if not fut.done():
+                if err is None:
+                    fut.set_result(reply)
+                else:
+                    fut.set_exception(err)
+
+        self.expect(rid, timeout, done)
+        if not self.closed:
+            self.queue_frame(frame)
+        return fut
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(self.pending.earliest, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire every request whose deadline passed, re-arm for the next."""
+        self._timer = None
+        for rid, entry in self.pending.expire(self._loop.time() + 0.001):  # timers fire early
+            entry[0](None, self.timeout_error(rid))
+            self.on_expired(rid, entry[1])
+        if self.pending.earliest != math.inf and not self.closed:
+            self._arm()
+
+    # ------------------------------------------------------------------ closing
+
+    def fail_connection(self, reason: str, abort: bool = True) -> None:
+        """Close the connection and fail every pending request at once (idempotent).
+
+        ``abort`` drops what is buffered in the transport; otherwise it is flushed first.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self._out.clear()
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        entries = self.pending.drain()
+        if entries:
+            err = self.lost_error(reason)
+            for entry in entries:
+                entry[0](None, err)
+        self.on_closed(reason)
+
+    def close(self, reason: str = "closed") -> None:
+        """Flush what is queued, close, fail whatever is pending (idempotent)."""
+        if not self.closed:
+            if self.transport is not None and self._out:
+                self._flush()
+            self.fail_connection(reason, abort=False)
