@@ -106,11 +106,12 @@ class Channel:
         self._rcvtimeo = self._sndtimeo = -1.0
 
     @classmethod
-    def connect(cls, path: str, timeout: float, **kwargs: Any) -> Channel:
-        """Connect to a Unix socket (see ``connect_unix``); keyword arguments are
-        ``connect_unix``'s ``retry_refused`` and the channel's."""
-        retry = kwargs.pop("retry_refused", False)
-        return cls(connect_unix(path, timeout, retry_refused=retry), **kwargs)
+    def connect(
+        cls, path: str, timeout: float, *, retry_refused: bool = False, **kwargs: Any
+    ) -> Channel:
+        """Connect to a Unix socket (see ``connect_unix``); other keyword arguments are the
+        channel's."""
+        return cls(connect_unix(path, timeout, retry_refused=retry_refused), **kwargs)
 
     def close(self) -> None:
         """Close the socket (idempotent); whatever was pending is abandoned."""

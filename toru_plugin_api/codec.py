@@ -64,6 +64,11 @@ if _ujson is not None:
         return _ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False).encode()
 
     def _loads(data: bytes) -> Any:
+        # NOTE: ujson accepts UTF-8-encoded surrogates (b"\xed\xa0\x80"), which are not
+        # UTF-8; Python's strict decoder refuses them. PERF: ASCII (most frames, JSON
+        # escapes included) cannot hold one, so only other frames pay the extra pass.
+        if not data.isascii():
+            data.decode("utf-8")
         return _ujson.loads(data)
 
     _JSON_ERRORS: tuple[type[BaseException], ...] = (ValueError, UnicodeDecodeError)

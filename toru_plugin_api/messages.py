@@ -31,6 +31,7 @@ __all__ = [
     "PluginError",
     "PluginMetadata",
     "ProtocolError",
+    "RequestId",
     "BadReply",
     "decode_body",
     "encode_body",
@@ -468,16 +469,21 @@ def parse_kv_result(payload: Any) -> Any:
 # --------------------------------------------------------------------------- envelopes
 
 
+# A request id: Toru sends strings; an integer a peer sent is kept as it is, so the answer
+# echoes it unchanged (whoever matches replies reads it as its decimal string).
+RequestId = str | int
+
+
 @dataclass
 class Message:
     type: str
     payload: dict[str, Any]
-    request_id: str | None = None
+    request_id: RequestId | None = None
     timestamp: str | None = None
 
 
 def make_message(
-    type_: str, payload: dict[str, Any], request_id: str | int | None = None
+    type_: str, payload: dict[str, Any], request_id: RequestId | None = None
 ) -> dict[str, Any]:
     """The one envelope writer (docs/plugins/PROTOCOL.md section 4). NOTE: the supervisor's
     relay writes the same envelope by concatenation (``PluginConnection.relay_http``, PERF)."""
@@ -501,11 +507,8 @@ def parse_message(obj: Any) -> Message:
     if not isinstance(payload, dict):
         raise ProtocolError("message.payload must be an object")
     rid = obj.get("request_id")
-    if rid is not None and not isinstance(rid, str):
-        if isinstance(rid, int) and not isinstance(rid, bool):
-            rid = str(rid)
-        else:
-            raise ProtocolError("message.request_id must be a string")
+    if rid is not None and type(rid) is not str and type(rid) is not int:
+        raise ProtocolError("message.request_id must be a string")
     ts = obj.get("timestamp")
     return Message(type_, payload, rid, ts if isinstance(ts, str) else None)
 
@@ -548,7 +551,7 @@ def http_request_message(request_id: str, req: HttpRequest) -> dict:
     return make_message("http", {"payload": inner}, request_id)
 
 
-def http_response_message(request_id: str | None, resp: HttpResponse) -> dict:
+def http_response_message(request_id: RequestId | None, resp: HttpResponse) -> dict:
     return make_message("http", resp.to_payload(), request_id)
 
 
@@ -557,7 +560,7 @@ def kv_request_message(request_id: str, op: KvOp) -> dict:
 
 
 def kv_response_message(
-    request_id: str | None, value: Any = None, error: str | None = None
+    request_id: RequestId | None, value: Any = None, error: str | None = None
 ) -> dict:
     if error is not None:
         return make_message("kv", {"value": None, "error": error}, request_id)

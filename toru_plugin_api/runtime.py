@@ -30,6 +30,7 @@ from .messages import (
     HttpResponse,
     PluginError,
     PluginMetadata,
+    RequestId,
     http_response_message,
     kv_response_message,
     parse_http_request,
@@ -263,7 +264,7 @@ class PluginServer:
         except ProtocolError as exc:
             rid = obj.get("request_id") if isinstance(obj, dict) else None
             self.log.warn("ignoring malformed message", error=str(exc))
-            if isinstance(rid, str) and obj.get("type") == "http":
+            if type(rid) in (str, int) and obj.get("type") == "http":
                 conn.send(http_response_message(rid, error_response(400, "bad_request", str(exc))))
             return
         kind = msg.type
@@ -305,7 +306,7 @@ class PluginServer:
             else:
                 self.log.debug("ignoring unknown lifecycle action", action=str(action))
 
-    def _http_inline(self, conn: _Connection, rid: str | None, req: HttpRequest) -> None:
+    def _http_inline(self, conn: _Connection, rid: RequestId | None, req: HttpRequest) -> None:
         """PERF: route here and call a plain-``def`` handler inline: no Task, no extra loop pass.
 
         Taken only when the plugin keeps the SDK's routing (``handle_http`` not overridden) and
@@ -336,7 +337,7 @@ class PluginServer:
     async def _http(
         self,
         conn: _Connection,
-        rid: str | None,
+        rid: RequestId | None,
         req: HttpRequest,
         found: tuple[str, bool] | None = None,
         pending: Any = None,
@@ -378,7 +379,7 @@ class PluginServer:
         return error_response(500, "plugin_error", f"internal error in plugin {self.metadata.id}")
 
     def _reply(
-        self, conn: _Connection, rid: str | None, req: HttpRequest, resp: HttpResponse
+        self, conn: _Connection, rid: RequestId | None, req: HttpRequest, resp: HttpResponse
     ) -> None:
         try:
             conn.send(http_response_message(rid, resp))
@@ -390,7 +391,9 @@ class PluginServer:
                 )
             )
 
-    async def _kv_op(self, conn: _Connection, rid: str | None, payload: dict[str, Any]) -> None:
+    async def _kv_op(
+        self, conn: _Connection, rid: RequestId | None, payload: dict[str, Any]
+    ) -> None:
         try:
             op = parse_kv_op(payload)
             if not self._ready:
@@ -405,7 +408,7 @@ class PluginServer:
             self.log.exception("kv handler failed", exc)
             conn.send(kv_response_message(rid, error="internal error"))
 
-    def _bundle_reply(self, rid: str | None) -> dict[str, Any]:
+    def _bundle_reply(self, rid: RequestId | None) -> dict[str, Any]:
         from .messages import HttpResponse
 
         try:
@@ -431,7 +434,7 @@ _PROBE_PAYLOAD = {
 }
 
 
-def _probe_reply(rid: str | None) -> dict[str, Any]:
+def _probe_reply(rid: RequestId | None) -> dict[str, Any]:
     from .messages import make_message
 
     return make_message("http", _PROBE_PAYLOAD, rid)

@@ -83,6 +83,21 @@ def test_eof_and_bad_frames_are_errors_a_caller_can_tell_apart():
     assert ch.read(timing.WAIT) == {"request_id": rid, "before": True}  # kept from before it
 
 
-def test_connect_fails_at_once_on_a_missing_socket(tmp_path):
+def test_connect_fails_at_once_on_a_missing_socket_and_works_on_a_listening_one(tmp_path):
+    path = str(tmp_path / "p.sock")
     with pytest.raises(FileNotFoundError):
-        connect_unix(str(tmp_path / "nothing.sock"), timing.WAIT)
+        connect_unix(path, timing.WAIT)
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind(path)
+        srv.listen(1)
+        ch = Channel.connect(path, timing.WAIT, id_field="id")
+        peer, _ = srv.accept()
+        with peer:
+            peer.settimeout(timing.WAIT)
+            rid = ch.next_id()
+            ch.expect(rid)
+            ch.send({"id": rid, "op": "ping"})
+            (req,) = received(peer, 1)
+            peer.sendall(encode({"id": req["id"], "ok": True}))
+            assert ch.reply(rid, timing.WAIT) == {"id": rid, "ok": True}
+        ch.close()

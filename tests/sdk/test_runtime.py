@@ -61,6 +61,20 @@ def test_several_connections_are_served_at_once():
             s.close()
 
 
+def test_an_integer_request_id_is_echoed_unchanged():
+    """docs/plugins/PROTOCOL.md section 4: ids are strings, but an integer is copied as is."""
+    with PluginHarness.in_process(SlowFast()) as h:
+        ch = Channel(h.connect())
+        ch.send({"type": "http", "request_id": 7, "payload": {"method": "GET", "path": "/sleep/0"}})
+        ch.send({"type": "http", "request_id": "8", "payload": {"method": "GET", "path": "/x"}})
+        got = {
+            m["payload"]["status"]: m["request_id"] for m in (ch.read(timing.WAIT) for _ in "ab")
+        }
+        ch.close()
+    assert got == {200: 7, 404: "8"}
+    assert type(got[200]) is int
+
+
 def test_init_runs_once_with_the_instance_id_and_config():
     plugin = SlowFast()
     with PluginHarness.in_process(plugin, instance_id="inst-42", config={"a": 1}) as h:

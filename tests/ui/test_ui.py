@@ -7,39 +7,33 @@ that throw on purpose. Screenshots of the main screens go to test-output/screens
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.servers import ToruServer
+from tests.ui.conftest import NARROW, USER_PASSWORD, WIDE, Console, serve
 from tests.ui.plugins.build import build as build_broken_plugins
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
+from tests.ui.helpers import (  # noqa: E402 - after the skip when Playwright is missing
+    add_user,
+    all_plugins,
+    assert_controls_labelled,
+    plugin_info,
+    set_enabled,
+    sidebar_entry,
+    sign_in,
+)
+
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-DELIBERATE = "deliberate failure"
-WAIT_MS = 20_000  # upper bound for UI changes driven by the 3 s poll; never a timing assertion
-USER_PASSWORD = "user-pass-456"
-expect.set_options(timeout=WAIT_MS)
-
 
 # ---------------------------------------------------------------------------- fixtures
 
@@ -50,148 +44,14 @@ def server(example_plugins: dict[str, Path]) -> Iterator[ToruServer]:
 
     The long restart backoff keeps a killed plugin visibly down while the test looks at it.
     """
-    home = Path(tempfile.mkdtemp(prefix="toru-ui-", dir="/tmp"))
-    extra = build_broken_plugins(home / "broken")
-    # A generous limit, so the details page has one to show (enforced or not on this host).
-    (home / "toru.toml").write_text('[plugins.hello-python.limits]\nmemory_max = "512M"\n')
-    srv = ToruServer(
-        home,
-        plugins=[*example_plugins.values(), *extra.values()],
-        workers=2,
-        env={
-            "TORU_RESTART_BACKOFF": "30",
-            "TORU_HEALTH_INTERVAL": "1",
-        },
-    )
-    try:
-        srv.start(timeout=60)
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
+    def build(home: Path) -> list[Path]:
+        # A generous limit, so the details page has one to show (enforced or not on this host).
+        (home / "toru.toml").write_text('[plugins.hello-python.limits]\nmemory_max = "512M"\n')
+        return [*example_plugins.values(), *build_broken_plugins(home / "broken").values()]
 
-@pytest.fixture(scope="module")
-def admin(server: ToruServer) -> tuple[str, str]:
-    """An API session for arranging state: (cookie, csrf)."""
-    return server.login()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed")
-    with playwright_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def shots(test_output: Path) -> Path:
-    d = test_output / "screenshots"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-class Console:
-    """Everything the page complained about, minus the deliberate throws."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.allowed: list[tuple[str, str]] = []
-
-    def allow(self, text: str, url: str) -> None:
-        """Chromium logs every 4xx response; allow one the test provokes on purpose."""
-        self.allowed.append((text, url))
-
-    def on_console(self, msg) -> None:
-        if msg.type != "error" or DELIBERATE in msg.text:
-            return
-        url = (msg.location or {}).get("url", "")
-        if any(t in msg.text and u in url for t, u in self.allowed):
-            return
-        self.errors.append(f"console: {msg.text} @ {url}")
-
-    def on_pageerror(self, exc) -> None:
-        if DELIBERATE not in str(exc):
-            self.errors.append(f"pageerror: {exc}")
-
-
-@pytest.fixture
-def console() -> Console:
-    return Console()
-
-
-@pytest.fixture
-def new_page(browser, server: ToruServer, console: Console):
-    """Factory for pages in fresh contexts; asserts a clean console when the test ends."""
-    contexts = []
-
-    def make(width: int = 1280, height: int = 860):
-        ctx = browser.new_context(viewport={"width": width, "height": height}, base_url=server.url)
-        ctx.set_default_timeout(WAIT_MS)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.on("console", console.on_console)
-        page.on("pageerror", console.on_pageerror)
-        return page
-
-    yield make
-    for ctx in contexts:
-        ctx.close()
-    assert console.errors == [], "\n".join(console.errors)
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def api(server: ToruServer, admin: tuple[str, str], method: str, path: str, body=None):
-    cookie, csrf = admin
-    status, data = server.json(method, path, body, cookie=cookie, csrf=csrf)
-    assert status < 400, f"{method} {path} -> {status} {data}"
-    return data
-
-
-def set_enabled(server: ToruServer, admin, plugin_id: str, enabled: bool) -> None:
-    api(server, admin, "POST", f"/api/plugins/{plugin_id}/{'enable' if enabled else 'disable'}")
-
-
-def plugin_info(server: ToruServer, admin, plugin_id: str) -> dict:
-    data = api(server, admin, "GET", f"/api/plugins/{plugin_id}")
-    return data.get("plugin", data) if isinstance(data, dict) else data
-
-
-def all_plugins(server: ToruServer, admin) -> list[dict]:
-    data = api(server, admin, "GET", "/api/plugins")
-    return data if isinstance(data, list) else data["plugins"]
-
-
-def sign_in(page, username: str = "admin", password: str = "admin-pass-123") -> None:
-    """Sign in through the form, by keyboard."""
-    page.goto("/#/plugins")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_label("Password").press("Enter")
-    expect(page.get_by_test_id("user-name")).to_have_text(username)
-
-
-UNLABELLED_JS = """() => [...document.querySelectorAll('button, a[href], input, select, textarea')]
-  .filter((el) => el.getClientRects().length > 0)
-  .filter((el) => !(el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
-                    || (el.labels && el.labels.length) || el.textContent.trim()))
-  .map((el) => el.outerHTML.slice(0, 120))"""
-
-
-def assert_controls_labelled(page) -> None:
-    """Every visible control has a name a screen reader can say."""
-    assert page.evaluate(UNLABELLED_JS) == []
-
-
-def sidebar_entry(page, plugin_id: str):
-    return page.get_by_test_id(f"nav-plugin-{plugin_id}")
+    env = {"TORU_RESTART_BACKOFF": "30", "TORU_HEALTH_INTERVAL": "1"}
+    yield from serve(build, env, "toru-ui-")
 
 
 # ---------------------------------------------------------------------------- tests
@@ -375,15 +235,7 @@ def test_disable_removes_sidebar_entry(new_page, server, admin) -> None:
 
 
 def test_plain_user_sees_no_toggles(new_page, server, admin) -> None:
-    cookie, csrf = admin
-    status, _ = server.json(
-        "POST",
-        "/api/users",
-        {"username": "viewer", "password": USER_PASSWORD, "role": "user"},
-        cookie=cookie,
-        csrf=csrf,
-    )
-    assert status in (200, 201, 409), status
+    add_user(server, admin, "viewer", USER_PASSWORD)
     set_enabled(server, admin, "hello-python", True)
     page = new_page()
     sign_in(page, "viewer", USER_PASSWORD)
@@ -407,7 +259,7 @@ def test_admin_manages_users(new_page, shots: Path) -> None:
     sign_in(page)
     page.get_by_test_id("nav-users").click()
     page.get_by_label("Username").fill("operator2")
-    page.get_by_label("Password").fill("operator-pass-789")
+    page.get_by_label("Password", exact=True).fill("operator-pass-789")
     page.get_by_label("Role").select_option("user")
     page.get_by_role("button", name="Add user").click()
     expect(page.get_by_test_id("toast").filter(has_text="operator2")).to_contain_text("added")
@@ -436,13 +288,16 @@ def test_crash_turns_dot_red_and_shows_details(new_page, server, admin, shots) -
     assert pid
     os.kill(pid, signal.SIGKILL)
 
-    page.get_by_test_id("plugin-card-raw-python").get_by_role("link", name="Details").click()
+    # One reason, the supervisor's crash event, worded the same on the card and in details.
+    card = page.get_by_test_id("plugin-card-raw-python")
+    card_reason = card.get_by_test_id("problem-reason")
+    expect(card_reason).to_have_text("Exited: killed by SIGKILL")
+    expect(card.get_by_test_id("plugin-failures")).to_have_text("1")
+    card.get_by_role("link", name="Details").click()
     crash = page.get_by_test_id("crash-details")
     expect(crash).to_be_visible()
-    expect(page.get_by_test_id("crash-reason")).to_contain_text("signal")
-    expect(crash).to_contain_text(re.compile(r"SIGKILL|\b9\b"))
+    expect(page.get_by_test_id("crash-reason")).to_have_text("Exited: killed by SIGKILL")
     expect(page.get_by_test_id("events")).to_contain_text("crashed")
-    page.screenshot(path=shots / "05-details-crash.png", full_page=True, animations="disabled")
     expect(page.get_by_test_id("detail-dot")).to_have_attribute("data-health", "red")
     expect(page.get_by_test_id("nav-dot-raw-python")).to_have_attribute("data-health", "red")
     page.screenshot(path=shots / "05-details-crash.png", full_page=True, animations="disabled")
@@ -453,6 +308,7 @@ def test_crash_turns_dot_red_and_shows_details(new_page, server, admin, shots) -
     panel = page.get_by_test_id("plugin-error")
     expect(panel).to_be_visible()
     expect(panel).to_contain_text("crashed")
+    expect(panel).to_contain_text("Exited: killed by SIGKILL")
     expect(page.get_by_test_id("error-logs-link")).to_be_visible()
     assert_controls_labelled(page)
     set_enabled(server, admin, "raw-python", False)
@@ -482,7 +338,15 @@ def test_bundle_that_throws_shows_error_panel(new_page, server, admin, shots) ->
     set_enabled(server, admin, "ui-throw-mount", False)
 
 
-def test_invalid_plugin_explains_itself(new_page) -> None:
+def replace_binary(path: Path, text: str) -> None:
+    """Swap a plugin file atomically, as an operator's install would."""
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    tmp.replace(path)
+
+
+def test_invalid_plugin_explains_itself_and_how_to_retry(new_page, server, shots) -> None:
     page = new_page()
     sign_in(page)
     card = page.get_by_test_id("plugin-card-ui-bad-meta")
@@ -490,6 +354,22 @@ def test_invalid_plugin_explains_itself(new_page) -> None:
     expect(card.locator(".card-error")).not_to_be_empty()
     expect(card.get_by_role("switch")).to_be_disabled()
     expect(sidebar_entry(page, "ui-bad-meta")).to_have_count(0)
+    hint = card.get_by_test_id("invalid-hint")
+    expect(hint).to_contain_text("plugins/ui-bad-meta.binary")
+    page.screenshot(path=shots / "17-invalid-plugin.png", animations="disabled")
+
+    # The retry the hint describes: a fixed file is picked up and the card follows.
+    binary = server.home / "plugins" / "ui-bad-meta.binary"
+    broken = binary.read_text()
+    meta = '{"id": "ui-bad-meta", "name": "Fixed Meta", "version": "0.2.0", "route": "/fixed"}'
+    replace_binary(binary, f"#!/bin/sh\necho '{meta}'\n")
+    try:
+        expect(card.get_by_test_id("plugin-state")).to_have_text("Stopped")
+        expect(hint).to_be_hidden()
+        expect(card.get_by_role("switch")).to_be_enabled()
+    finally:
+        replace_binary(binary, broken)
+    expect(card.get_by_test_id("plugin-state")).to_have_text("Invalid")
 
 
 def test_usable_at_375px(new_page, server, admin, shots) -> None:
@@ -535,6 +415,324 @@ def test_manager_sparkline_shows_latency(new_page, server, admin, shots) -> None
     expect(spark).to_have_attribute("aria-label", re.compile(r"p50 [\d.]+ m?s, p99"))
     expect(spark.locator("polyline")).to_have_count(2)
     page.screenshot(path=shots / "02b-plugin-manager-traffic.png", animations="disabled")
+
+
+def test_api_only_plugin_is_listed_not_in_sidebar(new_page, server, admin, console, shots) -> None:
+    console.allow("404", "/api/plugins/ui-api-only/bundle.js")  # how the console learns it
+    set_enabled(server, admin, "ui-api-only", True)
+    set_enabled(server, admin, "ui-view-ok", True)
+    page = new_page()
+    probes: list[str] = []
+    page.on("request", lambda r: "/ui-api-only/bundle.js" in r.url and probes.append(r.url))
+    sign_in(page)
+    card = page.get_by_test_id("plugin-card-ui-api-only")
+    expect(card.get_by_test_id("plugin-api-only")).to_contain_text(
+        "/api/plugins/route/ui-api-only/"
+    )
+    # Learnt once: two more polls ask nothing, nor does a reload (remembered per version).
+    live = page.get_by_test_id("liveness")
+    for _ in range(2):
+        before = live.inner_text()
+        expect(live).not_to_have_text(before)
+    page.reload()
+    expect(card.get_by_test_id("plugin-api-only")).to_be_visible()
+    assert len(probes) == 1, probes
+    expect(card.get_by_role("link", name="Open")).to_be_hidden()
+    # A plugin with a view is in the sidebar; the API-only one is not.
+    expect(sidebar_entry(page, "ui-view-ok")).to_be_visible()
+    expect(sidebar_entry(page, "ui-api-only")).to_have_count(0)
+    page.get_by_test_id("plugin-filter").select_option("api")
+    expect(card).to_be_visible()
+    expect(page.get_by_test_id("plugin-card-ui-view-ok")).to_be_hidden()
+    # Reached by its URL anyway: an explanation, not a red "could not be loaded" panel.
+    page.goto("/#/p/ui-api-only")
+    expect(page.get_by_test_id("plugin-api-only-view")).to_contain_text("has no web view")
+    expect(page.get_by_test_id("plugin-error")).to_have_count(0)
+    page.screenshot(path=shots / "11-api-only.png", animations="disabled")
+    set_enabled(server, admin, "ui-api-only", False)
+    set_enabled(server, admin, "ui-view-ok", False)
+
+
+def test_logs_follow_search_and_download(new_page, server, admin, tmp_path) -> None:
+    set_enabled(server, admin, "hello-python", True)
+    cookie, csrf = admin
+    page = new_page()
+    sign_in(page)
+    page.goto("/#/plugins/hello-python/logs")
+    rows = page.get_by_test_id("log-row")
+    expect(rows.first).to_be_visible()
+
+    # Follow live: a line logged after the page loaded shows up without a click.
+    page.get_by_test_id("log-follow").check()
+    status, data = server.json(
+        "POST", "/api/plugins/route/hello/counter/increment", cookie=cookie, csrf=csrf
+    )
+    assert status == 200
+    marker = f"count={data['count']} "
+    expect(page.get_by_test_id("log-table")).to_contain_text(marker)
+    page.get_by_test_id("log-follow").uncheck()
+
+    # Search: only matching lines, with a count.
+    needle = marker.strip()  # "count=N": the search looks in the fields too
+    page.get_by_test_id("log-search").fill(needle)
+    expect(page.get_by_test_id("log-search-note")).to_contain_text(f"match “{needle}”")
+    expect(rows.first).to_contain_text("counter incremented")
+    for i in range(rows.count()):
+        assert needle in rows.nth(i).inner_text()
+    page.get_by_test_id("log-search").fill("no-such-text-anywhere-42")
+    expect(page.get_by_test_id("log-search-note")).to_contain_text("0 lines match")
+    page.get_by_test_id("log-search").fill("")
+    expect(page.get_by_test_id("log-search-note")).to_be_hidden()
+
+    # Download: the log as JSON lines.
+    with page.expect_download() as info:
+        page.get_by_test_id("log-download").click()
+    path = tmp_path / "log.jsonl"
+    info.value.save_as(path)
+    assert info.value.suggested_filename == "hello-python-log.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines and all("message" in e and "level" in e for e in lines)
+    assert any(e.get("count") == data["count"] for e in lines)
+
+
+def test_users_actions_reachable_at_390_and_password_reset(new_page, server, admin, shots) -> None:
+    add_user(server, admin, "resetme", "before-pass-111")
+    page = new_page(width=NARROW, height=844)
+    sign_in(page)
+    page.goto("/#/users")
+    row = page.get_by_role("row").filter(has_text="resetme")
+    expect(row).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= NARROW, f"users page is {width}px wide at {NARROW}px"
+    for name in ("Make resetme an admin", "Set a new password for resetme", "Delete user resetme"):
+        button = row.get_by_role("button", name=name)
+        expect(button).to_be_visible()
+        box = button.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= NARROW, (name, box)
+        # Not clipped by a scrolling ancestor either.
+        assert button.evaluate(
+            """(el) => { const r = el.getBoundingClientRect();
+                         const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+                         return el === hit || el.contains(hit); }"""
+        ), name
+    page.screenshot(path=shots / "09b-users-390.png", full_page=True, animations="disabled")
+
+    # Admin reset: the new password works, the old one no longer does.
+    row.get_by_role("button", name="Set a new password for resetme").click()
+    page.get_by_role("textbox", name="New password for resetme").fill("after-pass-222")
+    page.get_by_role("button", name="Save password").click()
+    expect(page.get_by_test_id("toast").filter(has_text="resetme")).to_contain_text("changed")
+    status, _, _ = server.request(
+        "POST", "/api/auth/login", {"username": "resetme", "password": "after-pass-222"}
+    )
+    assert status == 200
+    status, _, _ = server.request(
+        "POST", "/api/auth/login", {"username": "resetme", "password": "before-pass-111"}
+    )
+    assert status == 401
+
+
+def test_tokens_create_shown_once_list_and_revoke(new_page, server, shots) -> None:
+    page = new_page()
+    sign_in(page)
+    page.get_by_test_id("nav-tokens").click()
+    page.get_by_label("Token name").fill("ci-monitor")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.get_by_test_id("token-secret")
+    expect(secret).to_have_value(re.compile(r".{16,}"))
+    token = secret.input_value()
+    row = page.get_by_test_id("token-row").filter(has_text="ci-monitor")
+    expect(row).to_be_visible()
+    page.screenshot(path=shots / "12-tokens.png", animations="disabled")
+    # The token works as a bearer token, and the secret is not in the list.
+    status, _, _ = server.request("GET", "/api/plugins", token=token)
+    assert status == 200
+    assert token not in page.get_by_test_id("tokens-table").inner_text()
+    expect(row.get_by_test_id("token-last-used")).to_have_text("never")
+    page.reload()
+    expect(page.get_by_test_id("token-secret")).to_have_count(0)  # shown once
+    last_used = page.get_by_test_id("token-row").filter(has_text="ci-monitor")
+    expect(last_used.get_by_test_id("token-last-used")).to_have_text(
+        re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+    )
+
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_test_id("token-row").filter(has_text="ci-monitor").get_by_role(
+        "button", name="Revoke token ci-monitor"
+    ).click()
+    expect(page.get_by_test_id("token-row").filter(has_text="ci-monitor")).to_have_count(0)
+    status, _, _ = server.request("GET", "/api/plugins", token=token)
+    assert status == 401
+
+
+def test_own_password_change_signs_out(new_page, server, admin, console) -> None:
+    console.allow("401", "/api/")  # the poll that finds the session ended
+    add_user(server, admin, "admin2", "admin2-old-pass", "admin")
+    page = new_page()
+    sign_in(page, "admin2", "admin2-old-pass")
+    page.get_by_test_id("nav-account").click()
+    page.get_by_label("New password", exact=True).fill("admin2-new-pass")
+    page.get_by_label("New password again").fill("admin2-typo-pass")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_test_id("own-pass-error")).to_contain_text("differ")
+    page.get_by_label("New password again").fill("admin2-new-pass")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("status").filter(has_text="password was changed")).to_be_visible()
+    sign_in(page, "admin2", "admin2-new-pass")
+
+    # A plain user is told why there is no form (the API has no self-service endpoint).
+    add_user(server, admin, "plain2", USER_PASSWORD)
+    page2 = new_page()
+    sign_in(page2, "plain2", USER_PASSWORD)
+    page2.get_by_test_id("nav-account").click()
+    expect(page2.get_by_test_id("own-pass-unavailable")).to_contain_text("Ask an administrator")
+
+
+def test_system_page_health_states_and_rates(new_page, server, admin, shots) -> None:
+    set_enabled(server, admin, "hello-python", True)
+    cookie, _ = admin
+    page = new_page()
+    sign_in(page)
+    page.get_by_test_id("nav-system").click()
+    expect(page.get_by_test_id("health-supervisor")).to_contain_text("Answers")
+    expect(page.get_by_test_id("health-web")).to_contain_text("Answers")
+    running = sum(1 for p in all_plugins(server, admin) if p["state"] == "running")
+    expect(page.get_by_test_id("state-count-running")).to_contain_text(str(running))
+    expect(page.get_by_test_id("state-count-invalid")).to_contain_text("1")
+    expect(page.get_by_test_id("system-versions")).to_contain_text("Hello Python")
+    for _ in range(30):
+        server.request("GET", "/api/plugins/route/hello/counter", cookie=cookie)
+    chart = page.get_by_test_id("system-chart").locator(".spark")
+    expect(chart).to_have_attribute("aria-label", re.compile(r"Requests \d+\.\d\d/s, Errors"))
+    expect(chart.locator("polyline.rate-requests")).to_have_count(1)
+    page.screenshot(path=shots / "13-system.png", full_page=True, animations="disabled")
+
+
+def test_dark_mode_follows_system_and_toggle_is_remembered(new_page, shots) -> None:
+    page = new_page(color_scheme="dark")
+    sign_in(page)
+    html = page.locator("html")
+    expect(html).to_have_attribute("data-theme", "dark")
+    bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(13, 17, 23)", bg
+    page.screenshot(path=shots / "14-dark-manager.png", full_page=True, animations="disabled")
+    toggle = page.get_by_test_id("theme-toggle")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    toggle.click()
+    expect(html).to_have_attribute("data-theme", "light")
+    page.reload()
+    expect(html).to_have_attribute("data-theme", "light")  # the choice beats the system's
+    page.get_by_test_id("theme-toggle").click()
+    page.reload()
+    expect(html).to_have_attribute("data-theme", "dark")
+
+
+def test_manager_search_filter_sort_compact_and_bulk(new_page, server, admin, shots) -> None:
+    for pid in ("hello-python", "raw-python", "system-info"):
+        set_enabled(server, admin, pid, False)
+    page = new_page()
+    sign_in(page)
+    grid = page.get_by_test_id("plugin-grid")
+    visible = grid.locator("article.card:visible")
+    page.get_by_test_id("plugin-search").fill("python")
+    expect(visible).to_have_count(2)  # Hello Python, Raw Python
+    page.get_by_test_id("plugin-search").fill("/system")
+    expect(visible).to_have_count(1)
+    page.get_by_test_id("plugin-search").fill("")
+    page.get_by_test_id("plugin-filter").select_option("attention")
+    expect(page.get_by_test_id("plugin-card-ui-bad-meta")).to_be_visible()
+    expect(page.get_by_test_id("plugin-card-hello-python")).to_be_hidden()
+    page.get_by_test_id("plugin-filter").select_option("all")
+    page.get_by_test_id("plugin-sort").select_option("state")
+    expect(visible.first).to_have_attribute("data-testid", "plugin-card-ui-bad-meta")
+    page.get_by_test_id("plugin-sort").select_option("name")
+
+    # Bulk: select two, enable both, then disable both.
+    page.get_by_test_id("select-hello-python").check()
+    page.get_by_test_id("select-system-info").check()
+    expect(page.get_by_test_id("selected-count")).to_have_text("2 selected")
+    page.get_by_test_id("bulk-enable").click()
+    expect(page.get_by_test_id("toast").filter(has_text="2 plugins enabled")).to_be_visible()
+    for pid in ("hello-python", "system-info"):
+        card = page.get_by_test_id(f"plugin-card-{pid}")
+        expect(card.get_by_role("switch")).to_have_attribute("aria-checked", "true")
+        expect(card.get_by_test_id("plugin-state")).to_have_text("Running")
+    page.get_by_test_id("bulk-disable").click()
+    expect(page.get_by_test_id("toast").filter(has_text="2 plugins disabled")).to_be_visible()
+    assert not plugin_info(server, admin, "hello-python")["enabled"]
+    assert not plugin_info(server, admin, "system-info")["enabled"]
+
+    # Compact list, remembered across a reload.
+    page.get_by_test_id("view-toggle").click()
+    expect(grid).to_have_class(re.compile(r"\bcompact\b"))
+    page.screenshot(path=shots / "02c-plugin-manager-compact.png", animations="disabled")
+    page.reload()
+    expect(page.get_by_test_id("plugin-grid")).to_have_class(re.compile(r"\bcompact\b"))
+    page.get_by_test_id("view-toggle").click()
+
+
+PAGES = [
+    ("plugins", "#/plugins", "plugin-grid"),
+    ("details", "#/plugins/hello-python", "metadata"),
+    ("logs", "#/plugins/hello-python/logs", "log-row"),
+    ("view", "#/p/hello-python", "hello-count"),
+    ("system", "#/system", "health-supervisor"),
+    ("users", "#/users", "users-table"),
+    ("tokens", "#/tokens", "tokens-table"),
+    ("account", "#/account", "account-info"),
+]
+
+
+@pytest.mark.parametrize("width", [WIDE, NARROW])
+def test_every_page_photographed_without_sideways_scroll(
+    new_page, server, admin, shots, width
+) -> None:
+    set_enabled(server, admin, "hello-python", True)
+    page = new_page(width=width, height=860)
+    sign_in(page)
+    for name, route, ready in PAGES:
+        page.goto(f"/{route}")
+        expect(page.get_by_test_id(ready).first).to_be_visible()
+        page.wait_for_load_state("networkidle")
+        scroll = page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"{route} is {scroll}px wide at {width}px"
+        assert_controls_labelled(page)
+        page.screenshot(
+            path=shots / f"page-{name}-{width}.png", full_page=True, animations="disabled"
+        )
+
+
+CSP = "script-src 'self'; object-src 'none'; base-uri 'none'"
+
+
+def test_runs_under_script_src_self_csp(new_page, server, admin, console) -> None:
+    """No inline script or handler: every page works with the CSP a proxy may add."""
+    console.allow("Executing inline script violates", "")  # the probe below, on purpose
+    set_enabled(server, admin, "hello-python", True)
+    page = new_page()
+    page.add_init_script(
+        "window.__cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+
+    def with_csp(route) -> None:
+        resp = route.fetch()
+        route.fulfill(response=resp, headers={**resp.headers, "content-security-policy": CSP})
+
+    page.route(re.compile(r"/(index\.html)?(\?.*)?$"), with_csp)
+    sign_in(page)
+    for _name, route, ready in PAGES:
+        page.goto(f"/{route}")
+        expect(page.get_by_test_id(ready).first).to_be_visible()
+    page.get_by_test_id("theme-toggle").click()
+    assert page.evaluate("window.__cspViolations") == []
+    # The policy was in force: an inline script is refused under it.
+    assert page.evaluate(
+        """() => { const s = document.createElement('script');
+                   s.textContent = 'window.__inlineRan = true'; document.head.append(s);
+                   return window.__inlineRan === undefined; }"""
+    )
 
 
 def test_damaged_plugin_state_shows_a_banner_until_the_copy_is_deleted(

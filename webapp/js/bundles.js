@@ -1,17 +1,24 @@
 // Plugin frontends: load each plugin's bundle.js once (a plain script tag, so bundles need
 // no module system) and give it the `api` object of the bundle contract.
 
-import { csrfHeaders, errorFrom } from "./http.js";
+import { csrfHeaders, errorFrom, fetchWithin } from "./http.js";
 import { showToast } from "./toast.js";
 
-/** Why a plugin's frontend could not be shown; `stage` is "load" or "mount". */
+/**
+ * Why a plugin's frontend could not be shown; `stage` is "load" or "mount"; `code` is
+ * "no_bundle" for an API-only plugin and "timeout" when nothing came back in time.
+ */
 export class BundleError extends Error {
-  constructor(stage, message) {
+  constructor(stage, message, code = null) {
     super(message);
     this.name = "BundleError";
     this.stage = stage;
+    this.code = code;
   }
 }
+
+/** How long a view waits for its bundle before it says so (the script itself may still come). */
+export const BUNDLE_TIMEOUT_MS = 10000;
 
 const loads = new Map(); // plugin id -> Promise<registration>
 
@@ -20,16 +27,17 @@ export function bundleUrl(id) {
 }
 
 /** Explain a failed script load: ask the same URL again for the API's error message. */
-async function loadFailureReason(src) {
+async function loadFailure(src) {
   try {
-    const resp = await fetch(src, { credentials: "same-origin", cache: "no-store" });
+    const resp = await fetchWithin(src, { credentials: "same-origin", cache: "no-store" });
     if (!resp.ok) {
       const err = await errorFrom(resp);
-      return `The bundle could not be loaded (HTTP ${resp.status}): ${err.message}`;
+      const code = resp.status === 404 && err.code === "no_bundle" ? "no_bundle" : null;
+      return new BundleError("load", `The bundle could not be loaded (HTTP ${resp.status}): ${err.message}`, code);
     }
-    return "The bundle could not be executed by the browser.";
+    return new BundleError("load", "The bundle could not be executed by the browser.");
   } catch (err) {
-    return `The bundle could not be loaded: ${err.message || err}`;
+    return new BundleError("load", `The bundle could not be loaded: ${err.message || err}`);
   }
 }
 
@@ -78,13 +86,28 @@ export function loadBundle(id) {
     script.addEventListener("error", async () => {
       window.removeEventListener("error", onWindowError);
       script.remove();
-      reject(new BundleError("load", await loadFailureReason(src)));
+      reject(await loadFailure(src));
     });
     document.head.append(script);
   });
   loads.set(id, promise);
   promise.catch(() => loads.delete(id));
   return promise;
+}
+
+/**
+ * `loadBundle(id)`, but give up waiting after `ms` with a BundleError of code "timeout"
+ * (the load goes on, so trying again later picks up a script that arrived late).
+ */
+export function loadBundleWithin(id, ms = BUNDLE_TIMEOUT_MS) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(
+      () => reject(new BundleError("load", `No answer within ${Math.round(ms / 1000)} s.`, "timeout")),
+      ms,
+    );
+  });
+  return Promise.race([loadBundle(id), late]).finally(() => clearTimeout(timer));
 }
 
 /** "TypeError: x is undefined" from anything thrown. */

@@ -29,9 +29,18 @@ export function stateBadge(p, extra = {}) {
 }
 
 export function updateStateBadge(el, p) {
+  if (p.stale) {
+    // The last known state is only a hint: say it is unknown, grey.
+    el.dataset.tone = "";
+    el.dataset.state = "unknown";
+    el.textContent = "Unknown";
+    el.title = `Last known: ${stateLabel(p.state)}`;
+    return;
+  }
   el.dataset.tone = stateTone(p.state);
   el.dataset.state = p.state || "";
   el.textContent = stateLabel(p.state);
+  el.removeAttribute("title");
 }
 
 /**

@@ -37,6 +37,16 @@ export function replace(el, ...children) {
   return append(el, children);
 }
 
+/** A labelled form control: `<div class="field"><label for=input.id>…</label>input</div>`. */
+export function field(label, input, { grow = false } = {}) {
+  return h(
+    "div",
+    { class: grow ? "field grow" : "field" },
+    h("label", { for: input.id, text: label }),
+    input,
+  );
+}
+
 /** `<thead>` with one column header per label (null or "" for a visually hidden one). */
 export function tableHead(...labels) {
   const cells = labels.map(([text, hidden]) =>
@@ -69,6 +79,10 @@ export function icon(name) {
     menu: "M4 6h16M4 12h16M4 18h16",
     logout: "M15 17l5-5-5-5M20 12H9M12 21H5a1 1 0 0 1-1-1V4a1 1 0 0 1 1-1h7",
     refresh: "M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7",
+    system: "M4 5h16v11H4zM9 20h6M12 16v4M7 12l3-3 2 2 4-4",
+    key: "M14.5 9.5a4 4 0 1 0-3.2 3.9L13 15h2v2h2v2h3v-3l-5.4-5.4a4 4 0 0 0-.1-1.1zM8 8h.01",
+    account: "M12 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8zM4 21a8 8 0 0 1 16 0",
+    moon: "M21 12.8A9 9 0 1 1 11.2 3a7 7 0 0 0 9.8 9.8z",
   };
   return svg(
     "svg",

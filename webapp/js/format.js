@@ -56,6 +56,7 @@ export function formatMs(ms) {
  */
 export function pluginHealth(p) {
   if (!p) return { tone: "grey", label: "Unknown" };
+  if (p.stale) return { tone: "grey", label: "Unknown: the supervisor does not answer" };
   if (p.state === "invalid") return { tone: "red", label: "Invalid" };
   if (p.state === "failed") return { tone: "red", label: "Failed" };
   if (p.state === "backoff") return { tone: "red", label: "Crashed, restarting" };
@@ -94,3 +95,6 @@ export function stateLabel(state) {
     }[state] || state || "Unknown"
   );
 }
+
+/** Where a plugin's HTTP API is reached: "/api/plugins/route/hello/". */
+export const apiBase = (p) => `/api/plugins/route/${String(p.route || "").replace(/^\/+/, "")}/`;

@@ -3,6 +3,12 @@
 
 const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
 
+/**
+ * Client-side deadlines. A stalled supervisor makes the API hang (up to its own 10 s control
+ * timeout) instead of failing, so every request gives up on its own and says so.
+ */
+export const TIMEOUT_MS = { read: 8000, write: 40000 };
+
 /** Who is signed in; `csrf` comes from the login response or `GET /api/auth/me`. */
 export const session = { user: null, csrf: null };
 
@@ -34,6 +40,30 @@ export function csrfHeaders(method, headers = {}) {
   return out;
 }
 
+/** True when `err` means the supervisor (not the browser's network) is not answering. */
+export function supervisorSilent(err) {
+  return Boolean(err) && (err.status === 503 || err.status === 504 || err.code === "timeout");
+}
+
+/**
+ * `fetch` that gives up after `ms`: an `ApiError` with code "timeout" (or "network"), never
+ * a promise that hangs while the server does.
+ */
+export async function fetchWithin(path, init = {}, ms = TIMEOUT_MS.read) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(), ms);
+  try {
+    return await fetch(path, { ...init, signal: ctl.signal });
+  } catch (err) {
+    if (ctl.signal.aborted) {
+      throw new ApiError(0, "timeout", `No answer within ${Math.round(ms / 1000)} s`);
+    }
+    throw new ApiError(0, "network", `Cannot reach the server (${err.message || err})`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Turn a non-2xx Response into an ApiError with the server's message. */
 export async function errorFrom(resp) {
   let code = null;
@@ -63,20 +93,17 @@ export async function request(
   method,
   path,
   body = undefined,
-  { quiet401 = false, onResponse = null } = {},
+  { quiet401 = false, timeoutMs = null, text: asText = false, onResponse = null } = {},
 ) {
-  const headers = csrfHeaders(method, { Accept: "application/json" });
+  const accept = asText ? "text/plain" : "application/json";
+  const headers = csrfHeaders(method, { Accept: accept });
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
     headers.set("Content-Type", "application/json");
     init.body = JSON.stringify(body);
   }
-  let resp;
-  try {
-    resp = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, "network", `Cannot reach the server (${err.message || err})`);
-  }
+  const ms = timeoutMs ?? (method === "GET" ? TIMEOUT_MS.read : TIMEOUT_MS.write);
+  const resp = await fetchWithin(path, init, ms);
   if (!resp.ok) {
     const err = await errorFrom(resp);
     if (resp.status === 401 && !quiet401) for (const fn of expiredListeners) fn(err);
@@ -84,6 +111,7 @@ export async function request(
   }
   if (onResponse) onResponse(resp);
   const text = await resp.text();
+  if (asText) return text;
   if (!text) return null;
   try {
     return JSON.parse(text);
@@ -93,6 +121,7 @@ export async function request(
 }
 
 export const get = (path, opts) => request("GET", path, undefined, opts);
+export const getText = (path, opts) => request("GET", path, undefined, { ...opts, text: true });
 export const post = (path, body, opts) => request("POST", path, body ?? {}, opts);
 export const del = (path, opts) => request("DELETE", path, undefined, opts);
 export const patch = (path, body, opts) => request("PATCH", path, body ?? {}, opts);

@@ -3,20 +3,26 @@
 
 import { healthDot, pluginIcon, setPluginIcon, updateHealthDot } from "./components.js";
 import { h, icon } from "./dom.js";
+import { hasFrontend } from "./frontends.js";
 import { session } from "./http.js";
 import { pluginStore } from "./store.js";
+import { themeToggle } from "./theme.js";
 
 export class Shell {
   /** Build the shell into `root`; `onSignOut()` is called from the sign-out button. */
   constructor(root, { onSignOut }) {
     const user = session.user || { username: "?", role: "user" };
+    this.signOut = onSignOut; // signOut(note) ends the session and shows the login form
     this.pluginItems = new Map(); // id -> {li, link, dot, label, icon}
     this.currentPath = "";
 
     this.systemList = h("ul", { class: "nav-list" });
     this.systemLinks = [
       this.navItem("/plugins", "Plugins", icon("plugins"), "nav-plugins"),
+      this.navItem("/system", "System", icon("system"), "nav-system"),
       user.role === "admin" ? this.navItem("/users", "Users", icon("users"), "nav-users") : null,
+      user.role === "admin" ? this.navItem("/tokens", "API tokens", icon("key"), "nav-tokens") : null,
+      this.navItem("/account", "Account", icon("account"), "nav-account"),
     ].filter(Boolean);
     for (const item of this.systemLinks) this.systemList.append(item.li);
 
@@ -93,6 +99,12 @@ export class Shell {
       }),
     );
     this.content = h("main", { class: "content", id: "main", tabindex: "-1" });
+    this.banner = h("div", {
+      class: "supervisor-banner",
+      role: "alert",
+      hidden: true,
+      dataset: { testid: "supervisor-banner" },
+    });
     this.backdrop = h("div", { class: "backdrop", onclick: () => this.setNavOpen(false) });
     this.shell = h(
       "div",
@@ -109,8 +121,10 @@ export class Shell {
           this.title,
           h("span", { class: "visually-hidden", text: "Signed in as" }),
           chip,
+          themeToggle(),
           signOut,
         ),
+        this.banner,
         this.content,
       ),
     );
@@ -139,9 +153,12 @@ export class Shell {
     return { path, link, li: h("li", {}, link) };
   }
 
-  /** Keyed update of the enabled plugins so focus and hover survive each poll. */
+  /** Keyed update of the enabled plugins with a view, so focus and hover survive each poll. */
   renderPlugins(plugins) {
-    const enabled = plugins.filter((p) => p.enabled && p.state !== "invalid");
+    // API-only plugins (learnt from bundle.js) are listed in the manager, not here.
+    const enabled = plugins.filter(
+      (p) => p.enabled && p.state !== "invalid" && hasFrontend(p) !== false,
+    );
     const seen = new Set();
     enabled.forEach((p, index) => {
       seen.add(p.id);
@@ -184,12 +201,23 @@ export class Shell {
   renderLiveness(store) {
     const now = new Date();
     const hhmmss = now.toTimeString().slice(0, 8);
+    this.banner.hidden = !store.stale;
+    if (store.stale) {
+      const since = store.staleSince ? store.staleSince.toTimeString().slice(0, 8) : hhmmss;
+      this.banner.textContent =
+        store.error?.code === "network"
+          ? `The server cannot be reached (since ${since}). Plugin states are unknown until it answers; retrying.`
+          : `The supervisor does not answer (since ${since}: ${store.error?.message}). ` +
+            "Plugin states are unknown until it does; retrying.";
+    }
     if (store.error) {
       this.liveness.dataset.state = "down";
       this.liveness.textContent =
-        store.error.status === 503
-          ? "Supervisor not answering — retrying"
-          : `Server unreachable — retrying (${store.error.message})`;
+        store.error.code === "network"
+          ? "Server unreachable — retrying"
+          : store.stale
+            ? "Supervisor not answering — retrying"
+            : `Server error — retrying (${store.error.message})`;
     } else {
       this.liveness.dataset.state = "live";
       this.liveness.textContent = `Live · updated ${hhmmss}`;

@@ -10,7 +10,10 @@ import { renderDetails } from "./views/details.js";
 import { renderLogin } from "./views/login.js";
 import { renderLogs } from "./views/logs.js";
 import { renderManager } from "./views/manager.js";
+import { renderAccount } from "./views/account.js";
 import { renderPluginHost } from "./views/plugin_host.js";
+import { renderSystem } from "./views/system.js";
+import { renderTokens } from "./views/tokens.js";
 import { renderUsers } from "./views/users.js";
 
 // Bundles register themselves here (the frontend bundle contract).
@@ -23,6 +26,9 @@ const ROUTES = [
   [/^\/plugins\/([^/]+)\/logs$/, renderLogs],
   [/^\/p\/([^/]+)$/, renderPluginHost],
   [/^\/users$/, renderUsers],
+  [/^\/tokens$/, renderTokens],
+  [/^\/account$/, renderAccount],
+  [/^\/system$/, renderSystem],
 ];
 
 // Remembers (not secret) that this browser signed in, so a signed-out visit goes straight to
@@ -128,7 +134,7 @@ function showLogin(note = null) {
   renderLogin(root, { onSignedIn: showApp, note });
 }
 
-async function signOut() {
+async function signOut(note = "You are signed out.") {
   try {
     await post("/api/auth/logout", {}, { quiet401: true });
   } catch {
@@ -136,7 +142,7 @@ async function signOut() {
   }
   session.user = null;
   session.csrf = null;
-  showLogin("You are signed out.");
+  showLogin(note);
 }
 
 async function boot() {

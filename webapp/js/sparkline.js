@@ -6,11 +6,16 @@ import { formatMs } from "./format.js";
 import { get } from "./http.js";
 
 const PAD = 2;
+const WINDOW_S = 300; // the API keeps 30 buckets of 10 s
 
 const toSeconds = (t) => (typeof t === "number" ? t : Date.parse(t) / 1000);
 
-/** Render a sparkline element for a stats result (or null while loading). */
-export function sparkline(stats, { label = "Recent latency", wide = false } = {}) {
+/**
+ * Render a sparkline element for a stats result (or null while loading). `crashes` are Unix
+ * seconds of crash events: red marks like restarts, so a plugin that never came back up
+ * (restarts 0) still shows its failures.
+ */
+export function sparkline(stats, { label = "Recent latency", wide = false, crashes = [] } = {}) {
   // The wide variant stretches to its panel (non-scaling strokes keep lines crisp).
   const W = wide ? 480 : 132;
   const H = wide ? 96 : 34;
@@ -19,8 +24,9 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
   const times = [...(stats?.latency || []), ...(stats?.restarts || [])]
     .map((b) => toSeconds(b.t))
     .filter((t) => Number.isFinite(t));
-  const lo = times.length ? Math.min(...times) : 0;
-  const hi = times.length ? Math.max(...times) : 1;
+  const hi = Math.max(Date.now() / 1000, ...times);
+  const lo = hi - WINDOW_S;
+  const marks = crashes.filter((t) => t >= lo);
   const x = (t) => PAD + ((toSeconds(t) - lo) / Math.max(hi - lo, 1)) * (W - 2 * PAD);
   const maxMs = Math.max(1, ...latency.map((b) => Number(b.p99_ms) || 0));
   const y = (ms) => H - 6 - (Number(ms) / maxMs) * (H - 10);
@@ -35,6 +41,7 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
   });
   chart.append(
     svg("line", {
+      class: "spark-base",
       x1: 0,
       x2: W,
       y1: H - 5.5,
@@ -62,10 +69,11 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
   };
   line("p99_ms", "#f59e0b", 1.4);
   line("p50_ms", "#0f766e", 1.8);
-  for (const r of restarts) {
-    const rx = x(r.t).toFixed(1);
+  const mark = (t, kind) => {
+    const rx = x(t).toFixed(1);
     chart.append(
       svg("line", {
+        class: `spark-mark spark-${kind}`,
         x1: rx,
         x2: rx,
         y1: 2,
@@ -75,15 +83,19 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
         "vector-effect": "non-scaling-stroke",
       }),
     );
-  }
+  };
+  for (const r of restarts) mark(r.t, "restart");
+  for (const t of marks) mark(t, "crash");
 
   const last = latency[latency.length - 1];
   const restartCount = restarts.reduce((n, r) => n + Number(r.count || 0), 0);
-  const restartText = `${restartCount} restart${restartCount === 1 ? "" : "s"}`;
+  const restartText =
+    `${restartCount} restart${restartCount === 1 ? "" : "s"}` +
+    (marks.length ? `, ${marks.length} crash${marks.length === 1 ? "" : "es"}` : "");
   const legend = h("span", { class: "spark-legend" });
   if (!stats) {
     legend.append(h("span", { text: "Loading activity…" }));
-  } else if (!last && !restartCount) {
+  } else if (!last && !restartCount && !marks.length) {
     legend.append(h("span", { text: "No recent requests" }));
   } else {
     if (last) {
@@ -92,7 +104,7 @@ export function sparkline(stats, { label = "Recent latency", wide = false } = {}
         h("span", {}, h("i", { class: "key key-p99" }), `p99 ${formatMs(last.p99_ms)}`),
       );
     }
-    if (restartCount) {
+    if (restartCount || marks.length) {
       legend.append(
         h("span", {}, h("i", { class: "key key-restart" }), restartText),
       );
@@ -116,4 +128,57 @@ export async function fetchStats(pluginId) {
   } catch {
     return { latency: [], restarts: [] };
   }
+}
+
+/**
+ * A small line chart of `series` ([{name, cls, points: [[unixSeconds, value], ...]}]) on a
+ * shared time axis; for the system page's request and error rates.
+ */
+export function rateChart(series, { label, unit = "/s" }) {
+  const W = 480;
+  const H = 96;
+  const all = series.flatMap((s) => s.points);
+  const t0 = Math.min(...all.map((p) => p[0]), Date.now() / 1000 - 60);
+  const t1 = Math.max(...all.map((p) => p[0]), t0 + 1);
+  const max = Math.max(0.1, ...all.map((p) => p[1]));
+  const x = (t) => PAD + ((t - t0) / (t1 - t0)) * (W - 2 * PAD);
+  const y = (v) => H - 6 - (v / max) * (H - 12);
+  const chart = svg("svg", {
+    width: W,
+    height: H,
+    viewBox: `0 0 ${W} ${H}`,
+    preserveAspectRatio: "none",
+    "aria-hidden": "true",
+    focusable: "false",
+  });
+  chart.append(svg("line", { class: "spark-base", x1: 0, x2: W, y1: H - 5.5, y2: H - 5.5, stroke: "#e2e5ea" }));
+  for (const s of series) {
+    if (s.points.length < 2) continue;
+    chart.append(
+      svg("polyline", {
+        class: `rate-line ${s.cls}`,
+        points: s.points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
+        fill: "none",
+        "stroke-width": 1.8,
+        "stroke-linejoin": "round",
+        "vector-effect": "non-scaling-stroke",
+      }),
+    );
+  }
+  const latest = series.map((s) => {
+    const v = s.points.length ? s.points[s.points.length - 1][1] : null;
+    return `${s.name} ${v === null ? "—" : `${v.toFixed(2)}${unit}`}`;
+  });
+  const legend = h(
+    "span",
+    { class: "spark-legend" },
+    series.map((s, i) => h("span", {}, h("i", { class: `key ${s.cls}` }), latest[i])),
+  );
+  const summary = `${label}: ${latest.join(", ")}`;
+  return h(
+    "div",
+    { class: "spark spark-wide", role: "img", "aria-label": summary, title: summary },
+    chart,
+    legend,
+  );
 }

@@ -6,15 +6,14 @@ connection at a time, messages handled in order (except mode ``ooo``, which answ
 request from its own thread, so replies come back out of order).
 
 Modes: good, ooo, close-once, crash-start, hang, garbage, huge-frame, no-socket, ignore-shutdown,
-flood, bad-metadata, metadata-timeout, metadata-fail, no-status (every 200 reply leaves out
-``status``, which means 200), metadata-flaky (``--metadata`` hangs unless
-``.<id>.metadata-ok`` exists in the plugin directory), metadata-slow (``--metadata`` sleeps
-``MISBEHAVE_METADATA_SLEEP`` seconds, and the plugin ``MISBEHAVE_START_SLEEP`` seconds before
-it creates its socket; otherwise like good).
-HTTP paths (good/ooo/flood/ignore-shutdown/no-status): /echo, /pid, /sleep?s=F, /crash,
+flood, bad-metadata, metadata-timeout, metadata-fail, metadata-flaky (``--metadata`` hangs
+unless ``.<id>.metadata-ok`` exists in the plugin directory), metadata-slow (``--metadata``
+sleeps ``MISBEHAVE_METADATA_SLEEP`` seconds, and the plugin ``MISBEHAVE_START_SLEEP`` seconds
+before it creates its socket; otherwise like good).
+HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash,
 /fork[?escape=1|setsid=1], /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
-/say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health, /no-status (a
-reply without ``status``), /bad-status (a reply whose status is the string "teapot").
+/say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
+/no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
 """
 
 import json
@@ -169,7 +168,7 @@ def handle_http(msg):
         status, body = 404, {"error": "not_found"}
     payload = {"status": status, "headers": {"Content-Type": "application/json"}}
     payload["body"] = json.dumps(body)
-    if status is None or (status == 200 and MODE == "no-status"):
+    if status is None:
         del payload["status"]
     return {"type": "http", "request_id": msg.get("request_id"), "payload": payload}
 

@@ -1,8 +1,9 @@
 """A plugin whose frontend bundle misbehaves on purpose, for the UI's error panel tests.
 
 The misbehaviour mode is the plugin id, given as ``--as ID`` by the launcher, so one script
-serves several plugins: ``ui-throw-load`` (bundle.js throws while it is evaluated) and
-``ui-throw-mount`` (bundle registers, but ``mount()`` throws). The process itself is healthy:
+serves several plugins: ``ui-throw-load`` (bundle.js throws while it is evaluated),
+``ui-throw-mount`` (bundle registers, but ``mount()`` throws), ``ui-api-only`` (no bundle:
+404, an API-only plugin) and ``ui-view-ok`` (a small working view). The process itself is healthy:
 it speaks protocol v1 with the shared codec, answers the health probe and logs a line per
 request, so only the browser side is broken.
 """
@@ -41,6 +42,20 @@ MODES = {
         "  unmount(container) {},\n"
         "};\n",
     ),
+    "ui-api-only": ("API Only", None),
+    "ui-view-ok": (
+        "Small View",
+        "window.ToruPlugins = window.ToruPlugins || {};\n"
+        'window.ToruPlugins["ui-view-ok"] = {\n'
+        "  mount(container, api) {\n"
+        '    const p = document.createElement("p");\n'
+        '    p.dataset.testid = "small-view";\n'
+        '    p.textContent = "small view mounted";\n'
+        "    container.append(p);\n"
+        "  },\n"
+        "  unmount(container) { container.replaceChildren(); },\n"
+        "};\n",
+    ),
 }
 
 
@@ -49,7 +64,7 @@ def log(level: str, message: str) -> None:
 
 
 def answer(path: str) -> HttpResponse:
-    if path.startswith("/bundle.js"):
+    if path.startswith("/bundle.js") and BUNDLE is not None:
         return HttpResponse.text(BUNDLE, content_type="application/javascript; charset=utf-8")
     if path.startswith("/health"):
         return HttpResponse.json({"status": "ok"})

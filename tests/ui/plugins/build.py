@@ -1,5 +1,5 @@
 """Install the UI tests' misbehaving plugins as ``<id>.binary`` launchers, plus one whose
-metadata is invalid."""
+metadata is invalid and one that never creates its socket."""
 
 from __future__ import annotations
 
@@ -7,14 +7,31 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-IDS = ("ui-throw-load", "ui-throw-mount")
+IDS = ("ui-throw-load", "ui-throw-mount", "ui-api-only", "ui-view-ok")
+NO_SOCKET = """#!/bin/sh
+if [ "$1" = "--metadata" ]; then
+  echo '{"id": "ui-no-socket", "name": "No Socket", "version": "0.1.0", "icon": "S", "route": "/ui-no-socket"}'
+  exit 0
+fi
+echo "listening soon (not really)" >&2
+exec sleep 3600
+"""
 
 
-def build(out: Path) -> dict[str, Path]:
-    """Write one executable launcher per id into ``out``; returns {id: path}."""
+def build(out: Path, ids: tuple[str, ...] = IDS, no_socket: bool = False) -> dict[str, Path]:
+    """Write one executable launcher per id into ``out``; returns {id: path}.
+
+    ``no_socket`` adds ``ui-no-socket``, which runs but never listens: the supervisor's
+    start timeout fires and, after ``max_failures`` tries, the plugin is ``failed``.
+    """
     out.mkdir(parents=True, exist_ok=True)
     found = {}
-    for plugin_id in IDS:
+    if no_socket:
+        target = out / "ui-no-socket.binary"
+        target.write_text(NO_SOCKET)
+        target.chmod(0o755)
+        found["ui-no-socket"] = target
+    for plugin_id in ids:
         target = out / f"{plugin_id}.binary"
         target.write_text(
             "#!/bin/sh\n"

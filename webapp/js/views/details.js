@@ -12,7 +12,8 @@ import {
 } from "../components.js";
 import { h, replace } from "../dom.js";
 import { formatAgo, formatDuration, formatTime } from "../format.js";
-import { get, listOf, session } from "../http.js";
+import { get, listOf, session, supervisorSilent } from "../http.js";
+import { crashTimes, eventReason, exitText, inTrouble, problemText } from "../reasons.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
 
@@ -63,6 +64,7 @@ export function pluginHeader(p, active) {
     ),
   );
   const update = (next) => {
+    result.last = next;
     name.textContent = next.name || next.id;
     sub.textContent = [next.version ? `v${next.version}` : null, next.author ? `by ${next.author}` : null]
       .filter(Boolean)
@@ -73,8 +75,22 @@ export function pluginHeader(p, active) {
     toggle?.update(next);
     open.hidden = !next.enabled;
   };
+  const result = { el, update, last: p };
   update(p);
-  return { el, update };
+  return result;
+}
+
+/** Retry a page's first load while the server is silent (it may answer again), not on a 404. */
+export const worthRetrying = (err) => supervisorSilent(err) || err.code === "network";
+
+/** The panel for a plugin page whose first load failed; says when it is retrying. */
+export function pluginLoadError(id, err) {
+  const retrying = worthRetrying(err);
+  return errorPanel({
+    title: err.status === 404 ? `No plugin called “${id}”` : "Could not load this plugin",
+    reason: retrying ? `${err.message}. The supervisor does not answer; retrying.` : err.message,
+    actions: [h("a", { class: "btn", href: "#/plugins", text: "Back to plugins" })],
+  });
 }
 
 /** A plugin's info from GET /api/plugins/:id, accepting `{plugin, events}` or a flat object. */
@@ -109,7 +125,7 @@ function metadataPanel(p) {
         [h("dt", { text: "Uptime" }), h("dd", { dataset: { field: "uptime" }, text: uptimeText(p) })],
         row("Restarts", String(p.restarts ?? 0)),
         row("Consecutive failures", String(p.consecutive_failures ?? 0)),
-        p.error ? row("Last error", h("span", { class: "text-bad", text: p.error })) : null,
+        inTrouble(p) ? row("Problem", h("span", { class: "text-bad", text: problemText(p, p.events) })) : null,
         p.cgroup ? row("Isolation", isolationText(p.cgroup)) : null,
         ...limitRows(p.cgroup, row),
       ),
@@ -147,7 +163,7 @@ function limitValue(name, value) {
   return String(value);
 }
 
-function activityPanel(stats) {
+function activityPanel(stats, events) {
   return h(
     "section",
     { class: "panel", "aria-labelledby": "act-h" },
@@ -155,23 +171,19 @@ function activityPanel(stats) {
     h(
       "div",
       { class: "panel-body" },
-      sparkline(stats, { label: "Latency", wide: true }),
+      sparkline(stats, { label: "Latency", wide: true, crashes: crashTimes(events) }),
       h("p", {
         class: "muted note",
-        text: "Latency measured by the supervisor in 10-second buckets; red marks are restarts.",
+        text: "Latency measured by the supervisor in 10-second buckets; red marks are restarts and crashes.",
       }),
     ),
   );
 }
 
-function crashReason(d) {
-  if (d.signal !== undefined && d.signal !== null) return `Killed by signal ${d.signal_name || d.signal}`;
-  if (d.exit_code !== undefined && d.exit_code !== null) return `Exited with code ${d.exit_code}`;
-  return "Exited unexpectedly";
-}
-
 function crashPanel(event, p) {
   const d = event.details || {};
+  // While the plugin is down, the same words as its card; afterwards, the crash's own.
+  const reason = inTrouble(p) ? problemText(p, p.events) : eventReason(event);
   const tail = Array.isArray(d.stderr_tail) ? d.stderr_tail.join("\n") : d.stderr_tail || "";
   const row = (k, v) => (v === undefined || v === null ? null : [h("dt", { text: k }), h("dd", {}, v)]);
   return h(
@@ -189,9 +201,9 @@ function crashPanel(event, p) {
       h(
         "dl",
         { class: "kv" },
-        row("Reason", h("strong", { dataset: { testid: "crash-reason" }, text: crashReason(d) })),
-        row("Exit code", d.exit_code ?? null),
-        row("Signal", d.signal ?? null),
+        row("Reason", h("strong", { dataset: { testid: "crash-reason" }, text: reason })),
+        row("Process", exitText(d) || null),
+        row("Consecutive failures", d.consecutive_failures ?? null),
         row("Up for", d.uptime_seconds !== undefined ? formatDuration(d.uptime_seconds) : null),
         p.state === "backoff" && p.retry_at ? row("Restarting at", formatTime(p.retry_at)) : null,
       ),
@@ -200,7 +212,7 @@ function crashPanel(event, p) {
             h("h3", { class: "stderr-title", text: "Last stderr lines" }),
             h("pre", { class: "stderr", dataset: { testid: "crash-stderr" }, text: tail }),
           ]
-        : h("p", { class: "muted", style: "margin-top: 12px", text: "The plugin wrote nothing to stderr before it stopped." }),
+        : h("p", { class: "muted stderr-none", text: "The plugin wrote nothing to stderr before it stopped." }),
     ),
   );
 }
@@ -219,10 +231,9 @@ const EVENT_TONE = {
 
 function eventSummary(e) {
   const d = e.details || {};
-  if (e.event_type === "crashed") return crashReason(d);
-  const parts = [];
+  const parts = d.reason || e.event_type === "crashed" ? [eventReason(e)] : [];
   for (const [k, v] of Object.entries(d)) {
-    if (k === "stderr_tail") continue;
+    if (k === "stderr_tail" || k === "reason" || k === "signal" || k === "exit_code") continue;
     parts.push(`${k.replaceAll("_", " ")}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
   }
   return parts.join(" · ");
@@ -266,6 +277,7 @@ export function renderDetails(container, params, shell) {
   let alive = true;
   let signature = "";
   const body = h("div", {});
+  const notice = h("p", { class: "stale-note", role: "status", hidden: true, dataset: { testid: "detail-stale" } });
   replace(container, h("div", { class: "loading", role: "status", text: "Loading plugin…" }));
 
   const load = async () => {
@@ -276,8 +288,9 @@ export function renderDetails(container, params, shell) {
       shell.setTitle(p.name || p.id);
       if (!header) {
         header = pluginHeader(p, "overview");
-        replace(container, header.el, body);
+        replace(container, header.el, notice, body);
       } else header.update(p);
+      notice.hidden = true;
       // Re-render only on change, so selecting stderr text survives the poll.
       const { uptime_seconds: _u, ...rest } = p;
       const next = JSON.stringify([rest, stats]);
@@ -292,22 +305,21 @@ export function renderDetails(container, params, shell) {
       replace(
         body,
         lastCrash ? crashPanel(lastCrash, p) : null,
-        h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats)),
+        h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats, p.events)),
         eventsPanel(p.events),
       );
     } catch (err) {
       if (!alive) return;
       if (!header) {
-        replace(
-          container,
-          errorPanel({
-            title: err.status === 404 ? `No plugin called “${id}”` : "Could not load this plugin",
-            reason: err.message,
-            actions: [h("a", { class: "btn", href: "#/plugins", text: "Back to plugins" })],
-          }),
-        );
-        return; // nothing to poll
+        replace(container, pluginLoadError(id, err));
+        if (!worthRetrying(err)) return; // nothing to poll
+        if (alive) timer = setTimeout(load, POLL_MS);
+        return;
       }
+      // Keep what is shown, but never let it pass for current.
+      header.update({ ...(pluginStore.byId(id) || {}), ...header.last, stale: true });
+      notice.hidden = false;
+      notice.textContent = `Could not refresh (${err.message}); what is shown may be out of date. Retrying.`;
     }
     if (alive) timer = setTimeout(load, POLL_MS);
   };

@@ -1,6 +1,6 @@
 // Sign-in page. On success the CSRF token from the login response goes into the session.
 
-import { h } from "../dom.js";
+import { field, h } from "../dom.js";
 import { post, session } from "../http.js";
 
 /** Render the login page into `root`; calls `onSignedIn()` after a successful login. */
@@ -28,8 +28,8 @@ export function renderLogin(root, { onSignedIn, note = null }) {
     { "aria-label": "Sign in", novalidate: true },
     note ? h("p", { class: "form-note", role: "status", text: note }) : null,
     error,
-    h("div", { class: "field" }, h("label", { for: "login-username", text: "Username" }), user),
-    h("div", { class: "field" }, h("label", { for: "login-password", text: "Password" }), pass),
+    field("Username", user),
+    field("Password", pass),
     submit,
   );
   form.addEventListener("submit", async (ev) => {

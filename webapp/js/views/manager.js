@@ -10,22 +10,30 @@ import {
   updateStateBadge,
 } from "../components.js";
 import { h, icon, replace } from "../dom.js";
-import { formatDuration, formatTime, pluginHealth } from "../format.js";
+import { apiBase, formatDuration, formatTime, pluginHealth } from "../format.js";
+import { hasFrontend } from "../frontends.js";
 import { session } from "../http.js";
+import { crashTimes, problemText } from "../reasons.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
+import { bulkBar, ManagerControls } from "./manager_controls.js";
 
 const STATS_MS = 10000; // the API's buckets are 10 s wide
 
-/** What an operator must know at a glance; empty when nothing is wrong (or it is off). */
-function cardProblem(p) {
-  if (p.state === "invalid" || p.state === "failed") return p.error || "";
-  if (p.state === "backoff") {
-    const when = p.retry_at ? ` at ${formatTime(p.retry_at).slice(11)}` : " soon";
-    return `Crashed (${p.error || "exited"}); restarting${when}.`;
-  }
-  if (p.state === "running" && p.health === "unhealthy") return p.error || "Not answering health probes.";
-  return "";
+
+
+/**
+ * How to retry an invalid plugin. The API has no rescan endpoint; the supervisor re-reads a
+ * binary that changed on disk by itself (every few seconds), so fixing the file is the retry.
+ */
+function invalidHint(p) {
+  return [
+    "To retry, fix or replace ",
+    h("code", { text: `plugins/${p.binary || `${p.id}.binary`}` }),
+    ": the supervisor picks up the changed file within seconds (or run ",
+    h("code", { text: "toru plugins rescan" }),
+    ").",
+  ];
 }
 
 class PluginCard {
@@ -36,9 +44,20 @@ class PluginCard {
     this.title = h("h2", { id: `card-title-${p.id}` });
     this.sub = h("p", { class: "card-sub" });
     this.restarts = h("dd", { dataset: { testid: "plugin-restarts" } });
+    this.failures = h("dd", { dataset: { testid: "plugin-failures" } });
     this.uptime = h("dd", { dataset: { testid: "plugin-uptime" } });
     this.pid = h("dd", {});
-    this.error = h("p", { class: "card-error", hidden: true });
+    this.error = h("p", { class: "card-error", hidden: true, dataset: { testid: "plugin-problem" } });
+    this.apiOnly = h("p", { class: "card-api", hidden: true, dataset: { testid: "plugin-api-only" } });
+    this.invalidHint = h("p", { class: "card-api", hidden: true, dataset: { testid: "invalid-hint" } });
+    this.select = isAdmin
+      ? h("input", {
+          type: "checkbox",
+          class: "card-select",
+          "aria-label": `Select ${p.name || p.id}`,
+          dataset: { testid: `select-${p.id}` },
+        })
+      : null;
     this.icon = pluginIcon(p);
     this.spark = h("div", {}, sparkline(null));
     this.toggle = isAdmin ? enableSwitch(p) : null;
@@ -53,16 +72,20 @@ class PluginCard {
       h(
         "div",
         { class: "card-head" },
+        this.select,
         this.icon,
         h("div", { class: "card-title" }, this.title, this.sub),
         h("span", { class: "badge-wrap" }, this.badge),
       ),
       this.error,
+      this.invalidHint,
+      this.apiOnly,
       h(
         "dl",
         { class: "stats" },
         h("div", {}, h("dt", { text: "Health" }), h("dd", {}, this.dot, " ", (this.healthText = h("span")))),
         h("div", {}, h("dt", { text: "Restarts" }), this.restarts),
+        h("div", {}, h("dt", { text: "Failures" }), this.failures),
         h("div", {}, h("dt", { text: "Uptime" }), this.uptime),
       ),
       this.spark,
@@ -96,11 +119,28 @@ class PluginCard {
     updateHealthDot(this.dot, p);
     this.healthText.textContent = this.dot.title;
     this.restarts.textContent = String(p.restarts ?? 0);
-    this.uptime.textContent = p.state === "running" ? formatDuration(p.uptime_seconds) : "—";
-    const problem = cardProblem(p);
+    const failures = Number(p.consecutive_failures || 0);
+    this.failures.textContent = String(failures);
+    // Red while they matter: the plugin is meant to run, or gave up because of them.
+    this.failures.classList.toggle("text-bad", failures > 0 && (p.enabled || p.state === "failed"));
+    this.uptime.textContent = p.state === "running" && !p.stale ? formatDuration(p.uptime_seconds) : "—";
+    // The supervisor's reason, exactly as the details page words it (reasons.js).
+    const problem = p.stale ? "" : problemText(p, pluginStore.eventsOf(p.id));
     this.error.hidden = !problem;
-    this.error.textContent = problem;
-    this.open.hidden = !p.enabled;
+    replace(
+      this.error,
+      h("span", { dataset: { testid: "problem-reason" }, text: problem }),
+      p.state === "backoff" && p.retry_at ? ` · restarting at ${formatTime(p.retry_at).slice(11)}` : null,
+    );
+    this.invalidHint.hidden = p.state !== "invalid" || p.stale;
+    if (p.state === "invalid") replace(this.invalidHint, invalidHint(p));
+    const apiOnly = hasFrontend(p) === false;
+    this.apiOnly.hidden = !apiOnly || !p.route;
+    if (apiOnly && p.route) {
+      replace(this.apiOnly, "API only, no web view: ", h("code", { text: `${apiBase(p)}…` }));
+    }
+    this.el.dataset.stale = p.stale ? "true" : "false";
+    this.open.hidden = !p.enabled || apiOnly;
     if (this.toggle) {
       this.toggle.update(p);
       this.toggleText.textContent = p.enabled ? "Enabled" : "Disabled";
@@ -108,8 +148,17 @@ class PluginCard {
   }
 
   async refreshStats() {
-    const stats = await fetchStats(this.p.id);
-    replace(this.spark, sparkline(stats, { label: `${this.p.name || this.p.id} latency` }));
+    this.stats = await fetchStats(this.p.id);
+    this.drawSpark();
+  }
+
+  drawSpark() {
+    const crashes = crashTimes(pluginStore.eventsOf(this.p.id));
+    const key = `${JSON.stringify(this.stats)}|${crashes.join()}`;
+    if (key === this.sparkKey) return;
+    this.sparkKey = key;
+    const label = `${this.p.name || this.p.id} latency`;
+    replace(this.spark, sparkline(this.stats, { label, crashes }));
   }
 }
 
@@ -119,6 +168,11 @@ export function renderManager(container, _params, shell) {
   const isAdmin = session.user?.role === "admin";
   const cards = new Map();
   const grid = h("div", { class: "grid", dataset: { testid: "plugin-grid" } });
+  const controls = new ManagerControls(() => render(pluginStore));
+  controls.applyView(grid);
+  const noMatch = h("p", { class: "muted", hidden: true, dataset: { testid: "no-match" }, text: "No plugin matches." });
+  const selected = () => [...cards.values()].filter((c) => c.select?.checked && !c.el.hidden).map((c) => c.p);
+  const bulk = isAdmin ? bulkBar(selected, () => [...cards.values()].filter((c) => !c.el.hidden)) : null;
   const summary = h("div", { class: "summary", "aria-live": "polite" });
   const status = h("div", { class: "loading", role: "status", text: "Loading plugins…" });
   const warnings = h("div", { class: "warnings", dataset: { testid: "warnings" } });
@@ -153,8 +207,11 @@ export function renderManager(container, _params, shell) {
       h("div", { class: "toolbar" }, summary, refresh),
     ),
     warnings,
+    controls.el,
+    bulk?.el,
     status,
     grid,
+    noMatch,
   );
 
   const render = (store) => {
@@ -165,7 +222,7 @@ export function renderManager(container, _params, shell) {
         h("div", { class: "alert", role: "alert", dataset: { code: w.code || "" }, text: w.message }),
       ),
     );
-    status.hidden = plugins.length > 0 && !store.error;
+    status.hidden = plugins.length > 0; // a silent supervisor is the shell's banner
     if (store.error && !plugins.length) {
       status.textContent = `Could not load plugins: ${store.error.message}`;
       status.setAttribute("role", "alert");
@@ -190,16 +247,23 @@ export function renderManager(container, _params, shell) {
       status.removeAttribute("role");
     }
     const seen = new Set();
-    plugins.forEach((p, index) => {
+    controls.arrange(plugins).forEach(({ p, shown }, index) => {
       seen.add(p.id);
       let card = cards.get(p.id);
       if (!card) {
         card = new PluginCard(p, isAdmin);
+        card.select?.addEventListener("change", () => bulk?.sync());
         cards.set(p.id, card);
         card.refreshStats();
-      } else card.update(p);
+      } else {
+        card.update(p);
+        if (card.stats) card.drawSpark();
+      }
+      card.el.hidden = !shown;
       if (grid.children[index] !== card.el) grid.insertBefore(card.el, grid.children[index] || null);
     });
+    noMatch.hidden = !plugins.length || [...cards.values()].some((c) => !c.el.hidden);
+    bulk?.sync();
     for (const [id, card] of cards) {
       if (!seen.has(id)) {
         card.el.remove();

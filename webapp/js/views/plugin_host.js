@@ -10,19 +10,24 @@ import {
   updateHealthDot,
   updateStateBadge,
 } from "../components.js";
-import { BundleError, describe, loadBundle, pluginApi } from "../bundles.js";
+import { BundleError, describe, loadBundleWithin, pluginApi } from "../bundles.js";
 import { h, replace } from "../dom.js";
-import { formatTime, stateLabel } from "../format.js";
+import { apiBase, formatTime, stateLabel } from "../format.js";
+import { hasFrontend, learnt } from "../frontends.js";
+import { problemText } from "../reasons.js";
 import { pluginStore } from "../store.js";
 
 function downReason(p) {
+  if (p.state === "failed" || p.state === "invalid") {
+    const why = problemText(p, pluginStore.eventsOf(p.id));
+    return `${p.name || p.id} is ${p.state === "failed" ? "disabled after crashing" : "not a valid plugin"}: ${why}`;
+  }
   if (!p.enabled) return `${p.name || p.id} is disabled. An administrator can enable it in the plugin manager.`;
   if (p.state === "backoff") {
     const when = p.retry_at ? ` Next restart attempt at ${formatTime(p.retry_at)}.` : "";
-    return `${p.name || p.id} crashed and is waiting to be restarted.${when}`;
+    const why = problemText(p, pluginStore.eventsOf(p.id));
+    return `${p.name || p.id} crashed (${why}) and is waiting to be restarted.${when}`;
   }
-  if (p.state === "failed") return `${p.name || p.id} crashed too often and was disabled. ${p.error || ""}`.trim();
-  if (p.state === "invalid") return `${p.name || p.id} is not a valid plugin: ${p.error || "bad metadata"}`;
   if (p.state === "starting") return `${p.name || p.id} is starting.`;
   return `${p.name || p.id} is ${stateLabel(p.state).toLowerCase()}.`;
 }
@@ -79,6 +84,25 @@ export function renderPluginHost(container, params, shell, navigate) {
     );
   };
 
+  /** An API-only plugin is not an error: say where its API is instead. */
+  const showApiOnly = (p) => {
+    unmount();
+    replace(
+      frame,
+      h(
+        "section",
+        { class: "panel info-panel", dataset: { testid: "plugin-api-only-view" } },
+        h("div", { class: "panel-head" }, h("h2", { text: `${p.name || p.id} has no web view` })),
+        h(
+          "div",
+          { class: "panel-body" },
+          h("p", {}, "It serves an HTTP API only, under ", h("code", { text: `${apiBase(p)}…` }), "."),
+          h("a", { class: "btn", href: `#/plugins/${enc}`, text: "Details" }),
+        ),
+      ),
+    );
+  };
+
   const unmount = () => {
     if (!mounted) return;
     const { reg, node } = mounted;
@@ -108,15 +132,32 @@ export function renderPluginHost(container, params, shell, navigate) {
       return;
     }
     waitingForUp = false;
+    if (hasFrontend(p) === false) {
+      showApiOnly(p);
+      return;
+    }
     replace(frame, h("div", { class: "loading", role: "status", text: `Loading ${p.name || p.id}…` }));
     let reg;
     try {
-      reg = await loadBundle(id);
+      reg = await loadBundleWithin(id);
     } catch (err) {
       if (!alive || run !== attempt) return;
-      showError(`${p.name || p.id} could not be loaded`, err instanceof BundleError ? err.message : describe(err));
+      if (err instanceof BundleError && err.code === "no_bundle") {
+        learnt(p, false);
+        showApiOnly(p);
+      } else if (err instanceof BundleError && err.code === "timeout") {
+        const who = pluginStore.stale ? "The supervisor does not answer" : "Neither the plugin nor the supervisor answered";
+        showError(
+          `${p.name || p.id} did not load`,
+          `${who}: ${err.message} This page loads the view as soon as the supervisor answers again.`,
+        );
+        waitingForUp = true;
+      } else {
+        showError(`${p.name || p.id} could not be loaded`, err instanceof BundleError ? err.message : describe(err));
+      }
       return;
     }
+    learnt(p, true);
     if (!alive || run !== attempt) return;
     const node = h("div", { class: "plugin-container", dataset: { testid: "plugin-container", plugin: id } });
     replace(frame, node);
@@ -141,10 +182,14 @@ export function renderPluginHost(container, params, shell, navigate) {
     sub.textContent = [p.version ? `v${p.version}` : null, p.route].filter(Boolean).join(" · ");
     updateHealthDot(dot, p);
     updateStateBadge(badge, p);
-    const down = p.state !== "running" || !p.enabled;
+    const down = p.state !== "running" || !p.enabled || p.stale;
     banner.hidden = !(mounted && down);
-    if (mounted && down) banner.textContent = `${downReason(p)} What you see may be out of date.`;
-    if (waitingForUp && p.enabled && p.state === "running") start();
+    if (mounted && down) {
+      banner.textContent = p.stale
+        ? "The supervisor does not answer; what you see may be out of date."
+        : `${downReason(p)} What you see may be out of date.`;
+    }
+    if (waitingForUp && p.enabled && p.state === "running" && !p.stale) start();
   });
   shell.setTitle(pluginStore.byId(id)?.name || id);
   if (pluginStore.loaded) start();

@@ -1,7 +1,8 @@
-// User management for admins: list, add, change role, delete.
+// User management for admins: list, add, change role, set a password, delete. At narrow
+// widths each row stacks (css: .users-table), so the actions never hide behind a scroll.
 
 import { errorPanel } from "../components.js";
-import { h, replace, tableHead } from "../dom.js";
+import { field, h, replace, tableHead } from "../dom.js";
 import { formatTime } from "../format.js";
 import { del, get, listOf, patch, post, session } from "../http.js";
 import { showToast } from "../toast.js";
@@ -27,9 +28,9 @@ export function renderUsers(container, _params, shell) {
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Add a user" },
-    h("div", { class: "field" }, h("label", { for: "new-user", text: "Username" }), name),
-    h("div", { class: "field" }, h("label", { for: "new-pass", text: "Password" }), pass),
-    h("div", { class: "field" }, h("label", { for: "new-role", text: "Role" }), role),
+    field("Username", name),
+    field("Password", pass),
+    field("Role", role),
     add,
   );
   const roleButton = (u) => {
@@ -37,7 +38,6 @@ export function renderUsers(container, _params, shell) {
     return h("button", {
       type: "button",
       class: "btn btn-sm",
-      style: "margin-right:0.5rem",
       "aria-label": `Make ${u.username} ${next === "admin" ? "an admin" : "a user"}`,
       text: next === "admin" ? "Make admin" : "Make user",
       onclick: async () => {
@@ -51,26 +51,70 @@ export function renderUsers(container, _params, shell) {
       },
     });
   };
+  /** An inline form under the user's row: a new password, Save, Cancel. */
+  const passwordRow = (u, tr) => {
+    const input = h("input", {
+      id: `pw-${u.username}`,
+      type: "password",
+      autocomplete: "new-password",
+      minlength: 8,
+      required: true,
+    });
+    const save = h("button", { type: "submit", class: "btn btn-sm btn-primary", text: "Save password" });
+    const cancel = h("button", { type: "button", class: "btn btn-sm", text: "Cancel" });
+    const form = h(
+      "form",
+      { class: "inline-form", "aria-label": `New password for ${u.username}` },
+      field(`New password for ${u.username}`, input),
+      save,
+      cancel,
+    );
+    const row = h("tr", { class: "pw-row" }, h("td", { colspan: 4 }, form));
+    cancel.addEventListener("click", () => row.remove());
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      save.disabled = true;
+      try {
+        await patch(`/api/users/${encodeURIComponent(u.username)}`, { password: input.value });
+        showToast(`Password of ${u.username} changed; their sessions have ended`, "success");
+        row.remove();
+      } catch (err) {
+        showToast(`Could not change the password of ${u.username}: ${err.message}`, "error");
+        save.disabled = false;
+      }
+    });
+    tr.after(row);
+    input.focus();
+  };
+
   const load = async () => {
     try {
       const users = listOf(await get("/api/users"), "users");
       if (!alive) return;
       replace(
         tbody,
-        users.map((u) =>
-          h(
+        users.map((u) => {
+          const me = u.username === session.user.username;
+          const tr = h(
             "tr",
             {},
-            h("td", {}, h("strong", { text: u.username })),
-            h("td", {}, h("span", { class: `role role-${u.role}`, text: u.role })),
-            h("td", { class: "muted nowrap", text: formatTime(u.created_at) }),
+            h("td", { dataset: { label: "Username" } }, h("strong", { text: u.username })),
+            h("td", { dataset: { label: "Role" } }, h("span", { class: `role role-${u.role}`, text: u.role })),
+            h("td", { class: "muted nowrap", dataset: { label: "Created" }, text: formatTime(u.created_at) }),
             h(
               "td",
-              { style: "text-align:right" },
-              u.username === session.user.username
-                ? h("span", { class: "muted", text: "You" })
-                : roleButton(u),
-              u.username === session.user.username
+              { class: "row-actions" },
+              me ? h("a", { class: "btn btn-sm", href: "#/account", text: "You: account" }) : roleButton(u),
+              me
+                ? null
+                : h("button", {
+                    type: "button",
+                    class: "btn btn-sm",
+                    "aria-label": `Set a new password for ${u.username}`,
+                    text: "Set password",
+                    onclick: () => passwordRow(u, tr),
+                  }),
+              me
                 ? null
                 : h("button", {
                     type: "button",
@@ -89,8 +133,9 @@ export function renderUsers(container, _params, shell) {
                     },
                   }),
             ),
-          ),
-        ),
+          );
+          return tr;
+        }),
       );
     } catch (err) {
       if (alive) replace(tbody, h("tr", {}, h("td", { colspan: 4, class: "muted", text: `Could not load users: ${err.message}` })));
@@ -141,7 +186,7 @@ export function renderUsers(container, _params, shell) {
         { class: "table-wrap" },
         h(
           "table",
-          {},
+          { class: "users-table", dataset: { testid: "users-table" } },
           tableHead(["Username"], ["Role"], ["Created"], ["Actions", true]),
           tbody,
         ),
