@@ -10,9 +10,12 @@ import pytest
 
 from toru_plugin_api.check import PluginChecker
 
+from .. import timing
 
-def _run(path, timeout=5.0):
+
+def _run(path, timeout: float | None = None):
     out = io.StringIO()
+    timeout = timing.scaled(10.0) if timeout is None else timeout
     checker = PluginChecker(path, out=out, timeout=timeout)
     checker.run()
     return checker, out.getvalue()
@@ -37,7 +40,9 @@ def test_original_style_plugin_passes(misbehaving):
     ],
 )
 def test_misbehaviour_is_reported(misbehaving, mode, failing):
-    checker, report = _run(misbehaving(mode), timeout=1.0)
+    checker, report = _run(
+        misbehaving(mode), timeout=timing.scaled(3.0)
+    )  # the hang modes wait it out
     assert not checker.ok
     assert [c.name for c in checker.results if c.status == "FAIL"] == [failing], report
     assert "Result: FAIL" in report
