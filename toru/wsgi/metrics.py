@@ -80,7 +80,7 @@ def child(metric: Any, labels: tuple[str, ...]) -> Any:
     """``metric.labels(*labels)``, cached in this process.
 
     PERF: ``labels()`` validates, stringifies and takes a lock on every call (~3 µs; four
-    calls were ~12 µs of every proxied request, measured by benchmarks/micro_wsgi.py). Label
+    calls were ~12 µs of every proxied request, measured by benchmarks/tools/micro_wsgi.py). Label
     values are bounded (route templates, plugin ids, status classes), so the cache is too.
     """
     return metric.labels(*labels)
