@@ -61,6 +61,11 @@ export function pluginHealth(p) {
   if (p.state === "failed") return { tone: "red", label: "Failed" };
   if (p.state === "backoff") return { tone: "red", label: "Crashed, restarting" };
   if (p.state === "starting") return { tone: "amber", label: "Starting" };
+  if (p.state === "discovering") {
+    // --metadata is being read, or is retried after a timeout or crash (p.error says which)
+    return { tone: "amber", label: p.error ? "Reading metadata, retrying" : "Reading metadata" };
+  }
+  if (p.state === "stopping") return { tone: "grey", label: "Stopping" };
   if (p.state === "running") {
     if (p.health === "unhealthy") return { tone: "red", label: "Unhealthy" };
     return { tone: "green", label: "Healthy" };
@@ -75,6 +80,8 @@ export function stateTone(state) {
     {
       running: "ok",
       starting: "warn",
+      discovering: "warn",
+      stopping: "warn",
       backoff: "bad",
       failed: "bad",
       invalid: "bad",
@@ -88,6 +95,8 @@ export function stateLabel(state) {
     {
       running: "Running",
       starting: "Starting",
+      discovering: "Discovering",
+      stopping: "Stopping",
       backoff: "Restarting",
       failed: "Failed",
       invalid: "Invalid",

@@ -1,0 +1,53 @@
+"""Unit tests of webapp/js/format.js under Node: every supervisor state has a label and a tone.
+
+The supervisor's states (toru/supervisor/states.py) gained ``discovering`` and ``stopping``;
+a state the UI does not know would show as its raw name with no colour.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from toru.supervisor.states import PluginState
+
+ROOT = Path(__file__).resolve().parents[2]
+FORMAT = ROOT / "webapp" / "js" / "format.js"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+
+
+def run(expr: str) -> object:
+    script = (
+        f"import * as f from {json.dumps(FORMAT.as_uri())};\n"
+        f"process.stdout.write(JSON.stringify({expr}));\n"
+    )
+    out = subprocess.run(
+        [NODE, "--input-type=module", "-e", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("state", [s.value for s in PluginState])
+def test_every_supervisor_state_has_a_label(state):
+    label = run(f"f.stateLabel({json.dumps(state)})")
+    assert label and label != state, f"state {state!r} shows as its raw name"
+
+
+def test_discovering_and_stopping_are_worded():
+    assert run('f.pluginHealth({state: "discovering", enabled: true})') == {
+        "tone": "amber",
+        "label": "Reading metadata",
+    }
+    retrying = run('f.pluginHealth({state: "discovering", enabled: true, error: "timed out"})')
+    assert retrying["label"] == "Reading metadata, retrying"
+    assert run('f.pluginHealth({state: "stopping", enabled: false})')["label"] == "Stopping"
