@@ -31,8 +31,7 @@ function invalidHint(p, isAdmin) {
   return [
     "To retry, fix or replace ",
     h("code", { text: `plugins/${p.binary || `${p.id}.binary`}` }),
-    ": the supervisor picks up the changed file within seconds",
-    isAdmin ? ", or rescan now. " : " (or an admin rescans).",
+    isAdmin ? ", then Retry (or wait: the supervisor picks up a changed file within seconds). " : ": the supervisor picks up the changed file within seconds.",
     isAdmin ? rescanButton({ label: "Retry", testid: `retry-${p.id}` }) : null,
   ];
 }
