@@ -85,13 +85,30 @@ def _secure(req: falcon.asgi.Request, config: Config) -> bool:
     return client_info(req, frozenset(config.trusted_proxies)).scheme == "https"
 
 
-class LoginResource:
-    auth = "public"
+class _PasswordChecked:
+    """A resource that checks a password like a login: scrypt in the pool, the login rate
+    limit per client and per user, a wrong password counted as a failed login."""
 
     def __init__(self, config: Config, accounts: Accounts, pool: PasswordPool) -> None:
         self.config = config
         self.accounts = accounts
         self.pool = pool
+
+    async def verified(
+        self, req: falcon.asgi.Request, username: str, password: str, wrong: str
+    ) -> User:
+        """The user, or 401 ``bad_credentials`` with ``wrong`` (429 past the rate limit)."""
+        client = client_info(req, frozenset(self.config.trusted_proxies)).ip
+        self.accounts.check_login_rate(client, username)
+        user = await self.pool.run(self.accounts.authenticate, username, password)
+        if user is None:
+            self.accounts.record_login_failure(client, username)
+            raise Unauthorized(wrong, code="bad_credentials")
+        return user
+
+
+class LoginResource(_PasswordChecked):
+    auth = "public"
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_json(
@@ -101,12 +118,7 @@ class LoginResource:
         password = field(body, "password")
         if len(username) > 256 or len(password) > 1024:
             raise BadRequest("username or password too long")
-        client = client_info(req, frozenset(self.config.trusted_proxies)).ip
-        self.accounts.check_login_rate(client, username)
-        user = await self.pool.run(self.accounts.authenticate, username, password)
-        if user is None:
-            self.accounts.record_login_failure(client, username)
-            raise Unauthorized("wrong username or password", code="bad_credentials")
+        user = await self.verified(req, username, password, "wrong username or password")
         send_json(resp, _start_session(req, resp, self.config, self.accounts, user))
 
 
@@ -131,7 +143,7 @@ def _start_session(
     return {"user": user.to_json(), "csrf_token": session.csrf_token}
 
 
-class PasswordResource:
+class PasswordResource(_PasswordChecked):
     """``POST /api/auth/password`` ``{"current_password", "new_password"}``: any signed-in
     user changes their own password.
 
@@ -144,11 +156,6 @@ class PasswordResource:
 
     auth = "user"
 
-    def __init__(self, config: Config, accounts: Accounts, pool: PasswordPool) -> None:
-        self.config = config
-        self.accounts = accounts
-        self.pool = pool
-
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_json(req, 64 * 1024, self.config.client_timeout)
         current = field(body, "current_password")
@@ -156,12 +163,7 @@ class PasswordResource:
         if len(current) > 1024:
             raise BadRequest("current_password too long")
         username = req.context.user.username
-        client = client_info(req, frozenset(self.config.trusted_proxies)).ip
-        self.accounts.check_login_rate(client, username)
-        user = await self.pool.run(self.accounts.authenticate, username, current)
-        if user is None:
-            self.accounts.record_login_failure(client, username)
-            raise Unauthorized("the current password is wrong", code="bad_credentials")
+        user = await self.verified(req, username, current, "the current password is wrong")
         await self.pool.run(self.accounts.set_password, username, new)
         if req.context.session is None:  # a bearer token: no session to keep
             send_json(resp, {"user": user.to_json(), "csrf_token": None})
