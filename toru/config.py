@@ -128,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
         "health_timeout",
         "TORU_HEALTH_TIMEOUT",
         "supervisor.health_timeout",
-        3.0,
+        10.0,
         _pos_float,
         "seconds an idle plugin's probe, or a busy one's silence past a deadline, may last",
     ),

@@ -70,6 +70,25 @@ def test_request_past_its_deadline_gives_504_and_the_same_process_serves_on(home
         assert "unhealthy" not in _kinds(sup, "late")
 
 
+def test_issue_numbers_with_the_default_health_timeout(home):
+    """The issue's own case on the product defaults: a one-connection plugin's 9 s request
+    under a 2 s deadline is 504, then the same pid serves. Silent 7 s past the deadline is
+    within the default health_timeout (10 s); with the old default (3 s) it was killed."""
+    make_plugin(home / "plugins", "nine")
+    enable_on_disk(home, "nine")
+    sup = SupervisorProc(home, env={"TORU_HTTP_TIMEOUT": "2"})
+    sup.env.pop("TORU_HEALTH_TIMEOUT")  # the product's default
+    with sup:
+        pid = sup.wait_state("nine", "running")["pid"]
+        with pytest.raises(GatewayTimeout):
+            sup.client.http("/nine", "GET", "/sleep?s=9", timeout=timing.scaled(60))
+        # requests sent while it still sleeps queue behind it (and may get 504 too)
+        after = wait_for(lambda: sup.client.http("/nine", "GET", "/pid", timeout=60), 60)
+        assert json.loads(after.body)["pid"] == pid
+        assert "unhealthy" not in _kinds(sup, "nine")
+        assert sup.info("nine")["restarts"] == 0
+
+
 def test_plugin_silent_past_deadline_plus_health_timeout_is_hung(home):
     """The other half of the rule: a plugin that answers nothing for health_timeout after a
     deadline passed is killed and restarted (one-connection ``/sleep`` far longer)."""

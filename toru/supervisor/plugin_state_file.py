@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from toru.atomic_write import replace_file
 
 FORMAT_VERSION = 1
 MAX_WARNINGS = 5
@@ -123,26 +124,8 @@ def _keep_damaged(path: Path, raw: bytes) -> Path:
 
 def save_state(path: Path, plugins: dict[str, dict[str, Any]]) -> None:
     """Atomically replace the file with ``plugins``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps({"version": FORMAT_VERSION, "plugins": plugins}, indent=2, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(body + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    replace_file(path, body + "\n")
 
 
 def set_enabled(

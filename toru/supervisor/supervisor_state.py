@@ -14,11 +14,10 @@ start, it never refuses to run over it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from toru.atomic_write import replace_file
 from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import PluginMetadata
 
@@ -104,17 +103,4 @@ class SupervisorState:
             {"version": FORMAT_VERSION, "metadata": self.metadata, "failures": self.failures},
             sort_keys=True,
         )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".supervisor-state.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        replace_file(self.path, body)
