@@ -19,6 +19,7 @@ import pytest
 from tests.servers import ToruServer
 from tests.ui.conftest import NARROW, USER_PASSWORD, WIDE, Console, serve
 from tests.ui.plugins.build import build as build_broken_plugins
+from toru import __version__ as toru_version
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -357,6 +358,11 @@ def test_invalid_plugin_explains_itself_and_how_to_retry(new_page, server, shots
     hint = card.get_by_test_id("invalid-hint")
     expect(hint).to_contain_text("plugins/ui-bad-meta.binary")
     page.screenshot(path=shots / "17-invalid-plugin.png", animations="disabled")
+    # Retry (POST /api/plugins/rescan) with the file still broken: it stays invalid.
+    hint.get_by_test_id("retry-ui-bad-meta").click()
+    expect(page.get_by_role("status").filter(has_text="Rescanned")).to_be_visible()
+    expect(card.get_by_test_id("plugin-state")).to_have_text("Invalid")
+    expect(page.get_by_test_id("rescan")).to_be_visible()  # the toolbar's, for admins
 
     # The retry the hint describes: a fixed file is picked up and the card follows.
     binary = server.home / "plugins" / "ui-bad-meta.binary"
@@ -364,6 +370,7 @@ def test_invalid_plugin_explains_itself_and_how_to_retry(new_page, server, shots
     meta = '{"id": "ui-bad-meta", "name": "Fixed Meta", "version": "0.2.0", "route": "/fixed"}'
     replace_binary(binary, f"#!/bin/sh\necho '{meta}'\n")
     try:
+        page.get_by_test_id("rescan").click()
         expect(card.get_by_test_id("plugin-state")).to_have_text("Stopped")
         expect(hint).to_be_hidden()
         expect(card.get_by_role("switch")).to_be_enabled()
@@ -565,27 +572,43 @@ def test_tokens_create_shown_once_list_and_revoke(new_page, server, shots) -> No
     assert status == 401
 
 
-def test_own_password_change_signs_out(new_page, server, admin, console) -> None:
-    console.allow("401", "/api/")  # the poll that finds the session ended
-    add_user(server, admin, "admin2", "admin2-old-pass", "admin")
+def test_own_password_change_keeps_this_session(new_page, server, admin, console) -> None:
+    console.allow("401", "/api/")  # the wrong current password, the ended other session
+    add_user(server, admin, "plain2", "plain2-old-pass")
+    other = new_page()
+    sign_in(other, "plain2", "plain2-old-pass")
     page = new_page()
-    sign_in(page, "admin2", "admin2-old-pass")
+    sign_in(page, "plain2", "plain2-old-pass")
     page.get_by_test_id("nav-account").click()
-    page.get_by_label("New password", exact=True).fill("admin2-new-pass")
-    page.get_by_label("New password again").fill("admin2-typo-pass")
+    expect(page.get_by_test_id("rescan")).to_have_count(0)
+    page.get_by_label("Current password").fill("plain2-old-pass")
+    page.get_by_label("New password", exact=True).fill("plain2-new-pass")
+    page.get_by_label("New password again").fill("plain2-typo-pass")
     page.get_by_role("button", name="Change password").click()
     expect(page.get_by_test_id("own-pass-error")).to_contain_text("differ")
-    page.get_by_label("New password again").fill("admin2-new-pass")
+    page.get_by_label("Current password").fill("not-my-password")
+    page.get_by_label("New password again").fill("plain2-new-pass")
     page.get_by_role("button", name="Change password").click()
-    expect(page.get_by_role("status").filter(has_text="password was changed")).to_be_visible()
-    sign_in(page, "admin2", "admin2-new-pass")
-
-    # A plain user is told why there is no form (the API has no self-service endpoint).
-    add_user(server, admin, "plain2", USER_PASSWORD)
-    page2 = new_page()
-    sign_in(page2, "plain2", USER_PASSWORD)
-    page2.get_by_test_id("nav-account").click()
-    expect(page2.get_by_test_id("own-pass-unavailable")).to_contain_text("Ask an administrator")
+    expect(page.get_by_test_id("own-pass-error")).to_contain_text("current password is wrong")
+    page.get_by_label("Current password").fill("plain2-old-pass")
+    page.get_by_label("New password", exact=True).fill("plain2-new-pass")
+    page.get_by_label("New password again").fill("plain2-new-pass")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("status").filter(has_text="Password changed")).to_be_visible()
+    expect(page.get_by_label("Current password")).to_have_value("")
+    # this browser stays signed in: its re-issued session's CSRF token takes a second change
+    page.get_by_label("Current password").fill("plain2-new-pass")
+    page.get_by_label("New password", exact=True).fill("plain2-third-pass")
+    page.get_by_label("New password again").fill("plain2-third-pass")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_label("Current password")).to_have_value("")  # cleared on success
+    expect(page.get_by_test_id("own-pass-error")).to_be_hidden()
+    page.reload()
+    expect(page.get_by_test_id("account-info")).to_contain_text("plain2")
+    # ...the other one was signed out, and the new password signs in
+    other.reload()
+    expect(other.get_by_label("Username")).to_be_visible()
+    sign_in(other, "plain2", "plain2-third-pass")
 
 
 def test_system_page_health_states_and_rates(new_page, server, admin, shots) -> None:
@@ -596,6 +619,9 @@ def test_system_page_health_states_and_rates(new_page, server, admin, shots) -> 
     page.get_by_test_id("nav-system").click()
     expect(page.get_by_test_id("health-supervisor")).to_contain_text("Answers")
     expect(page.get_by_test_id("health-web")).to_contain_text("Answers")
+    expect(page.get_by_test_id("health-version")).to_contain_text(toru_version)
+    expect(page.get_by_test_id("health-uptime")).to_contain_text(re.compile(r"\d"))
+    expect(page.get_by_test_id("health-store")).to_have_text(re.compile("OK"))
     running = sum(1 for p in all_plugins(server, admin) if p["state"] == "running")
     expect(page.get_by_test_id("state-count-running")).to_contain_text(str(running))
     expect(page.get_by_test_id("state-count-invalid")).to_contain_text("1")

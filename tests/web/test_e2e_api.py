@@ -182,6 +182,8 @@ def test_logs_events_stats(srv):
 USER_ENDPOINTS = [
     ("GET", "/api/auth/me"),
     ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/password"),
+    ("GET", "/api/system"),
     ("GET", "/api/plugins"),
     ("GET", "/api/plugins/hello-python"),
     ("GET", "/api/plugins/hello-python/bundle.js"),
@@ -202,6 +204,7 @@ ADMIN_ENDPOINTS = [
     ("PATCH", "/api/users/alice"),
     ("POST", "/api/plugins/hello-python/enable"),
     ("POST", "/api/plugins/hello-python/disable"),
+    ("POST", "/api/plugins/rescan"),
 ]
 
 
@@ -501,3 +504,86 @@ def test_metrics_aggregate_workers_and_supervisor(srv):
         "GET", "/metrics", token=srv.token, headers={"X-Forwarded-For": "198.51.100.7"}
     )
     assert status == 200
+
+
+# --------------------------------------------------------------------------- issue 15's gaps
+
+
+def test_rescan_registers_a_new_binary_and_forgets_a_removed_one(srv):
+    cookie, csrf = srv.admin
+    binary = srv.home / "plugins" / "rescan-me.binary"
+    binary.write_text("#!/bin/sh\necho 'not metadata'\n")
+    binary.chmod(0o755)
+    try:
+        status, body = srv.json("POST", "/api/plugins/rescan", {}, cookie=cookie, csrf=csrf)
+        assert status == 200, body
+        assert set(body) == {"added", "removed", "total"}, body
+        # listed as soon as the reply is there (the periodic check may have added it first)
+        listed = {p["id"]: p for p in srv.json("GET", "/api/plugins", token=srv.token)[1]}
+        assert "rescan-me" in listed and body["total"] == len(listed), (body, listed)
+        assert listed["rescan-me"]["state"] in ("invalid", "discovering"), listed["rescan-me"]
+        # a session needs the CSRF token here like on every other POST
+        status, _, data = srv.request("POST", "/api/plugins/rescan", {}, cookie=cookie)
+        assert status == 403 and json.loads(data)["error"] == "csrf_failed"
+    finally:
+        binary.unlink()
+    status, body = srv.json("POST", "/api/plugins/rescan", {}, token=srv.token)
+    assert status == 200, body
+    listed = {p["id"] for p in srv.json("GET", "/api/plugins", token=srv.token)[1]}
+    assert "rescan-me" not in listed and body["total"] == len(listed), (body, listed)
+
+
+def test_system_reports_version_uptime_and_store(srv):
+    from toru import __version__
+
+    cookie, _ = srv.user  # any signed-in user
+    status, body = srv.json("GET", "/api/system", cookie=cookie)
+    assert status == 200, body
+    assert body["version"] == __version__
+    assert body["store"] == {"ok": True}
+    sup = body["supervisor"]
+    assert isinstance(sup["pid"], int) and sup["pid"] > 0
+    assert (
+        0 <= sup["uptime_s"] < 3600 and abs(time.time() - sup["uptime_s"] - sup["started_at"]) < 60
+    )
+
+
+def test_own_password_change_keeps_this_session_and_ends_the_others(srv):
+    adm = {"cookie": srv.admin[0], "csrf": srv.admin[1]}
+    old, new = "carol-password-1", "carol-password-2"
+    status, body = srv.json("POST", "/api/users", {"username": "carol", "password": old}, **adm)
+    assert status == 201, body
+    try:
+        here, here_csrf = srv.login("carol", old)
+        elsewhere, _ = srv.login("carol", old)
+        me = {"cookie": here, "csrf": here_csrf}
+        url = "/api/auth/password"
+        for bad in (
+            {},
+            {"current_password": old},
+            {"current_password": old, "new_password": "short"},
+        ):
+            status, body = srv.json("POST", url, bad, **me)
+            assert status == 400, (bad, body)
+        status, body = srv.json(
+            "POST", url, {"current_password": "wrong-password", "new_password": new}, **me
+        )
+        assert (status, body["error"]) == (401, "bad_credentials"), body
+        assert srv.request("GET", "/api/auth/me", cookie=here)[0] == 200  # still signed in
+        status, headers, data = srv.request(
+            "POST", url, {"current_password": old, "new_password": new}, **me
+        )
+        assert status == 200, data
+        body = json.loads(data)
+        assert body["user"]["username"] == "carol" and body["csrf_token"] not in (None, here_csrf)
+        reissued = headers["set-cookie"].split(";", 1)[0]
+        assert reissued.startswith("toru_session=") and reissued != here
+        for ended in (here, elsewhere):
+            assert srv.request("GET", "/api/auth/me", cookie=ended)[0] == 401
+        status, body = srv.json("GET", "/api/auth/me", cookie=reissued)
+        assert status == 200 and body["csrf_token"] == json.loads(data)["csrf_token"], body
+        with pytest.raises(RuntimeError):
+            srv.login("carol", old)
+        assert srv.login("carol", new)
+    finally:
+        assert srv.json("DELETE", "/api/users/carol", **adm)[0] == 200

@@ -18,7 +18,7 @@ import ujson
 from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
-from . import auth, errors, health, plugins, proxy, users
+from . import auth, errors, health, plugins, proxy, system, users
 from .control import Control, ControlClient
 from .direct import DirectChannel
 from .metrics import MetricsMiddleware
@@ -136,6 +136,7 @@ def create_app(
     app.add_route("/api/auth/login", auth.LoginResource(config, accounts, pool))
     app.add_route("/api/auth/logout", auth.LogoutResource(config, accounts))
     app.add_route("/api/auth/me", auth.MeResource())
+    app.add_route("/api/auth/password", auth.PasswordResource(config, accounts, pool))
     app.add_route("/api/auth/tokens", auth.TokensResource(config, accounts))
     app.add_route("/api/auth/tokens/{token_id}", auth.TokenResource(accounts))
 
@@ -144,7 +145,9 @@ def create_app(
         "/api/users/{username}", users.UserResource(accounts, pool, config.client_timeout)
     )
 
+    app.add_route("/api/system", system.SystemResource(control))
     app.add_route("/api/plugins", plugins.PluginsResource(control))
+    app.add_route("/api/plugins/rescan", system.RescanResource(control))
     app.add_route("/api/plugins/{plugin_id}", plugins.PluginResource(control))
     app.add_route(
         "/api/plugins/{plugin_id}/enable", plugins.PluginActionResource(control, "enable")

@@ -14,7 +14,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
-from ..accounts import Accounts, Session, User
+from ..accounts import Accounts, Session, User, validate_password
 from ..config import Config
 from ..errors import BadRequest, Forbidden, Unauthorized
 from .http import client_info, field, read_json, send_json
@@ -85,13 +85,30 @@ def _secure(req: falcon.asgi.Request, config: Config) -> bool:
     return client_info(req, frozenset(config.trusted_proxies)).scheme == "https"
 
 
-class LoginResource:
-    auth = "public"
+class _PasswordChecked:
+    """A resource that checks a password like a login: scrypt in the pool, the login rate
+    limit per client and per user, a wrong password counted as a failed login."""
 
     def __init__(self, config: Config, accounts: Accounts, pool: PasswordPool) -> None:
         self.config = config
         self.accounts = accounts
         self.pool = pool
+
+    async def verified(
+        self, req: falcon.asgi.Request, username: str, password: str, wrong: str
+    ) -> User:
+        """The user, or 401 ``bad_credentials`` with ``wrong`` (429 past the rate limit)."""
+        client = client_info(req, frozenset(self.config.trusted_proxies)).ip
+        self.accounts.check_login_rate(client, username)
+        user = await self.pool.run(self.accounts.authenticate, username, password)
+        if user is None:
+            self.accounts.record_login_failure(client, username)
+            raise Unauthorized(wrong, code="bad_credentials")
+        return user
+
+
+class LoginResource(_PasswordChecked):
+    auth = "public"
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         body = await read_json(
@@ -101,23 +118,57 @@ class LoginResource:
         password = field(body, "password")
         if len(username) > 256 or len(password) > 1024:
             raise BadRequest("username or password too long")
-        client = client_info(req, frozenset(self.config.trusted_proxies)).ip
-        self.accounts.check_login_rate(client, username)
-        user = await self.pool.run(self.accounts.authenticate, username, password)
-        if user is None:
-            self.accounts.record_login_failure(client, username)
-            raise Unauthorized("wrong username or password", code="bad_credentials")
-        token, session = self.accounts.create_session(user)
-        resp.set_cookie(
-            COOKIE,
-            token,
-            max_age=int(self.config.session_ttl),
-            path="/",
-            secure=_secure(req, self.config),
-            http_only=True,
-            same_site="Strict",
-        )
-        send_json(resp, {"user": user.to_json(), "csrf_token": session.csrf_token})
+        user = await self.verified(req, username, password, "wrong username or password")
+        send_json(resp, _start_session(req, resp, self.config, self.accounts, user))
+
+
+def _start_session(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response,
+    config: Config,
+    accounts: Accounts,
+    user: User,
+) -> dict[str, Any]:
+    """A new session for ``user``: sets its cookie, returns ``{"user", "csrf_token"}``."""
+    token, session = accounts.create_session(user)
+    resp.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(config.session_ttl),
+        path="/",
+        secure=_secure(req, config),
+        http_only=True,
+        same_site="Strict",
+    )
+    return {"user": user.to_json(), "csrf_token": session.csrf_token}
+
+
+class PasswordResource(_PasswordChecked):
+    """``POST /api/auth/password`` ``{"current_password", "new_password"}``: any signed-in
+    user changes their own password.
+
+    The current password is checked like a login (scrypt in the pool, the same rate limit,
+    a wrong one counts as a failed login), so a stolen session cannot lock its owner out
+    without knowing the password. The change ends every session of the user; a browser that
+    asked gets a new session (cookie and ``csrf_token`` in the reply), so only its *other*
+    sessions end. API tokens stay valid, as with ``PATCH /api/users/NAME``.
+    """
+
+    auth = "user"
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_json(req, 64 * 1024, self.config.client_timeout)
+        current = field(body, "current_password")
+        new = validate_password(field(body, "new_password"))
+        if len(current) > 1024:
+            raise BadRequest("current_password too long")
+        username = req.context.user.username
+        user = await self.verified(req, username, current, "the current password is wrong")
+        await self.pool.run(self.accounts.set_password, username, new)
+        if req.context.session is None:  # a bearer token: no session to keep
+            send_json(resp, {"user": user.to_json(), "csrf_token": None})
+            return
+        send_json(resp, _start_session(req, resp, self.config, self.accounts, user))
 
 
 class LogoutResource:

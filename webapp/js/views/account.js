@@ -1,8 +1,9 @@
-// The signed-in user's own account: who they are and, for admins, a new password
-// (PATCH /api/users/<me>; the API has no self-service endpoint for plain users).
+// The signed-in user's own account: who they are and a new password for any user
+// (POST /api/auth/password: checks the current one, ends the user's other sessions and
+// re-issues this one, so the page stays signed in with the new CSRF token).
 
 import { field, h, replace } from "../dom.js";
-import { patch, session } from "../http.js";
+import { post, session } from "../http.js";
 import { showToast } from "../toast.js";
 import { pageHead, panel } from "./page.js";
 
@@ -12,6 +13,7 @@ const MIN_PASSWORD = 8;
 export function renderAccount(container, _params, shell) {
   shell.setTitle("Account");
   const me = session.user || { username: "?", role: "user" };
+  const current = h("input", { id: "own-pass-current", type: "password", autocomplete: "current-password", required: true });
   const pw = h("input", { id: "own-pass", type: "password", autocomplete: "new-password", required: true });
   const again = h("input", { id: "own-pass-2", type: "password", autocomplete: "new-password", required: true });
   const error = h("p", { class: "form-error", role: "alert", hidden: true, dataset: { testid: "own-pass-error" } });
@@ -19,6 +21,7 @@ export function renderAccount(container, _params, shell) {
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Change your password" },
+    field("Current password", current),
     field("New password", pw),
     field("New password again", again),
     save,
@@ -39,25 +42,23 @@ export function renderAccount(container, _params, shell) {
     }
     save.disabled = true;
     try {
-      await patch(`/api/users/${encodeURIComponent(me.username)}`, { password: pw.value });
-      showToast("Password changed", "success");
-      // A new password ends every session of the user, this one included.
-      shell.signOut("Your password was changed. Sign in with the new one.");
+      const reply = await post("/api/auth/password", { current_password: current.value, new_password: pw.value }, { quiet401: true });
+      session.csrf = reply.csrf_token; // the re-issued session's token
+      for (const input of [current, pw, again]) input.value = "";
+      save.disabled = false;
+      showToast("Password changed; your other sessions were signed out", "success");
     } catch (err) {
-      error.textContent = `Could not change the password: ${err.message}`;
+      // A wrong current password is a 401 too: only another 401 means the session is gone.
+      if (err.status === 401 && err.code !== "bad_credentials") {
+        shell.signOut("Your session ended. Sign in again.");
+        return;
+      }
+      error.textContent = err.code === "bad_credentials" ? "The current password is wrong." : `Could not change the password: ${err.message}`;
       error.hidden = false;
       save.disabled = false;
     }
   });
-  const body =
-    me.role === "admin"
-      ? [h("p", { class: "muted", text: "Changing it signs you out everywhere, this browser included." }), error, form]
-      : [
-          h("p", {
-            dataset: { testid: "own-pass-unavailable" },
-            text: "Ask an administrator to set a new password for you: Toru's API lets only administrators change passwords.",
-          }),
-        ];
+  const body = [h("p", { class: "muted", text: "Changing it signs you out everywhere else; this browser stays signed in." }), error, form];
   replace(
     container,
     pageHead("Account", "Who you are signed in as."),

@@ -14,6 +14,7 @@ import { apiBase, formatDuration, formatTime, pluginHealth } from "../format.js"
 import { hasFrontend } from "../frontends.js";
 import { session } from "../http.js";
 import { crashTimes, problemText } from "../reasons.js";
+import { rescanButton } from "../rescan.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
 import { bulkBar, ManagerControls } from "./manager_controls.js";
@@ -23,21 +24,21 @@ const STATS_MS = 10000; // the API's buckets are 10 s wide
 
 
 /**
- * How to retry an invalid plugin. The API has no rescan endpoint; the supervisor re-reads a
- * binary that changed on disk by itself (every few seconds), so fixing the file is the retry.
+ * How to retry an invalid plugin: fix the file (the supervisor picks a changed binary up by
+ * itself within seconds) or, for admins, rescan now (POST /api/plugins/rescan).
  */
-function invalidHint(p) {
+function invalidHint(p, isAdmin) {
   return [
     "To retry, fix or replace ",
     h("code", { text: `plugins/${p.binary || `${p.id}.binary`}` }),
-    ": the supervisor picks up the changed file within seconds (or run ",
-    h("code", { text: "toru plugins rescan" }),
-    ").",
+    isAdmin ? ", then Retry (or wait: the supervisor picks up a changed file within seconds). " : ": the supervisor picks up the changed file within seconds.",
+    isAdmin ? rescanButton({ label: "Retry", testid: `retry-${p.id}` }) : null,
   ];
 }
 
 class PluginCard {
   constructor(p, isAdmin) {
+    this.isAdmin = isAdmin;
     const id = encodeURIComponent(p.id);
     this.dot = healthDot(p);
     this.badge = stateBadge(p, { dataset: { testid: "plugin-state" } });
@@ -133,7 +134,9 @@ class PluginCard {
       p.state === "backoff" && p.retry_at ? ` · restarting at ${formatTime(p.retry_at).slice(11)}` : null,
     );
     this.invalidHint.hidden = p.state !== "invalid" || p.stale;
-    if (p.state === "invalid") replace(this.invalidHint, invalidHint(p));
+    // Built once per invalid spell: rebuilding on every poll would drop a click in flight.
+    if (p.state === "invalid" && !this.invalidHint.firstChild) replace(this.invalidHint, invalidHint(p, this.isAdmin));
+    if (p.state !== "invalid") replace(this.invalidHint);
     const apiOnly = hasFrontend(p) === false;
     this.apiOnly.hidden = !apiOnly || !p.route;
     if (apiOnly && p.route) {
@@ -204,7 +207,7 @@ export function renderManager(container, _params, shell) {
             : "Every plugin installed in this Toru home.",
         }),
       ),
-      h("div", { class: "toolbar" }, summary, refresh),
+      h("div", { class: "toolbar" }, summary, isAdmin ? rescanButton() : null, refresh),
     ),
     warnings,
     controls.el,

@@ -1,9 +1,10 @@
-// The host's own health: does the supervisor answer, plugins by state, versions, and the
-// request and error rates from /metrics (counters sampled every few seconds, charted).
+// The host's own health: does the supervisor answer, Toru's version, the supervisor's uptime
+// and the database's state (GET /api/system), plugins by state, versions, and the request and
+// error rates from /metrics (counters sampled every few seconds, charted).
 
 import { h, replace, tableHead } from "../dom.js";
-import { formatMs, stateLabel } from "../format.js";
-import { errorFrom, fetchWithin, getText } from "../http.js";
+import { formatDuration, formatMs, stateLabel } from "../format.js";
+import { errorFrom, fetchWithin, get, getText } from "../http.js";
 import { parseMetrics, requestTotals } from "../metrics.js";
 import { rateChart } from "../sparkline.js";
 import { pluginStore } from "../store.js";
@@ -25,6 +26,27 @@ async function probe(path) {
   } catch (err) {
     return { ok: false, ms: performance.now() - t0, message: err.message };
   }
+}
+
+/** GET /api/system: {version, supervisor: {started_at, uptime_s}, store: {ok, error?}}, or {error}. */
+async function systemInfo() {
+  try {
+    return await get("/api/system");
+  } catch (err) {
+    return { error: err.message };
+  }
+}
+
+/** The Toru version, supervisor uptime and database rows of the health panel. */
+function systemStats(sys) {
+  if (sys.error) return [stat("Toru", `Not reported: ${sys.error}`, "health-version", "bad")];
+  const up = sys.supervisor?.uptime_s;
+  const store = sys.store || {};
+  return [
+    stat("Toru version", sys.version || "?", "health-version"),
+    stat("Supervisor uptime", up == null ? "?" : formatDuration(up), "health-uptime"),
+    stat("Database", store.ok ? "OK" : `Damaged: ${store.error || "unknown"}`, "health-store", store.ok ? "ok" : "bad"),
+  ];
 }
 
 function stat(label, value, testid, tone = "") {
@@ -55,11 +77,6 @@ export function renderSystem(container, _params, shell) {
     panel(
       "Versions",
       [
-        h("p", {
-          class: "muted note",
-          dataset: { testid: "system-unreported" },
-          text: "Toru's own version, the supervisor's uptime and the database's state are not reported by the API yet.",
-        }),
         h("div", { class: "table-wrap" }, h("table", { class: "users-table" }, tableHead(["Plugin"], ["Version"], ["State"]), versions)),
       ],
       { testid: "system-versions" },
@@ -124,13 +141,14 @@ export function renderSystem(container, _params, shell) {
   };
 
   const tick = async () => {
-    const [sup, web] = await Promise.all([probe("/healthz"), probe("/livez"), sampleMetrics()]);
+    const [sup, web, sys] = await Promise.all([probe("/healthz"), probe("/livez"), systemInfo(), sampleMetrics()]);
     if (!alive) return;
     replace(
       health,
       stat("Supervisor", sup.ok ? `Answers (${formatMs(sup.ms)})` : `Not answering: ${sup.message}`, "health-supervisor", sup.ok ? "ok" : "bad"),
       stat("Web worker", web.ok ? `Answers (${formatMs(web.ms)})` : `Not answering: ${web.message}`, "health-web", web.ok ? "ok" : "bad"),
       stat("Plugins installed", String(pluginStore.plugins.length), "health-plugins"),
+      ...systemStats(sys),
     );
     timer = setTimeout(tick, POLL_MS);
   };
