@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable
+from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable, ToruError
 from toru.supervisor.client import ControlClient
 from toru_plugin_api.codec import Decoder, encode
 
@@ -338,3 +338,28 @@ def test_plugin_closing_its_connection_gets_a_new_one_not_a_restart(home):
         wait_for(lambda: sup.client.http("/once", "GET", "/echo").status == 200)
         info = sup.info("once")
         assert info["pid"] == pid and info["restarts"] == 0 and info["state"] == "running"
+
+
+def test_a_crash_traceback_is_logged_as_error(home):
+    """A plugin dying of an exception: every line of its traceback is an ``error`` entry, so
+    the "error and above" filter shows the crash (plain stderr stays ``warn``)."""
+    make_plugin(home / "plugins", "boom")
+    enable_on_disk(home, "boom")
+    with SupervisorProc(home) as sup:
+        sup.wait_state("boom", "running")
+        sup.client.http("/boom", "GET", "/say?msg=just+chatty", timeout=timing.scaled(10))
+        with pytest.raises(ToruError):
+            sup.client.http("/boom", "GET", "/raise", timeout=timing.scaled(10))
+
+        def errors():
+            page = sup.call(
+                "logs", {"plugin": "boom", "page": 0, "page_size": 100, "level": "error"}
+            )
+            return [e["message"] for e in page["entries"] if e.get("stream") == "stderr"]
+
+        msgs = wait_for(lambda: (m := errors()) and any("RuntimeError" in x for x in m) and m, 30)
+        assert any(m.startswith("Traceback (most recent call last)") for m in msgs), msgs
+        assert any(m.lstrip().startswith('File "') for m in msgs), msgs
+        assert "RuntimeError: plugin blew up" in msgs, msgs
+        assert "just chatty" not in msgs  # a plain stderr line is not an error
+        sup.call("disable", {"plugin": "boom"}, timeout=timing.scaled(30))

@@ -18,7 +18,13 @@ from toru.errors import GatewayTimeout, NotFound
 from toru.store import Store
 from toru.supervisor.discovery import Discovered, resolve_conflicts
 from toru.supervisor.launcher import LaunchCallbacks, Launched, LaunchError, LaunchSpec
-from toru.supervisor.logs import LogWriter, SupervisorLog, plugin_line_entry, read_logs
+from toru.supervisor.logs import (
+    LogWriter,
+    StderrLevels,
+    SupervisorLog,
+    plugin_line_entry,
+    read_logs,
+)
 from toru.supervisor.plugin_state_file import load_state, save_state, set_enabled
 from toru.supervisor.restart_policy import RestartPolicy
 from toru.supervisor.states import TRANSITIONS, IllegalTransition, PluginState, check_transition
@@ -336,6 +342,44 @@ def test_plugin_line_entry_keeps_structured_and_wraps_plain():
     assert e["level"] == "warn" and e["message"] == "plain text"
     e = plugin_line_entry("p", b"\xff\xfe bytes", "stdout")
     assert e["level"] == "info" and "bytes" in e["message"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "levels"),
+    [
+        (  # Python: the whole traceback, then back to warn
+            [
+                b"chatty",
+                b"Traceback (most recent call last):",
+                b'  File "x.py", line 3',
+                b"    main()",
+                b"ValueError: bad",
+                b"after",
+            ],
+            ["warn", "error", "error", "error", "error", "warn"],
+        ),
+        (  # Node: the Error line and its stack
+            [b"Error: ENOENT: no such file", b"    at Object.openSync (node:fs:596:3)", b"done"],
+            ["error", "error", "warn"],
+        ),
+        (  # Rust and Go panics, fatal/ERROR prefixes; a warning stays a warning
+            [
+                b"thread 'main' panicked at src/main.rs:3:5:",
+                b"panic: runtime error",
+                b"fatal error: all goroutines are asleep",
+                b"ERROR: it broke",
+                b"DeprecationWarning: old",
+                b"WARNING: disk at 91%",
+            ],
+            ["error", "error", "error", "error", "warn", "warn"],
+        ),
+    ],
+)
+def test_stderr_crash_output_is_error(lines, levels):
+    classify = StderrLevels()
+    got = [plugin_line_entry("p", line, "stderr", classify)["level"] for line in lines]
+    assert got == levels
+    assert plugin_line_entry("p", b"Error: on stdout", "stdout", classify)["level"] == "info"
 
 
 # ----------------------------------------------------------------------------- state file

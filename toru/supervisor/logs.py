@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -230,11 +231,56 @@ class SupervisorLog:
         self.log("error", message, plugin, **fields)
 
 
-def plugin_line_entry(plugin_id: str, raw: bytes, stream: str) -> dict[str, Any]:
+# A plain stderr line that says something broke: Python's exception line, Node's
+# ``Error: ...``, Rust's and Go's panics, ``fatal``/``FATAL``/``ERROR`` prefixes.
+_ERROR_LINE = re.compile(
+    rb"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b(?::|$)"
+    rb"|(?:Uncaught )?(?:[A-Z]\w*)?Error: "
+    rb"|thread '[^']*' panicked at|panic: |fatal error: |goroutine \d+ \[|"
+    rb"(?:FATAL|Fatal|fatal|ERROR|CRITICAL)\b[:\s])"
+)
+_TRACEBACK = b"Traceback (most recent call last):"
+_CHAINED = (
+    b"During handling of the above exception",
+    b"The above exception was the direct cause",
+)
+
+
+class StderrLevels:
+    """The level of a plain (non-JSON) stderr line: ``error`` for crash output, else ``warn``.
+
+    Why stateful: a Python traceback is many lines, and only its first and last look like an
+    error; the indented lines between (``  File ...``) belong to it too. Node's stack lines
+    (``    at ...``) after an ``Error:`` line likewise. One instance per plugin's stderr.
+    """
+
+    def __init__(self) -> None:
+        self._mode = ""  # "traceback": until its exception line; "stack": while indented
+
+    def __call__(self, text: bytes) -> str:
+        if text.startswith(_TRACEBACK) or text.startswith(_CHAINED):
+            self._mode = "traceback"
+            return "error"
+        if self._mode and text[:1] in (b" ", b"\t"):
+            return "error"
+        if self._mode == "traceback":
+            self._mode = ""  # the exception line ends the traceback
+            return "error" if text.strip() else "warn"
+        self._mode = ""
+        if _ERROR_LINE.match(text):
+            self._mode = "stack"  # indented stack lines may follow
+            return "error"
+        return "warn"
+
+
+def plugin_line_entry(
+    plugin_id: str, raw: bytes, stream: str, stderr_levels: StderrLevels | None = None
+) -> dict[str, Any]:
     """Turn one captured output line into a log entry.
 
     A JSON object with ``level``/``message`` keeps its level and fields (the SDK logs that
-    way); anything else is wrapped: stderr as ``warn``, stdout as ``info``.
+    way); anything else is wrapped: stdout as ``info``, stderr as ``warn`` or, for crash
+    output (tracebacks, panics, ``Error:`` lines; ``stderr_levels`` decides), ``error``.
     """
     if len(raw) > MAX_LINE:
         raw = raw[:MAX_LINE]
@@ -252,9 +298,15 @@ def plugin_line_entry(plugin_id: str, raw: bytes, stream: str) -> dict[str, Any]
             obj.setdefault("timestamp", now_iso())
             obj.setdefault("stream", stream)
             return obj
+    if stream != "stderr":
+        level = "info"
+    elif stderr_levels is not None:
+        level = stderr_levels(text)
+    else:
+        level = "warn"
     return {
         "timestamp": now_iso(),
-        "level": "warn" if stream == "stderr" else "info",
+        "level": level,
         "plugin": plugin_id,
         "message": text.decode("utf-8", "replace"),
         "stream": stream,

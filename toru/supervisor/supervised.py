@@ -28,7 +28,7 @@ from . import metrics
 from .connection import CLEAN_EOF, PluginConnection
 from .discovery import Discovered
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
-from .logs import LogWriter, SupervisorLog, plugin_line_entry
+from .logs import LogWriter, StderrLevels, SupervisorLog, plugin_line_entry
 from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
@@ -84,6 +84,7 @@ class SupervisedPlugin:
         self.health = "unknown"
         self.launched: Launched | None = None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._stderr_levels = StderrLevels()  # crash output on stderr is logged as error
         self.stats = PluginStats()
         self.log_path = deps.log_dir / f"{self.id}.log"
         self.spec = LaunchSpec(self.id, self.binary, self.log_path)
@@ -174,7 +175,7 @@ class SupervisedPlugin:
         """Captured stdout/stderr lines -> the plugin's JSON-lines log (+ stderr tail)."""
         w = self._writer()
         for raw in lines:
-            entry = plugin_line_entry(self.id, raw, stream)
+            entry = plugin_line_entry(self.id, raw, stream, self._stderr_levels)
             w.write(entry)
             if stream == "stderr":
                 self.stderr_tail.append(str(entry.get("message", ""))[:500])

@@ -10,7 +10,7 @@ flood, bad-metadata, metadata-timeout, metadata-fail, metadata-flaky (``--metada
 unless ``.<id>.metadata-ok`` exists in the plugin directory), metadata-slow (``--metadata``
 sleeps ``MISBEHAVE_METADATA_SLEEP`` seconds, and the plugin ``MISBEHAVE_START_SLEEP`` seconds
 before it creates its socket; otherwise like good).
-HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash,
+HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /raise,
 /fork[?escape=1|setsid=1], /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
 /say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
 /no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
@@ -130,6 +130,15 @@ def handle_http(msg):
     elif route == "/crash":
         print("about to crash mid-request", file=sys.stderr, flush=True)
         os._exit(3)
+    elif route == "/raise":  # dies of an exception: its traceback on stderr, exit 1
+        import traceback
+
+        try:
+            raise RuntimeError("plugin blew up")
+        except RuntimeError:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
     elif route == "/fork":
         child = os.fork()
         if child == 0:
