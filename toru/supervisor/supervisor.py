@@ -441,7 +441,12 @@ class Supervisor:
         if plugin_id not in self.plugins:
             waiting = self._discovering(plugin_id)
             if waiting is not None:
-                return {**self._discovering_info(waiting), "events": []}
+                # the same shape as a discovered plugin's: the UI reads ``cgroup`` too
+                return {
+                    **self._discovering_info(waiting),
+                    "events": [],
+                    "cgroup": self._cgroup(plugin_id),
+                }
         p = self.plugin(plugin_id)
         return {**p.info(), "events": self.store.events(p.id, 20), "cgroup": self._cgroup(p.id)}
 
