@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -107,9 +108,15 @@ class SupervisorProc:
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / "supervisor.stderr", "ab"),  # noqa: SIM115
         )
-        wait_for(self._ready, timeout)
-        if settle:
-            wait_for(self.settled, timeout)
+        try:
+            wait_for(self._ready, timeout)
+            if settle:
+                wait_for(self.settled, timeout)
+        except BaseException:  # a supervisor that never got ready must not outlive the test
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
         return self
 
     def settled(self) -> bool:
