@@ -37,13 +37,12 @@ def test_setsid_grandchild_dies_when_serve_restarts_a_killed_supervisor(short_ho
             return
         wait_for(lambda: not pid_alive(grandchild))
         assert "leftover plugin processes of a previous supervisor" in log
-        # right after the restart alpha may still be discovering; its details say where it
-        # runs either way, and once running it is in its own cgroup again
-        status, _, body = s.request("GET", "/api/plugins/alpha", cookie=cookie)
-        assert status == 200 and json.loads(body)["cgroup"]["path"].endswith("/alpha"), body
-        wait_for(
-            lambda: (
-                json.loads(s.request("GET", "/api/plugins/alpha", cookie=cookie)[2])["state"]
-                == "running"
-            )
-        )
+
+        # right after the restart a worker may still be reconnecting (503 + Retry-After) and
+        # alpha still discovering; its details say where it runs either way
+        def details():
+            status, _, body = s.request("GET", "/api/plugins/alpha", cookie=cookie)
+            return status == 200 and json.loads(body)
+
+        assert wait_for(details, timeout=60)["cgroup"]["path"].endswith("/alpha")
+        wait_for(lambda: (d := details()) and d["state"] == "running", timeout=60)
