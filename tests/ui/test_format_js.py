@@ -7,17 +7,16 @@ a state the UI does not know would show as its raw name with no colour.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from toru.supervisor.states import PluginState
 
+from .js_unit import NODE, run_module
+
 ROOT = Path(__file__).resolve().parents[2]
 FORMAT = ROOT / "webapp" / "js" / "format.js"
-NODE = shutil.which("node")
 
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
 
@@ -27,14 +26,7 @@ def run(expr: str) -> object:
         f"import * as f from {json.dumps(FORMAT.as_uri())};\n"
         f"process.stdout.write(JSON.stringify({expr}));\n"
     )
-    out = subprocess.run(
-        [NODE, "--input-type=module", "-e", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return json.loads(out.stdout)
+    return json.loads(run_module(script))
 
 
 @pytest.mark.parametrize("state", [s.value for s in PluginState])

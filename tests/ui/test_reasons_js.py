@@ -7,15 +7,14 @@ event shapes the supervisor writes (toru/supervisor/supervised.py, launcher.py).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from .js_unit import NODE, run_module
+
 ROOT = Path(__file__).resolve().parents[2]
 REASONS = ROOT / "webapp" / "js" / "reasons.js"
-NODE = shutil.which("node")
 
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
 
@@ -25,14 +24,7 @@ def problem(plugin: dict, events: list[dict]) -> str:
         f"import {{ problemText }} from {json.dumps(REASONS.as_uri())};\n"
         f"process.stdout.write(problemText({json.dumps(plugin)}, {json.dumps(events)}));\n"
     )
-    out = subprocess.run(
-        [NODE, "--input-type=module", "-e", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return out.stdout
+    return run_module(script)
 
 
 def crashed(**details) -> dict:
