@@ -216,15 +216,6 @@ SETTINGS: tuple[Setting, ...] = (
         "connection is closed (408 for a body)",
     ),
     Setting(
-        "direct_channel",
-        "TORU_DIRECT_CHANNEL",
-        "http.direct_channel",
-        True,
-        _bool,
-        "workers send plugin-route requests straight to plugins that accept several "
-        "connections (the supervisor still routes, starts and watches them)",
-    ),
-    Setting(
         "session_ttl",
         "TORU_SESSION_TTL",
         "auth.session_ttl",
@@ -360,7 +351,6 @@ class Config:
     body_limit: int
     trusted_proxies: tuple[str, ...]
     client_timeout: float
-    direct_channel: bool
     session_ttl: float
     login_rate: int
     # `[plugins.<id>.limits]` (toru.toml only; per plugin, so not in SETTINGS): see limits_by_plugin.
@@ -386,10 +376,6 @@ class Config:
     @property
     def control_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
-
-    @property
-    def route_generation_file(self) -> Path:
-        return self.run_dir / "routes.gen"
 
     @property
     def plugin_socket_dir(self) -> Path:

@@ -49,8 +49,6 @@ class ControlServer:
             "events": sup.events,
             "kv": sup.kv,
             "stats": sup.stats,
-            "routes": sup.direct_routes,
-            "report": sup.report,
         }
         self.async_ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "enable": lambda a: sup.enable(a.get("plugin")),
