@@ -89,7 +89,7 @@ def test_route_table_and_generation(short_home, example_plugins):
         table = client.call("routes")
         assert set(table["routes"]) == {"/webtest"}, table  # not /raw: one connection only
         entry = table["routes"]["/webtest"]
-        assert entry["plugin"] == "web-test" and entry["socket"].endswith("web-test.sock")
+        assert entry["plugin"] == "web-test" and entry["socket"].endswith("web-test/plugin.sock")
         mapping = open_generation(short_home / "run" / "routes.gen")
         assert mapping is not None
         assert read_generation(mapping) == table["generation"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from toru_plugin_api.codec import ProtocolError, loads
 from toru_plugin_api.messages import PluginMetadata
 
+from .identity import Identity
 from .process import PluginProcess, describe_exit
 
 METADATA_TIMEOUT = 5.0
@@ -76,8 +77,11 @@ def directory_signature(plugins_dir: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted((p.name, m, s) for p, (m, s) in items.items()))
 
 
-async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> PluginMetadata:
-    """Run ``<binary> --metadata`` and validate.
+async def read_metadata(
+    binary: Path, timeout: float = METADATA_TIMEOUT, identity: Identity | None = None
+) -> PluginMetadata:
+    """Run ``<binary> --metadata`` (as ``identity``: plugin code never runs with Toru's
+    rights) and validate.
 
     Raises ``ProtocolError`` for a definite bad answer, ``MetadataUnavailable`` for none.
     """
@@ -100,6 +104,7 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
             env=_metadata_env(),
             cwd=str(binary.parent),
             on_output=on_output,
+            identity=None if identity is None or identity.is_self else identity,
         )
     except OSError as exc:
         if exc.errno in _EXEC_TRANSIENT:  # e.g. the binary is still being written
@@ -140,11 +145,14 @@ def _metadata_env() -> dict[str, str]:
 
 
 async def inspect(
-    binary: Path, signature: tuple[int, int], timeout: float = METADATA_TIMEOUT
+    binary: Path,
+    signature: tuple[int, int],
+    timeout: float = METADATA_TIMEOUT,
+    identity: Identity | None = None,
 ) -> Discovered:
     """Read and validate one binary's metadata into a ``Discovered``."""
     try:
-        meta = await read_metadata(binary, timeout)
+        meta = await read_metadata(binary, timeout, identity)
     except ProtocolError as exc:
         return Discovered(binary, signature, error=str(exc))
     except MetadataUnavailable as exc:
@@ -156,13 +164,14 @@ async def inspect_all(
     binaries: dict[Path, tuple[int, int]],
     timeout: float = METADATA_TIMEOUT,
     limit: int = CONCURRENT_PROBES,
+    identity: Identity | None = None,
 ) -> list[Discovered]:
     """Inspect many binaries concurrently (bounded), sorted by file name."""
     sem = asyncio.Semaphore(limit)
 
     async def one(p: Path, sig: tuple[int, int]) -> Discovered:
         async with sem:
-            return await inspect(p, sig, timeout)
+            return await inspect(p, sig, timeout, identity)
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(one(p, s)) for p, s in sorted(binaries.items())]

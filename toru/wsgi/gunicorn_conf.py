@@ -52,7 +52,10 @@ control_socket_disable = True
 
 def on_starting(server) -> None:
     """Migrate the schema and create the first admin (split mode has no ``toru serve``)."""
+    from toru.home_modes import set_private_umask
     from toru.serve import ensure_first_admin
+
+    set_private_umask()  # split mode: gunicorn is not started by `toru serve`
 
     ensure_first_admin(load_config(), quiet=bool(os.environ.get("TORU_SERVE_PARENT")))
 
