@@ -73,11 +73,11 @@ def _exposure(mode: int) -> Callable[[str, str], Finding] | None:
     return warning if mode & 0o070 else None
 
 
-def _private(path: Path, want: int) -> Iterator[Finding]:
-    """``path``, if it exists, has no permission bits for group or others."""
+def _private(path: Path, want: int, allow: int = 0) -> Iterator[Finding]:
+    """``path``, if it exists, has no permission bits for group or others (but ``allow``)."""
     with contextlib.suppress(FileNotFoundError):
         mode = stat.S_IMODE(path.lstat().st_mode)
-        if finding := _exposure(mode):
+        if finding := _exposure(mode & ~allow):
             yield finding(
                 f"{path} is accessible by {'others' if mode & 0o007 else 'its group'} "
                 f"(mode {mode:04o})",
@@ -94,7 +94,8 @@ def check_modes(ctx: Context) -> Iterator[Finding]:
     (the shipped units run Toru with UMask=0077)."""
     c = ctx.config
     yield from _private(c.var_dir, 0o700)
-    yield from _private(c.run_dir, 0o700)
+    # --x for others: plugins of another uid reach their run/p/<id>/ (toru/home_modes.py)
+    yield from _private(c.run_dir, 0o700, allow=0o011)
     for path in _db_files(c):
         yield from _private(path, 0o600)
     yield from _private(c.var_dir / "initial-admin-password", 0o600)

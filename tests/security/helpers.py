@@ -1,0 +1,72 @@
+"""Attack plugins for a home, and the environment that runs the shipped identity default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ATTACK = Path(__file__).resolve().parent / "attack_plugin.py"
+
+# tests/conftest.py names the suite's own uid as plugins.user; "" is "unset" to Toru, so
+# these tests get the shipped default (toru-plugin when root).
+SHIPPED_DEFAULT = {"TORU_PLUGINS_USER": ""}
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="running plugins as another uid needs root (CAP_SETUID); the mode tests still run",
+)
+
+ATTACKS = (
+    "control_socket",
+    "database",
+    "database_wal",
+    "database_shm",
+    "supervisor_log",
+    "own_log",
+    "plugin_state",
+    "initial_password",
+    "list_run",
+    "write_plugins",
+    "write_home",
+    "other_log",
+)
+
+
+def plugin_python() -> str:
+    """A python3 that an unprivileged user can execute (the suite's own may live under
+    /root, as pyenv's does here); the attack plugin needs only the standard library."""
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3"):
+        if not os.access(candidate, os.X_OK):
+            continue
+        done = subprocess.run(
+            [candidate, "-c", "pass"], user=65534, group=65534, capture_output=True, timeout=60
+        )
+        if done.returncode == 0:
+            return candidate
+    pytest.fail("no python3 that an unprivileged user can run (install python3)")
+
+
+def install_attackers(home: Path, ids: tuple[str, str]) -> None:
+    """Write two attack plugins into ``home``/plugins, each told to attack the other."""
+    plugins = home / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    python = plugin_python()
+    toml = []
+    for me, other in (ids, ids[::-1]):
+        path = plugins / f"{me}.binary"
+        path.write_text(f"#!{python}\n" + ATTACK.read_text())
+        path.chmod(0o755)
+        toml += [f'[plugins.{me}.config]\nhome = "{home}"\nother = "{other}"\n']
+    (home / "toru.toml").write_text("\n".join(toml))
+
+
+def proc_ids(pid: int) -> tuple[int, int]:
+    """The real uid and gid of a running process."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.split()
+    return int(fields["Uid"][0]), int(fields["Gid"][0])

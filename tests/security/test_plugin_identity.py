@@ -1,0 +1,115 @@
+"""Plugins run as an unprivileged identity and cannot reach Toru's keys (issue 13).
+
+A real plugin (attack_plugin.py) tries, from inside, each thing the issue found a plugin
+could do, and answers what it reached; the tests assert every attempt failed with EACCES,
+through a real ``toru serve`` (per-plugin uids) and a real ``toru supervisor`` (the shipped
+default, toru-plugin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+from pathlib import Path
+
+from tests import timing
+from tests.servers import ToruServer
+from tests.supervisor.helpers import SupervisorProc, enable_on_disk, pid_alive, wait_for
+from toru.supervisor.cgroups import home_cgroup
+
+from .helpers import ATTACKS, SHIPPED_DEFAULT, install_attackers, needs_root, proc_ids
+
+IDS = ("attack-a", "attack-b")
+
+
+def _private_files(home) -> list[str]:
+    """Everything under var/ that group or others can access (should be nothing)."""
+    exposed = []
+    for dirpath, dirnames, filenames in os.walk(home / "var"):
+        for name in [".", *dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            if mode & 0o077:
+                exposed.append(f"{path} {mode:04o}")
+    return exposed
+
+
+@needs_root
+def test_per_plugin_uids_every_attack_fails_through_toru_serve(short_home):
+    install_attackers(short_home, IDS)
+    env = {**SHIPPED_DEFAULT, "TORU_PLUGINS_ISOLATION": "per-plugin"}
+    with ToruServer(short_home, enable=list(IDS), env=env) as server:
+        cookie, _ = server.login()
+
+        def running(pid):
+            status, got = server.json("GET", f"/api/plugins/{pid}", cookie=cookie)
+            return status == 200 and got["state"] == "running" and got
+
+        infos = [wait_for(lambda p=p: running(p), timing.WAIT) for p in IDS]
+        results = {}
+        for pid in IDS:
+            status, got = server.json("GET", f"/api/plugins/route/{pid}/attack", cookie=cookie)
+            assert status == 200, got
+            results[pid] = got
+        running_as = {pid: proc_ids(info["pid"]) for pid, info in zip(IDS, infos, strict=True)}
+        uids = json.loads((short_home / "var" / "plugin-uids.json").read_text())
+        exposed = _private_files(short_home)
+    for pid in IDS:
+        got = results[pid]
+        reached = {name: got[name] for name in [*ATTACKS, "other_socket"]}
+        assert set(reached.values()) == {"EACCES"}, (pid, reached)
+        # its own uid from the range, gid the same number, no supplementary groups
+        assert got["uid"] == uids[pid] and got["gid"] == uids[pid] and got["groups"] == []
+        assert 70000 <= got["uid"] <= 79999
+        assert running_as[pid] == (got["uid"], got["gid"])
+    assert results[IDS[0]]["uid"] != results[IDS[1]]["uid"]
+    assert exposed == []  # database, WAL, SHM, logs, password: all owner-only
+    assert stat.S_IMODE((short_home / "var" / "plugin-uids.json").stat().st_mode) == 0o600
+
+
+@needs_root
+def test_shared_default_is_toru_plugin_in_its_cgroup_and_dies_with_the_supervisor(short_home):
+    install_attackers(short_home, IDS)
+    enable_on_disk(short_home, *IDS)
+    sup = SupervisorProc(short_home, env=SHIPPED_DEFAULT).start()
+    try:
+        pids = [sup.wait_state(p, "running", timing.WAIT)["pid"] for p in IDS]
+        got = json.loads(sup.client.http(IDS[0], "GET", "/attack").body)
+        log = (short_home / "var" / "log" / "plugin-supervisor.log").read_text()
+        cgroup = home_cgroup(short_home)
+        in_cgroup = [Path(f"/proc/{p}/cgroup").read_text() for p in pids]
+        sup.kill9()
+        # PR_SET_PDEATHSIG is set after the uid switch (the kernel clears it on one)
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timing.WAIT)
+    finally:
+        sup.stop()
+    plugin_user = pwd.getpwnam("toru-plugin")
+    assert (got["uid"], got["gid"], got["groups"]) == (plugin_user.pw_uid, plugin_user.pw_gid, [])
+    assert "plugins run as toru-plugin" in log
+    reached = {name: got[name] for name in ATTACKS}
+    assert set(reached.values()) == {"EACCES"}, reached
+    # One shared uid: plugins can reach each other's sockets (documented; per-plugin fixes it)
+    assert got["other_socket"] == "reached"
+    if cgroup is not None:  # the cgroup move still happens before the switch
+        for pid, text in zip(IDS, in_cgroup, strict=True):
+            assert f"{cgroup.name}/{pid}" in text, text
+    sock_dir = short_home / "run" / "p"
+    assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o711
+    assert stat.S_IMODE((short_home / "run").stat().st_mode) == 0o711
+
+
+@needs_root
+def test_per_plugin_uid_is_stable_across_restarts(short_home):
+    install_attackers(short_home, IDS)
+    enable_on_disk(short_home, IDS[0])
+    env = {**SHIPPED_DEFAULT, "TORU_PLUGINS_ISOLATION": "per-plugin"}
+    seen = []
+    for _ in range(2):
+        with SupervisorProc(short_home, env=env) as sup:
+            pid = sup.wait_state(IDS[0], "running", timing.WAIT)["pid"]
+            seen.append(proc_ids(pid))
+            owner = (short_home / "run" / "p" / IDS[0]).stat()
+            assert (owner.st_uid, stat.S_IMODE(owner.st_mode)) == (seen[-1][0], 0o700)
+    assert seen[0] == seen[1] and seen[0][0] >= 70000
