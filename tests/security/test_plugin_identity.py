@@ -11,13 +11,26 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests import timing
 from tests.servers import ToruServer
-from tests.supervisor.helpers import SupervisorProc, enable_on_disk, pid_alive, wait_for
+from tests.supervisor.helpers import (
+    FAST_ENV,
+    ROOT,
+    SupervisorProc,
+    enable_on_disk,
+    pid_alive,
+    wait_for,
+)
 from toru.supervisor.cgroups import home_cgroup
+from toru.supervisor.client import ControlClient
 
 from .helpers import ATTACKS, SHIPPED_DEFAULT, install_attackers, needs_root, proc_ids
 
@@ -113,3 +126,55 @@ def test_per_plugin_uid_is_stable_across_restarts(short_home):
             owner = (short_home / "run" / "p" / IDS[0]).stat()
             assert (owner.st_uid, stat.S_IMODE(owner.st_mode)) == (seen[-1][0], 0o700)
     assert seen[0] == seen[1] and seen[0][0] >= 70000
+
+
+CAPS = "+setuid,+setgid,+kill,+chown,+dac_override"  # what the shipped units grant
+TORU_UID = 70500  # a non-root Toru, as under systemd (User=toru); no account needed
+
+
+@needs_root
+def test_non_root_toru_with_ambient_capabilities_passes_none_to_plugins(short_home):
+    """The systemd units run Toru as a plain user with AmbientCapabilities; switching between
+    two non-root uids keeps capabilities, so the child must drop them or a plugin would
+    inherit CAP_DAC_OVERRIDE and read everything."""
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed to start Toru with ambient capabilities")
+    install_attackers(short_home, IDS)
+    enable_on_disk(short_home, IDS[0])
+    for path in [short_home, *short_home.rglob("*")]:
+        os.chown(path, TORU_UID, TORU_UID)
+    env = {**os.environ, **FAST_ENV, "TORU_PLUGINS_USER": "nobody"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    argv = ["setpriv", f"--reuid={TORU_UID}", f"--regid={TORU_UID}", "--clear-groups"]
+    argv += [f"--inh-caps={CAPS}", f"--ambient-caps={CAPS}", "--"]
+    argv += [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(short_home)]
+    with open(short_home / "supervisor.stderr", "ab") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=err, start_new_session=True)
+    client = ControlClient(short_home / "run" / "supervisor.sock", timeout=timing.WAIT)
+    try:
+
+        def running():
+            if proc.poll() is not None:
+                raise AssertionError((short_home / "supervisor.stderr").read_text())
+            info = client.call("get", {"plugin": IDS[0]})
+            return info["state"] == "running" and info
+
+        info = wait_for(running, timing.WAIT)
+        got = json.loads(client.http(IDS[0], "GET", "/attack").body)
+        caps = {
+            k: v.strip()
+            for k, _, v in (
+                line.partition(":")
+                for line in Path(f"/proc/{info['pid']}/status").read_text().splitlines()
+            )
+            if k.startswith("Cap") and k != "CapBnd"
+        }
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timing.WAIT)
+    nobody = pwd.getpwnam("nobody")
+    assert (got["uid"], got["gid"]) == (nobody.pw_uid, nobody.pw_gid)
+    assert set(caps.values()) == {"0000000000000000"}, caps
+    reached = {name: got[name] for name in ATTACKS}
+    assert set(reached.values()) == {"EACCES"}, reached

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toru.atomic_write import replace_file
+from toru.osutil import drop_capabilities
 
 DEFAULT_USER = "toru-plugin"
 FALLBACK_USER = "nobody"
@@ -56,13 +57,15 @@ class Identity:
 
 
 def switch_to(identity: Identity) -> None:
-    """In the forked child before exec: drop every supplementary group, then gid, then uid.
+    """In the forked child before exec: drop every supplementary group, then gid, then uid,
+    then every capability (systemd's ``AmbientCapabilities=`` of a non-root Toru).
 
     NOTE: real, effective and saved ids all change, so the plugin cannot switch back.
     """
     os.setgroups([])
     os.setresgid(identity.gid, identity.gid, identity.gid)
     os.setresuid(identity.uid, identity.uid, identity.uid)
+    drop_capabilities()
 
 
 def _lookup_user(spec: str) -> pwd.struct_passwd | None:
