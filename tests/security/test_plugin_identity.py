@@ -178,3 +178,25 @@ def test_non_root_toru_with_ambient_capabilities_passes_none_to_plugins(short_ho
     assert set(caps.values()) == {"0000000000000000"}, caps
     reached = {name: got[name] for name in ATTACKS}
     assert set(reached.values()) == {"EACCES"}, reached
+
+
+@needs_root
+def test_a_binary_the_plugin_user_cannot_run_says_why(short_home, tmp_path):
+    hidden = tmp_path / "hidden"  # 0700 root: the plugin user cannot traverse it
+    hidden.mkdir(mode=0o700)
+    script = hidden / "real"
+    script.write_text("#!/bin/sh\necho '{}'\n")
+    script.chmod(0o755)
+    binary = short_home / "plugins" / "locked.binary"
+    binary.parent.mkdir(parents=True)
+    binary.write_text(f'#!/bin/sh\nexec {script} "$@"\n')
+    binary.chmod(0o755)
+    sup = SupervisorProc(short_home, env=SHIPPED_DEFAULT).start(settle=False)
+    try:
+        entry = wait_for(
+            lambda: next((p for p in sup.call("list") if p.get("error")), None), timing.WAIT
+        )
+    finally:
+        sup.stop()
+    assert "Permission denied" in entry["error"], entry
+    assert "plugins run as toru-plugin" in entry["error"], entry

@@ -107,9 +107,10 @@ async def read_metadata(
             identity=None if identity is None or identity.is_self else identity,
         )
     except OSError as exc:
+        why = f"cannot execute: {exc.strerror or exc}" + _as(identity, exc.errno)
         if exc.errno in _EXEC_TRANSIENT:  # e.g. the binary is still being written
-            raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
-        raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
+            raise MetadataUnavailable(why) from None
+        raise ProtocolError(why) from None
     try:
         code = await proc.wait(timeout)
     except asyncio.CancelledError:  # the supervisor is stopping: leave no probe behind
@@ -125,7 +126,10 @@ async def read_metadata(
     if code != 0:
         tail = b" | ".join(err[-3:]).decode("utf-8", "replace")
         why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
-        raise MetadataUnavailable(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
+        hint = _as(identity, errno.EACCES) if code == 126 else ""  # the shell's "cannot exec"
+        raise MetadataUnavailable(
+            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + hint
+        )
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
     text = b"\n".join(out).strip()
@@ -136,6 +140,16 @@ async def read_metadata(
     except ProtocolError:
         raise ProtocolError("--metadata did not print a JSON object") from None
     return PluginMetadata.from_json(data)
+
+
+def _as(identity: Identity | None, err: int | None) -> str:
+    """For a permission error under the plugin user: what that user needs."""
+    if identity is None or identity.is_self or err != errno.EACCES:
+        return ""
+    return (
+        f" (plugins run as {identity.name}: it needs to read and execute the binary and its"
+        " interpreter, and to traverse every directory on the way)"
+    )
 
 
 def _metadata_env() -> dict[str, str]:

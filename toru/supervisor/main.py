@@ -41,7 +41,10 @@ def prepare_dirs(config: Config) -> list[str]:
     return tighten_home(config)
 
 
-def plugin_identities(config: Config, warnings: list[str]) -> PluginIdentities:
+Notes = list[tuple[str, str]]  # (log level, message) for the log once it is open
+
+
+def plugin_identities(config: Config, notes: Notes) -> PluginIdentities:
     """Who plugins run as (settings plugins.*); opens run/ and the plugin directory just
     enough for them. Raises ``IdentityError``."""
     identities = resolve(
@@ -50,29 +53,32 @@ def plugin_identities(config: Config, warnings: list[str]) -> PluginIdentities:
         config.plugins_isolation,
         config.plugins_uid_range,
         config.plugin_identities_file,
-        warnings.append,
+        lambda message: notes.append(("warn", message)),
     )
     apart = identities.per_plugin is not None or not identities.shared.is_self
     opened = open_for_plugins(config, apart)
     if opened:
-        warnings.append("opened for the plugins' user: " + ", ".join(opened))
+        notes.append(("info", "opened for the plugins' user: " + ", ".join(opened)))
     who = identities.shared
     if apart and (blocked := unreachable(config.plugins_dir, who.uid, who.gid)) is not None:
-        warnings.append(
-            f"plugins cannot run: {who.name} cannot traverse {blocked} on the way to "
-            f"{config.plugins_dir} (chmod o+x it)"
+        notes.append(
+            (
+                "error",
+                f"plugins cannot run: {who.name} cannot traverse {blocked} on the way to "
+                f"{config.plugins_dir} (chmod o+x it)",
+            )
         )
     return identities
 
 
 def run_supervisor(config: Config) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if another supervisor holds the home."""
-    warnings = []
+    notes: Notes = []
     tightened = prepare_dirs(config)
     if tightened:
-        warnings.append("tightened the modes of an existing home: " + ", ".join(tightened))
+        notes.append(("warn", "tightened the modes of an existing home: " + ", ".join(tightened)))
     try:
-        identities = plugin_identities(config, warnings)
+        identities = plugin_identities(config, notes)
     except (IdentityError, OSError) as exc:
         print(f"toru supervisor: {exc}", file=sys.stderr)
         return 2
@@ -90,13 +96,13 @@ def run_supervisor(config: Config) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(config, identities, warnings))
+        uvloop.run(_serve(config, identities, notes))
     finally:
         os.close(lock_fd)
     return 0
 
 
-async def _serve(config: Config, identities: PluginIdentities, warnings: list[str]) -> None:
+async def _serve(config: Config, identities: PluginIdentities, notes: Notes) -> None:
     from toru.store import Store
 
     from . import metrics
@@ -118,8 +124,8 @@ async def _serve(config: Config, identities: PluginIdentities, warnings: list[st
     )
     if store.check_at_start():  # PRAGMA quick_check; /healthz reports it from now on
         log.error(f"the database {config.db_path} is damaged: {store.damage}")
-    for warning in warnings:
-        log.warn(warning)
+    for level, message in notes:
+        getattr(log, level)(message)
     log.info(identities.describe())
     metrics.cleanup_dead_processes(config.metrics_dir)
     supervisor = Supervisor(config, store, log, instance_id, identities=identities)
