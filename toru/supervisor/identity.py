@@ -68,7 +68,8 @@ def switch_to(identity: Identity) -> None:
     drop_capabilities()
 
 
-def _lookup_user(spec: str) -> pwd.struct_passwd | None:
+def lookup_user(spec: str) -> pwd.struct_passwd | None:
+    """The passwd entry of a user name or a numeric uid, or None."""
     try:
         return pwd.getpwuid(int(spec)) if spec.isdigit() else pwd.getpwnam(spec)
     except KeyError:
@@ -91,7 +92,7 @@ def create_system_user(name: str) -> str | None:
         done = subprocess.run([useradd, *USERADD, name], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
-    if done.returncode != 0 and _lookup_user(name) is None:
+    if done.returncode != 0 and lookup_user(name) is None:
         return done.stderr.strip() or f"useradd exited with {done.returncode}"
     return None
 
@@ -103,23 +104,23 @@ def shared_identity(user: str | None, group: str | None, warn: Callable[[str], N
     """
     if user is None and os.geteuid() != 0:
         gid = _lookup_gid(group) if group else os.getegid()
-        entry = _lookup_user(str(os.geteuid()))
+        entry = lookup_user(str(os.geteuid()))
         return Identity(os.geteuid(), gid, entry.pw_name if entry else str(os.geteuid()))
     if user is None:
-        entry = _lookup_user(DEFAULT_USER)
+        entry = lookup_user(DEFAULT_USER)
         if entry is None:
             why = create_system_user(DEFAULT_USER)
-            entry = _lookup_user(DEFAULT_USER)
+            entry = lookup_user(DEFAULT_USER)
             if entry is None:
                 warn(
                     f"cannot create the system user {DEFAULT_USER} ({why}); plugins run as "
                     f"{FALLBACK_USER}, which other services may share"
                 )
-                entry = _lookup_user(FALLBACK_USER)
+                entry = lookup_user(FALLBACK_USER)
         if entry is None:
             raise IdentityError(f"neither {DEFAULT_USER} nor {FALLBACK_USER} exists")
     else:
-        entry = _lookup_user(user)
+        entry = lookup_user(user)
         if entry is None:
             if not user.isdigit():
                 raise IdentityError(f"plugins.user {user!r}: no such user")
@@ -159,7 +160,7 @@ class PerPluginUids:
         start = int.from_bytes(hashlib.sha256(plugin_id.encode()).digest()[:8], "big") % size
         for step in range(size):
             candidate = self.first + (start + step) % size
-            if candidate not in taken and _lookup_user(str(candidate)) is None:
+            if candidate not in taken and lookup_user(str(candidate)) is None:
                 break
         else:
             raise IdentityError(f"plugins.uid_range {self.first}-{self.last} is exhausted")
