@@ -82,10 +82,28 @@ def attacks():
         tries["other_socket"] = connect(os.path.join(other_dir, "plugin.sock"), forged=True)
         tries["other_log"] = read_file(os.path.join(var, "log", "plugins", other + ".log"))
     result = {name: outcome(attempt) for name, attempt in tries.items()}
+    result["kv"] = kv_roundtrip()  # what it may do: its own KV, through its own channel
     result["uid"] = os.getuid()
     result["gid"] = os.getgid()
     result["groups"] = os.getgroups()
     return result
+
+
+def kv_roundtrip():
+    """Set then get a key over ``TORU_KV_FD``: the value read back, or the error."""
+    try:
+        kv = socket.socket(fileno=int(os.environ["TORU_KV_FD"]))
+        try:
+            for rid, action in (("k1", "set"), ("k2", "get")):
+                inner = {"action": action, "key": "probe", "value": "from " + PLUGIN_ID}
+                send(kv, {"type": "kv", "request_id": rid, "payload": {"payload": inner}})
+                head = recv_exact(kv, 4)
+                reply = json.loads(recv_exact(kv, struct.unpack(">I", head)[0]))
+            return reply["payload"].get("value")
+        finally:
+            kv.detach()  # keep the fd for the next request
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        return "error: " + str(exc)
 
 
 def recv_exact(conn, n):

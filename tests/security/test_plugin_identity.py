@@ -82,6 +82,7 @@ def test_per_plugin_uids_every_attack_fails_through_toru_serve(short_home):
         assert got["uid"] == uids[pid] and got["gid"] == uids[pid] and got["groups"] == []
         assert 70000 <= got["uid"] <= 79999
         assert running_as[pid] == (got["uid"], got["gid"])
+        assert got["kv"] == f"from {pid}"  # its own KV channel still works
     assert results[IDS[0]]["uid"] != results[IDS[1]]["uid"]
     assert exposed == []  # database, WAL, SHM, logs, password: all owner-only
     assert stat.S_IMODE((short_home / "var" / "plugin-uids.json").stat().st_mode) == 0o600
@@ -105,6 +106,7 @@ def test_shared_default_is_toru_plugin_in_its_cgroup_and_dies_with_the_superviso
         sup.stop()
     plugin_user = pwd.getpwnam("toru-plugin")
     assert (got["uid"], got["gid"], got["groups"]) == (plugin_user.pw_uid, plugin_user.pw_gid, [])
+    assert got["kv"] == f"from {IDS[0]}"
     assert "plugins run as toru-plugin" in log
     reached = {name: got[name] for name in ATTACKS}
     assert set(reached.values()) == {"EACCES"}, reached
