@@ -39,9 +39,11 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
+from .install import check_clash, commit, is_stage, prepare
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
+from .pins import BinaryChange, BinaryHasher, PinStore
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .route_generation import RouteGeneration
@@ -108,6 +110,15 @@ class Supervisor:
         self.http_timeout = config.http_timeout
         self.generation = RouteGeneration(config.route_generation_file)
         self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
+        self.pins = PinStore(config.pins_file)  # binary integrity (pins.py)
+        self.hasher = BinaryHasher()
+        if self.pins.load_error:
+            log.error(
+                "binary pins unreadable: every pinned plugin waits for approval",
+                error=self.pins.load_error,
+            )
+        if not config.pin_binaries:
+            log.warn("binary pinning is off (plugins.pin_binaries = false): development only")
 
     # ------------------------------------------------------------------ running
 
@@ -128,6 +139,7 @@ class Supervisor:
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
             routes_changed=self.generation.bump,
+            verify_binary=self._verify_binary,
         )
 
     async def run(
@@ -266,6 +278,7 @@ class Supervisor:
         binaries = list_binaries(cfg.plugins_dir)
         by_binary = {p.binary: p for p in self.plugins.values()}
         gone = [p for b, p in by_binary.items() if binaries.get(b) != p.signature]
+        gone = [p for p in gone if not await self._held_back(p, p.binary in binaries)]
         removed_ids = [p.id for p in gone if p.binary not in binaries]
         for p in gone:
             await p.disable("binary removed or replaced")
@@ -283,6 +296,8 @@ class Supervisor:
         probe: dict[Path, tuple[int, int]] = {}
         now = time.monotonic()
         for b, sig in fresh.items():
+            if b not in by_binary and await self._hold_unapproved(b, sig, state):
+                continue
             waiting = self.discovering.get(b)
             if waiting is not None:
                 if retry_all or waiting.due(now):
@@ -352,10 +367,10 @@ class Supervisor:
                 plugin.enable()
         return added
 
-    def _register(self, d: Discovered) -> SupervisedPlugin:
-        pid = d.id
+    def _register(self, d: Discovered, plugin_id: str | None = None) -> SupervisedPlugin:
+        pid = plugin_id or d.id
         existing = self.plugins.get(pid)
-        if existing is not None:
+        if existing is not None and plugin_id is None:
             if d.metadata is not None and existing.metadata is None:
                 # An invalid binary only borrowed this id from its file name: a valid plugin
                 # owns it, the invalid one is listed under its file name instead.
@@ -376,6 +391,176 @@ class Supervisor:
         if plugin.route and self.routes.get(plugin.route) is plugin:
             del self.routes[plugin.route]
         self.generation.bump()
+
+    # ------------------------------------------------------------------ pinning (pins.py)
+
+    async def _verify_binary(self, plugin_id: str, binary: Path) -> BinaryChange | None:
+        """``Deps.verify_binary``: right before a spawn, is this the approved file?"""
+        if not self.config.pin_binaries:
+            return None
+        try:
+            digest = await self.hasher.hash(binary)
+        except OSError:
+            return None  # gone: the launch fails and the next rescan removes it
+        if self.pins.get(plugin_id) is None and self.pins.adopting:
+            try:
+                self._pin(plugin_id, digest, binary, "first-start")
+            except Unavailable:
+                pass  # logged; it was enabled in the older home, so it still runs
+            return None
+        return self.pins.check(plugin_id, digest, binary.name)
+
+    def _pin(self, plugin_id: str, digest: str, binary: Path, how: str) -> None:
+        """Record the approved hash; raises ``Unavailable`` when it cannot be written."""
+        old = self.pins.get(plugin_id)
+        try:
+            self.pins.set(plugin_id, digest, binary.name, how)
+        except OSError as exc:
+            self.log.error("could not save the binary pin", plugin_id, error=str(exc))
+            raise Unavailable(f"could not save the binary pin: {exc}") from None
+        self.log.info(
+            f"pinned {binary.name} ({how})",
+            plugin_id,
+            sha256=digest,
+            previous=old.sha256 if old else None,
+        )
+
+    async def _held_back(self, plugin: SupervisedPlugin, present: bool) -> bool:
+        """The gate in front of the "binary replaced" path: True (and ``binary_changed``)
+        when the new file is not the pinned one, so it is neither probed nor run."""
+        if not present or not self.config.pin_binaries or self.pins.get(plugin.id) is None:
+            return False
+        try:
+            digest = await self.hasher.hash(plugin.binary)
+        except OSError:
+            return False
+        change = self.pins.check(plugin.id, digest, plugin.binary.name)
+        if change is None:
+            plugin.binary_change = None
+            return False
+        plugin.mark_changed(change)
+        return True
+
+    async def _hold_unapproved(
+        self, binary: Path, sig: tuple[int, int], state: dict[str, Any]
+    ) -> bool:
+        """A binary first seen by this supervisor whose pin it does not match (replaced
+        while Toru was down): listed as ``changed`` under its pinned id, never probed."""
+        owner = self.pins.by_binary(binary.name) if self.config.pin_binaries else None
+        if owner is None or owner[0] in self.plugins:
+            return False
+        plugin_id = owner[0]
+        try:
+            change = self.pins.check(plugin_id, await self.hasher.hash(binary), binary.name)
+        except OSError:
+            return False
+        if change is None:
+            return False
+        known = self.memory.last_metadata(binary)
+        if known is not None and known.id != plugin_id:
+            known = None
+        d = Discovered(binary, sig, metadata=known, error="binary changed: waiting for approval")
+        plugin = self._register(d, plugin_id)
+        plugin.enabled = bool(state.get(plugin_id, {}).get("enabled"))
+        plugin.mark_changed(change)
+        self.discovering.pop(binary, None)
+        return True
+
+    async def _pin_for_enable(self, p: SupervisedPlugin) -> None:
+        """An admin's enable pins the binary; one that changed since its pin needs approve."""
+        if not self.config.pin_binaries:
+            return
+        try:
+            digest = await self.hasher.hash(p.binary)
+        except OSError as exc:
+            raise Conflict(f"cannot read {p.binary.name}: {exc.strerror}") from None
+        if self.pins.get(p.id) is None:
+            self._pin(p.id, digest, p.binary, "enable")
+            return
+        change = self.pins.check(p.id, digest, p.binary.name)
+        if change is not None:
+            p.mark_changed(change)
+            raise Conflict(
+                f"plugin {p.id}'s binary changed since it was approved (pinned"
+                f" {change.pinned}, found {change.found}): review it, then approve it",
+                code="binary_changed",
+            )
+
+    async def approve(self, plugin_id: Any) -> dict[str, Any]:
+        """Pin the changed binary an admin reviewed, then let the replaced path run it."""
+        p = await self._described(plugin_id)
+        change = p.binary_change
+        if change is None:
+            raise Conflict(f"plugin {p.id} has no changed binary to approve", code="no_change")
+        try:
+            digest = await self.hasher.hash(p.binary)
+        except OSError as exc:
+            raise Conflict(f"cannot read {p.binary.name}: {exc.strerror}") from None
+        if digest != change.found:
+            again = self.pins.check(p.id, digest, p.binary.name)
+            if again is not None:
+                p.mark_changed(again)
+            raise Conflict(
+                f"{p.binary.name} changed again (now {digest}): review it and approve again",
+                code="binary_changed",
+            )
+        self._pin(p.id, digest, p.binary, "approve")
+        p.record_event("approved", {"old_sha256": change.pinned, "new_sha256": digest})
+        self._binary_approved(p)
+        await self.rescan()
+        return await self._settled_info(p.id)
+
+    def _binary_approved(self, p: SupervisedPlugin) -> None:
+        """Seam to the rescan's "binary replaced" branch: forget what is known about the old
+        file, so the next rescan takes this plugin through it (probe, then start or swap)."""
+        p.binary_change = None
+        p.signature = (-1, -1)
+        try:
+            self.memory.forget(p.binary)
+        except OSError as exc:
+            self.log.error("could not save the supervisor state", p.id, error=str(exc))
+
+    async def _settled_info(self, plugin_id: str) -> dict[str, Any]:
+        p = self.plugins.get(plugin_id)
+        if p is None:
+            raise NotFound(f"plugin {plugin_id} is gone after the rescan")
+        await p.wait_started(self.socket_wait + 1.0)
+        return p.info()
+
+    async def install(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Control op ``install`` ``{"path", "enable"?, "uploaded"?}`` (install.py)."""
+        path, enable, uploaded = args.get("path"), args.get("enable", False), args.get("uploaded")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise BadRequest("install needs an absolute path")
+        if not isinstance(enable, bool):
+            raise BadRequest("enable must be true or false")
+        plugins_dir = self.config.plugins_dir
+        src = Path(path)
+        if uploaded is True and not is_stage(src, plugins_dir):
+            raise BadRequest("an uploaded install must be a staged file in the plugin directory")
+        try:
+            prepared = await asyncio.to_thread(
+                prepare, src, plugins_dir, uploaded=uploaded is True, timeout=self.metadata_timeout
+            )
+        except OSError as exc:
+            raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
+        try:
+            ids = {p.id: p.binary.name for p in self.plugins.values() if p.metadata}
+            routes = {p.route: (p.id, p.binary.name) for p in self.plugins.values() if p.route}
+            check_clash(prepared, ids, routes)
+            pin = self._pin_installed if self.config.pin_binaries else None
+            result = commit(prepared, plugins_dir, pin)
+        finally:
+            prepared.discard()
+        self.hasher.remember(plugins_dir / result["binary"], result["sha256"])
+        if enable:
+            self._persist(result["id"], True)
+        await self.rescan()
+        result["plugin"] = await self._settled_info(result["id"])
+        return result
+
+    def _pin_installed(self, plugin_id: str, digest: str, binary: str) -> None:
+        self._pin(plugin_id, digest, self.config.plugins_dir / binary, "install")
 
     # ------------------------------------------------------------------ operations
 
@@ -464,6 +649,7 @@ class Supervisor:
             raise Unavailable("the supervisor is shutting down")
         if p.state is S.INVALID:
             raise Conflict(f"plugin {p.id} is invalid: {p.error}")
+        await self._pin_for_enable(p)
         was = p.enabled and p.active
         self._persist(p.id, True)
         await p.start()

@@ -67,6 +67,20 @@ class SupervisorState:
         except ProtocolError:
             return None
 
+    def last_metadata(self, binary: Path) -> PluginMetadata | None:
+        """The last good metadata of ``binary`` whatever the file holds now (what a plugin
+        whose binary changed and waits for approval is listed as)."""
+        entry = self.metadata.get(str(binary))
+        try:
+            return PluginMetadata.from_json(entry.get("metadata")) if entry else None
+        except ProtocolError:
+            return None
+
+    def forget(self, binary: Path) -> None:
+        """Forget one binary's metadata: its next rescan probes it again."""
+        if self.metadata.pop(str(binary), None) is not None:
+            self.save()
+
     def remember_metadata(
         self, binary: Path, signature: Signature, metadata: PluginMetadata
     ) -> None:

@@ -1,0 +1,178 @@
+"""Installing a plugin binary: validate, stage beside the target, pin, rename.
+
+One path for ``toru plugins install PATH`` (online: the supervisor's ``install`` control op;
+offline: the CLI itself), ``POST /api/plugins/install`` (the worker streams the upload to a
+staged file, the supervisor finishes it) and ``toru plugin dev``.
+
+Why this order: the file is copied first to a temporary name inside ``plugins/`` that
+discovery ignores (a leading dot, no ``.binary`` suffix), hashed while it is copied, fsynced
+and made 0755; the checker's static checks (``toru_plugin_api/check.py``: executable,
+``--metadata``, id, route, schema) then run on that staged copy, so what was checked, what is
+pinned and what is renamed into place are the same bytes. The rename onto
+``plugins/<id>.binary`` is atomic and never writes a running executable in place (no
+``ETXTBSY``; the old process keeps its inode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toru.errors import BadRequest, Conflict
+from toru_plugin_api.messages import PluginMetadata
+
+from .pins import CHUNK
+
+STAGE_PREFIX = ".install-"
+STAGE_SUFFIX = ".tmp"
+
+
+@dataclass
+class Prepared:
+    """A staged, checked copy waiting to be renamed into place."""
+
+    staged: Path
+    sha256: str
+    metadata: PluginMetadata
+
+    @property
+    def target_name(self) -> str:
+        return f"{self.metadata.id}.binary"
+
+    def discard(self) -> None:
+        self.staged.unlink(missing_ok=True)
+
+
+def new_stage(plugins_dir: Path) -> tuple[int, Path]:
+    """An open fd and path for a staged file in ``plugins_dir`` (created 0600)."""
+    plugins_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=STAGE_PREFIX, suffix=STAGE_SUFFIX, dir=plugins_dir)
+    return fd, Path(name)
+
+
+def is_stage(path: Path, plugins_dir: Path) -> bool:
+    """Whether ``path`` is a staged upload in ``plugins_dir`` (what the ``install`` op may
+    move when the worker asks it to finish an upload; nothing else)."""
+    return (
+        path.parent == plugins_dir
+        and path.name.startswith(STAGE_PREFIX)
+        and path.name.endswith(STAGE_SUFFIX)
+    )
+
+
+def _copy_into_stage(src: Path, plugins_dir: Path) -> tuple[Path, str]:
+    fd, staged = new_stage(plugins_dir)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as dst, open(src, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged, h.hexdigest()
+
+
+def _seal(staged: Path) -> str:
+    """fsync an uploaded stage and hash it (the worker already wrote it)."""
+    h = hashlib.sha256()
+    with open(staged, "rb+") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+        os.fsync(f.fileno())
+    return h.hexdigest()
+
+
+def prepare(src: Path, plugins_dir: Path, *, uploaded: bool, timeout: float) -> Prepared:
+    """Stage and check ``src`` (blocking: the supervisor runs it in a thread).
+
+    ``uploaded``: ``src`` is already a stage in ``plugins_dir`` (an API upload); it is used
+    in place. Raises ``BadRequest`` (what is wrong with the file, in the checker's words) or
+    ``OSError``; the stage is gone afterwards unless a ``Prepared`` is returned.
+    """
+    from toru_plugin_api.check import PluginChecker, _Abort
+
+    if uploaded:
+        staged, digest = src, _seal(src)
+    else:
+        if not src.is_file():
+            raise BadRequest(f"{src} is not a file", code="bad_binary")
+        if not os.access(src, os.X_OK):
+            raise BadRequest(f"{src} is not executable (chmod +x it)", code="bad_binary")
+        staged, digest = _copy_into_stage(src, plugins_dir)
+    try:
+        os.chmod(staged, 0o755)
+        checker = PluginChecker(staged, out=io.StringIO(), timeout=timeout)
+        checker.shown = src.name if not uploaded else "the uploaded file"
+        try:
+            checker.check_executable()
+            checker.check_metadata()
+        except _Abort:
+            detail = checker.results[-1].detail if checker.results else "check failed"
+            raise BadRequest(f"not a valid plugin: {detail}", code="bad_binary") from None
+        finally:
+            checker.cleanup()
+        assert checker.metadata is not None
+        return Prepared(staged, digest, checker.metadata)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def check_clash(
+    prepared: Prepared, ids: Mapping[str, str], routes: Mapping[str, tuple[str, str]]
+) -> None:
+    """Refuse an id already served by a differently named binary, or a route of another id.
+
+    ``ids``: plugin id -> binary file name; ``routes``: route -> (plugin id, binary name).
+    """
+    meta = prepared.metadata
+    owner = ids.get(meta.id)
+    if owner is not None and owner != prepared.target_name:
+        raise Conflict(
+            f"plugin id {meta.id!r} is already provided by {owner}; an install writes"
+            f" {prepared.target_name}: remove {owner} first",
+            code="id_clash",
+        )
+    taken = routes.get(meta.route)
+    if taken is not None and taken[0] != meta.id:
+        raise Conflict(
+            f"route {meta.route!r} is already served by plugin {taken[0]} ({taken[1]})",
+            code="route_clash",
+        )
+
+
+def commit(
+    prepared: Prepared, plugins_dir: Path, pin: Callable[[str, str, str], Any] | None
+) -> dict[str, Any]:
+    """Pin the staged bytes' hash, then rename them onto ``plugins/<id>.binary`` (atomic).
+
+    ``pin(plugin_id, sha256, binary_name)`` is called first, so the supervisor never sees the
+    new file without its pin; ``None`` when pinning is off.
+    """
+    target = plugins_dir / prepared.target_name
+    replaced = target.exists()
+    if pin is not None:
+        pin(prepared.metadata.id, prepared.sha256, target.name)
+    os.replace(prepared.staged, target)
+    dfd = os.open(plugins_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return {
+        "id": prepared.metadata.id,
+        "version": prepared.metadata.version,
+        "binary": target.name,
+        "sha256": prepared.sha256,
+        "replaced": replaced,
+    }
