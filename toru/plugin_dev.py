@@ -52,6 +52,8 @@ DEV_ENV = {
     "TORU_RESTART_BACKOFF": "0.5,1,2",
     "TORU_MAX_FAILURES": "1000",
     "TORU_WORKERS": "1",
+    # every rebuild is a new binary: no approval per build in the author's own dev home
+    "TORU_PIN_BINARIES": "false",
 }
 SERVE_READY = 120.0
 STOP_GRACE = 20.0

@@ -124,9 +124,11 @@ def _pin_offline(config: Config, plugin_id: str) -> None:
     from toru.supervisor.pins import PinStore, sha256_file
 
     binary = _binary_of(config, plugin_id)
-    if binary is None:
-        return  # not installed yet: the supervisor asks for approval when it appears
     pins = PinStore(config.pins_file)
+    if binary is None:  # not installed yet: pinned by the supervisor when it first sees it
+        if pins.get(plugin_id) is None:
+            pins.set(plugin_id, "", "", "enable")
+        return
     change = pins.check(plugin_id, sha256_file(binary), binary.name)
     if change is None:
         return

@@ -44,7 +44,7 @@ class Pin:
     """The approved hash of one plugin's binary (by file name, so it is checked before any
     ``--metadata`` of a replaced file runs)."""
 
-    sha256: str
+    sha256: str  # "": enabled offline before its binary was there; pinned when first seen
     binary: str  # file name in plugins/
     how: str = "enable"  # enable | approve | install | first-start
     at: str = ""
@@ -127,7 +127,7 @@ class PinStore:
             return
         pins = data.get("pins") if isinstance(data, dict) else None
         for pid, e in (pins or {}).items():
-            if isinstance(e, dict) and isinstance(e.get("sha256"), str):
+            if isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(pid, str):
                 self.pins[pid] = Pin(
                     e["sha256"],
                     str(e.get("binary", "")),
@@ -149,7 +149,8 @@ class PinStore:
         """Record (and write) a pin; raises ``OSError`` when the file cannot be written."""
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         pin = Pin(sha256, binary, how, at)
-        for pid in [p for p, old in self.pins.items() if old.binary == binary and p != plugin_id]:
+        same_file = [p for p, old in self.pins.items() if binary and old.binary == binary]
+        for pid in [p for p in same_file if p != plugin_id]:
             del self.pins[pid]  # one pin per file: the file now holds this plugin
         self.pins[plugin_id] = pin
         body = {"version": FORMAT_VERSION, "pins": {k: v.to_json() for k, v in self.pins.items()}}
@@ -163,6 +164,12 @@ class PinStore:
     def check(self, plugin_id: str, digest: str, binary: str) -> BinaryChange | None:
         """None when ``digest`` is what was approved for ``plugin_id``, else the change."""
         pin = self.pins.get(plugin_id)
-        if pin is not None and pin.sha256 == digest:
+        if pin is not None and pin.sha256 in (digest, ""):
             return None
         return BinaryChange(pin.sha256 if pin else None, digest, binary)
+
+    def to_pin(self, plugin_id: str) -> bool:
+        """Whether the next sight of this plugin's binary records its pin: no pin in an older
+        home's first run, or an admin enabled it offline before its binary was there."""
+        pin = self.pins.get(plugin_id)
+        return (pin is None and self.adopting) or (pin is not None and not pin.sha256)

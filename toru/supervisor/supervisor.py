@@ -402,7 +402,7 @@ class Supervisor:
             digest = await self.hasher.hash(binary)
         except OSError:
             return None  # gone: the launch fails and the next rescan removes it
-        if self.pins.get(plugin_id) is None and self.pins.adopting:
+        if self.pins.to_pin(plugin_id):
             try:
                 self._pin(plugin_id, digest, binary, "first-start")
             except Unavailable:
@@ -474,7 +474,8 @@ class Supervisor:
             digest = await self.hasher.hash(p.binary)
         except OSError as exc:
             raise Conflict(f"cannot read {p.binary.name}: {exc.strerror}") from None
-        if self.pins.get(p.id) is None:
+        pin = self.pins.get(p.id)
+        if pin is None or not pin.sha256:
             self._pin(p.id, digest, p.binary, "enable")
             return
         change = self.pins.check(p.id, digest, p.binary.name)
