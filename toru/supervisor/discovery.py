@@ -233,4 +233,5 @@ class Discovering:
             "uptime_seconds": None,
             "error": self.error,
             "retry_at": wall_retry_at,
+            "binary_change": None,
         }
