@@ -101,7 +101,7 @@ def _offline(config: Config, action: str, plugin_id: str | None, args: argparse.
     out = []
     binaries = sorted(config.plugins_dir.glob("*.binary")) if config.plugins_dir.is_dir() else []
     for b in binaries:
-        out.append(_describe_offline(b, state))
+        out.append(_held_offline(config, b, state) or _describe_offline(b, state))
     return out
 
 
@@ -182,6 +182,29 @@ def _install_offline(config: Config, src: Path, enable: bool) -> dict[str, Any]:
         set_enabled(config.state_file, result["id"], True, disabled_reason=None)
     result["enabled"] = enable
     return result
+
+
+def _held_offline(config: Config, binary: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    """A pinned binary that no longer matches its pin: listed ``changed``, never run (not
+    even ``--metadata``)."""
+    from toru.supervisor.pins import PinStore, sha256_file
+
+    owner = PinStore(config.pins_file).by_binary(binary.name) if config.pin_binaries else None
+    if owner is None:
+        return None
+    plugin_id, pin = owner
+    found = sha256_file(binary)
+    if found == pin.sha256:
+        return None
+    change = {"pinned_sha256": pin.sha256, "found_sha256": found, "binary": binary.name}
+    return {
+        "id": plugin_id,
+        "binary": binary.name,
+        "enabled": bool(state.get(plugin_id, {}).get("enabled")),
+        "state": "changed",
+        "binary_change": change,
+        "error": f"binary changed since it was approved: `toru plugins approve {plugin_id}`",
+    }
 
 
 def _describe_offline(binary: Any, state: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -143,6 +143,10 @@ def test_old_home_pins_at_first_start_and_catches_a_swap_while_down(home, tmp_pa
         assert info["binary_change"]["found_sha256"] == sha(binary)
         assert any(e["event_type"] == "binary_changed" for e in events(sup, "alpha"))
         assert not marker.exists()
+    listed = cli(home, "--json", "list")  # offline: the changed binary is not run to list it
+    assert listed.returncode == 0, listed.stderr
+    assert [p["state"] for p in json.loads(listed.stdout)] == ["changed"]
+    assert not marker.exists()
     # approved offline (no supervisor): it runs at the next start
     done = cli(home, "approve", "alpha")
     assert done.returncode == 0, done.stderr
