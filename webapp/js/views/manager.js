@@ -52,7 +52,7 @@ class PluginCard {
     this.error = h("p", { class: "card-error", hidden: true, dataset: { testid: "plugin-problem" } });
     this.apiOnly = h("p", { class: "card-api", hidden: true, dataset: { testid: "plugin-api-only" } });
     this.invalidHint = h("p", { class: "card-api", hidden: true, dataset: { testid: "invalid-hint" } });
-    this.change = h("div", { class: "card-error card-change", hidden: true, dataset: { testid: "binary-change" } });
+    this.change = h("div", { class: "card-change", hidden: true, dataset: { testid: "binary-change" } });
     this.select = isAdmin
       ? h("input", {
           type: "checkbox",
