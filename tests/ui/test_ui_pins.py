@@ -52,7 +52,9 @@ def test_install_upload_from_the_manager(new_page, server, console, tmp_path):
     assert sha(server.home / "plugins" / "ui-inst.binary") == sha(src)
 
 
-def test_changed_binary_shows_both_hashes_and_approve(new_page, server, admin, console, tmp_path):
+def test_changed_binary_shows_both_hashes_and_approve(
+    new_page, server, admin, console, tmp_path, shots
+):
     console.allow("404", "/bundle.js")  # the test plugin has no frontend
     marker = tmp_path / "ran"
     api(server, admin, "POST", "/api/plugins/ui-pin/enable")
@@ -85,6 +87,7 @@ def test_changed_binary_shows_both_hashes_and_approve(new_page, server, admin, c
     expect(card.get_by_test_id("pinned-hash")).to_have_text(old)
     expect(card.get_by_test_id("found-hash")).to_have_text(new)
     assert not marker.exists()
+    card.screenshot(path=str(shots / "pins-changed-card.png"))
     page.get_by_test_id("approve-ui-pin").click()
     expect(card.get_by_test_id("plugin-state")).to_have_text("Running", timeout=WAIT_MS)
     expect(card.get_by_test_id("binary-change")).to_be_hidden()

@@ -89,7 +89,7 @@ export function changeNotice(p, isAdmin) {
   const what =
     p.state === "running"
       ? `plugins/${c.binary || p.binary} was replaced; the approved version keeps running until an admin approves the new one.`
-      : `plugins/${c.binary || p.binary} is not the binary an admin approved; it does not run until approved.`;
+      : `plugins/${c.binary || p.binary} differs from the binary an admin approved.`;
   return [
     h("span", { text: what }),
     h(
