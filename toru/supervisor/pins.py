@@ -34,6 +34,8 @@ from typing import Any
 
 from toru.atomic_write import replace_file
 
+from .supervisor_state import read_json_object
+
 FORMAT_VERSION = 1
 CHUNK = 1 << 20
 FileKey = tuple[int, int, int, int, int]
@@ -116,17 +118,11 @@ class PinStore:
         self._load()
 
     def _load(self) -> None:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            # NOTE: an unreadable pin file pins nothing, so nothing pinned runs until an
-            # admin approves it again: failing closed is the point of a pin.
-            self.load_error = f"{self.path}: {exc}"
-            return
-        pins = data.get("pins") if isinstance(data, dict) else None
-        for pid, e in (pins or {}).items():
+        # NOTE: an unreadable pin file pins nothing, so nothing pinned runs until an admin
+        # approves it again: failing closed is the point of a pin.
+        data, self.load_error = read_json_object(self.path)
+        pins = data.get("pins")
+        for pid, e in (pins if isinstance(pins, dict) else {}).items():
             if isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(pid, str):
                 self.pins[pid] = Pin(
                     e["sha256"],
