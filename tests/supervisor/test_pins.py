@@ -207,3 +207,15 @@ def test_install_refuses_bad_binaries_and_leaves_nothing(home, tmp_path, online)
     finally:
         if sup is not None:
             sup.stop()
+
+
+def test_abandoned_install_files_are_swept_at_start(home):
+    plugins = home / "plugins"
+    plugins.mkdir(parents=True)
+    old, fresh = plugins / ".install-dead.tmp", plugins / ".install-busy.tmp"
+    for f in (old, fresh):
+        f.write_bytes(b"half a binary")
+    os.utime(old, (1, 1))  # long abandoned (a worker died mid-upload)
+    with SupervisorProc(home):
+        pass
+    assert not old.exists() and fresh.exists()  # a fresh one may be an upload under way

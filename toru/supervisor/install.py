@@ -66,6 +66,26 @@ def is_stage(path: Path, plugins_dir: Path) -> bool:
     )
 
 
+def sweep_stages(plugins_dir: Path, max_age: float, now: float) -> list[str]:
+    """Delete staged files older than ``max_age`` seconds (an upload whose worker died, an
+    install killed mid-copy); the names deleted. A fresh one may be an upload under way."""
+    gone = []
+    try:
+        entries = list(os.scandir(plugins_dir))
+    except OSError:
+        return gone
+    for e in entries:
+        if not is_stage(Path(e.path), plugins_dir):
+            continue
+        try:
+            if now - e.stat(follow_symlinks=False).st_mtime > max_age:
+                os.unlink(e.path)
+                gone.append(e.name)
+        except OSError:
+            continue
+    return gone
+
+
 def _copy_into_stage(src: Path, plugins_dir: Path) -> tuple[Path, str]:
     fd, staged = new_stage(plugins_dir)
     h = hashlib.sha256()

@@ -39,7 +39,7 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
-from .install import check_clash, commit, is_stage, prepare
+from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
@@ -55,6 +55,7 @@ S = PluginState
 HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
+STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
 REPORT_MAX_SAMPLES = 100_000  # per plugin and report: a worker's second at any real rate
 
 
@@ -244,6 +245,9 @@ class Supervisor:
             self.log.error("could not save plugin metadata", d.id, error=str(exc))
 
     def _prune(self) -> None:
+        stale = sweep_stages(self.config.plugins_dir, STAGE_MAX_AGE, time.time())
+        if stale:
+            self.log.info(f"removed {len(stale)} abandoned install files", files=stale)
         try:
             n = self.store.prune_events()
         except apsw.Error as exc:
