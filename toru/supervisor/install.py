@@ -86,7 +86,9 @@ def sweep_stages(plugins_dir: Path, max_age: float, now: float) -> list[str]:
     return gone
 
 
-def _copy_into_stage(src: Path, plugins_dir: Path) -> tuple[Path, str]:
+def stage_copy(src: Path, plugins_dir: Path) -> tuple[Path, str]:
+    """Copy ``src`` to a new stage in ``plugins_dir``, hashing it on the way; fsynced, 0755.
+    The stage and its SHA-256."""
     fd, staged = new_stage(plugins_dir)
     h = hashlib.sha256()
     try:
@@ -96,10 +98,22 @@ def _copy_into_stage(src: Path, plugins_dir: Path) -> tuple[Path, str]:
                 dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
+        os.chmod(staged, 0o755)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
     return staged, h.hexdigest()
+
+
+def place(staged: Path, target: Path) -> None:
+    """Rename ``staged`` onto ``target`` (atomic; a running old binary keeps its inode) and
+    fsync the directory, so the new name survives a crash."""
+    os.replace(staged, target)
+    dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _seal(staged: Path) -> str:
@@ -128,7 +142,7 @@ def prepare(src: Path, plugins_dir: Path, *, uploaded: bool, timeout: float) -> 
             raise BadRequest(f"{src} is not a file", code="bad_binary")
         if not os.access(src, os.X_OK):
             raise BadRequest(f"{src} is not executable (chmod +x it)", code="bad_binary")
-        staged, digest = _copy_into_stage(src, plugins_dir)
+        staged, digest = stage_copy(src, plugins_dir)
     try:
         os.chmod(staged, 0o755)
         checker = PluginChecker(staged, out=io.StringIO(), timeout=timeout)
@@ -183,12 +197,7 @@ def commit(
     replaced = target.exists()
     if pin is not None:
         pin(prepared.metadata.id, prepared.sha256, target.name)
-    os.replace(prepared.staged, target)
-    dfd = os.open(plugins_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    place(prepared.staged, target)
     return {
         "id": prepared.metadata.id,
         "version": prepared.metadata.version,
