@@ -79,6 +79,9 @@ def test_changed_binary_shows_both_hashes_and_approve(
     expect(notice).to_be_visible()
     expect(notice.get_by_test_id("found-hash")).to_have_text(new)
     assert viewer.get_by_test_id("approve-ui-pin").count() == 0  # users cannot approve
+    viewer.goto("/#/plugins/ui-pin")  # the details page says the same
+    expect(viewer.get_by_test_id("binary-change").get_by_test_id("pinned-hash")).to_have_text(old)
+    assert viewer.get_by_test_id("approve-ui-pin").count() == 0
 
     page = new_page()
     sign_in(page)
