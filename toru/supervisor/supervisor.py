@@ -300,8 +300,6 @@ class Supervisor:
         probe: dict[Path, tuple[int, int]] = {}
         now = time.monotonic()
         for b, sig in fresh.items():
-            if b not in by_binary and await self._hold_unapproved(b, sig, state):
-                continue
             waiting = self.discovering.get(b)
             if waiting is not None:
                 if retry_all or waiting.due(now):
@@ -309,7 +307,11 @@ class Supervisor:
                 continue
             known = self.memory.known_metadata(b, sig)
             if known is not None:
+                # NOTE: unchanged since its last probe: no hash here (a restart lists every
+                # plugin at once); a forged mtime and size are caught before the spawn.
                 found.append(Discovered(b, sig, metadata=known))
+                continue
+            if b not in by_binary and await self._hold_unapproved(b, sig, state):
                 continue
             probe[b] = sig
             entry = Discovering(b, sig)
