@@ -11,6 +11,7 @@ install steps as the supervisor (supervisor/install.py).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -164,7 +165,11 @@ def _install_offline(config: Config, src: Path, enable: bool) -> dict[str, Any]:
     from toru.supervisor.plugin_state_file import set_enabled
     from toru.supervisor.supervisor_state import SupervisorState
 
-    prepared = prepare(src, config.plugins_dir, uploaded=False, timeout=config.metadata_timeout)
+    # NOTE: without a supervisor, --metadata runs as whoever runs this command (as the
+    # offline `list` does); the supervisor runs it as the plugin user.
+    prepared = asyncio.run(
+        prepare(src, config.plugins_dir, uploaded=False, timeout=config.metadata_timeout)
+    )
     try:
         ids: dict[str, str] = {}
         routes: dict[str, tuple[str, str]] = {}

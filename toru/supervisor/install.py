@@ -6,17 +6,17 @@ staged file, the supervisor finishes it) and ``toru plugin dev``.
 
 Why this order: the file is copied first to a temporary name inside ``plugins/`` that
 discovery ignores (a leading dot, no ``.binary`` suffix), hashed while it is copied, fsynced
-and made 0755; the checker's static checks (``toru_plugin_api/check.py``: executable,
-``--metadata``, id, route, schema) then run on that staged copy, so what was checked, what is
-pinned and what is renamed into place are the same bytes. The rename onto
+and made 0755; its ``--metadata`` then runs (as the plugin identity, like discovery) and is
+judged by the checker's static check (``toru_plugin_api/check.py``: JSON, id, route, schema),
+so what was checked, what is pinned and what is renamed into place are the same bytes. The rename onto
 ``plugins/<id>.binary`` is atomic and never writes a running executable in place (no
 ``ETXTBSY``; the old process keeps its inode).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import io
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadRequest, Conflict
+from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import PluginMetadata
 
+from .discovery import MetadataUnavailable, read_metadata
+from .identity import Identity
 from .pins import CHUNK
 
 STAGE_PREFIX = ".install-"
@@ -126,40 +129,47 @@ def _seal(staged: Path) -> str:
     return h.hexdigest()
 
 
-def prepare(src: Path, plugins_dir: Path, *, uploaded: bool, timeout: float) -> Prepared:
-    """Stage and check ``src`` (blocking: the supervisor runs it in a thread).
-
-    ``uploaded``: ``src`` is already a stage in ``plugins_dir`` (an API upload); it is used
-    in place. Raises ``BadRequest`` (what is wrong with the file, in the checker's words) or
-    ``OSError``; the stage is gone afterwards unless a ``Prepared`` is returned.
-    """
-    from toru_plugin_api.check import PluginChecker, _Abort
-
+def _stage(src: Path, plugins_dir: Path, uploaded: bool) -> tuple[Path, str]:
     if uploaded:
         staged, digest = src, _seal(src)
-    else:
-        if not src.is_file():
-            raise BadRequest(f"{src} is not a file", code="bad_binary")
-        if not os.access(src, os.X_OK):
-            raise BadRequest(f"{src} is not executable (chmod +x it)", code="bad_binary")
-        staged, digest = stage_copy(src, plugins_dir)
-    try:
         os.chmod(staged, 0o755)
-        checker = PluginChecker(staged, out=io.StringIO(), timeout=timeout)
-        checker.shown = src.name if not uploaded else "the uploaded file"
-        try:
-            checker.check_executable()
-            checker.check_metadata()
-        except _Abort:
-            detail = checker.results[-1].detail if checker.results else "check failed"
-            raise BadRequest(f"not a valid plugin: {detail}", code="bad_binary") from None
-        finally:
-            checker.cleanup()
-        assert checker.metadata is not None
-        return Prepared(staged, digest, checker.metadata)
+        return staged, digest
+    if not src.is_file():
+        raise BadRequest(f"{src} is not a file", code="bad_binary")
+    if not os.access(src, os.X_OK):
+        raise BadRequest(f"{src} is not executable (chmod +x it)", code="bad_binary")
+    return stage_copy(src, plugins_dir)
+
+
+async def prepare(
+    src: Path,
+    plugins_dir: Path,
+    *,
+    uploaded: bool,
+    timeout: float,
+    identity: Identity | None = None,
+) -> Prepared:
+    """Stage ``src`` (in a thread) and check the staged copy.
+
+    ``uploaded``: ``src`` is already a stage in ``plugins_dir`` (an API upload); it is used
+    in place. ``--metadata`` runs as ``identity`` (plugin code never runs with Toru's rights,
+    as in discovery) and what it prints is judged by the checker's own static check
+    (``toru_plugin_api.check.metadata_from_stdout``: JSON, id, route, schema). Raises
+    ``BadRequest`` (what is wrong, in the checker's words) or ``OSError``; the stage is gone
+    afterwards unless a ``Prepared`` is returned.
+    """
+    from toru_plugin_api.check import metadata_from_stdout
+
+    staged, digest = await asyncio.to_thread(_stage, src, plugins_dir, uploaded)
+    try:
+        meta = await read_metadata(staged, timeout, identity, parse=metadata_from_stdout)
+    except (ProtocolError, MetadataUnavailable) as exc:
+        staged.unlink(missing_ok=True)
+        raise BadRequest(f"not a valid plugin: {exc}", code="bad_binary") from None
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
+    return Prepared(staged, digest, meta)
 
 
 def check_clash(

@@ -69,8 +69,6 @@ class Deps:
         default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
     )
     clock: Callable[[], float] = time.monotonic
-    # Called whenever what workers may reach directly can have changed (route_generation.py).
-    routes_changed: Callable[[], None] = lambda: None
     # Right before every spawn: None when the binary may run, else how it differs from its
     # pin (supervisor/pins.py); the plugin then goes to ``changed`` instead of starting.
     verify_binary: Callable[[str, Path], Awaitable[BinaryChange | None]] = _unpinned
@@ -140,7 +138,6 @@ class SupervisedPlugin:
             check_transition(old, new)
             self.state = new
             metrics.set_state(self.id, new)
-            self.deps.routes_changed()
         if event is not None:
             self.record_event(event, details or {})
 
@@ -199,7 +196,6 @@ class SupervisedPlugin:
 
     def on_connection_lost(self, reason: str) -> None:
         self._wakeup(f"connection lost ({reason})")
-        self.deps.routes_changed()
         if reason.startswith("protocol error"):
             metrics.PROXY_ERRORS.labels(self.id, "bad_response").inc()
         else:
@@ -210,10 +206,6 @@ class SupervisedPlugin:
             return  # a health probe: reported as `unhealthy`, not as a proxy timeout
         metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
         self._limited_event("timeout", {"request_id": request_id})
-
-    def on_direct_timeouts(self, count: int) -> None:
-        """Requests that timed out on workers' direct connections (control op ``report``)."""
-        self._limited_event("timeout", {"direct": True, "count": count})
 
     def on_bad_reply(self, reason: str) -> None:
         """A reply ``validate_http_reply`` refused (its client got 502): the reason goes to
@@ -272,7 +264,6 @@ class SupervisedPlugin:
         self.enabled = False
         self._stop_reason = reason
         if self.state in ACTIVE:
-            # Workers stop sending to it directly (routes_changed) before it stops.
             self._set_state(S.STOPPING)
         self._wakeup("disabled")
         task = self._task
@@ -465,7 +456,6 @@ class SupervisedPlugin:
             self.deps.log.warn("could not reconnect to the plugin", self.id, error=str(exc))
             return False
         self.deps.log.info("plugin closed its connection; reconnected", self.id)
-        self.deps.routes_changed()  # routable directly again (``routes`` skips closed ones)
         return True
 
     async def _reap(self) -> None:

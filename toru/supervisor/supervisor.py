@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,14 +40,14 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
+from .identity import PluginIdentities
 from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher
+from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .pins import BinaryChange, BinaryHasher, PinStore
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
-from .route_generation import RouteGeneration
 from .states import PluginState
 from .supervised import Deps, SupervisedPlugin, wall_time
 from .supervisor_state import SupervisorState
@@ -56,7 +57,6 @@ HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
 STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
-REPORT_MAX_SAMPLES = 100_000  # per plugin and report: a worker's second at any real rate
 
 
 class Supervisor:
@@ -69,8 +69,10 @@ class Supervisor:
         log: SupervisorLog,
         instance_id: str,
         launcher: Launcher | None = None,
+        identities: PluginIdentities | None = None,
     ) -> None:
         self.config = config
+        self.identities = identities  # who plugins run as (None: Toru's own user)
         self.store = store
         self.log = log
         self.instance_id = instance_id
@@ -101,6 +103,7 @@ class Supervisor:
             config.max_frame,
             self.socket_wait,
             cgroups=self.cgroups,
+            identities=identities,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -109,7 +112,6 @@ class Supervisor:
         self.closing = False
         self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
-        self.generation = RouteGeneration(config.route_generation_file)
         self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
         self.pins = PinStore(config.pins_file)  # binary integrity (pins.py)
         self.hasher = BinaryHasher()
@@ -139,7 +141,6 @@ class Supervisor:
             persist_enabled=self._persist,
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
-            routes_changed=self.generation.bump,
             verify_binary=self._verify_binary,
         )
 
@@ -175,7 +176,7 @@ class Supervisor:
         )
         for p in plugins:
             p.close_log()
-            (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
+            shutil.rmtree(plugin_socket(self.config.plugin_socket_dir, p.id).parent, True)
         if self.cgroups is not None:
             self.cgroups.close()
 
@@ -325,7 +326,8 @@ class Supervisor:
         # Remembered ones are registered (and spawned) before the slow probes of the others.
         added = self._admit(found, state, replaced)
         if probe:
-            results = await inspect_all(probe, self.metadata_timeout)
+            who = self.identities.shared if self.identities else None
+            results = await inspect_all(probe, self.metadata_timeout, identity=who)
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
@@ -389,14 +391,12 @@ class Supervisor:
         self.plugins[plugin.id] = plugin
         if plugin.route:
             self.routes[plugin.route] = plugin
-        self.generation.bump()
         return plugin
 
     def _unregister(self, plugin: SupervisedPlugin) -> None:
         self.plugins.pop(plugin.id, None)
         if plugin.route and self.routes.get(plugin.route) is plugin:
             del self.routes[plugin.route]
-        self.generation.bump()
 
     # ------------------------------------------------------------------ pinning (pins.py)
 
@@ -546,8 +546,12 @@ class Supervisor:
         if uploaded is True and not is_stage(src, plugins_dir):
             raise BadRequest("an uploaded install must be a staged file in the plugin directory")
         try:
-            prepared = await asyncio.to_thread(
-                prepare, src, plugins_dir, uploaded=uploaded is True, timeout=self.metadata_timeout
+            prepared = await prepare(
+                src,
+                plugins_dir,
+                uploaded=uploaded is True,
+                timeout=self.metadata_timeout,
+                identity=self.identities.shared if self.identities else None,
             )
         except OSError as exc:
             raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
@@ -711,51 +715,6 @@ class Supervisor:
 
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.plugin(args.get("plugin")).stats.snapshot()
-
-    def direct_routes(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The routes a worker may send straight to the plugin (control op ``routes``).
-
-        Only running plugins that declared ``multi_connection`` and are not being disabled;
-        every other route stays on the supervisor path, which decides 404 and 503.
-        ``generation`` is the value of ``run/routes.gen`` this table is current for.
-        """
-        routes = {}
-        for route, p in self.routes.items():
-            if p.metadata is None or not p.metadata.multi_connection:
-                continue
-            try:
-                p.admission()
-            except ToruError:
-                continue
-            assert p.launched is not None
-            routes[route] = {
-                "plugin": p.id,
-                "socket": str(self.config.plugin_socket_dir / f"{p.id}.sock"),
-                "pid": p.launched.process.pid,
-            }
-        return {"generation": self.generation.value, "routes": routes}
-
-    def report(self, args: dict[str, Any]) -> dict[str, Any]:
-        """What workers saw on their direct connections (control op ``report``): latencies
-        for the UI's stats and timeouts for the event log. Unknown plugins are skipped (one
-        may have been removed since the worker measured)."""
-        plugins = args.get("plugins")
-        if not isinstance(plugins, dict):
-            raise BadRequest("report needs a plugins object")
-        for plugin_id, seen in plugins.items():
-            p = self.plugins.get(plugin_id)
-            if p is None or not isinstance(seen, dict):
-                continue
-            latencies = seen.get("latencies")
-            if isinstance(latencies, list):
-                record = p.stats.record
-                for s in latencies[:REPORT_MAX_SAMPLES]:
-                    if type(s) is float or type(s) is int:
-                        record(float(s))
-            timeouts = seen.get("timeouts")
-            if type(timeouts) is int and timeouts > 0:
-                p.on_direct_timeouts(timeouts)
-        return {"ok": True}
 
     def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:
         """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.
