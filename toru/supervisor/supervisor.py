@@ -45,7 +45,7 @@ from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
-from .pins import BinaryChange, BinaryHasher, PinStore
+from .pin_gate import PinGate
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .states import PluginState
@@ -113,15 +113,7 @@ class Supervisor:
         self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
         self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
-        self.pins = PinStore(config.pins_file)  # binary integrity (pins.py)
-        self.hasher = BinaryHasher()
-        if self.pins.load_error:
-            log.error(
-                "binary pins unreadable: every pinned plugin waits for approval",
-                error=self.pins.load_error,
-            )
-        if not config.pin_binaries:
-            log.warn("binary pinning is off (plugins.pin_binaries = false): development only")
+        self.pin_gate = PinGate(config.pins_file, config.pin_binaries, log)  # binary integrity
 
     # ------------------------------------------------------------------ running
 
@@ -141,7 +133,7 @@ class Supervisor:
             persist_enabled=self._persist,
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
-            verify_binary=self._verify_binary,
+            verify_binary=self.pin_gate.verify,
         )
 
     async def run(
@@ -398,49 +390,12 @@ class Supervisor:
         if plugin.route and self.routes.get(plugin.route) is plugin:
             del self.routes[plugin.route]
 
-    # ------------------------------------------------------------------ pinning (pins.py)
-
-    async def _verify_binary(self, plugin_id: str, binary: Path) -> BinaryChange | None:
-        """``Deps.verify_binary``: right before a spawn, is this the approved file?"""
-        if not self.config.pin_binaries:
-            return None
-        try:
-            digest = await self.hasher.hash(binary)
-        except OSError:
-            return None  # gone: the launch fails and the next rescan removes it
-        if self.pins.to_pin(plugin_id):
-            try:
-                self._pin(plugin_id, digest, binary, "first-start")
-            except Unavailable:
-                pass  # logged; it was enabled in the older home, so it still runs
-            return None
-        return self.pins.check(plugin_id, digest, binary.name)
-
-    def _pin(self, plugin_id: str, digest: str, binary: Path, how: str) -> None:
-        """Record the approved hash; raises ``Unavailable`` when it cannot be written."""
-        old = self.pins.get(plugin_id)
-        try:
-            self.pins.set(plugin_id, digest, binary.name, how)
-        except OSError as exc:
-            self.log.error("could not save the binary pin", plugin_id, error=str(exc))
-            raise Unavailable(f"could not save the binary pin: {exc}") from None
-        self.log.info(
-            f"pinned {binary.name} ({how})",
-            plugin_id,
-            sha256=digest,
-            previous=old.sha256 if old else None,
-        )
+    # ------------------------------------------------------------------ pinning (pin_gate.py)
 
     async def _held_back(self, plugin: SupervisedPlugin, present: bool) -> bool:
         """The gate in front of the "binary replaced" path: True (and ``binary_changed``)
         when the new file is not the pinned one, so it is neither probed nor run."""
-        if not present or not self.config.pin_binaries or self.pins.get(plugin.id) is None:
-            return False
-        try:
-            digest = await self.hasher.hash(plugin.binary)
-        except OSError:
-            return False
-        change = self.pins.check(plugin.id, digest, plugin.binary.name)
+        change = await self.pin_gate.change_of(plugin.id, plugin.binary) if present else None
         if change is None:
             plugin.binary_change = None
             return False
@@ -452,16 +407,10 @@ class Supervisor:
     ) -> bool:
         """A binary first seen by this supervisor whose pin it does not match (replaced
         while Toru was down): listed as ``changed`` under its pinned id, never probed."""
-        owner = self.pins.by_binary(binary.name) if self.config.pin_binaries else None
-        if owner is None or owner[0] in self.plugins:
+        held = await self.pin_gate.unapproved_at_start(binary)
+        if held is None or held[0] in self.plugins:
             return False
-        plugin_id = owner[0]
-        try:
-            change = self.pins.check(plugin_id, await self.hasher.hash(binary), binary.name)
-        except OSError:
-            return False
-        if change is None:
-            return False
+        plugin_id, change = held
         known = self.memory.last_metadata(binary)
         if known is not None and known.id != plugin_id:
             known = None
@@ -472,47 +421,11 @@ class Supervisor:
         self.discovering.pop(binary, None)
         return True
 
-    async def _pin_for_enable(self, p: SupervisedPlugin) -> None:
-        """An admin's enable pins the binary; one that changed since its pin needs approve."""
-        if not self.config.pin_binaries:
-            return
-        try:
-            digest = await self.hasher.hash(p.binary)
-        except OSError as exc:
-            raise Conflict(f"cannot read {p.binary.name}: {exc.strerror}") from None
-        pin = self.pins.get(p.id)
-        if pin is None or not pin.sha256:
-            self._pin(p.id, digest, p.binary, "enable")
-            return
-        change = self.pins.check(p.id, digest, p.binary.name)
-        if change is not None:
-            p.mark_changed(change)
-            raise Conflict(
-                f"plugin {p.id}'s binary changed since it was approved (pinned"
-                f" {change.pinned}, found {change.found}): review it, then approve it",
-                code="binary_changed",
-            )
-
     async def approve(self, plugin_id: Any) -> dict[str, Any]:
         """Pin the changed binary an admin reviewed, then let the replaced path run it."""
         p = await self._described(plugin_id)
-        change = p.binary_change
-        if change is None:
-            raise Conflict(f"plugin {p.id} has no changed binary to approve", code="no_change")
-        try:
-            digest = await self.hasher.hash(p.binary)
-        except OSError as exc:
-            raise Conflict(f"cannot read {p.binary.name}: {exc.strerror}") from None
-        if digest != change.found:
-            again = self.pins.check(p.id, digest, p.binary.name)
-            if again is not None:
-                p.mark_changed(again)
-            raise Conflict(
-                f"{p.binary.name} changed again (now {digest}): review it and approve again",
-                code="binary_changed",
-            )
-        self._pin(p.id, digest, p.binary, "approve")
-        p.record_event("approved", {"old_sha256": change.pinned, "new_sha256": digest})
+        change = await self.pin_gate.approve(p)
+        p.record_event("approved", {"old_sha256": change.pinned, "new_sha256": change.found})
         self._binary_approved(p)
         await self.rescan()
         return await self._settled_info(p.id)
@@ -559,19 +472,16 @@ class Supervisor:
             ids = {p.id: p.binary.name for p in self.plugins.values() if p.metadata}
             routes = {p.route: (p.id, p.binary.name) for p in self.plugins.values() if p.route}
             check_clash(prepared, ids, routes)
-            pin = self._pin_installed if self.config.pin_binaries else None
+            pin = self.pin_gate.pin_installed if self.pin_gate.enabled else None
             result = commit(prepared, plugins_dir, pin)
         finally:
             prepared.discard()
-        self.hasher.remember(plugins_dir / result["binary"], result["sha256"])
+        self.pin_gate.hasher.remember(plugins_dir / result["binary"], result["sha256"])
         if enable:
             self._persist(result["id"], True)
         await self.rescan()
         result["plugin"] = await self._settled_info(result["id"])
         return result
-
-    def _pin_installed(self, plugin_id: str, digest: str, binary: str) -> None:
-        self._pin(plugin_id, digest, self.config.plugins_dir / binary, "install")
 
     # ------------------------------------------------------------------ operations
 
@@ -660,7 +570,7 @@ class Supervisor:
             raise Unavailable("the supervisor is shutting down")
         if p.state is S.INVALID:
             raise Conflict(f"plugin {p.id} is invalid: {p.error}")
-        await self._pin_for_enable(p)
+        await self.pin_gate.pin_for_enable(p)
         was = p.enabled and p.active
         self._persist(p.id, True)
         await p.start()
