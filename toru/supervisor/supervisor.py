@@ -474,6 +474,8 @@ class Supervisor:
             check_clash(prepared, ids, routes)
             pin = self.pin_gate.pin_installed if self.pin_gate.enabled else None
             result = commit(prepared, plugins_dir, pin)
+        except OSError as exc:  # e.g. the uploading worker gave up and removed its stage
+            raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
         finally:
             prepared.discard()
         self.pin_gate.hasher.remember(plugins_dir / result["binary"], result["sha256"])
