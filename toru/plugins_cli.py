@@ -180,7 +180,7 @@ def _install_offline(config: Config, src: Path, enable: bool) -> dict[str, Any]:
                 routes[str(meta.get("route"))] = (meta["id"], name)
         check_clash(prepared, ids, routes)
         pins = PinStore(config.pins_file) if config.pin_binaries else None
-        result = commit(prepared, config.plugins_dir, pins.set_installed if pins else None)
+        result = commit(prepared, config.plugins_dir, pins)
     finally:
         prepared.discard()
     if enable:

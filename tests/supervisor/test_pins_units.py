@@ -61,3 +61,23 @@ def test_a_damaged_pin_file_pins_nothing(tmp_path: Path) -> None:
     assert damaged.load_error and not damaged.adopting
     change = damaged.check("alpha", "ab" * 32, "alpha.binary")
     assert change is not None and change.pinned is None
+
+
+def test_an_install_whose_rename_fails_puts_the_old_pin_back(tmp_path: Path) -> None:
+    from toru.supervisor.install import Prepared, commit
+    from toru_plugin_api.messages import PluginMetadata
+
+    store = PinStore(tmp_path / "binary-pins.json")
+    store.set("alpha", "01" * 32, "alpha.binary", "enable")
+    meta = PluginMetadata.from_json(
+        {"id": "alpha", "name": "A", "version": "2", "icon": "", "route": "/alpha"}
+    )
+    gone = Prepared(tmp_path / "plugins" / ".install-x.tmp", "02" * 32, meta)  # vanished
+    (tmp_path / "plugins").mkdir()
+    try:
+        commit(gone, tmp_path / "plugins", store)
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("the rename of a missing stage must fail")
+    assert PinStore(store.path).get("alpha").sha256 == "01" * 32

@@ -19,10 +19,10 @@ import asyncio
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from toru.errors import BadRequest, Conflict
 from toru_plugin_api.codec import ProtocolError
@@ -195,19 +195,32 @@ def check_clash(
         )
 
 
-def commit(
-    prepared: Prepared, plugins_dir: Path, pin: Callable[[str, str, str], Any] | None
-) -> dict[str, Any]:
+class InstallPins(Protocol):
+    """Where an install records its pin (``PinGate`` online, ``PinStore`` offline)."""
+
+    def pin_installed(self, plugin_id: str, sha256: str, binary: str) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    def restore(self, snapshot: dict[str, Any]) -> None: ...
+
+
+def commit(prepared: Prepared, plugins_dir: Path, pins: InstallPins | None) -> dict[str, Any]:
     """Pin the staged bytes' hash, then rename them onto ``plugins/<id>.binary`` (atomic).
 
-    ``pin(plugin_id, sha256, binary_name)`` is called first, so the supervisor never sees the
-    new file without its pin; ``None`` when pinning is off.
+    The pin comes first, so the supervisor never sees the new file without it; if the rename
+    fails the pins are put back, so the old binary still matches. ``pins`` is ``None`` when
+    pinning is off.
     """
     target = plugins_dir / prepared.target_name
     replaced = target.exists()
-    if pin is not None:
-        pin(prepared.metadata.id, prepared.sha256, target.name)
-    place(prepared.staged, target)
+    before = pins.snapshot() if pins is not None else None
+    if pins is not None:
+        pins.pin_installed(prepared.metadata.id, prepared.sha256, target.name)
+    try:
+        place(prepared.staged, target)
+    except OSError:
+        if pins is not None and before is not None:
+            pins.restore(before)
+        raise
     return {
         "id": prepared.metadata.id,
         "version": prepared.metadata.version,

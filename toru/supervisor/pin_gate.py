@@ -73,8 +73,14 @@ class PinGate:
         )
 
     def pin_installed(self, plugin_id: str, digest: str, binary_name: str) -> None:
-        """``install.commit``'s pin callback."""
+        """``install.InstallPins``: the pin of an install."""
         self.pin(plugin_id, digest, binary_name, "install")
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.store.snapshot()
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.store.restore(snapshot)
 
     async def change_of(self, plugin_id: str, binary: Path) -> BinaryChange | None:
         """How a pinned plugin's file differs from its pin; None when it matches, has no

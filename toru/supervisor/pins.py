@@ -149,13 +149,24 @@ class PinStore:
         for pid in [p for p in same_file if p != plugin_id]:
             del self.pins[pid]  # one pin per file: the file now holds this plugin
         self.pins[plugin_id] = pin
-        body = {"version": FORMAT_VERSION, "pins": {k: v.to_json() for k, v in self.pins.items()}}
-        replace_file(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+        self._write()
         return pin
 
-    def set_installed(self, plugin_id: str, sha256: str, binary: str) -> None:
-        """``install.commit``'s pin callback."""
+    def _write(self) -> None:
+        body = {"version": FORMAT_VERSION, "pins": {k: v.to_json() for k, v in self.pins.items()}}
+        replace_file(self.path, json.dumps(body, indent=2, sort_keys=True) + "\n")
+
+    def pin_installed(self, plugin_id: str, sha256: str, binary: str) -> None:
+        """``install.InstallPins``: the pin of an install."""
         self.set(plugin_id, sha256, binary, "install")
+
+    def snapshot(self) -> dict[str, Pin]:
+        return dict(self.pins)
+
+    def restore(self, snapshot: dict[str, Pin]) -> None:
+        """Back to ``snapshot`` (an install whose rename failed: the old binary keeps its pin)."""
+        self.pins = dict(snapshot)
+        self._write()
 
     def check(self, plugin_id: str, digest: str, binary: str) -> BinaryChange | None:
         """None when ``digest`` is what was approved for ``plugin_id``, else the change."""

@@ -472,8 +472,8 @@ class Supervisor:
             ids = {p.id: p.binary.name for p in self.plugins.values() if p.metadata}
             routes = {p.route: (p.id, p.binary.name) for p in self.plugins.values() if p.route}
             check_clash(prepared, ids, routes)
-            pin = self.pin_gate.pin_installed if self.pin_gate.enabled else None
-            result = commit(prepared, plugins_dir, pin)
+            pins = self.pin_gate if self.pin_gate.enabled else None
+            result = commit(prepared, plugins_dir, pins)
         except OSError as exc:  # e.g. the uploading worker gave up and removed its stage
             raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
         finally:
