@@ -282,7 +282,8 @@ def test_rescan_notices_new_changed_and_removed_binaries(home):
 def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
     make_plugin(home / "plugins", "alpha")
     enable_on_disk(home, "alpha")
-    with SupervisorProc(home) as sup:
+    # an unapproved replacement is held back (test_pins.py); this one is about the restart
+    with SupervisorProc(home, env={"TORU_PIN_BINARIES": "false"}) as sup:
         pid = sup.wait_state("alpha", "running")["pid"]
         second = subprocess.run(
             [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(home)],

@@ -54,6 +54,8 @@ class ControlServer:
             "enable": lambda a: sup.enable(a.get("plugin")),
             "disable": lambda a: sup.disable(a.get("plugin")),
             "rescan": lambda a: sup.rescan(),
+            "approve": lambda a: sup.approve(a.get("plugin")),
+            "install": sup.install,
             "logs": self._logs,
         }
 
