@@ -68,6 +68,22 @@ def switch_to(identity: Identity) -> None:
     drop_capabilities()
 
 
+CAP_SETGID, CAP_SETUID, CAP_CHOWN = 6, 7, 0
+
+
+def missing_capabilities() -> list[str]:
+    """What this process lacks to run plugins as another user (none when root)."""
+    if os.geteuid() == 0:
+        return []
+    try:
+        status = Path("/proc/self/status").read_text()
+        eff = int(next(ln for ln in status.splitlines() if ln.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        eff = 0
+    wanted = {"CAP_SETUID": CAP_SETUID, "CAP_SETGID": CAP_SETGID, "CAP_CHOWN": CAP_CHOWN}
+    return [name for name, bit in wanted.items() if not eff >> bit & 1]
+
+
 def lookup_user(spec: str) -> pwd.struct_passwd | None:
     """The passwd entry of a user name or a numeric uid, or None."""
     try:
