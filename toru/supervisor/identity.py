@@ -68,7 +68,14 @@ def switch_to(identity: Identity) -> None:
     drop_capabilities()
 
 
-CAP_SETGID, CAP_SETUID, CAP_CHOWN = 6, 7, 0
+# capability(7) bit numbers
+CAPS_TO_RUN_AS_ANOTHER_USER = {
+    "CAP_SETUID": 7,  # switch to the plugin's uid
+    "CAP_SETGID": 6,  # and gid
+    "CAP_CHOWN": 0,  # give it its socket directory
+    "CAP_DAC_OVERRIDE": 1,  # connect to the 0600 socket inside
+    "CAP_KILL": 5,  # stop its processes (without it a SIGTERM/SIGKILL is refused)
+}
 
 
 def missing_capabilities() -> list[str]:
@@ -80,8 +87,7 @@ def missing_capabilities() -> list[str]:
         eff = int(next(ln for ln in status.splitlines() if ln.startswith("CapEff:")).split()[1], 16)
     except (OSError, StopIteration, ValueError):
         eff = 0
-    wanted = {"CAP_SETUID": CAP_SETUID, "CAP_SETGID": CAP_SETGID, "CAP_CHOWN": CAP_CHOWN}
-    return [name for name, bit in wanted.items() if not eff >> bit & 1]
+    return [name for name, bit in CAPS_TO_RUN_AS_ANOTHER_USER.items() if not eff >> bit & 1]
 
 
 def lookup_user(spec: str) -> pwd.struct_passwd | None:
