@@ -171,6 +171,8 @@ def test_non_root_toru_with_ambient_capabilities_passes_none_to_plugins(short_ho
     assert (got["uid"], got["gid"]) == (nobody.pw_uid, nobody.pw_gid)
     assert set(caps.values()) == NO_CAPS, caps
     assert supervisor_caps["CapEff"] != "0000000000000000"  # the test did grant them
+    log = (short_home / "var" / "log" / "plugin-supervisor.log").read_text()
+    assert "plugins cannot start" not in log  # the start-up check agrees: all five are there
     reached = {name: got[name] for name in ATTACKS}
     assert set(reached.values()) == {"EACCES"}, reached
 
