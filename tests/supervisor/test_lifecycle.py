@@ -295,10 +295,10 @@ def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
         assert sup.call("ping")["ok"] is True
         binary = home / "plugins" / "alpha.binary"
         binary.write_text(binary.read_text() + "# v2\n")  # an upgrade in place
-        sup.call("rescan")
+        sup.call("rescan")  # returns once the new process serves (an upgrade, test_upgrade.py)
         info = sup.wait_state("alpha", "running")
         assert info["pid"] != pid and info["enabled"] is True
-        assert not pid_alive(pid)
+        wait_for(lambda: not pid_alive(pid))  # the old one is retired in the background
 
 
 def test_valid_plugin_wins_an_id_an_invalid_binary_borrowed(home):

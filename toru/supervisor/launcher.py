@@ -45,6 +45,7 @@ class Launched:
     process: Any  # PluginProcess or a test fake: exited, pid, signal_group, wait, terminate
     connection: Any  # PluginConnection or a test fake
     kv_transport: asyncio.BaseTransport | None = None
+    socket: Path | None = None  # where this instance listens (``socket_path``)
 
     def close_kv(self) -> None:
         if self.kv_transport is not None:
@@ -59,6 +60,14 @@ class LaunchSpec:
     id: str
     binary: Path
     log_path: Path
+    # Which start of the plugin this is: an upgrade runs instance n+1 beside instance n, each
+    # with its own socket and cgroup (``socket_path``, ``PluginCgroups.for_plugin``).
+    instance: int = 0
+
+
+def socket_path(socket_dir: Path, plugin_id: str, instance: int = 0) -> Path:
+    """The socket an instance of a plugin listens on (the one place that names it)."""
+    return socket_dir / (f"{plugin_id}.sock" if instance == 0 else f"{plugin_id}.{instance}.sock")
 
 
 class LaunchCallbacks(Protocol):
@@ -109,7 +118,7 @@ class ProcessLauncher:
 
     async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched:
         loop = asyncio.get_running_loop()
-        sock_path = self.socket_dir / f"{spec.id}.sock"
+        sock_path = socket_path(self.socket_dir, spec.id, spec.instance)
         if len(str(sock_path).encode()) > MAX_UNIX_PATH:
             raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -135,14 +144,14 @@ class ProcessLauncher:
                 cwd=str(self.cwd),
                 on_output=callbacks.on_output,
                 pass_fds=[plugin_end.fileno()],
-                cgroup=self.cgroups.for_plugin(spec.id) if self.cgroups else None,
+                cgroup=self.cgroups.for_plugin(spec.id, spec.instance) if self.cgroups else None,
             )
         except OSError as exc:
             host_end.close()
             raise LaunchError(f"cannot execute {spec.binary.name}: {exc.strerror or exc}")
         finally:
             plugin_end.close()
-        launched = Launched(proc, None)
+        launched = Launched(proc, None, socket=sock_path)
         try:
             kv_transport, _ = await loop.create_unix_connection(
                 lambda: KvChannel(
@@ -169,7 +178,7 @@ class ProcessLauncher:
         self, spec: LaunchSpec, callbacks: LaunchCallbacks, launched: Launched
     ) -> PluginConnection:
         """A new connection to a running plugin that closed the old one (no second init)."""
-        sock_path = self.socket_dir / f"{spec.id}.sock"
+        sock_path = launched.socket or socket_path(self.socket_dir, spec.id, spec.instance)
         return await self._connect(spec, callbacks, launched.process, sock_path)
 
     async def _connect(

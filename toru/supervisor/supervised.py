@@ -52,6 +52,7 @@ class Deps:
     log_backups: int = 5
     shutdown_grace: float = 5.0
     health_timeout: float = 3.0
+    http_timeout: float = 30.0  # how long an upgrade's old instance may finish its requests
     persist_enabled: Callable[[str, bool, str | None], None] = lambda pid, on, why: None
     # The consecutive-failure count survives supervisor restarts (supervisor_state.py).
     persist_failures: Callable[[str, int], None] = lambda pid, n: None
@@ -96,6 +97,10 @@ class SupervisedPlugin:
         self._last_limited_event: dict[str, float] = {}  # event -> when last recorded
         self._stop_reason = "disabled"
         self._last_reconnect = -math.inf
+        self._retiring: set[asyncio.Task[None]] = set()  # upgrades' old instances stopping
+        # A failed upgrade: the binary's signature and why, while the old process serves on.
+        self.upgrade_error: str | None = None
+        self.rejected_signature: tuple[int, int] | None = None
         metrics.set_state(self.id, self.state)
 
     # ------------------------------------------------------------------ state
@@ -256,6 +261,11 @@ class SupervisedPlugin:
         if self.state is S.FAILED:
             self._set_state(S.STOPPED)
 
+    def restart_now(self) -> None:
+        """In backoff: start again now instead of when the timer ends (a restart)."""
+        if self.state is S.BACKOFF:
+            self._wakeup("restart requested")
+
     async def wait_started(self, timeout: float) -> None:
         """Wait until the plugin is past ``starting`` (running, backoff, ...) or ``timeout``."""
         deadline = self.deps.clock() + timeout
@@ -388,15 +398,21 @@ class SupervisedPlugin:
         self._finish_stop(self._stop_reason)
 
     async def _run(self) -> dict[str, Any] | None:
-        """Wait for exit, connection loss, a failed probe or a stop; the crash details or None."""
-        launched = self.launched
-        assert launched is not None and self._wake is not None
-        proc = launched.process
+        """Wait for exit, connection loss, a failed probe or a stop; the crash details or None.
+
+        An upgrade swaps ``self.launched`` underneath (``_switch``): the loop then watches
+        the new instance, and the old one is ``_retire``'s.
+        """
         while True:
+            launched = self.launched
+            assert launched is not None and self._wake is not None
+            proc = launched.process
             await asyncio.wait({proc.exited, self._wake}, return_when=asyncio.FIRST_COMPLETED)
             if self.stopping:
                 await self._stop_process(self._stop_reason)
                 return None
+            if self.launched is not launched:
+                continue  # upgraded: the new instance is the one to watch
             if proc.exited.done():
                 code = proc.exited.result()
                 why = exit_reason(proc)  # "memory limit" after an OOM kill in its cgroup
@@ -436,30 +452,136 @@ class SupervisedPlugin:
 
     async def _reap(self) -> None:
         launched, self.launched = self.launched, None
-        if launched is None:
-            return
-        launched.connection.close("plugin stopped")
-        launched.close_kv()
-        drain = getattr(launched.process, "drain_output", None)
-        if drain is not None:
-            await drain(0.5)
+        if launched is not None:
+            await _release(launched)
 
     async def _stop_process(self, why: str) -> None:
-        """Polite stop: ``shutdown`` message, wait, SIGTERM the group, SIGKILL after the grace."""
-        launched = self.launched
-        if launched is None:
-            return
-        proc = launched.process
-        if proc.exited.done():
+        """Stop the serving instance (``_stop_instance``) and forget it."""
+        if self.launched is not None:
+            await _stop_instance(self.launched, why, self.deps.shutdown_grace)
             await self._reap()
-            return
-        grace = self.deps.shutdown_grace
-        launched.connection.send(lifecycle_shutdown())
-        launched.connection.close(f"stopping ({why})")
-        launched.close_kv()
-        if await proc.wait(grace / 2) is None:
-            await proc.terminate(grace / 2)
-        await self._reap()
+
+    # ------------------------------------------------------------------ upgrade
+
+    async def upgrade(self, found: Discovered) -> dict[str, Any]:
+        """Run ``found`` beside the serving process and switch to it once it is healthy.
+
+        The new instance has its own socket, KV channel and cgroup (``LaunchSpec.instance``);
+        it is healthy when it answers a probe sent after ``init`` on its connection within
+        ``health_timeout``. Then new requests go to it (``admission``, the direct routes) and
+        the old instance finishes what it was given before it is stopped (``_retire``, a
+        task). Returns the ``upgraded`` details; raises ``UpgradeFailed`` with the old
+        process still serving and the new one stopped (also when cancelled).
+        """
+        old = self.launched
+        if self.state is not S.RUNNING or old is None:
+            raise UpgradeFailed(f"the plugin is {self.state.value}, not running")
+        spec = LaunchSpec(self.id, found.binary, self.log_path, self.spec.instance + 1)
+        candidate = _Candidate(self)
+        try:
+            new = await self.deps.launcher.launch(spec, candidate)
+        except LaunchAborted:
+            raise UpgradeFailed("the plugin was disabled while the new version started") from None
+        except LaunchError as exc:
+            raise UpgradeFailed(f"the new version failed to start: {exc}", exc.details) from None
+        try:
+            await self._until_healthy(new, candidate)
+            if self.state is not S.RUNNING or self.launched is not old:
+                raise UpgradeFailed(f"the old process stopped meanwhile ({self.state.value})")
+        except BaseException:
+            await _stop_instance(new, "upgrade failed", self.deps.shutdown_grace)
+            await _release(new)
+            raise
+        self._switch(old, new, spec, found, candidate)
+        return {
+            "old_pid": old.process.pid,
+            "new_pid": new.process.pid,
+            "version": found.metadata.version if found.metadata else "",
+        }
+
+    async def _until_healthy(self, new: Launched, candidate: _Candidate) -> None:
+        """The new instance answers a probe in ``health_timeout``; else ``UpgradeFailed``.
+
+        Its process exiting or its connection breaking fails at once. The probe goes after
+        ``init`` on the same connection, so an answer means ``init`` was taken (original
+        plugins handle messages in order; the SDK answers only after ``init``).
+        """
+        timeout = self.deps.health_timeout
+        answered: asyncio.Future[ToruError | None] = asyncio.get_running_loop().create_future()
+
+        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
+            if not answered.done():
+                answered.set_result(err)
+
+        new.connection.request("http", _probe_request(), timeout, done)
+        exited = new.process.exited
+        await asyncio.wait({answered, exited, candidate.lost}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            raise UpgradeFailed(
+                "the new version exited while starting", describe_exit(exited.result())
+            )
+        if candidate.lost.done():
+            raise UpgradeFailed(
+                f"the new version closed its connection ({candidate.lost.result()})"
+            )
+        err = answered.result()
+        if err is not None:
+            raise UpgradeFailed(
+                f"the new version never got healthy: {err.message} (health probe,"
+                f" TORU_HEALTH_TIMEOUT / supervisor.health_timeout {timeout:g} s)"
+            )
+
+    def _switch(
+        self,
+        old: Launched,
+        new: Launched,
+        spec: LaunchSpec,
+        found: Discovered,
+        candidate: _Candidate,
+    ) -> None:
+        """The instant of an upgrade: the new instance serves, the old one retires."""
+        old.connection.on_lost = None  # its end is no longer the plugin's concern
+        candidate.promoted = True
+        self.launched, self.spec = new, spec
+        self.binary, self.signature, self.metadata = found.binary, found.signature, found.metadata
+        self.started_at = self.deps.clock()
+        self.health = "healthy"
+        self.error = self.upgrade_error = self.rejected_signature = None
+        self._set_failures(0)  # a new binary starts with a clean count
+        wake, self._wake = self._wake, asyncio.get_running_loop().create_future()
+        if wake is not None and not wake.done():
+            wake.set_result("upgraded")  # _run: watch the new instance
+        self.deps.routes_changed()  # workers' direct routes move to the new socket
+        task = self.deps.spawn_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Launched) -> None:
+        """An upgrade's old instance: it finishes the requests it was given (for at most
+        ``http_timeout``, less if the plugin is being disabled), then the usual stop."""
+        deadline = self.deps.clock() + self.deps.http_timeout
+        conn = old.connection
+        while (
+            len(conn.pending)
+            and not old.process.exited.done()
+            and not self.stopping
+            and self.deps.clock() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        await _stop_instance(old, "replaced by a new version", self.deps.shutdown_grace)
+        await _release(old)
+        if old.socket is not None:
+            old.socket.unlink(missing_ok=True)
+
+    def keeps_serving(self, signature: tuple[int, int]) -> bool:
+        """True while the old process serves after ``signature`` failed to take over."""
+        return self.state is S.RUNNING and self.enabled and signature == self.rejected_signature
+
+    def upgrade_failed(self, signature: tuple[int, int], reason: str) -> None:
+        """Remember a binary that failed to take over, so a rescan does not retry it while
+        the old process serves (a new binary, or a restart, tries again)."""
+        self.upgrade_error = reason
+        self.rejected_signature = signature
 
     # ------------------------------------------------------------------ health
 
@@ -511,12 +633,7 @@ class SupervisedPlugin:
                     " (TORU_HEALTH_TIMEOUT / supervisor.health_timeout)"
                 )
 
-        self._probe_rid = connection.request(
-            "http",
-            {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}},
-            timeout,
-            done,
-        )
+        self._probe_rid = connection.request("http", _probe_request(), timeout, done)
 
     def _hung(self, reason: str) -> None:
         if self.health == "unhealthy":
@@ -551,6 +668,7 @@ class SupervisedPlugin:
             "consecutive_failures": self.failures,
             "uptime_seconds": round(up, 3) if up is not None else None,
             "error": self.error,
+            "upgrade_error": self.upgrade_error,
             "retry_at": wall_time(self.retry_at, self.deps.clock) if self.retry_at else None,
         }
 
@@ -563,7 +681,79 @@ class SupervisedPlugin:
         return self.state in ACTIVE
 
 
+def _probe_request() -> dict[str, Any]:
+    """The health probe's http payload: ``GET /health`` with ``X-Toru-Probe: 1``."""
+    return {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}}
+
+
 _PROBE = {"X-Toru-Probe": "1"}
+
+
+class UpgradeFailed(Exception):
+    """The new version did not take over; the old process serves on."""
+
+    def __init__(self, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details or {}
+
+
+class _Candidate:
+    """``LaunchCallbacks`` of an upgrade's new instance.
+
+    Its output and KV operations are the plugin's at once. A lost connection or a timeout
+    (its probe) only fails the upgrade until it serves (``promoted``): before that, it must
+    not look like a crash of the old instance.
+    """
+
+    def __init__(self, plugin: SupervisedPlugin) -> None:
+        self.plugin = plugin
+        self.promoted = False
+        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_output(self, stream: str, lines: list[bytes]) -> None:
+        self.plugin.on_output(stream, lines)
+
+    def on_kv_op(self, action: str) -> None:
+        self.plugin.on_kv_op(action)
+
+    def on_kv_error(self, reason: str) -> None:
+        self.plugin.on_kv_error(reason)
+
+    def on_connection_lost(self, reason: str) -> None:
+        if self.promoted:
+            self.plugin.on_connection_lost(reason)
+        elif not self.lost.done():
+            self.lost.set_result(reason)
+
+    def on_request_timeout(self, request_id: str) -> None:
+        if self.promoted:
+            self.plugin.on_request_timeout(request_id)
+
+    def launch_aborted(self) -> bool:
+        return self.plugin.launch_aborted()
+
+
+async def _stop_instance(launched: Launched, why: str, grace: float) -> None:
+    """Polite stop of one instance: ``shutdown`` message, wait, SIGTERM the group, SIGKILL
+    after the grace."""
+    proc = launched.process
+    if proc.exited.done():
+        return
+    launched.connection.send(lifecycle_shutdown())
+    launched.connection.close(f"stopping ({why})")
+    launched.close_kv()
+    if await proc.wait(grace / 2) is None:
+        await proc.terminate(grace / 2)
+
+
+async def _release(launched: Launched) -> None:
+    """After an instance's process is gone: close its channels, collect its last output."""
+    launched.connection.close("plugin stopped")
+    launched.close_kv()
+    drain = getattr(launched.process, "drain_output", None)
+    if drain is not None:
+        await drain(0.5)
 
 
 def wall_time(mono: float, clock: Callable[[], float]) -> float:
