@@ -1,9 +1,9 @@
-"""``toru plugins [list|enable ID|disable ID|rescan] [--json]``.
+"""``toru plugins [list|enable ID|disable ID|restart ID|rescan] [--json]``.
 
 With a running supervisor everything goes through its control socket (so the change takes
 effect at once). Without one, ``enable``/``disable`` edit ``plugins/.metadata/config.json``
 directly - a fresh home has no metadata yet, so the id is taken as given - and ``list``
-reads each binary's ``--metadata`` itself.
+reads each binary's ``--metadata`` itself; ``restart`` and ``rescan`` need the supervisor.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _online(config: Config, action: str, plugin_id: str | None) -> Any:
-    from toru.supervisor.client import ControlClient
+    from toru.supervisor.client import ControlClient, restart_timeout
 
     if not config.control_socket.exists():
         raise SupervisorUnavailable("no control socket")
@@ -60,6 +60,8 @@ def _online(config: Config, action: str, plugin_id: str | None) -> Any:
     try:
         if action == "list":
             return client.call("list")
+        if action == "restart":
+            return client.call(action, {"plugin": plugin_id}, timeout=restart_timeout(config))
         if action in ("enable", "disable"):
             return client.call(action, {"plugin": plugin_id})
         return client.call("rescan")
@@ -74,8 +76,12 @@ def _offline(config: Config, action: str, plugin_id: str | None) -> Any:
         assert plugin_id is not None
         set_enabled(config.state_file, plugin_id, action == "enable", disabled_reason=None)
         return {"id": plugin_id, "enabled": action == "enable", "state": "stopped"}
-    if action == "rescan":
-        print("toru plugins rescan: no supervisor is running for this home", file=sys.stderr)
+    if action in ("rescan", "restart"):
+        print(
+            f"toru plugins {action}: no supervisor is running for this home"
+            f" ({config.home}); start it with `toru serve` (or `toru supervisor`)",
+            file=sys.stderr,
+        )
         return None
     state = load_state(config.state_file)
     out = []
@@ -109,6 +115,9 @@ def _print(action: str, result: Any, online: bool) -> None:
             f"rescanned: {len(result['added'])} added, {len(result['removed'])} removed, "
             f"{result['total']} total"
         )
+        return
+    if action == "restart":
+        print(f"{result['id']}: restarted (pid {result.get('pid')}, {result.get('state')})")
         return
     if action in ("enable", "disable"):
         where = "" if online else " (no supervisor running: saved for its next start)"

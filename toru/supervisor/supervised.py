@@ -33,6 +33,7 @@ from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
 from .stats import PluginStats
+from .unix_peers import connections_to
 
 S = PluginState
 STDERR_TAIL = 20
@@ -557,15 +558,23 @@ class SupervisedPlugin:
         task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, old: Launched) -> None:
-        """An upgrade's old instance: it finishes the requests it was given (for at most
-        ``http_timeout``, less if the plugin is being disabled), then the usual stop."""
+        """An upgrade's old instance: it finishes the requests it was given, then the usual
+        stop. Given: what is pending on our connection, and whatever workers still send on
+        their direct connections to it (each closes its connection once its requests there
+        are answered, so: until nobody but us is connected). At most ``http_timeout``, the
+        longest any of those requests may take; less if the plugin is being disabled."""
         deadline = self.deps.clock() + self.deps.http_timeout
         conn = old.connection
+
+        def busy() -> bool:
+            others = connections_to(old.socket) - 1 if old.socket is not None else 0
+            return bool(len(conn.pending)) or others > 0
+
         while (
-            len(conn.pending)
-            and not old.process.exited.done()
+            not old.process.exited.done()
             and not self.stopping
             and self.deps.clock() < deadline
+            and busy()
         ):
             await asyncio.sleep(0.02)
         await _stop_instance(old, "replaced by a new version", self.deps.shutdown_grace)

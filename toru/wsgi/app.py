@@ -18,6 +18,7 @@ import ujson
 from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
+from ..supervisor.client import restart_timeout
 from . import auth, errors, health, plugins, proxy, system, users
 from .control import Control, ControlClient
 from .direct import DirectChannel
@@ -154,6 +155,10 @@ def create_app(
     )
     app.add_route(
         "/api/plugins/{plugin_id}/disable", plugins.PluginActionResource(control, "disable")
+    )
+    app.add_route(
+        "/api/plugins/{plugin_id}/restart",
+        plugins.PluginActionResource(control, "restart", restart_timeout(config)),
     )
     app.add_route(
         "/api/plugins/{plugin_id}/bundle.js",

@@ -114,6 +114,7 @@ class DirectChannel:
         self.reporter = Reporter(control)
         self._conns: dict[str, tuple[PluginConnection, int]] = {}
         self._connecting: dict[str, asyncio.Task[PluginConnection | None]] = {}
+        self._draining: set[PluginConnection] = set()  # old instances' (``_retire``)
 
     # ------------------------------------------------------------------ connections
 
@@ -123,7 +124,7 @@ class DirectChannel:
             conn, pid = held
             if not conn.closed and pid == entry.pid:
                 return conn
-            self._drop(entry.plugin)
+            self._retire(entry.plugin)
         task = self._connecting.get(entry.plugin)
         if task is None:  # one connect per plugin, shared by the requests that wait for it
             task = asyncio.get_running_loop().create_task(self._connect(entry))
@@ -139,6 +140,7 @@ class DirectChannel:
             held = self._conns.get(plugin_id)
             if held is not None and held[0] is conn:
                 del self._conns[plugin_id]
+            self._draining.discard(conn)
             self.routes.invalidate()
 
         conn = PluginConnection(
@@ -157,6 +159,23 @@ class DirectChannel:
         self._conns[plugin_id] = (conn, entry.pid)
         return conn
 
+    def _retire(self, plugin_id: str) -> None:
+        """The plugin now runs as another process (restarted, or upgraded: the old one still
+        serves what it was given). New requests get a new connection; the old one is closed
+        once its own requests are answered (``_answered``), so none of them fails and the
+        supervisor sees this worker leave the old instance (toru/supervisor/unix_peers.py)."""
+        held = self._conns.pop(plugin_id, None)
+        if held is not None:
+            if len(held[0].pending):
+                self._draining.add(held[0])
+            else:
+                held[0].close("closed by the worker")
+
+    def _answered(self, conn: PluginConnection) -> None:
+        if conn in self._draining and not len(conn.pending):
+            self._draining.discard(conn)
+            conn.close("closed by the worker")
+
     def _drop(self, plugin_id: str) -> None:
         held = self._conns.pop(plugin_id, None)
         if held is not None:
@@ -166,6 +185,9 @@ class DirectChannel:
         """Close every plugin connection and send the last samples (idempotent)."""
         for plugin_id in list(self._conns):
             self._drop(plugin_id)
+        for conn in list(self._draining):
+            conn.close("closed by the worker")
+        self._draining.clear()
         await self.reporter.close()
 
     # ------------------------------------------------------------------ requests
@@ -195,6 +217,8 @@ class DirectChannel:
                     fut.set_exception(err)
                 else:
                     fut.set_result(reply or {})
+            if self._draining:
+                self._answered(conn)
 
         t0 = time.perf_counter()
         conn.request("http", payload, self.http_timeout, done)
