@@ -29,6 +29,9 @@ from tests.web.versioned_plugin import install, install_atomically
 ENV = {"TORU_RESCAN_INTERVAL": "0.3", "TORU_HEALTH_INTERVAL": "1"}
 LOOPS = 4
 SLOW_MS = int(timing.scaled(300))  # the slow loop's requests: in flight at the switch
+# Well beyond the SDK's own shutdown grace (2 s), and the swap starts just after one of them
+# was sent: the old instance must be left to finish it, not just until its SDK gives up.
+SDK_SLOW_MS = 3000 + int(timing.scaled(1000))
 
 
 def install_one_connection(plugins: Path, plugin_id: str, version: str, mode: str = "good"):
@@ -54,6 +57,7 @@ class ClientLoops:
         self.paths = [fast] * LOOPS + [slow]
         self.answers: list[tuple[float, int, int, str, int]] = []
         self._lock = threading.Lock()
+        self._sent: dict[int, float] = {}  # loop -> when its request in flight was sent
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._loop, args=(i,), daemon=True)
@@ -76,6 +80,7 @@ class ClientLoops:
             if conn is None:
                 conn = self.server.connection(timing.HTTP)
             try:
+                self._sent[i] = time.monotonic()
                 conn.request("GET", self.paths[i], headers=self.headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -94,6 +99,10 @@ class ClientLoops:
                 self.answers.append((time.monotonic(), i, status, version, pid))
         if conn is not None:
             conn.close()
+
+    def slow_just_sent(self) -> bool:
+        """The slow loop sent its current request a moment ago (it is in flight)."""
+        return time.monotonic() - self._sent.get(len(self.paths) - 1, -1e9) < 0.2
 
     def count(self, since: float = 0.0, loop: int | None = None) -> int:
         with self._lock:
@@ -151,7 +160,8 @@ def upgrade_under_load(
     old_version, old_pid = wait_for(lambda: serving(server, cookie, fast), timing.WAIT)
     before = len(events(server, cookie, plugin_id, "upgraded"))
     with ClientLoops(server, cookie, fast, slow) as loops:
-        wait_for(lambda: all(loops.count(loop=i) >= 3 for i in range(LOOPS + 1)), timing.WAIT)
+        wait_for(lambda: all(loops.count(loop=i) >= 2 for i in range(LOOPS + 1)), timing.WAIT)
+        wait_for(loops.slow_just_sent, timing.WAIT, 0.01)
         t0 = time.monotonic()
         new_version = swap()
         loops.wait_every_loop(t0, new_version)
@@ -185,7 +195,7 @@ def test_sdk_plugin_upgrade_under_load_answers_every_request(short_home):
             return "2"
 
         upgrade_under_load(
-            s, cookie, "up-sdk", f"{route}/version", f"{route}/slow?ms={SLOW_MS}", swap
+            s, cookie, "up-sdk", f"{route}/version", f"{route}/slow?ms={SDK_SLOW_MS}", swap
         )
         info = s.json("GET", "/api/plugins/up-sdk", cookie=cookie)[1]
         assert info["version"] == "2" and info["state"] == "running"

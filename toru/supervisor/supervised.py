@@ -33,7 +33,7 @@ from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
 from .stats import PluginStats
-from .unix_peers import connections_to
+from .unix_peers import accepted_connections
 
 S = PluginState
 STDERR_TAIL = 20
@@ -567,7 +567,7 @@ class SupervisedPlugin:
         conn = old.connection
 
         def busy() -> bool:
-            others = connections_to(old.socket) - 1 if old.socket is not None else 0
+            others = accepted_connections(old.process.pid) - (0 if conn.closed else 1)
             return bool(len(conn.pending)) or others > 0
 
         while (
