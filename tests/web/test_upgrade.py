@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -108,18 +109,26 @@ class ClientLoops:
         with self._lock:
             return sum(1 for a in self.answers if a[0] >= since and loop in (None, a[1]))
 
-    def wait_every_loop(self, since: float, version: str) -> None:
-        """Until every loop got at least two answers from ``version`` after ``since``."""
+    def wait_every_loop(self, since: float, version: str, pid: int = 0) -> None:
+        """Until every loop got two answers from ``version`` (and process ``pid``, if
+        given) after ``since``."""
+
+        def new(a: tuple[float, int, int, str, int]) -> bool:
+            return a[0] >= since and a[3] == version and pid in (0, a[4])
 
         def done() -> bool:
             with self._lock:
                 return all(
-                    sum(1 for a in self.answers if a[1] == i and a[0] >= since and a[3] == version)
-                    >= 2
+                    sum(1 for a in self.answers if a[1] == i and new(a)) >= 2
                     for i in range(len(self.paths))
                 )
 
         wait_for(done, timing.WAIT, 0.05)
+
+    def first(self, since: float, pid: int) -> float:
+        """When process ``pid`` answered first after ``since``."""
+        with self._lock:
+            return min(a[0] for a in self.answers if a[0] >= since and a[4] == pid)
 
     def summary(self) -> dict[str, Any]:
         with self._lock:
@@ -164,15 +173,19 @@ def upgrade_under_load(
         wait_for(loops.slow_just_sent, timing.WAIT, 0.01)
         t0 = time.monotonic()
         new_version = swap()
-        loops.wait_every_loop(t0, new_version)
-        switched = min(a[0] for a in loops.answers if a[0] >= t0 and a[3] == new_version)
+
+        def newest() -> dict[str, Any] | None:
+            found = events(server, cookie, plugin_id, "upgraded")  # newest first
+            return found[0]["details"] if len(found) > before else None
+
+        details = wait_for(newest, timing.WAIT)
+        loops.wait_every_loop(t0, new_version, details["new_pid"])
+        switched = loops.first(t0, details["new_pid"])
         t1 = time.monotonic()
         wait_for(lambda: loops.count(since=t1) >= 50, timing.WAIT)
     numbers = loops.summary()
     assert numbers["non_2xx"] == 0, numbers
-    upgraded = events(server, cookie, plugin_id, "upgraded")
-    assert len(upgraded) == before + 1, upgraded
-    details = upgraded[0]["details"]
+    assert len(events(server, cookie, plugin_id, "upgraded")) == before + 1
     assert details["old_pid"] == old_pid and details["new_pid"] != old_pid
     for _, _, _, version, pid in loops.last_answers():  # every loop is on the new process
         assert (version, pid) == (new_version, details["new_pid"])
@@ -215,3 +228,96 @@ def test_one_connection_plugin_upgrade_under_load_answers_every_request(short_ho
 
         slow = f"{route}/sleep?s={SLOW_MS / 1000}"
         upgrade_under_load(s, cookie, "up-raw", f"{route}/pid", slow, swap)
+
+
+def test_restart_under_load_answers_every_request_api_and_cli(short_home):
+    plugins = short_home / "plugins"
+    install(plugins, "up-sdk", "1")
+    install_one_connection(plugins, "up-off", "1")  # installed, never enabled
+    with ToruServer(short_home, enable=["up-sdk"], workers=2, env=ENV) as s:
+        cookie, csrf = s.login()
+        route = "/api/plugins/route/up-sdk"
+        answer: dict[str, Any] = {}
+
+        def swap() -> str:
+            status, answer["info"] = s.json(
+                "POST", "/api/plugins/up-sdk/restart", cookie=cookie, csrf=csrf
+            )
+            assert status == 200, answer
+            return "1"  # the same binary: a new process of the same version
+
+        upgrade_under_load(
+            s, cookie, "up-sdk", f"{route}/version", f"{route}/slow?ms={SDK_SLOW_MS}", swap
+        )
+        assert answer["info"]["state"] == "running" and answer["info"]["pid"] != 0
+        restarted = events(s, cookie, "up-sdk", "upgraded")[0]["details"]
+        assert restarted["restart"] is True and restarted["new_pid"] == answer["info"]["pid"]
+        # the errors a caller can act on
+        status, body = s.json("POST", "/api/plugins/nope/restart", cookie=cookie, csrf=csrf)
+        assert status == 404, body
+        status, body = s.json("POST", "/api/plugins/up-off/restart", cookie=cookie, csrf=csrf)
+        assert status == 409 and "not enabled" in body["message"], body
+        # the CLI goes through the same control op
+        _, pid = serving(s, cookie, f"{route}/version")
+        out = s.toru("plugins", "--home", str(short_home), "restart", "up-sdk")
+        assert out.startswith("up-sdk: restarted (pid ") and str(pid) not in out, out
+        wait_for(lambda: serving(s, cookie, f"{route}/version")[1] != pid, timing.WAIT)
+    cp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "toru.cli",
+            "plugins",
+            "--home",
+            str(short_home),
+            "restart",
+            "up-sdk",
+        ],
+        env=s.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timing.WAIT,
+    )
+    assert cp.returncode == 1 and "no supervisor is running" in cp.stderr, cp
+
+
+def test_failing_new_versions_leave_the_old_one_serving(short_home):
+    """Each way a new version can fail: the old process answers every request meanwhile,
+    ``upgrade_failed`` says why, the failed file is not retried; a good one then takes over."""
+    plugins = short_home / "plugins"
+    install_one_connection(plugins, "up-raw", "1")
+    install_one_connection(plugins, "up-other", "1")  # owns the route /up-other
+    env = {**ENV, "TORU_HEALTH_TIMEOUT": str(timing.scaled(2))}  # "hang" never answers
+    misbehave = f'exec "{sys.executable}" -I "{MISBEHAVE}"'
+    failures = [  # (what the new file runs, what the reason must say)
+        (f"{misbehave} bad-metadata up-raw", "--metadata"),
+        (f"{misbehave} metadata-fail up-raw", "--metadata"),
+        (f"{misbehave} crash-start up-raw", "failed to start"),
+        (f"{misbehave} hang up-raw", "never got healthy"),
+        (f"{misbehave} good up-other", "declares the id 'up-other'"),
+        (f"MISBEHAVE_ROUTE_UP_RAW=/up-other {misbehave} good up-raw", "is up-other's"),
+    ]
+    with ToruServer(short_home, enable=["up-raw", "up-other"], workers=2, env=env) as s:
+        cookie, _ = s.login()
+        route = "/api/plugins/route/up-raw"
+        _, pid = wait_for(lambda: serving(s, cookie, f"{route}/pid"), timing.WAIT)
+        with ClientLoops(s, cookie, f"{route}/pid", f"{route}/sleep?s={SLOW_MS / 1000}") as loops:
+            for n, (command, reason) in enumerate(failures, 1):
+                install_atomically(plugins / "up-raw.binary", f'#!/bin/sh\n{command} "$@"\n')
+                wait_for(
+                    lambda n=n: len(events(s, cookie, "up-raw", "upgrade_failed")) >= n,
+                    timing.WAIT,
+                )
+                got = events(s, cookie, "up-raw", "upgrade_failed")[0]["details"]
+                assert reason in got["reason"], (command, got)
+                info = s.json("GET", "/api/plugins/up-raw", cookie=cookie)[1]
+                assert info["pid"] == pid and info["upgrade_error"] == got["reason"], info
+            time.sleep(timing.scaled(1))  # rescans meanwhile do not retry the same file
+            assert len(events(s, cookie, "up-raw", "upgrade_failed")) == len(failures)
+            t0 = time.monotonic()
+            install_one_connection(plugins, "up-raw", "3")
+            loops.wait_every_loop(t0, "3")
+        numbers = loops.summary()
+        assert numbers["non_2xx"] == 0, numbers
+        assert [e["details"]["old_pid"] for e in events(s, cookie, "up-raw", "upgraded")] == [pid]
+        print(f"\nfailing versions: {numbers}")
