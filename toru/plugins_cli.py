@@ -135,4 +135,9 @@ def _print(action: str, result: Any, online: bool) -> None:
             f"{p['id']:24} {p.get('route') or '-':16} {'yes' if p.get('enabled') else 'no':8} "
             f"{p.get('state', '?'):9} {pid!s:>7}  {p.get('version') or ''}"
             + (f"  ({p['error']})" if p.get("error") else "")
+            + (
+                f"  (new binary not running: {p['upgrade_error']})"
+                if p.get("upgrade_error")
+                else ""
+            )
         )

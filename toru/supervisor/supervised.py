@@ -572,7 +572,7 @@ class SupervisedPlugin:
 
         while (
             not old.process.exited.done()
-            and not self.stopping
+            and self.enabled  # a disable (or the supervisor's stop) cuts the wait short
             and self.deps.clock() < deadline
             and busy()
         ):
