@@ -213,6 +213,11 @@ def test_sdk_plugin_upgrade_under_load_answers_every_request(short_home):
         info = s.json("GET", "/api/plugins/up-sdk", cookie=cookie)[1]
         assert info["version"] == "2" and info["state"] == "running"
         assert info["upgrade_error"] is None
+        cgroup = info["cgroup"]["path"]
+        if cgroup is not None:  # the new process ran in its own cgroup; the old one's is gone
+            assert cgroup.endswith("/up-sdk.1"), cgroup
+            assert Path(f"/proc/{info['pid']}/cgroup").read_text().strip().endswith("/up-sdk.1")
+            wait_for(lambda: not Path(cgroup).with_name("up-sdk").exists(), timing.WAIT)
 
 
 def test_one_connection_plugin_upgrade_under_load_answers_every_request(short_home):
