@@ -3,10 +3,9 @@
 Several client loops (threads, each on its own keep-alive connection, one of them with
 requests that take a while, so some are in flight at the switch) run across the swap; every
 answer must be 2xx, and afterwards every loop must be answered by the new version's process
-(the plugin reports its version and pid). Covered: an SDK plugin (the workers' direct
-channel, if on, must follow the switch), a one-connection original-protocol plugin (through
-the supervisor), a restart (API and CLI), and new versions that fail in each way the
-supervisor knows (the old process serves on, event ``upgrade_failed``).
+(the plugin reports its version and pid). Covered: an SDK plugin (concurrent answers), a
+one-connection original-protocol plugin, a restart (API and CLI), and new versions that
+fail in each way the supervisor knows (the old process serves on, event ``upgrade_failed``).
 
 The numbers (answers, non-2xx, swap duration) are printed: run with ``-s`` to see them.
 """

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
 from .stats import PluginStats
-from .unix_peers import accepted_connections
 
 S = PluginState
 STDERR_TAIL = 20
@@ -61,8 +61,6 @@ class Deps:
         default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
     )
     clock: Callable[[], float] = time.monotonic
-    # Called whenever what workers may reach directly can have changed (route_generation.py).
-    routes_changed: Callable[[], None] = lambda: None
 
 
 class SupervisedPlugin:
@@ -132,7 +130,6 @@ class SupervisedPlugin:
             check_transition(old, new)
             self.state = new
             metrics.set_state(self.id, new)
-            self.deps.routes_changed()
         if event is not None:
             self.record_event(event, details or {})
 
@@ -195,7 +192,6 @@ class SupervisedPlugin:
 
     def on_connection_lost(self, reason: str) -> None:
         self._wakeup(f"connection lost ({reason})")
-        self.deps.routes_changed()
         if reason.startswith("protocol error"):
             metrics.PROXY_ERRORS.labels(self.id, "bad_response").inc()
         else:
@@ -206,10 +202,6 @@ class SupervisedPlugin:
             return  # a health probe: reported as `unhealthy`, not as a proxy timeout
         metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
         self._limited_event("timeout", {"request_id": request_id})
-
-    def on_direct_timeouts(self, count: int) -> None:
-        """Requests that timed out on workers' direct connections (control op ``report``)."""
-        self._limited_event("timeout", {"direct": True, "count": count})
 
     def on_bad_reply(self, reason: str) -> None:
         """A reply ``validate_http_reply`` refused (its client got 502): the reason goes to
@@ -253,7 +245,6 @@ class SupervisedPlugin:
         self.enabled = False
         self._stop_reason = reason
         if self.state in ACTIVE:
-            # Workers stop sending to it directly (routes_changed) before it stops.
             self._set_state(S.STOPPING)
         self._wakeup("disabled")
         task = self._task
@@ -448,7 +439,6 @@ class SupervisedPlugin:
             self.deps.log.warn("could not reconnect to the plugin", self.id, error=str(exc))
             return False
         self.deps.log.info("plugin closed its connection; reconnected", self.id)
-        self.deps.routes_changed()  # routable directly again (``routes`` skips closed ones)
         return True
 
     async def _reap(self) -> None:
@@ -469,7 +459,7 @@ class SupervisedPlugin:
 
         The new instance has its own socket, KV channel and cgroup (``LaunchSpec.instance``);
         it is healthy when it answers a probe sent after ``init`` on its connection within
-        ``health_timeout``. Then new requests go to it (``admission``, the direct routes) and
+        ``health_timeout``. Then new requests go to it (``admission``) and
         the old instance finishes what it was given before it is stopped (``_retire``, a
         task). Returns the ``upgraded`` details; raises ``UpgradeFailed`` with the old
         process still serving and the new one stopped (also when cancelled).
@@ -552,35 +542,27 @@ class SupervisedPlugin:
         wake, self._wake = self._wake, asyncio.get_running_loop().create_future()
         if wake is not None and not wake.done():
             wake.set_result("upgraded")  # _run: watch the new instance
-        self.deps.routes_changed()  # workers' direct routes move to the new socket
         task = self.deps.spawn_task(self._retire(old))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, old: Launched) -> None:
-        """An upgrade's old instance: it finishes the requests it was given, then the usual
-        stop. Given: what is pending on our connection, and whatever workers still send on
-        their direct connections to it (each closes its connection once its requests there
-        are answered, so: until nobody but us is connected). At most ``http_timeout``, the
-        longest any of those requests may take; less if the plugin is being disabled."""
+        """An upgrade's old instance: it finishes the requests pending on it (for at most
+        ``http_timeout``, the longest any of them may take; less if the plugin is being
+        disabled), then the usual stop."""
         deadline = self.deps.clock() + self.deps.http_timeout
-        conn = old.connection
-
-        def busy() -> bool:
-            others = accepted_connections(old.process.pid) - (0 if conn.closed else 1)
-            return bool(len(conn.pending)) or others > 0
-
+        pending = old.connection.pending
         while (
-            not old.process.exited.done()
+            len(pending)
+            and not old.process.exited.done()
             and self.enabled  # a disable (or the supervisor's stop) cuts the wait short
             and self.deps.clock() < deadline
-            and busy()
         ):
             await asyncio.sleep(0.02)
         await _stop_instance(old, "replaced by a new version", self.deps.shutdown_grace)
         await _release(old)
         if old.socket is not None:
-            old.socket.unlink(missing_ok=True)
+            shutil.rmtree(old.socket.parent, ignore_errors=True)  # its own run/p/<id>.<n>/
 
     def keeps_serving(self, signature: tuple[int, int]) -> bool:
         """True while the old process serves after ``signature`` failed to take over."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,12 +40,12 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
+from .identity import PluginIdentities
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher, socket_path
+from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
-from .route_generation import RouteGeneration
 from .states import PluginState
 from .supervised import Deps, SupervisedPlugin, UpgradeFailed, wall_time
 from .supervisor_state import SupervisorState
@@ -53,7 +54,6 @@ S = PluginState
 HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
-REPORT_MAX_SAMPLES = 100_000  # per plugin and report: a worker's second at any real rate
 
 
 class Supervisor:
@@ -66,8 +66,10 @@ class Supervisor:
         log: SupervisorLog,
         instance_id: str,
         launcher: Launcher | None = None,
+        identities: PluginIdentities | None = None,
     ) -> None:
         self.config = config
+        self.identities = identities  # who plugins run as (None: Toru's own user)
         self.store = store
         self.log = log
         self.instance_id = instance_id
@@ -98,6 +100,7 @@ class Supervisor:
             config.max_frame,
             self.socket_wait,
             cgroups=self.cgroups,
+            identities=identities,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -106,7 +109,6 @@ class Supervisor:
         self.closing = False
         self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
-        self.generation = RouteGeneration(config.route_generation_file)
         self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
 
     # ------------------------------------------------------------------ running
@@ -128,7 +130,6 @@ class Supervisor:
             persist_enabled=self._persist,
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
-            routes_changed=self.generation.bump,
         )
 
     async def run(
@@ -163,9 +164,8 @@ class Supervisor:
         )
         for p in plugins:
             p.close_log()
-            socket_path(self.config.plugin_socket_dir, p.id, p.spec.instance).unlink(
-                missing_ok=True
-            )
+            socket_dir = plugin_socket(self.config.plugin_socket_dir, p.id, p.spec.instance).parent
+            shutil.rmtree(socket_dir, True)
         if self.cgroups is not None:
             self.cgroups.close()
 
@@ -308,7 +308,8 @@ class Supervisor:
         # Remembered ones are registered (and spawned) before the slow probes of the others.
         added = self._admit(found, state)
         if probe:
-            results = await inspect_all(probe, self.metadata_timeout)
+            who = self.identities.shared if self.identities else None
+            results = await inspect_all(probe, self.metadata_timeout, identity=who)
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
@@ -445,14 +446,12 @@ class Supervisor:
         self.plugins[plugin.id] = plugin
         if plugin.route:
             self.routes[plugin.route] = plugin
-        self.generation.bump()
         return plugin
 
     def _unregister(self, plugin: SupervisedPlugin) -> None:
         self.plugins.pop(plugin.id, None)
         if plugin.route and self.routes.get(plugin.route) is plugin:
             del self.routes[plugin.route]
-        self.generation.bump()
 
     # ------------------------------------------------------------------ operations
 
@@ -621,49 +620,6 @@ class Supervisor:
 
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.plugin(args.get("plugin")).stats.snapshot()
-
-    def direct_routes(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The routes a worker may send straight to the plugin (control op ``routes``).
-
-        Only running plugins that declared ``multi_connection`` and are not being disabled;
-        every other route stays on the supervisor path, which decides 404 and 503.
-        ``generation`` is the value of ``run/routes.gen`` this table is current for.
-        """
-        routes = {}
-        for route, p in self.routes.items():
-            if p.metadata is None or not p.metadata.multi_connection:
-                continue
-            try:
-                p.admission()
-            except ToruError:
-                continue
-            launched = p.launched
-            assert launched is not None
-            sock = launched.socket or socket_path(self.config.plugin_socket_dir, p.id)
-            routes[route] = {"plugin": p.id, "socket": str(sock), "pid": launched.process.pid}
-        return {"generation": self.generation.value, "routes": routes}
-
-    def report(self, args: dict[str, Any]) -> dict[str, Any]:
-        """What workers saw on their direct connections (control op ``report``): latencies
-        for the UI's stats and timeouts for the event log. Unknown plugins are skipped (one
-        may have been removed since the worker measured)."""
-        plugins = args.get("plugins")
-        if not isinstance(plugins, dict):
-            raise BadRequest("report needs a plugins object")
-        for plugin_id, seen in plugins.items():
-            p = self.plugins.get(plugin_id)
-            if p is None or not isinstance(seen, dict):
-                continue
-            latencies = seen.get("latencies")
-            if isinstance(latencies, list):
-                record = p.stats.record
-                for s in latencies[:REPORT_MAX_SAMPLES]:
-                    if type(s) is float or type(s) is int:
-                        record(float(s))
-            timeouts = seen.get("timeouts")
-            if type(timeouts) is int and timeouts > 0:
-                p.on_direct_timeouts(timeouts)
-        return {"ok": True}
 
     def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:
         """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.

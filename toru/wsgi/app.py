@@ -21,7 +21,6 @@ from ..store import Store
 from ..supervisor.client import restart_timeout
 from . import auth, errors, health, plugins, proxy, system, users
 from .control import Control, ControlClient
-from .direct import DirectChannel
 from .metrics import MetricsMiddleware
 from .pool import PasswordPool
 from .routes import RouteTable
@@ -57,17 +56,13 @@ class SecurityHeaders:
 
 
 class Lifecycle:
-    """ASGI lifespan: on the worker's shutdown, send the direct channel's last samples, then
-    drop the plugin and control connections and the pool."""
+    """ASGI lifespan: on the worker's shutdown, drop the control connection and the pool."""
 
-    def __init__(self, control: Control, pool: PasswordPool, direct: DirectChannel | None) -> None:
+    def __init__(self, control: Control, pool: PasswordPool) -> None:
         self.control = control
         self.pool = pool
-        self.direct = direct
 
     async def process_shutdown(self, scope: dict, event: dict) -> None:
-        if self.direct is not None:
-            await self.direct.close()
         close = getattr(self.control, "close", None)
         if close is not None:
             close()
@@ -78,7 +73,6 @@ def create_app(
     config: Config,
     *,
     control: Control | None = None,
-    direct: bool | None = None,
     accounts: Accounts | None = None,
     pool: PasswordPool | None = None,
     webapp_dir: Path | None = None,
@@ -89,8 +83,6 @@ def create_app(
         config: the loaded configuration.
         control: the supervisor's control client (``call``/``http`` coroutines); defaults to
             one ``ControlClient`` over ``config.control_socket`` (one connection, multiplexed).
-        direct: use the direct channel (toru/wsgi/direct.py); defaults to
-            ``config.direct_channel`` when ``control`` is the default, else off.
         accounts: user/session store; defaults to one over ``config.db_path``.
         pool: where password hashing runs; defaults to a ``PasswordPool`` of
             ``PASSWORD_THREADS`` threads.
@@ -100,11 +92,7 @@ def create_app(
         control = ControlClient(
             config.control_socket, http_timeout=config.http_timeout + 5, max_frame=config.max_frame
         )
-        direct = config.direct_channel if direct is None else direct
-    routes = RouteTable(control, config.route_generation_file, direct=bool(direct))
-    channel = (
-        DirectChannel(control, routes, config.http_timeout, config.max_frame) if direct else None
-    )
+    routes = RouteTable(control)
     pool = pool or PasswordPool(PASSWORD_THREADS, PASSWORD_BACKLOG)
     if accounts is None:
         store = Store(config.db_path)
@@ -113,7 +101,7 @@ def create_app(
     app = falcon.asgi.App(
         media_type=falcon.MEDIA_JSON,
         middleware=[
-            Lifecycle(control, pool, channel),
+            Lifecycle(control, pool),
             MetricsMiddleware(),
             SecurityHeaders(),
             auth.AuthMiddleware(config, accounts),
@@ -172,7 +160,7 @@ def create_app(
     )
     app.add_route("/api/plugins/{plugin_id}/stats", plugins.StatsResource(control))
 
-    route_resource = proxy.PluginRouteResource(config, control, routes, channel)
+    route_resource = proxy.PluginRouteResource(config, control, routes)
     app.add_route("/api/plugins/route/{route}", route_resource)
     app.add_route("/api/plugins/route/{route}/{rest:path}", route_resource)
 
