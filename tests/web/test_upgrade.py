@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests import timing
+from tests.security.helpers import SHIPPED_DEFAULT, needs_root, plugin_python, proc_ids
 from tests.servers import ToruServer
 from tests.supervisor.helpers import MISBEHAVE, pid_alive, wait_for
 from tests.web.versioned_plugin import install, install_atomically
@@ -325,3 +327,35 @@ def test_failing_new_versions_leave_the_old_one_serving(short_home):
         assert numbers["non_2xx"] == 0, numbers
         assert [e["details"]["old_pid"] for e in events(s, cookie, "up-raw", "upgraded")] == [pid]
         print(f"\nfailing versions: {numbers}")
+
+
+@needs_root
+def test_upgrade_of_a_plugin_running_as_its_own_uid(short_home):
+    """Per-plugin uids (issue 13): the new process gets its own socket directory, owned by
+    the plugin's uid like the old one's, runs as that uid, and the old one's is removed."""
+    plugins = short_home / "plugins"
+
+    def install_as_other(version: str) -> str:
+        install_atomically(
+            plugins / "up-uid.binary",
+            f"#!{plugin_python()}\nimport os, sys\n"
+            f"os.environ['MISBEHAVE_VERSION'] = {version!r}\n"
+            "sys.argv[1:1] = ['good', 'up-uid']\n" + MISBEHAVE.read_text(),
+        )
+        return version
+
+    install_as_other("1")
+    env = {**ENV, **SHIPPED_DEFAULT, "TORU_PLUGINS_ISOLATION": "per-plugin"}
+    with ToruServer(short_home, enable=["up-uid"], workers=2, env=env) as s:
+        cookie, _ = s.login()
+        route = "/api/plugins/route/up-uid"
+        _, old_pid = wait_for(lambda: serving(s, cookie, f"{route}/pid"), timing.WAIT)
+        uid = proc_ids(old_pid)[0]
+        assert uid != os.geteuid()
+        slow = f"{route}/sleep?s={SLOW_MS / 1000}"
+        upgrade_under_load(s, cookie, "up-uid", f"{route}/pid", slow, lambda: install_as_other("2"))
+        _, new_pid = serving(s, cookie, f"{route}/pid")
+        assert proc_ids(new_pid)[0] == uid
+        run_p = short_home / "run" / "p"
+        assert (run_p / "up-uid.1").stat().st_uid == uid
+        wait_for(lambda: not (run_p / "up-uid").exists(), timing.WAIT)
