@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -309,3 +310,33 @@ def test_valid_plugin_wins_an_id_an_invalid_binary_borrowed(home):
         sup.call("rescan")
         assert sup.info("zeta")["binary"] == "a-real-zeta.binary"
         assert sup.info("zeta.binary")["state"] == "invalid"
+
+
+def test_restart_op_errors_and_a_plugin_in_backoff_restarts_at_once(home):
+    """``restart``: unknown 404, not enabled 409, a failing new process 502 with the old one
+    still serving; a plugin waiting out a long backoff starts again at once."""
+    make_plugin(home / "plugins", "alpha")
+    make_plugin(home / "plugins", "beta", mode="crash-start")
+    make_plugin(home / "plugins", "gamma")
+    enable_on_disk(home, "alpha", "beta")
+    env = {"TORU_RESTART_BACKOFF": str(timing.scaled(300))}  # far longer than the test
+    with SupervisorProc(home, env=env) as sup:
+        with pytest.raises(NotFound):
+            sup.call("restart", {"plugin": "nope"})
+        with pytest.raises(Conflict, match="not enabled"):
+            sup.call("restart", {"plugin": "gamma"})
+        sup.wait_state("beta", "backoff")
+        crashes = len(sup.call("events", {"plugin": "beta"}))
+        sup.call("restart", {"plugin": "beta"})  # not after the 300 s backoff: now
+        wait_for(lambda: len(sup.call("events", {"plugin": "beta"})) > crashes)
+        pid = sup.wait_state("alpha", "running")["pid"]
+        binary = home / "plugins" / "alpha.binary"
+        sig = binary.stat()
+        make_plugin(home / "plugins", "alpha", mode="crash-start")  # broken, not rescanned yet
+        os.utime(binary, ns=(sig.st_atime_ns, sig.st_mtime_ns + 1))
+        with pytest.raises(BadGateway, match="not restarted: the new version failed to start"):
+            sup.call("restart", {"plugin": "alpha"})
+        info = sup.info("alpha")
+        assert info["pid"] == pid and info["state"] == "running" and info["upgrade_error"]
+        got = json.loads(sup.client.http("alpha", "GET", "/pid").body)
+        assert got["pid"] == pid
