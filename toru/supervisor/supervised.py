@@ -141,7 +141,8 @@ class SupervisedPlugin:
             self.deps.log.error("could not record event", self.id, error=str(exc), event=event)
         level = (
             "warn"
-            if event in ("crashed", "timeout", "unhealthy", "disabled", "bad_reply")
+            if event
+            in ("crashed", "timeout", "unhealthy", "disabled", "bad_reply", "upgrade_failed")
             else "info"
         )
         self.deps.log.log(level, f"plugin {event}", self.id, **{"details": details})

@@ -40,7 +40,7 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
-from .identity import PluginIdentities
+from .identity import Identity, PluginIdentities
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
@@ -308,8 +308,7 @@ class Supervisor:
         # Remembered ones are registered (and spawned) before the slow probes of the others.
         added = self._admit(found, state)
         if probe:
-            who = self.identities.shared if self.identities else None
-            results = await inspect_all(probe, self.metadata_timeout, identity=who)
+            results = await inspect_all(probe, self.metadata_timeout, identity=self._prober())
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
@@ -416,8 +415,13 @@ class Supervisor:
         known = self.memory.known_metadata(d.binary, d.signature)
         if known is not None:
             return Discovered(d.binary, d.signature, metadata=known)
-        (result,) = await inspect_all({d.binary: d.signature}, self.metadata_timeout)
+        probe = {d.binary: d.signature}
+        (result,) = await inspect_all(probe, self.metadata_timeout, identity=self._prober())
         return result
+
+    def _prober(self) -> Identity | None:
+        """Who runs ``--metadata`` (never Toru's own user when plugins run as another)."""
+        return self.identities.shared if self.identities else None
 
     def _admit_one(self, found: Discovered, replaced_id: str) -> None:
         """Admit one probed binary as ``_rescan`` does (no answer: retried with backoff)."""
