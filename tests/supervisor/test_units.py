@@ -17,6 +17,7 @@ import pytest
 from toru.errors import GatewayTimeout, NotFound
 from toru.store import Store
 from toru.supervisor.discovery import Discovered, resolve_conflicts
+from toru.supervisor.instance import UpgradeFailed
 from toru.supervisor.launcher import LaunchCallbacks, Launched, LaunchError, LaunchSpec
 from toru.supervisor.logs import (
     LogWriter,
@@ -28,7 +29,7 @@ from toru.supervisor.logs import (
 from toru.supervisor.plugin_state_file import load_state, save_state, set_enabled
 from toru.supervisor.restart_policy import RestartPolicy
 from toru.supervisor.states import TRANSITIONS, IllegalTransition, PluginState, check_transition
-from toru.supervisor.supervised import Deps, SupervisedPlugin, UpgradeFailed
+from toru.supervisor.supervised import Deps, SupervisedPlugin
 from toru_plugin_api.messages import PluginMetadata
 
 from .. import timing

@@ -23,11 +23,12 @@ from typing import Any
 import apsw
 
 from toru.errors import NotFound, ToruError, Unavailable
-from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown, now_iso
+from toru_plugin_api.messages import PluginMetadata, now_iso
 
 from . import metrics
 from .connection import CLEAN_EOF, PluginConnection
 from .discovery import Discovered
+from .instance import Candidate, UpgradeFailed, probe_request, release, stop_instance, until_healthy
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
 from .logs import LogWriter, StderrLevels, SupervisorLog, plugin_line_entry
 from .process import describe_exit, exit_reason
@@ -445,12 +446,12 @@ class SupervisedPlugin:
     async def _reap(self) -> None:
         launched, self.launched = self.launched, None
         if launched is not None:
-            await _release(launched)
+            await release(launched)
 
     async def _stop_process(self, why: str) -> None:
         """Stop the serving instance (``_stop_instance``) and forget it."""
         if self.launched is not None:
-            await _stop_instance(self.launched, why, self.deps.shutdown_grace)
+            await stop_instance(self.launched, why, self.deps.shutdown_grace)
             await self._reap()
 
     # ------------------------------------------------------------------ upgrade
@@ -469,7 +470,7 @@ class SupervisedPlugin:
         if self.state is not S.RUNNING or old is None:
             raise UpgradeFailed(f"the plugin is {self.state.value}, not running")
         spec = LaunchSpec(self.id, found.binary, self.log_path, self.spec.instance + 1)
-        candidate = _Candidate(self)
+        candidate = Candidate(self)
         try:
             new = await self.deps.launcher.launch(spec, candidate)
         except LaunchAborted:
@@ -477,12 +478,12 @@ class SupervisedPlugin:
         except LaunchError as exc:
             raise UpgradeFailed(f"the new version failed to start: {exc}", exc.details) from None
         try:
-            await self._until_healthy(new, candidate)
+            await until_healthy(new, candidate.lost, self.deps.health_timeout)
             if self.state is not S.RUNNING or self.launched is not old:
                 raise UpgradeFailed(f"the old process stopped meanwhile ({self.state.value})")
         except BaseException:
-            await _stop_instance(new, "upgrade failed", self.deps.shutdown_grace)
-            await _release(new)
+            await stop_instance(new, "upgrade failed", self.deps.shutdown_grace)
+            await release(new)
             raise
         self._switch(old, new, spec, found, candidate)
         return {
@@ -491,45 +492,13 @@ class SupervisedPlugin:
             "version": found.metadata.version if found.metadata else "",
         }
 
-    async def _until_healthy(self, new: Launched, candidate: _Candidate) -> None:
-        """The new instance answers a probe in ``health_timeout``; else ``UpgradeFailed``.
-
-        Its process exiting or its connection breaking fails at once. The probe goes after
-        ``init`` on the same connection, so an answer means ``init`` was taken (original
-        plugins handle messages in order; the SDK answers only after ``init``).
-        """
-        timeout = self.deps.health_timeout
-        answered: asyncio.Future[ToruError | None] = asyncio.get_running_loop().create_future()
-
-        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
-            if not answered.done():
-                answered.set_result(err)
-
-        new.connection.request("http", _probe_request(), timeout, done)
-        exited = new.process.exited
-        await asyncio.wait({answered, exited, candidate.lost}, return_when=asyncio.FIRST_COMPLETED)
-        if exited.done():
-            raise UpgradeFailed(
-                "the new version exited while starting", describe_exit(exited.result())
-            )
-        if candidate.lost.done():
-            raise UpgradeFailed(
-                f"the new version closed its connection ({candidate.lost.result()})"
-            )
-        err = answered.result()
-        if err is not None:
-            raise UpgradeFailed(
-                f"the new version never got healthy: {err.message} (health probe,"
-                f" TORU_HEALTH_TIMEOUT / supervisor.health_timeout {timeout:g} s)"
-            )
-
     def _switch(
         self,
         old: Launched,
         new: Launched,
         spec: LaunchSpec,
         found: Discovered,
-        candidate: _Candidate,
+        candidate: Candidate,
     ) -> None:
         """The instant of an upgrade: the new instance serves, the old one retires."""
         old.connection.on_lost = None  # its end is no longer the plugin's concern
@@ -560,8 +529,8 @@ class SupervisedPlugin:
             and self.deps.clock() < deadline
         ):
             await asyncio.sleep(0.02)
-        await _stop_instance(old, "replaced by a new version", self.deps.shutdown_grace)
-        await _release(old)
+        await stop_instance(old, "replaced by a new version", self.deps.shutdown_grace)
+        await release(old)
         if old.socket is not None:
             shutil.rmtree(old.socket.parent, ignore_errors=True)  # its own run/p/<id>.<n>/
 
@@ -625,7 +594,7 @@ class SupervisedPlugin:
                     " (TORU_HEALTH_TIMEOUT / supervisor.health_timeout)"
                 )
 
-        self._probe_rid = connection.request("http", _probe_request(), timeout, done)
+        self._probe_rid = connection.request("http", probe_request(), timeout, done)
 
     def _hung(self, reason: str) -> None:
         if self.health == "unhealthy":
@@ -671,81 +640,6 @@ class SupervisedPlugin:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
-
-
-def _probe_request() -> dict[str, Any]:
-    """The health probe's http payload: ``GET /health`` with ``X-Toru-Probe: 1``."""
-    return {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}}
-
-
-_PROBE = {"X-Toru-Probe": "1"}
-
-
-class UpgradeFailed(Exception):
-    """The new version did not take over; the old process serves on."""
-
-    def __init__(self, reason: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.details = details or {}
-
-
-class _Candidate:
-    """``LaunchCallbacks`` of an upgrade's new instance.
-
-    Its output and KV operations are the plugin's at once. A lost connection or a timeout
-    (its probe) only fails the upgrade until it serves (``promoted``): before that, it must
-    not look like a crash of the old instance.
-    """
-
-    def __init__(self, plugin: SupervisedPlugin) -> None:
-        self.plugin = plugin
-        self.promoted = False
-        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def on_output(self, stream: str, lines: list[bytes]) -> None:
-        self.plugin.on_output(stream, lines)
-
-    def on_kv_op(self, action: str) -> None:
-        self.plugin.on_kv_op(action)
-
-    def on_kv_error(self, reason: str) -> None:
-        self.plugin.on_kv_error(reason)
-
-    def on_connection_lost(self, reason: str) -> None:
-        if self.promoted:
-            self.plugin.on_connection_lost(reason)
-        elif not self.lost.done():
-            self.lost.set_result(reason)
-
-    def on_request_timeout(self, request_id: str) -> None:
-        if self.promoted:
-            self.plugin.on_request_timeout(request_id)
-
-    def launch_aborted(self) -> bool:
-        return self.plugin.launch_aborted()
-
-
-async def _stop_instance(launched: Launched, why: str, grace: float) -> None:
-    """Polite stop of one instance: ``shutdown`` message, wait, SIGTERM the group, SIGKILL
-    after the grace."""
-    proc = launched.process
-    if proc.exited.done():
-        return
-    launched.connection.send(lifecycle_shutdown())
-    launched.connection.close(f"stopping ({why})")
-    launched.close_kv()
-    if await proc.wait(grace / 2) is None:
-        await proc.terminate(grace / 2)
-
-
-async def _release(launched: Launched) -> None:
-    """After an instance's process is gone: close its channels, collect its last output."""
-    launched.connection.close("plugin stopped")
-    launched.close_kv()
-    drain = getattr(launched.process, "drain_output", None)
-    if drain is not None:
-        await drain(0.5)
 
 
 def wall_time(mono: float, clock: Callable[[], float]) -> float:

@@ -41,13 +41,14 @@ from .discovery import (
     resolve_conflicts,
 )
 from .identity import Identity, PluginIdentities
+from .instance import UpgradeFailed
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .states import PluginState
-from .supervised import Deps, SupervisedPlugin, UpgradeFailed, wall_time
+from .supervised import Deps, SupervisedPlugin, wall_time
 from .supervisor_state import SupervisorState
 
 S = PluginState
