@@ -340,3 +340,28 @@ def test_restart_op_errors_and_a_plugin_in_backoff_restarts_at_once(home):
         assert info["pid"] == pid and info["state"] == "running" and info["upgrade_error"]
         got = json.loads(sup.client.http("alpha", "GET", "/pid").body)
         assert got["pid"] == pid
+
+
+def test_after_a_failed_upgrade_the_old_process_crashing_runs_the_file_on_disk(home):
+    """The documented choice (docs/ARCHITECTURE.md, "Zero-downtime upgrade"): a broken new
+    version waits while the old process serves; once that one crashes, the restart runs the
+    file on disk, so the plugin goes to backoff with the new version's failure, as without
+    upgrades."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        make_plugin(home / "plugins", "alpha", mode="crash-start")
+        wait_for(lambda: sup.info("alpha")["upgrade_error"])
+        assert sup.info("alpha")["pid"] == pid
+        os.kill(pid, signal.SIGKILL)
+
+        def crashed_starting() -> bool:
+            events = sup.call("events", {"plugin": "alpha"})
+            return any(
+                e["event_type"] == "crashed" and e["details"].get("phase") == "starting"
+                for e in events
+            )
+
+        wait_for(crashed_starting)
+        assert sup.info("alpha")["state"] in ("backoff", "starting", "failed")

@@ -101,6 +101,7 @@ class SupervisedPlugin:
         # A failed upgrade: the binary's signature and why, while the old process serves on.
         self.upgrade_error: str | None = None
         self.rejected_signature: tuple[int, int] | None = None
+        self._rejected_by: int | None = None  # the pid that served on after that failure
         metrics.set_state(self.id, self.state)
 
     # ------------------------------------------------------------------ state
@@ -535,14 +536,23 @@ class SupervisedPlugin:
             shutil.rmtree(old.socket.parent, ignore_errors=True)  # its own run/p/<id>.<n>/
 
     def keeps_serving(self, signature: tuple[int, int]) -> bool:
-        """True while the old process serves after ``signature`` failed to take over."""
-        return self.state is S.RUNNING and self.enabled and signature == self.rejected_signature
+        """True while the process that was serving when ``signature`` failed to take over
+        still serves. Once it is gone (a crash, a disable), whatever runs now was started
+        from the file on disk, so the next rescan looks at that file again."""
+        launched = self.launched
+        return (
+            signature == self.rejected_signature
+            and self.state is S.RUNNING
+            and launched is not None
+            and launched.process.pid == self._rejected_by
+        )
 
     def upgrade_failed(self, signature: tuple[int, int], reason: str) -> None:
         """Remember a binary that failed to take over, so a rescan does not retry it while
         the old process serves (a new binary, or a restart, tries again)."""
         self.upgrade_error = reason
         self.rejected_signature = signature
+        self._rejected_by = self.launched.process.pid if self.launched is not None else None
 
     # ------------------------------------------------------------------ health
 
