@@ -283,7 +283,8 @@ def test_rescan_notices_new_changed_and_removed_binaries(home):
 def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
     make_plugin(home / "plugins", "alpha")
     enable_on_disk(home, "alpha")
-    with SupervisorProc(home) as sup:
+    # an unapproved replacement is held back (test_pins.py); this one is about the restart
+    with SupervisorProc(home, env={"TORU_PIN_BINARIES": "false"}) as sup:
         pid = sup.wait_state("alpha", "running")["pid"]
         second = subprocess.run(
             [sys.executable, "-m", "toru.cli", "supervisor", "--home", str(home)],
@@ -319,7 +320,8 @@ def test_restart_op_errors_and_a_plugin_in_backoff_restarts_at_once(home):
     make_plugin(home / "plugins", "beta", mode="crash-start")
     make_plugin(home / "plugins", "gamma")
     enable_on_disk(home, "alpha", "beta")
-    env = {"TORU_RESTART_BACKOFF": str(timing.scaled(300))}  # far longer than the test
+    # far longer than the test; the broken binary is swapped in by hand (no pin: test_pins.py)
+    env = {"TORU_RESTART_BACKOFF": str(timing.scaled(300)), "TORU_PIN_BINARIES": "false"}
     with SupervisorProc(home, env=env) as sup:
         with pytest.raises(NotFound):
             sup.call("restart", {"plugin": "nope"})
@@ -349,7 +351,7 @@ def test_after_a_failed_upgrade_the_old_process_crashing_runs_the_file_on_disk(h
     upgrades."""
     make_plugin(home / "plugins", "alpha")
     enable_on_disk(home, "alpha")
-    with SupervisorProc(home) as sup:
+    with SupervisorProc(home, env={"TORU_PIN_BINARIES": "false"}) as sup:
         pid = sup.wait_state("alpha", "running")["pid"]
         make_plugin(home / "plugins", "alpha", mode="crash-start")
         wait_for(lambda: sup.info("alpha")["upgrade_error"])

@@ -28,7 +28,9 @@ from tests.servers import ToruServer
 from tests.supervisor.helpers import MISBEHAVE, pid_alive, wait_for
 from tests.web.versioned_plugin import install, install_atomically
 
-ENV = {"TORU_RESCAN_INTERVAL": "0.3", "TORU_HEALTH_INTERVAL": "1"}
+# Binaries are renamed over by hand here, as `toru plugins install` does; the SDK test goes
+# through `install` itself, which also pins (tests/supervisor/test_pins.py covers pinning).
+ENV = {"TORU_RESCAN_INTERVAL": "0.3", "TORU_HEALTH_INTERVAL": "1", "TORU_PIN_BINARIES": "false"}
 LOOPS = 4
 SLOW_MS = int(timing.scaled(300))  # the slow loop's requests: in flight at the switch
 # Well beyond the SDK's own shutdown grace (2 s), and the swap starts just after one of them
@@ -198,14 +200,17 @@ def upgrade_under_load(
 
 
 def test_sdk_plugin_upgrade_under_load_answers_every_request(short_home):
+    """Through ``toru plugins install`` (checked, pinned, renamed over the running file)."""
     plugins = short_home / "plugins"
     install(plugins, "up-sdk", "1")
-    with ToruServer(short_home, enable=["up-sdk"], workers=2, env=ENV) as s:
+    env = {**ENV, "TORU_PIN_BINARIES": "true"}
+    with ToruServer(short_home, enable=["up-sdk"], workers=2, env=env) as s:
         cookie, _ = s.login()
         route = "/api/plugins/route/up-sdk"
 
         def swap() -> str:
-            install(plugins, "up-sdk", "2")  # renamed over the running one's file
+            new = install(short_home / "src", "up-sdk", "2")
+            s.toru("plugins", "--home", str(short_home), "install", str(new), timeout=timing.WAIT)
             return "2"
 
         upgrade_under_load(

@@ -55,6 +55,8 @@ class ControlServer:
             "disable": lambda a: sup.disable(a.get("plugin")),
             "restart": lambda a: sup.restart(a.get("plugin")),
             "rescan": lambda a: sup.rescan(),
+            "approve": lambda a: sup.approve(a.get("plugin")),
+            "install": sup.install,
             "logs": self._logs,
         }
 

@@ -31,6 +31,7 @@ from .discovery import Discovered
 from .instance import Candidate, UpgradeFailed, probe_request, release, stop_instance, until_healthy
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
 from .logs import LogWriter, StderrLevels, SupervisorLog, plugin_line_entry
+from .pins import BinaryChange
 from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
@@ -39,6 +40,15 @@ from .stats import PluginStats
 S = PluginState
 STDERR_TAIL = 20
 EVENT_EVERY = 10.0  # seconds: at most one `timeout` (or `bad_reply`) event per plugin per window
+WARN_EVENTS = frozenset(
+    {"crashed", "timeout", "unhealthy", "disabled", "bad_reply", "binary_changed", "upgrade_failed"}
+)
+# States a detected binary change turns into ``changed`` at once (nothing of it runs).
+IDLE_STATES = frozenset({S.STOPPED, S.FAILED, S.INVALID, S.BACKOFF})
+
+
+async def _unpinned(plugin_id: str, binary: Path) -> BinaryChange | None:
+    return None
 
 
 @dataclass
@@ -62,6 +72,9 @@ class Deps:
         default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
     )
     clock: Callable[[], float] = time.monotonic
+    # Right before every spawn: None when the binary may run, else how it differs from its
+    # pin (supervisor/pins.py); the plugin then goes to ``changed`` instead of starting.
+    verify_binary: Callable[[str, Path], Awaitable[BinaryChange | None]] = _unpinned
 
 
 class SupervisedPlugin:
@@ -84,6 +97,7 @@ class SupervisedPlugin:
         self.retry_at: float | None = None
         self.health = "unknown"
         self.launched: Launched | None = None
+        self.binary_change: BinaryChange | None = None  # the file on disk is not the pinned one
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._stderr_levels = StderrLevels()  # crash output on stderr is logged as error
         self.stats = PluginStats()
@@ -141,12 +155,7 @@ class SupervisedPlugin:
             self.deps.store.add_event(self.id, event, details)
         except apsw.Error as exc:
             self.deps.log.error("could not record event", self.id, error=str(exc), event=event)
-        level = (
-            "warn"
-            if event
-            in ("crashed", "timeout", "unhealthy", "disabled", "bad_reply", "upgrade_failed")
-            else "info"
-        )
+        level = "warn" if event in WARN_EVENTS else "info"
         self.deps.log.log(level, f"plugin {event}", self.id, **{"details": details})
         if event != "timeout":
             self._plugin_log(level, f"supervisor: plugin {event}", details)
@@ -216,6 +225,21 @@ class SupervisedPlugin:
         if now - self._last_limited_event.get(event, -math.inf) >= EVENT_EVERY:
             self._last_limited_event[event] = now
             self.record_event(event, details)
+
+    def mark_changed(self, change: BinaryChange) -> None:
+        """The binary on disk is not the approved one (event ``binary_changed``, once per
+        change). Nothing of it runs: an idle plugin goes to ``changed`` at once; a running old
+        version keeps serving (``running`` with ``binary_change`` set: its process still runs
+        the approved file's inode) and goes to ``changed`` when it exits, by the check before
+        every spawn."""
+        if change != self.binary_change:
+            self.binary_change = change
+            self.record_event("binary_changed", change.to_json())
+        if self.state in IDLE_STATES:
+            was_backoff = self.state is S.BACKOFF
+            self._set_state(S.CHANGED)
+            if was_backoff:
+                self._wakeup("binary changed")  # the pending restart ends in the pin check
 
     def _wakeup(self, reason: str) -> None:
         if self._wake is not None and not self._wake.done():
@@ -289,6 +313,8 @@ class SupervisedPlugin:
             )
         if state is S.STOPPING:
             raise NotFound(f"plugin {self.id} is being disabled")
+        if state is S.CHANGED:
+            raise NotFound(f"plugin {self.id}'s binary changed and waits for an admin's approval")
         raise NotFound(f"plugin {self.id} is not enabled")
 
     def retry_after(self) -> int:
@@ -325,6 +351,13 @@ class SupervisedPlugin:
         while not self.stopping:
             self._set_state(S.STARTING)
             self.retry_at = None
+            change = await self.deps.verify_binary(self.id, self.binary)
+            if self.stopping:  # disabled while the hash was read
+                break
+            if change is not None:
+                self.mark_changed(change)
+                self._set_state(S.CHANGED)
+                return  # waits for an admin's approval (supervisor.approve)
             self.stderr_tail.clear()
             self._wake = asyncio.get_running_loop().create_future()
             t0 = self.deps.clock()
@@ -470,6 +503,13 @@ class SupervisedPlugin:
         old = self.launched
         if self.state is not S.RUNNING or old is None:
             raise UpgradeFailed(f"the plugin is {self.state.value}, not running")
+        change = await self.deps.verify_binary(self.id, found.binary)  # the pin, as before a spawn
+        if change is not None:
+            self.mark_changed(change)  # the old process serves on; approve runs the new file
+            raise UpgradeFailed(
+                f"{change.binary} is not the approved binary (sha256 {change.found[:12]}…):"
+                f" approve it first (toru plugins approve {self.id})"
+            )
         spec = LaunchSpec(self.id, found.binary, self.log_path, self.spec.instance + 1)
         candidate = Candidate(self)
         try:
@@ -641,6 +681,7 @@ class SupervisedPlugin:
             "error": self.error,
             "upgrade_error": self.upgrade_error,
             "retry_at": wall_time(self.retry_at, self.deps.clock) if self.retry_at else None,
+            "binary_change": self.binary_change.to_json() if self.binary_change else None,
         }
 
     def close_log(self) -> None:

@@ -41,10 +41,12 @@ from .discovery import (
     resolve_conflicts,
 )
 from .identity import Identity, PluginIdentities
+from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .instance import UpgradeFailed
 from .kv_channel import execute_kv
 from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
+from .pin_gate import PinGate
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
 from .states import PluginState
@@ -55,6 +57,7 @@ S = PluginState
 HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
+STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
 
 
 class Supervisor:
@@ -111,6 +114,7 @@ class Supervisor:
         self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
         self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
+        self.pin_gate = PinGate(config.pins_file, config.pin_binaries, log)  # binary integrity
 
     # ------------------------------------------------------------------ running
 
@@ -131,6 +135,7 @@ class Supervisor:
             persist_enabled=self._persist,
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
+            verify_binary=self.pin_gate.verify,
         )
 
     async def run(
@@ -236,6 +241,9 @@ class Supervisor:
             self.log.error("could not save plugin metadata", d.id, error=str(exc))
 
     def _prune(self) -> None:
+        stale = sweep_stages(self.config.plugins_dir, STAGE_MAX_AGE, time.time())
+        if stale:
+            self.log.info(f"removed {len(stale)} abandoned install files", files=stale)
         try:
             n = self.store.prune_events()
         except apsw.Error as exc:
@@ -275,7 +283,9 @@ class Supervisor:
             await self._retire(p, "binary removed")
         for b, p in by_binary.items():
             sig = binaries.get(b)
-            if sig is not None and sig != p.signature and not p.keeps_serving(sig):
+            if sig is None or sig == p.signature or p.keeps_serving(sig):
+                continue
+            if not await self._held_back(p, True):  # an unpinned file waits for an approve
                 try:
                     await self._binary_replaced(p, Discovered(b, sig))
                 except UpgradeFailed:
@@ -296,7 +306,11 @@ class Supervisor:
                 continue
             known = self.memory.known_metadata(b, sig)
             if known is not None:
+                # NOTE: unchanged since its last probe: no hash here (a restart lists every
+                # plugin at once); a forged mtime and size are caught before the spawn.
                 found.append(Discovered(b, sig, metadata=known))
+                continue
+            if b not in by_binary and await self._hold_unapproved(b, sig, state):
                 continue
             probe[b] = sig
             entry = Discovering(b, sig)
@@ -435,10 +449,10 @@ class Supervisor:
         self._remember(found)
         self._admit([found], self.state_file.load(), frozenset({replaced_id}))
 
-    def _register(self, d: Discovered) -> SupervisedPlugin:
-        pid = d.id
+    def _register(self, d: Discovered, plugin_id: str | None = None) -> SupervisedPlugin:
+        pid = plugin_id or d.id
         existing = self.plugins.get(pid)
-        if existing is not None:
+        if existing is not None and plugin_id is None:
             if d.metadata is not None and existing.metadata is None:
                 # An invalid binary only borrowed this id from its file name: a valid plugin
                 # owns it, the invalid one is listed under its file name instead.
@@ -457,6 +471,101 @@ class Supervisor:
         self.plugins.pop(plugin.id, None)
         if plugin.route and self.routes.get(plugin.route) is plugin:
             del self.routes[plugin.route]
+
+    # ------------------------------------------------------------------ pinning (pin_gate.py)
+
+    async def _held_back(self, plugin: SupervisedPlugin, present: bool) -> bool:
+        """The gate in front of the "binary replaced" path: True (and ``binary_changed``)
+        when the new file is not the pinned one, so it is neither probed nor run."""
+        change = await self.pin_gate.change_of(plugin.id, plugin.binary) if present else None
+        if change is None:
+            plugin.binary_change = None
+            return False
+        plugin.mark_changed(change)
+        return True
+
+    async def _hold_unapproved(
+        self, binary: Path, sig: tuple[int, int], state: dict[str, Any]
+    ) -> bool:
+        """A binary first seen by this supervisor whose pin it does not match (replaced
+        while Toru was down): listed as ``changed`` under its pinned id, never probed."""
+        held = await self.pin_gate.unapproved_at_start(binary)
+        if held is None or held[0] in self.plugins:
+            return False
+        plugin_id, change = held
+        known = self.memory.last_metadata(binary)
+        if known is not None and known.id != plugin_id:
+            known = None
+        d = Discovered(binary, sig, metadata=known, error="binary changed: waiting for approval")
+        plugin = self._register(d, plugin_id)
+        plugin.enabled = bool(state.get(plugin_id, {}).get("enabled"))
+        plugin.mark_changed(change)
+        self.discovering.pop(binary, None)
+        return True
+
+    async def approve(self, plugin_id: Any) -> dict[str, Any]:
+        """Pin the changed binary an admin reviewed, then let the replaced path run it."""
+        p = await self._described(plugin_id)
+        change = await self.pin_gate.approve(p)
+        p.record_event("approved", {"old_sha256": change.pinned, "new_sha256": change.found})
+        self._binary_approved(p)
+        await self.rescan()
+        return await self._settled_info(p.id)
+
+    def _binary_approved(self, p: SupervisedPlugin) -> None:
+        """Seam to the rescan's "binary replaced" branch: forget what is known about the old
+        file, so the next rescan takes this plugin through it (probe, then start or swap)."""
+        p.binary_change = None
+        p.signature = (-1, -1)
+        try:
+            self.memory.forget(p.binary)
+        except OSError as exc:
+            self.log.error("could not save the supervisor state", p.id, error=str(exc))
+
+    async def _settled_info(self, plugin_id: str) -> dict[str, Any]:
+        p = self.plugins.get(plugin_id)
+        if p is None:
+            raise NotFound(f"plugin {plugin_id} is gone after the rescan")
+        await p.wait_started(self.socket_wait + 1.0)
+        return p.info()
+
+    async def install(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Control op ``install`` ``{"path", "enable"?, "uploaded"?}`` (install.py)."""
+        path, enable, uploaded = args.get("path"), args.get("enable", False), args.get("uploaded")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise BadRequest("install needs an absolute path")
+        if not isinstance(enable, bool):
+            raise BadRequest("enable must be true or false")
+        plugins_dir = self.config.plugins_dir
+        src = Path(path)
+        if uploaded is True and not is_stage(src, plugins_dir):
+            raise BadRequest("an uploaded install must be a staged file in the plugin directory")
+        try:
+            prepared = await prepare(
+                src,
+                plugins_dir,
+                uploaded=uploaded is True,
+                timeout=self.metadata_timeout,
+                identity=self.identities.shared if self.identities else None,
+            )
+        except OSError as exc:
+            raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
+        try:
+            ids = {p.id: p.binary.name for p in self.plugins.values() if p.metadata}
+            routes = {p.route: (p.id, p.binary.name) for p in self.plugins.values() if p.route}
+            check_clash(prepared, ids, routes)
+            pins = self.pin_gate if self.pin_gate.enabled else None
+            result = commit(prepared, plugins_dir, pins)
+        except OSError as exc:  # e.g. the uploading worker gave up and removed its stage
+            raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
+        finally:
+            prepared.discard()
+        self.pin_gate.hasher.remember(plugins_dir / result["binary"], result["sha256"])
+        if enable:
+            self._persist(result["id"], True)
+        await self.rescan()
+        result["plugin"] = await self._settled_info(result["id"])
+        return result
 
     # ------------------------------------------------------------------ operations
 
@@ -546,6 +655,7 @@ class Supervisor:
             raise Unavailable("the supervisor is shutting down")
         if p.state is S.INVALID:
             raise Conflict(f"plugin {p.id} is invalid: {p.error}")
+        await self.pin_gate.pin_for_enable(p)
         was = p.enabled and p.active
         self._persist(p.id, True)
         await p.start()
@@ -572,6 +682,8 @@ class Supervisor:
         sig = list_binaries(self.config.plugins_dir).get(p.binary)
         if sig is None:
             raise Conflict(f"the binary of plugin {p.id} ({p.binary.name}) is gone")
+        if sig != p.signature and await self._held_back(p, True):
+            raise Conflict(f"the binary of plugin {p.id} changed: approve it first")
         async with self._rescan_lock:  # one swap at a time, never beside a rescan's
             try:
                 await self._binary_replaced(p, Discovered(p.binary, sig))

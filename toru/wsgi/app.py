@@ -19,7 +19,7 @@ from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
 from ..supervisor.client import restart_timeout
-from . import auth, errors, health, plugins, proxy, system, users
+from . import auth, errors, health, plugin_install, plugins, proxy, system, users
 from .control import Control, ControlClient
 from .metrics import MetricsMiddleware
 from .pool import PasswordPool
@@ -137,6 +137,7 @@ def create_app(
     app.add_route("/api/system", system.SystemResource(control))
     app.add_route("/api/plugins", plugins.PluginsResource(control))
     app.add_route("/api/plugins/rescan", system.RescanResource(control))
+    app.add_route("/api/plugins/install", plugin_install.InstallResource(control, config))
     app.add_route("/api/plugins/{plugin_id}", plugins.PluginResource(control))
     app.add_route(
         "/api/plugins/{plugin_id}/enable", plugins.PluginActionResource(control, "enable")
@@ -147,6 +148,9 @@ def create_app(
     app.add_route(
         "/api/plugins/{plugin_id}/restart",
         plugins.PluginActionResource(control, "restart", restart_timeout(config)),
+    )
+    app.add_route(
+        "/api/plugins/{plugin_id}/approve", plugins.PluginActionResource(control, "approve")
     )
     app.add_route(
         "/api/plugins/{plugin_id}/bundle.js",

@@ -76,7 +76,7 @@ class PluginResource:
 
 
 class PluginActionResource:
-    """``POST /api/plugins/:id/enable``, ``/disable`` and ``/restart`` (admin).
+    """``POST /api/plugins/:id/enable``, ``/disable``, ``/restart`` and ``/approve`` (admin).
 
     ``restart`` is graceful (an upgrade to the same binary, docs/ARCHITECTURE.md): 404
     unknown, 409 not enabled, 502 when the new process failed (the old one serves on).
