@@ -177,7 +177,7 @@ class ProcessLauncher:
                 on_output=callbacks.on_output,
                 pass_fds=[plugin_end.fileno()],
                 cgroup=self.cgroups.for_plugin(spec.id, spec.instance) if self.cgroups else None,
-                identity=None if identity is None or identity.is_self else identity,
+                identity=identity,
             )
         except OSError as exc:
             host_end.close()
