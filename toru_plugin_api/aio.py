@@ -42,7 +42,7 @@ import math
 import threading
 from typing import Any
 
-from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode, encode_binary
 from .endpoint import Pending
 
 __all__ = ["FramedProtocol", "WriteBatch"]
@@ -195,10 +195,14 @@ class FramedProtocol(asyncio.Protocol):
     def writable(self) -> bool:
         return self.transport is not None and not self.closed
 
-    def send(self, msg: Any) -> None:
-        """Queue one message (dropped if the connection is closed). Raises ``FrameTooLarge``."""
+    def send(self, msg: Any, body: bytes | None = None) -> None:
+        """Queue one message (dropped if the connection is closed), with ``body`` as the raw
+        tail of a binary frame when given. Raises ``FrameTooLarge``."""
         if not self.closed:
-            self.queue_frame(encode(msg, self.max_frame))
+            if body is None:
+                self.queue_frame(encode(msg, self.max_frame))
+            else:
+                self.queue_frame(*encode_binary(dumps(msg), body, self.max_frame))
 
     def queue_frame(self, *parts: bytes) -> None:
         """Write a frame (given as one or more consecutive parts) with the rest of this batch.
@@ -238,13 +242,19 @@ class FramedProtocol(asyncio.Protocol):
         if self.pending.add(rid, self._loop.time() + timeout, callback, data):
             self._arm()
 
-    def request(self, msg: dict[str, Any], timeout: float) -> asyncio.Future[Any]:
-        """Send ``msg`` as a request (its id set in ``msg[id_field]``); the Future gets the
-        whole reply message, or the error. Cancelling the Future abandons the reply."""
+    def request(
+        self, msg: dict[str, Any], timeout: float, body: bytes | None = None
+    ) -> asyncio.Future[Any]:
+        """Send ``msg`` as a request (its id set in ``msg[id_field]``), in a binary frame
+        carrying ``body`` when given; the Future gets the whole reply message, or the
+        error. Cancelling the Future abandons the reply."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         rid = msg[self.id_field] = self.next_id()
         try:
-            frame = encode(msg, self.max_frame)
+            if body is None:
+                frame: tuple[Any, ...] = (encode(msg, self.max_frame),)
+            else:
+                frame = encode_binary(dumps(msg), body, self.max_frame)
         except ProtocolError as exc:
             fut.set_exception(exc)
             return fut
@@ -258,7 +268,7 @@ class FramedProtocol(asyncio.Protocol):
 
         self.expect(rid, timeout, done)
         if not self.closed:
-            self.queue_frame(frame)
+            self.queue_frame(*frame)
         return fut
 
     def _arm(self) -> None:

@@ -1,4 +1,12 @@
-"""The one framing codec of Toru: 4-byte big-endian length + UTF-8 JSON.
+"""The one framing codec of Toru: 4-byte big-endian length + UTF-8 JSON (+ a raw body).
+
+A *text frame* is the length and one JSON object. A *binary frame* (the ``binary_bodies``
+capability, docs/plugins/PROTOCOL.md section 3) has the top bit of the length set and
+carries the message's body as raw bytes after its JSON: ``length | BINARY_FLAG``, a 4-byte
+length of the JSON, the JSON, then the body (the rest of the frame). Every ``Decoder``
+reads both; only peers that asked for binary bodies are sent binary frames. A decoded
+binary frame is the JSON object with the body (``bytes``) under ``BODY`` (``parse=True``),
+or the pair ``(json_bytes, body)`` (``parse=False``).
 
 Host (supervisor), worker client and SDK all import this module, so the wire format is
 written exactly once. The codec itself does no I/O: ``encode`` makes bytes and ``Decoder``
@@ -23,6 +31,8 @@ except ImportError:  # pragma: no cover - exercised by the zipapp examples under
     _ujson = None
 
 __all__ = [
+    "BINARY_FLAG",
+    "BODY",
     "DEFAULT_MAX_FRAME",
     "HEADER",
     "Decoder",
@@ -31,7 +41,9 @@ __all__ = [
     "ProtocolError",
     "dumps",
     "encode",
+    "encode_binary",
     "encode_payload",
+    "frame_body",
     "loads",
     "write_frame",
 ]
@@ -39,6 +51,11 @@ __all__ = [
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
 _HEADER_SIZE = HEADER.size
+BINARY_FLAG = 0x80000000  # in the length word: a binary frame (JSON length, JSON, raw body)
+_SIZE_MASK = BINARY_FLAG - 1
+_BINARY_HEADER = struct.Struct(">II")  # the length word, then the JSON's length
+# Where a decoded binary frame's body goes in its message (no JSON value is ``bytes``).
+BODY = "$body"
 
 
 class ProtocolError(Exception):
@@ -104,9 +121,29 @@ def encode_payload(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(size) + body
 
 
-def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
-    """Serialize and frame one message."""
-    return encode_payload(dumps(msg), max_frame)
+def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: bytes | None = None) -> bytes:
+    """Serialize and frame one message; with ``body``, as a binary frame carrying it."""
+    if body is None:
+        return encode_payload(dumps(msg), max_frame)
+    return b"".join(encode_binary(dumps(msg), body, max_frame))
+
+
+def encode_binary(
+    head: bytes, body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME
+) -> tuple[bytes, bytes, bytes | bytearray | memoryview]:
+    """A binary frame of serialized JSON ``head`` and a raw ``body``, as the three parts to
+    write in order (PERF: the body is not copied here; ``queue_frame(*parts)`` joins once)."""
+    size = _HEADER_SIZE + len(head) + len(body)
+    if size > max_frame:
+        raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
+    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body
+
+
+def frame_body(msg: Any) -> bytes | None:
+    """The raw body of a message decoded from a binary frame, else None (a JSON text frame
+    cannot fake one: no JSON value is ``bytes``)."""
+    body = msg.get(BODY) if type(msg) is dict else None
+    return body if type(body) is bytes else None
 
 
 class Decoder:
@@ -143,7 +180,7 @@ class Decoder:
             # PERF: the common case, one whole frame per read (a sequential peer): no loop,
             # no slicing of a view; anything else takes the general path below.
             (size,) = HEADER.unpack_from(data)
-            if size == len(data) - _HEADER_SIZE and size <= self.max_frame:
+            if size == len(data) - _HEADER_SIZE and size <= self.max_frame:  # not binary
                 payload = data[_HEADER_SIZE:]
                 if not self.parse:
                     return [payload]
@@ -166,6 +203,9 @@ class Decoder:
         parse = self.parse
         while end_all - pos >= _HEADER_SIZE:
             (size,) = HEADER.unpack_from(view, pos)
+            binary = size & BINARY_FLAG
+            if binary:
+                size &= _SIZE_MASK
             if size > max_frame:
                 self._failed = FrameTooLarge(
                     f"frame length {size} exceeds the maximum frame size of {max_frame} bytes",
@@ -176,7 +216,21 @@ class Decoder:
             end = pos + _HEADER_SIZE + size
             if end > end_all:
                 break
-            payload = bytes(view[pos + _HEADER_SIZE : end])
+            if binary:
+                start = pos
+                pos = end
+                try:
+                    out.append(self._binary(view, start, size))
+                except ProtocolError as exc:
+                    self._keep(view, pos)
+                    exc.decoded = out
+                    raise
+                continue
+            if type(view) is bytes:
+                payload = view[pos + _HEADER_SIZE : end]
+            else:
+                with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
+                    payload = bytes(mv[pos + _HEADER_SIZE : end])
             pos = end
             if parse:
                 try:
@@ -192,6 +246,28 @@ class Decoder:
                 out.append(payload)
         self._keep(view, pos)
         return out
+
+    def _binary(self, view: bytes | bytearray, pos: int, size: int) -> Any:
+        """The binary frame of ``size`` bytes after the length word at ``pos`` (complete)."""
+        if size < _HEADER_SIZE:
+            raise ProtocolError(f"binary frame of {size} bytes has no room for its JSON length")
+        (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+        if head_size > size - _HEADER_SIZE:
+            raise ProtocolError(
+                f"binary frame declares a {head_size}-byte JSON header but holds only"
+                f" {size - _HEADER_SIZE} bytes after it"
+            )
+        start = pos + 2 * _HEADER_SIZE
+        with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
+            head = bytes(mv[start : start + head_size])
+            body = bytes(mv[start + head_size : pos + _HEADER_SIZE + size])  # the one copy
+        if not self.parse:
+            return head, body
+        msg = loads(head)
+        if type(msg) is not dict:
+            raise ProtocolError("binary frame's JSON is not a JSON object")
+        msg[BODY] = body
+        return msg
 
     def _keep(self, view: bytes | bytearray, pos: int) -> None:
         if view is self._buf:

@@ -179,7 +179,7 @@ def test_unknown_route_and_missing_table_fall_back(env):
     [
         (lambda m: b"\x00\x00\x00\x05nope!", "protocol error", True),
         (lambda m: struct.pack(">I", 1 << 30), "protocol error", True),  # oversized: not allocated
-        (lambda m: _reply(m, None), "without a payload", False),
+        (lambda m: _reply(m, None), "payload is not an object", False),
         (lambda m: _reply(m, {"status": 700}), "status", False),
         (lambda m: _reply(m, {"status": "200"}), "status", False),
         (lambda m: _reply(m, {"status": 200, "body": 5}), "body", False),

@@ -54,11 +54,14 @@ class Launched:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What to start: the plugin's id, its executable and where its log goes (for ``init``)."""
+    """What to start: the plugin's id, its executable and where its log goes (for ``init``);
+    ``binary_bodies`` when its metadata declared that capability (its connection then sends
+    bodies as raw bytes)."""
 
     id: str
     binary: Path
     log_path: Path
+    binary_bodies: bool = False
 
 
 class LaunchCallbacks(Protocol):
@@ -195,6 +198,7 @@ class ProcessLauncher:
                             self.max_frame,
                             on_lost=callbacks.on_connection_lost,
                             on_timeout=callbacks.on_request_timeout,
+                            binary=spec.binary_bodies,
                         ),
                         str(sock_path),
                     )

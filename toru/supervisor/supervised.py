@@ -87,7 +87,12 @@ class SupervisedPlugin:
         self._stderr_levels = StderrLevels()  # crash output on stderr is logged as error
         self.stats = PluginStats()
         self.log_path = deps.log_dir / f"{self.id}.log"
-        self.spec = LaunchSpec(self.id, self.binary, self.log_path)
+        self.spec = LaunchSpec(
+            self.id,
+            self.binary,
+            self.log_path,
+            found.metadata is not None and found.metadata.binary_bodies,
+        )
         self._log: LogWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[str] | None = None

@@ -31,7 +31,6 @@ import time
 from typing import Any
 
 from toru.errors import BadGateway, GatewayTimeout, SupervisorUnavailable, ToruError
-from toru_plugin_api.messages import HttpRequest, http_request_message
 
 from ..supervisor.client import ProxyResponse, proxy_response
 from ..supervisor.connection import PluginConnection
@@ -146,6 +145,7 @@ class DirectChannel:
             self.max_frame,
             on_lost=lost,
             on_timeout=lambda rid: self.reporter.timeout(plugin_id),
+            binary=entry.binary,
         )
         try:
             await asyncio.wait_for(
@@ -186,20 +186,12 @@ class DirectChannel:
         if conn is None or conn.closed:
             return None
         plugin_id = entry.plugin
-        payload = http_request_message("", HttpRequest(method, path, headers, body))["payload"]
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-        def done(reply: dict[str, Any] | None, err: ToruError | None) -> None:
-            if not fut.done():
-                if err is not None:
-                    fut.set_exception(err)
-                else:
-                    fut.set_result(reply or {})
-
+        target = _Answer(asyncio.get_running_loop().create_future())
         t0 = time.perf_counter()
-        conn.request("http", payload, self.http_timeout, done)
+        args = {"method": method, "path": path, "headers": headers}
+        conn.relay_http(args, self.http_timeout, target, body)
         try:
-            reply = await fut
+            payload, reply_body = await target.fut
         except GatewayTimeout:
             raise  # counted by the connection's on_timeout
         except BadGateway:
@@ -207,7 +199,8 @@ class DirectChannel:
                 await self._check_supervisor()
             raise
         self.reporter.latency(plugin_id, time.perf_counter() - t0)
-        return proxy_response(reply)  # the supervisor path's checks (validate_http_reply)
+        # the supervisor path's checks (validate_http_reply)
+        return proxy_response(payload, reply_body)
 
     async def _check_supervisor(self) -> None:
         """Raise 503 if the plugin went away because the supervisor did (its plugins die with
@@ -218,3 +211,21 @@ class DirectChannel:
             raise
         except (ToruError, OSError):
             pass
+
+
+class _Answer:
+    """The ``RelayTarget`` of one direct request: resolves ``fut`` with ``(payload, body)``
+    (``body`` the raw body of a binary reply, else None) or the error."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[tuple[Any, bytes | None]]) -> None:
+        self.fut = fut
+
+    def relayed(self, msg: dict[str, Any], raw: bytes, body: bytes | None) -> None:
+        if not self.fut.done():
+            self.fut.set_result((msg.get("payload"), body))
+
+    def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(err or BadGateway("the plugin sent no reply"))

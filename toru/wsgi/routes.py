@@ -31,6 +31,7 @@ class Route(NamedTuple):
     plugin: str
     socket: str | None  # set when the direct channel may send to the plugin itself
     pid: int
+    binary: bool = False  # the plugin takes bodies as raw bytes (``binary_bodies``)
 
 
 class RouteTable:
@@ -80,15 +81,16 @@ class RouteTable:
                     self.control.call("routes", {}, TABLE_TIMEOUT),
                 )
                 direct = {
-                    str(r): (str(e["socket"]), int(e["pid"])) for r, e in table["routes"].items()
+                    str(r): (str(e["socket"]), int(e["pid"]), e.get("binary_bodies") is True)
+                    for r, e in table["routes"].items()
                 }
             else:
                 plugins, direct = await self.control.call("list", {}, TABLE_TIMEOUT), {}
             routes = {}
             for p in plugins:
                 if isinstance(p, dict) and p.get("route") and p.get("id"):
-                    sock, pid = direct.get(p["route"], (None, 0))
-                    routes[str(p["route"])] = Route(str(p["id"]), sock, pid)
+                    sock, pid, binary = direct.get(p["route"], (None, 0, False))
+                    routes[str(p["route"])] = Route(str(p["id"]), sock, pid, binary)
         except (ToruError, OSError, KeyError, TypeError, ValueError, AttributeError):
             # A restarting (or older) supervisor: keep the names, send nothing direct, and
             # ask again in a second.
