@@ -48,6 +48,7 @@ from .endpoint import Pending
 __all__ = ["FramedProtocol", "WriteBatch"]
 
 _local = threading.local()
+BIG_WRITE = 64 * 1024  # a part from this size on goes out by writelines, not joined
 
 
 class WriteBatch:
@@ -226,7 +227,12 @@ class FramedProtocol(asyncio.Protocol):
         self._out = []
         t = self.transport
         if t is not None and not self.closed and not t.is_closing():
-            t.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                t.write(out[0])
+            elif any(len(part) >= BIG_WRITE for part in out):
+                t.writelines(out)  # PERF: a big body is not copied into a joined frame
+            else:
+                t.write(b"".join(out))
 
     # ------------------------------------------------------------------ requests
 

@@ -56,6 +56,9 @@ _SIZE_MASK = BINARY_FLAG - 1
 _BINARY_HEADER = struct.Struct(">II")  # the length word, then the JSON's length
 # Where a decoded binary frame's body goes in its message (no JSON value is ``bytes``).
 BODY = "$body"
+# PERF: a frame from this size on that arrives in pieces is read into a buffer of its own
+# size (no regrowing, no copy out: a binary frame's body is a view of that buffer).
+BIG_FRAME = 256 * 1024
 
 
 class ProtocolError(Exception):
@@ -140,10 +143,11 @@ def encode_binary(
 
 
 def frame_body(msg: Any) -> bytes | None:
-    """The raw body of a message decoded from a binary frame, else None (a JSON text frame
-    cannot fake one: no JSON value is ``bytes``)."""
+    """The raw body of a message decoded from a binary frame (``bytes``, or a
+    ``memoryview`` of a big frame's buffer), else None (a JSON text frame cannot fake one:
+    no JSON value is bytes-like)."""
     body = msg.get(BODY) if type(msg) is dict else None
-    return body if type(body) is bytes else None
+    return body if type(body) is bytes or type(body) is memoryview else None
 
 
 class Decoder:
@@ -153,18 +157,59 @@ class Decoder:
     route on a little of the message and forward the rest untouched.
     """
 
-    __slots__ = ("_buf", "_failed", "max_frame", "parse")
+    __slots__ = ("_big", "_buf", "_failed", "_fill", "max_frame", "parse")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, parse: bool = True) -> None:
         self.max_frame = max_frame
         self.parse = parse
         self._buf = bytearray()
         self._failed: ProtocolError | None = None
+        self._big: bytearray | None = None  # the incomplete big frame, length word included
+        self._fill = 0  # bytes of it received
 
     @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame (0 at a frame boundary)."""
-        return len(self._buf)
+        return len(self._buf) + (self._fill if self._big is not None else 0)
+
+    def _feed_big(self, big: bytearray, data: bytes) -> list[Any]:
+        """Fill the big frame's buffer; once complete, decode it and go on with the rest."""
+        fill = self._fill
+        need = len(big) - fill
+        if len(data) < need:
+            big[fill : fill + len(data)] = data
+            self._fill = fill + len(data)
+            return []
+        with memoryview(data) as mv:
+            big[fill:] = mv[:need]
+        self._big = None
+        rest = data[need:]
+        try:
+            out = [self._whole(big)]
+        except ProtocolError:
+            self._buf = bytearray(rest)  # the stream is still in step after a bad big frame
+            raise
+        if rest:
+            try:
+                out.extend(self.feed(rest))
+            except ProtocolError as exc:
+                exc.decoded = out + exc.decoded
+                raise
+        return out
+
+    def _whole(self, big: bytearray) -> Any:
+        """The message of the one complete frame in ``big``."""
+        (size,) = HEADER.unpack_from(big)
+        if size & BINARY_FLAG:
+            return self._binary(big, 0, size & _SIZE_MASK, share=True)
+        with memoryview(big) as mv:
+            payload = bytes(mv[_HEADER_SIZE:])
+        if not self.parse:
+            return payload
+        msg = loads(payload)
+        if type(msg) is not dict:
+            raise ProtocolError("frame is valid JSON but not a JSON object")
+        return msg
 
     def feed(self, data: bytes) -> list[Any]:
         """Add bytes, return every complete message they finish.
@@ -175,6 +220,8 @@ class Decoder:
         """
         if self._failed is not None:
             raise self._failed
+        if self._big is not None:
+            return self._feed_big(self._big, data)
         buf = self._buf
         if not buf and len(data) > _HEADER_SIZE:
             # PERF: the common case, one whole frame per read (a sequential peer): no loop,
@@ -215,6 +262,12 @@ class Decoder:
                 raise self._failed
             end = pos + _HEADER_SIZE + size
             if end > end_all:
+                if size >= BIG_FRAME:  # PERF: read the rest into a buffer of its own size
+                    big = self._big = bytearray(_HEADER_SIZE + size)
+                    with memoryview(view) as mv:
+                        big[: end_all - pos] = mv[pos:end_all]
+                    self._fill = end_all - pos
+                    pos = end_all
                 break
             if binary:
                 start = pos
@@ -247,8 +300,11 @@ class Decoder:
         self._keep(view, pos)
         return out
 
-    def _binary(self, view: bytes | bytearray, pos: int, size: int) -> Any:
-        """The binary frame of ``size`` bytes after the length word at ``pos`` (complete)."""
+    def _binary(self, view: bytes | bytearray, pos: int, size: int, share: bool = False) -> Any:
+        """The binary frame of ``size`` bytes after the length word at ``pos`` (complete).
+
+        ``share``: ``view`` is a big frame's own buffer, so the body is a view of it (no copy).
+        """
         if size < _HEADER_SIZE:
             raise ProtocolError(f"binary frame of {size} bytes has no room for its JSON length")
         (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
@@ -258,9 +314,16 @@ class Decoder:
                 f" {size - _HEADER_SIZE} bytes after it"
             )
         start = pos + 2 * _HEADER_SIZE
-        with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
+        end = pos + _HEADER_SIZE + size
+        body: bytes | memoryview
+        if share:
+            mv = memoryview(view)
             head = bytes(mv[start : start + head_size])
-            body = bytes(mv[start + head_size : pos + _HEADER_SIZE + size])  # the one copy
+            body = mv[start + head_size : end]
+        else:
+            with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
+                head = bytes(mv[start : start + head_size])
+                body = bytes(mv[start + head_size : end])  # the one copy
         if not self.parse:
             return head, body
         msg = loads(head)

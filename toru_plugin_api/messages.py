@@ -386,6 +386,8 @@ def parse_http_request(payload: Any, body: bytes | None = None) -> HttpRequest:
         return HttpRequest(method.upper(), path, headers, decode_body(p, "http payload"))
     if p.get("body") is not None:
         raise ProtocolError("http payload.body must be absent in a binary frame")
+    if type(body) is not bytes:  # a view of a big frame's buffer: handlers get bytes
+        body = bytes(body)
     return HttpRequest(method.upper(), path, headers, body, binary=True)
 
 

@@ -25,6 +25,7 @@ from .aio import FramedProtocol
 from .codec import ProtocolError, frame_body
 from .kv import KvClient, KvStore, MemoryKv
 from .log import PluginLogger
+from .malloc import keep_big_buffers
 from .messages import (
     BINARY_BODIES,
     HttpRequest,
@@ -556,6 +557,7 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
         except ValueError:
             sys.stderr.write("TORU_PLUGIN_CONFIG is not a JSON object; ignored\n")
     kv_timeout = float(os.environ.get("TORU_KV_TIMEOUT") or 5)
+    keep_big_buffers()  # PERF: large bodies without a page fault per page (malloc.py)
 
     async def main() -> int:
         server = PluginServer(

@@ -372,7 +372,7 @@ class PluginHarness:
     @staticmethod
     def _reply(rid: str, msg: dict[str, Any]) -> Reply:
         resp = validate_http_reply(parse_message(msg).payload, frame_body(msg))
-        return Reply(resp.status, resp.headers, resp.body_bytes, rid, msg)
+        return Reply(resp.status, resp.headers, bytes(resp.body_bytes), rid, msg)
 
     # ------------------------------------------------------------------ public API
 
