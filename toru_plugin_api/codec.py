@@ -172,6 +172,23 @@ class Decoder:
         """Bytes held for an incomplete frame (0 at a frame boundary)."""
         return len(self._buf) + (self._fill if self._big is not None else 0)
 
+    def big_view(self) -> memoryview | None:
+        """Where the rest of an incomplete big frame goes, for a reader that can receive
+        into it (``recv_into``, asyncio's ``BufferedProtocol``); None when there is none."""
+        big = self._big
+        return None if big is None else memoryview(big)[self._fill :]
+
+    def filled(self, count: int) -> list[Any]:
+        """``count`` bytes were received into ``big_view()``: the big frame's message once it
+        is complete (``feed`` semantics, without a copy)."""
+        big = self._big
+        assert big is not None, "filled() without a big_view()"
+        self._fill += count
+        if self._fill < len(big):
+            return []
+        self._big = None
+        return [self._whole(big)]
+
     def _feed_big(self, big: bytearray, data: bytes) -> list[Any]:
         """Fill the big frame's buffer; once complete, decode it and go on with the rest."""
         fill = self._fill
