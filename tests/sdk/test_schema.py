@@ -135,7 +135,7 @@ def test_init_carries_protocol_version_and_capabilities():
     payload = host_init("iid", "/s", "/l")["payload"]
     assert payload["action"] == "init"
     assert payload["protocol_version"] == PROTOCOL_VERSION == 1
-    assert payload["capabilities"] == list(HOST_CAPABILITIES) == ["kv"]
+    assert payload["capabilities"] == list(HOST_CAPABILITIES) == ["kv", "binary_bodies"]
     assert host_init("iid", "/s", "/l", capabilities=())["payload"]["capabilities"] == []
 
 
