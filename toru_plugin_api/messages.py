@@ -229,14 +229,14 @@ def _capabilities(value: Any) -> Any:
 # --------------------------------------------------------------------------- bodies
 
 
-def encode_body(body: bytes | str | None) -> tuple[str, bool]:
+def encode_body(body: bytes | memoryview | str | None) -> tuple[str, bool]:
     """Body for the wire: (text, is_base64). UTF-8 text travels as is."""
     if body is None:
         return "", False
     if isinstance(body, str):
         return body, False
     try:
-        return body.decode("utf-8"), False
+        return str(body, "utf-8"), False  # any bytes-like (a big frame's body is a view)
     except UnicodeDecodeError:
         return base64.b64encode(body).decode("ascii"), True
 
