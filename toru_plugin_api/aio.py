@@ -49,7 +49,6 @@ __all__ = ["FramedProtocol", "WriteBatch"]
 
 _local = threading.local()
 BIG_WRITE = 64 * 1024  # a part from this size on goes out by writelines, not joined
-READ_SIZE = 256 * 1024  # the read buffer (uvloop's own is this size too)
 
 
 class WriteBatch:
@@ -95,24 +94,47 @@ class WriteBatch:
                     conn._flush_scheduled = False
 
 
-class _ReadBuffer:
-    """One receive buffer per thread (an event loop reads one socket at a time and
-    ``buffer_updated`` consumes what ``get_buffer`` gave before the next read)."""
+class _BigFrameReader(asyncio.BufferedProtocol):
+    """PERF: while one big frame (``codec.BIG_FRAME`` and up) arrives, the transport reads
+    straight into that frame's own buffer (``Decoder.big_view``): no intermediate ``bytes``
+    per read, no copy. Set as the transport's protocol for that frame only, so the small
+    messages of the hot path keep the plain ``data_received`` path; everything else is the
+    owner's."""
 
-    __slots__ = ("view",)
+    __slots__ = ("owner",)
 
-    def __init__(self) -> None:
-        self.view = memoryview(bytearray(READ_SIZE))
+    def __init__(self, owner: FramedProtocol) -> None:
+        self.owner = owner
 
-    @staticmethod
-    def current() -> _ReadBuffer:
-        reads = getattr(_local, "reads", None)
-        if reads is None:
-            reads = _local.reads = _ReadBuffer()
-        return reads
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self.owner.decoder.big_view()
+        assert view is not None, "reading a big frame that is complete"
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        owner = self.owner
+        decoder = owner.decoder
+        try:
+            owner._received(decoder.filled, nbytes)
+        finally:
+            t = owner.transport
+            if decoder.big_view() is None and t is not None and not t.is_closing():
+                t.set_protocol(owner)  # the frame is complete: back to data_received
+
+    def eof_received(self) -> bool | None:
+        return self.owner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.owner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.owner.resume_writing()
 
 
-class FramedProtocol(asyncio.BufferedProtocol):
+class FramedProtocol(asyncio.Protocol):
     """Base of every framed asyncio connection (see the module docstring).
 
     Create it on the loop's thread (it binds the running loop and the thread's batch).
@@ -133,27 +155,21 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._batch = WriteBatch.current()
-        self._reads = _ReadBuffer.current()
+        self._big_reader: _BigFrameReader | None = None
 
     # ------------------------------------------------------------------ asyncio side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        """PERF: the rest of a big frame is received straight into its own buffer (no
-        intermediate bytes, no copy); anything else into this thread's read buffer."""
-        view = self.decoder.big_view()
-        return self._reads.view if view is None else view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if self.decoder.big_view() is None:
-            self._received(self.decoder.feed, bytes(self._reads.view[:nbytes]))
-        else:
-            self._received(self.decoder.filled, nbytes)
-
     def data_received(self, data: bytes) -> None:
         self._received(self.decoder.feed, data)
+        if self.decoder.receiving_big:  # the rest of a big frame: read it in place
+            t = self.transport
+            if t is not None and not t.is_closing():
+                if self._big_reader is None:
+                    self._big_reader = _BigFrameReader(self)
+                t.set_protocol(self._big_reader)
 
     def _received(self, decode: Any, data: Any) -> None:
         batch = self._batch

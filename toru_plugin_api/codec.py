@@ -172,6 +172,11 @@ class Decoder:
         """Bytes held for an incomplete frame (0 at a frame boundary)."""
         return len(self._buf) + (self._fill if self._big is not None else 0)
 
+    @property
+    def receiving_big(self) -> bool:
+        """A big frame is incomplete: its rest can be received into ``big_view()``."""
+        return self._big is not None
+
     def big_view(self) -> memoryview | None:
         """Where the rest of an incomplete big frame goes, for a reader that can receive
         into it (``recv_into``, asyncio's ``BufferedProtocol``); None when there is none."""
