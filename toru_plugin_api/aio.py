@@ -5,8 +5,10 @@ the SDK runtime's connections from the host, the web workers' control client) su
 ``FramedProtocol``. Stdlib only: the SDK must import without uvloop or ujson.
 
 Reading: ``data_received`` feeds the one codec's ``Decoder``; every message (with
-``parse=False``, every frame's raw JSON bytes) goes to ``on_message``, a bad frame to
-``on_protocol_error`` after the good frames before it.
+``parse=False``, every frame's raw JSON bytes, or ``(json, body)`` for a binary frame) goes
+to ``on_message``, a bad frame to ``on_protocol_error`` after the good frames before it. The
+rest of a big frame is received in place (``_BigFrameReader``, then back to
+``data_received``). Writing a part of 64 KiB or more uses ``writelines`` (no joined copy).
 
 Writing: ``send(msg)`` / ``queue_frame(*parts)`` cork. Frames queued while a
 ``data_received`` runs go out when it returns, one ``transport.write`` per connection
