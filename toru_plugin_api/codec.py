@@ -260,6 +260,10 @@ class Decoder:
                 if type(msg) is not dict:
                     raise ProtocolError("frame is valid JSON but not a JSON object", [])
                 return [msg]
+            if size & BINARY_FLAG:  # the same for one whole binary frame (a small body)
+                size &= _SIZE_MASK
+                if size == len(data) - _HEADER_SIZE and size <= self.max_frame:
+                    return [self._binary(data, 0, size)]
         if buf:
             buf += data
             view: bytes | bytearray = buf

@@ -314,6 +314,8 @@ def test_a_binary_frame_whose_json_length_exceeds_it_is_a_protocol_error(big):
         for i in range(0, len(stream), 65536):
             seen.extend(d.feed(stream[i : i + 65536]))
     assert [m["request_id"] for m in seen + err.value.decoded] == ["ok"]
+    with pytest.raises(ProtocolError, match="JSON header"):  # alone in a read: the fast path
+        Decoder().feed(lie)
 
 
 def test_a_binary_frame_over_the_maximum_is_refused_before_reading():
