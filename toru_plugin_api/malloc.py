@@ -3,8 +3,8 @@
 Why: by default glibc serves each allocation above ~128 KiB-32 MiB (its dynamic threshold)
 with a fresh ``mmap`` and returns it with ``munmap`` when freed, so every 1 MiB body and
 every ~200 KiB socket read costs a page fault per 4 KiB page touched. Measured on the
-direct channel with 1 MiB answers (benchmarks/RESULTS.md, "Large bodies"): 826 -> 153 µs of
-kernel time per request in the reader. Keeping such buffers in the heap (and up to
+plugin connection with 1 MiB answers (benchmarks/RESULTS.md, "Large bodies"): 826 -> 153 µs
+of kernel time per answer in the reader. Keeping such buffers in the heap (and up to
 ``TRIM`` bytes of freed heap before giving it back) makes them reusable.
 
 A no-op where there is no glibc ``mallopt`` (musl, macOS): bodies still work, just slower.

@@ -3,9 +3,6 @@ round-trip byte-exact, as requests and as answers, to an SDK plugin (``binary_bo
 bytes in binary frames) and to an original-protocol plugin (JSON strings, base64); over the
 limit is 413 and nothing hangs; a binary frame whose JSON length disagrees with the frame is
 a protocol error: 502, the plugin's log and events say so, and the plugin is served again.
-
-Run twice: with the direct channel (worker -> SDK plugin) and without it (worker ->
-supervisor -> plugin), so both relays carry the bodies.
 """
 
 from __future__ import annotations
@@ -27,8 +24,8 @@ LIMIT = 6 * MIB
 SIZES = [MIB, 5 * MIB]
 
 
-@pytest.fixture(scope="module", params=["direct", "supervisor"])
-def srv(request):
+@pytest.fixture(scope="module")
+def srv():
     home = Path(tempfile.mkdtemp(prefix="toru-b-", dir="/tmp"))
     install(home / "plugins")
     s = ToruServer(
@@ -37,7 +34,6 @@ def srv(request):
         env={
             "TORU_BODY_LIMIT": str(LIMIT),
             "TORU_RESTART_BACKOFF": "0.5",
-            "TORU_DIRECT_CHANNEL": "1" if request.param == "direct" else "0",
         },
     )
     s.start()

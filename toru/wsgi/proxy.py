@@ -31,7 +31,6 @@ from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
 from . import metrics
 from .control import Control
-from .direct import DirectChannel
 from .http import client_info, read_body
 from .routes import RouteTable
 
@@ -236,12 +235,10 @@ class PluginRouteResource:
         config: Config,
         control: Control,
         routes: RouteTable,
-        direct: DirectChannel | None = None,
     ) -> None:
         self.config = config
         self.control = control
         self.routes = routes
-        self.direct = direct  # None keeps every request on the supervisor path
         self.trusted = frozenset(config.trusted_proxies)
 
     async def _forward(
@@ -250,18 +247,13 @@ class PluginRouteResource:
         route, path = split_target(req)
         body = await read_body(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
-        entry = await self.routes.get(route)
-        plugin = entry.plugin if entry is not None else "_unknown"
+        plugin = await self.routes.plugin_for(route)
         t0 = time.perf_counter()
         status = 500
         inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
         inflight.inc()
         try:
-            answer = None
-            if entry is not None and entry.socket is not None and self.direct is not None:
-                answer = await self.direct.http(entry, req.method, path, headers, body)
-            if answer is None:
-                answer = await self.control.http(route, req.method, path, headers, body)
+            answer = await self.control.http(route, req.method, path, headers, body)
             status = answer.status
         except ToruError as exc:
             status = exc.status
