@@ -88,11 +88,14 @@ class Launched:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What to start: the plugin's id, its executable and where its log goes (for ``init``)."""
+    """What to start: the plugin's id, its executable and where its log goes (for ``init``);
+    ``binary_bodies`` when its metadata declared that capability (its connection then sends
+    bodies as raw bytes)."""
 
     id: str
     binary: Path
     log_path: Path
+    binary_bodies: bool = False
     # Which start of the plugin this is: an upgrade runs instance n+1 beside instance n, each
     # with its own socket and cgroup (``plugin_socket``, ``PluginCgroups.for_plugin``).
     instance: int = 0
@@ -242,6 +245,7 @@ class ProcessLauncher:
                             self.max_frame,
                             on_lost=callbacks.on_connection_lost,
                             on_timeout=callbacks.on_request_timeout,
+                            binary=spec.binary_bodies,
                         ),
                         str(sock_path),
                     )
