@@ -278,3 +278,28 @@ def test_a_plain_toru_without_the_capabilities_says_so_at_start(short_home):
         "plugins cannot start as nobody (uid 65534, gid 65534): Toru is not root and lacks "
         "CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_KILL"
     ) in log.read_text()
+
+
+@needs_root
+def test_the_examples_work_as_the_plugin_user(short_home, example_plugins):
+    """What `make run` does: the four examples (Python zipapps on `/usr/bin/env python3`,
+    Node, a raw single-file plugin) through toru serve, each answering as toru-plugin."""
+    ids = sorted(example_plugins)
+    plugins = [example_plugins[i] for i in ids]
+    server = ToruServer(short_home, plugins=plugins, enable=ids, env=SHIPPED_DEFAULT)
+    with server:
+        cookie, _ = server.login()
+
+        def all_running():
+            status, got = server.json("GET", "/api/plugins", cookie=cookie)
+            return status == 200 and all(p["state"] == "running" for p in got) and got
+
+        listed = wait_for(all_running, POLL)
+        answers = {
+            p["id"]: server.request("GET", f"/api/plugins/route{p['route']}/", cookie=cookie)[0]
+            for p in listed
+        }
+        owners = {p["id"]: proc_ids(p["pid"]) for p in listed}
+    plugin_user = pwd.getpwnam("toru-plugin")
+    assert sorted(answers) == ids and set(answers.values()) == {200}, answers
+    assert set(owners.values()) == {(plugin_user.pw_uid, plugin_user.pw_gid)}, owners
