@@ -138,3 +138,25 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+@needs_root
+def test_doctor_warns_when_a_plain_toru_runs_plugins_as_itself(short_home):
+    (short_home / "var").mkdir(mode=0o700)
+    os.chown(short_home / "var", 70500, 70500)  # Toru runs as a plain user here
+
+    def findings(plugins_user: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "toru.cli", "doctor", "--home", str(short_home)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TORU_BIND": "", "TORU_PLUGINS_USER": plugins_user},
+        )
+        return [x for x in done.stdout.splitlines() if "plugins.user" in x]
+
+    unset = findings("")
+    assert len(unset) == 1 and unset[0].startswith("warning: plugins.user is unset"), unset
+    assert "plugins run as 70500" in unset[0]
+    assert findings("nobody") == []
