@@ -219,3 +219,22 @@ def test_abandoned_install_files_are_swept_at_start(home):
     with SupervisorProc(home):
         pass
     assert not old.exists() and fresh.exists()  # a fresh one may be an upload under way
+
+
+def test_offline_enable_pins_and_refuses_a_changed_binary(home, tmp_path):
+    binary = make_plugin(home / "plugins", "alpha")
+    done = cli(home, "enable", "alpha")  # no supervisor: config.json and the pin
+    assert done.returncode == 0, done.stderr
+    assert pins(home)["alpha"]["sha256"] == sha(binary)
+    swap_in(home, "alpha", tmp_path / "ran")
+    done = cli(home, "enable", "alpha")
+    assert done.returncode == 1 and "approve alpha" in done.stderr, done.stderr
+    done = cli(home, "enable", "beta")  # not installed yet: pinned when first seen
+    assert done.returncode == 0, done.stderr
+    assert pins(home)["beta"]["sha256"] == ""
+    make_plugin(home / "plugins", "beta")
+    with SupervisorProc(home) as sup:
+        assert sup.wait_state("beta", "running")
+        assert sup.info("alpha")["state"] == "changed"
+    assert pins(home)["beta"]["sha256"] == sha(home / "plugins" / "beta.binary")
+    assert not (tmp_path / "ran").exists()
