@@ -684,7 +684,9 @@ class Supervisor:
         if sig is None:
             raise Conflict(f"the binary of plugin {p.id} ({p.binary.name}) is gone")
         if sig != p.signature and await self._held_back(p, True):
-            raise Conflict(f"the binary of plugin {p.id} changed: approve it first")
+            raise Conflict(
+                f"the binary of plugin {p.id} changed: approve it first", code="binary_changed"
+            )
         async with self._rescan_lock:  # one swap at a time, never beside a rescan's
             try:
                 await self._binary_replaced(p, Discovered(p.binary, sig))
