@@ -367,3 +367,24 @@ def test_after_a_failed_upgrade_the_old_process_crashing_runs_the_file_on_disk(h
 
         wait_for(crashed_starting)
         assert sup.info("alpha")["state"] in ("backoff", "starting", "failed")
+
+
+def test_restart_does_not_run_a_changed_binary_that_is_not_approved(home):
+    """With pinning on (the default), a file swapped in by hand waits for an approve: a
+    restart refuses it (409) and the approved process serves on; after approve, the swap."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        make_plugin(home / "plugins", "alpha", mode="ooo")  # not installed: not pinned
+        with pytest.raises(Conflict, match="approve it first"):
+            sup.call("restart", {"plugin": "alpha"})
+        info = sup.info("alpha")
+        assert info["pid"] == pid and info["binary_change"] is not None
+        sup.call("approve", {"plugin": "alpha"})
+        info = wait_for(lambda: (i := sup.info("alpha"))["pid"] != pid and i)
+        assert info["state"] == "running" and info["binary_change"] is None
+        upgraded = [
+            e for e in sup.call("events", {"plugin": "alpha"}) if e["event_type"] == "upgraded"
+        ]
+        assert upgraded and upgraded[0]["details"]["old_pid"] == pid
