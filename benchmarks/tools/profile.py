@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "profile")
+    ap.add_argument("--path", default=SDK_PATH, help="what wrk asks for (MIB_PATH: 1 MiB)")
     a = ap.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         plugins = run.build_plugins()
         toru = run.start_toru("h1", {SDK_ID: plugins[SDK_ID]})
         procs = {role_of(p): p for p in descendants(toru.pid)}  # one of each role is enough
-        url = toru.url + SDK_PATH
+        url = toru.url + a.path
         run_wrk(url, connections=a.connections, duration=2, token=toru.token)  # warm-up
         meter = CpuMeter([toru.pid])
         result: dict[str, object] = {}

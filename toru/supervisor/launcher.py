@@ -88,11 +88,14 @@ class Launched:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What to start: the plugin's id, its executable and where its log goes (for ``init``)."""
+    """What to start: the plugin's id, its executable and where its log goes (for ``init``);
+    ``binary_bodies`` when its metadata declared that capability (its connection then sends
+    bodies as raw bytes)."""
 
     id: str
     binary: Path
     log_path: Path
+    binary_bodies: bool = False
     # Which start of the plugin this is: an upgrade runs instance n+1 beside instance n, each
     # with its own socket and cgroup (``plugin_socket``, ``PluginCgroups.for_plugin``).
     instance: int = 0
@@ -177,7 +180,7 @@ class ProcessLauncher:
                 on_output=callbacks.on_output,
                 pass_fds=[plugin_end.fileno()],
                 cgroup=self.cgroups.for_plugin(spec.id, spec.instance) if self.cgroups else None,
-                identity=None if identity is None or identity.is_self else identity,
+                identity=identity,
             )
         except OSError as exc:
             host_end.close()
@@ -242,6 +245,7 @@ class ProcessLauncher:
                             self.max_frame,
                             on_lost=callbacks.on_connection_lost,
                             on_timeout=callbacks.on_request_timeout,
+                            binary=spec.binary_bodies,
                         ),
                         str(sock_path),
                     )

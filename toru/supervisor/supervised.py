@@ -102,7 +102,12 @@ class SupervisedPlugin:
         self._stderr_levels = StderrLevels()  # crash output on stderr is logged as error
         self.stats = PluginStats()
         self.log_path = deps.log_dir / f"{self.id}.log"
-        self.spec = LaunchSpec(self.id, self.binary, self.log_path)
+        self.spec = LaunchSpec(
+            self.id,
+            self.binary,
+            self.log_path,
+            binary_bodies=found.metadata is not None and found.metadata.binary_bodies,
+        )
         self._log: LogWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[str] | None = None
@@ -510,7 +515,13 @@ class SupervisedPlugin:
                 f"{change.binary} is not the approved binary (sha256 {change.found[:12]}…):"
                 f" approve it first (toru plugins approve {self.id})"
             )
-        spec = LaunchSpec(self.id, found.binary, self.log_path, self.spec.instance + 1)
+        spec = LaunchSpec(
+            self.id,
+            found.binary,
+            self.log_path,
+            binary_bodies=found.metadata is not None and found.metadata.binary_bodies,
+            instance=self.spec.instance + 1,
+        )
         candidate = Candidate(self)
         try:
             new = await self.deps.launcher.launch(spec, candidate)

@@ -54,7 +54,8 @@ from .supervised import Deps, SupervisedPlugin, wall_time
 from .supervisor_state import SupervisorState
 
 S = PluginState
-HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
+# (rid, reply payload, raw message, raw body of a binary reply or None)
+HttpAnswer = Callable[[Any, dict[str, Any], bytes, bytes | None], None]
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
 STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
@@ -738,12 +739,21 @@ class Supervisor:
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.plugin(args.get("plugin")).stats.snapshot()
 
-    def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:
+    def http(
+        self,
+        args: dict[str, Any],
+        rid: Any,
+        answer: HttpAnswer,
+        fail: HttpFail,
+        body: bytes | None = None,
+    ) -> None:
         """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.
 
-        Routing errors raise (the caller answers them); afterwards exactly one of
-        ``answer(rid, payload, raw)`` (a valid reply: ``payload`` is its parsed payload and
-        ``raw`` the JSON bytes of the plugin's whole reply message) or ``fail(rid, error)``
+        ``body`` is the request's raw body when it came in a binary frame (else ``args``
+        carries it). Routing errors raise (the caller answers them); afterwards exactly one
+        of ``answer(rid, payload, raw, reply_body)`` (a valid reply: ``payload`` is its
+        parsed payload, ``raw`` the JSON bytes of the plugin's whole reply message and
+        ``reply_body`` the raw body of a binary reply, else None) or ``fail(rid, error)``
         follows.
         PERF: the hot path. ``args`` becomes the plugin's inner payload after popping the
         routing keys; nothing else is copied.
@@ -765,7 +775,8 @@ class Supervisor:
         connection = plugin.admission()
         if type(args.get("method")) is not str or type(args.get("path")) is not str:
             raise BadRequest("http needs string method and path")
-        connection.relay_http(args, self.http_timeout, HttpRelay(plugin, rid, answer, fail))
+        relay = HttpRelay(plugin, rid, answer, fail)
+        connection.relay_http(args, self.http_timeout, relay, body)
 
     def _first_discovery_pending(self) -> bool:
         """Some binary's metadata is not known yet and is still being tried in earnest: its
@@ -794,17 +805,17 @@ class HttpRelay:
         self.fail = fail
         self.t0 = time.monotonic()
 
-    def relayed(self, msg: dict[str, Any], raw: bytes) -> None:
+    def relayed(self, msg: dict[str, Any], raw: bytes, body: bytes | None) -> None:
         payload = msg.get("payload")
         try:
-            validate_http_reply(payload)
+            validate_http_reply(payload, body)
         except BadReply as exc:
             metrics.PROXY_ERRORS.labels(self.plugin.id, "bad_response").inc()
             self.plugin.on_bad_reply(str(exc))
             self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} sent a bad reply: {exc}"))
             return
         self.plugin.stats.record(time.monotonic() - self.t0)
-        self.answer(self.rid, payload, raw)  # type: ignore[arg-type]
+        self.answer(self.rid, payload, raw, body)  # type: ignore[arg-type]
 
     def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:
         """The connection's error path (504 on the deadline, 502 when it broke)."""
