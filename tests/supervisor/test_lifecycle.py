@@ -388,3 +388,17 @@ def test_restart_does_not_run_a_changed_binary_that_is_not_approved(home):
             e for e in sup.call("events", {"plugin": "alpha"}) if e["event_type"] == "upgraded"
         ]
         assert upgraded and upgraded[0]["details"]["old_pid"] == pid
+
+
+def test_a_killed_supervisors_instance_socket_dirs_are_removed_at_start(home):
+    """An upgrade's new instance has ``run/p/<id>.<n>/``; after a ``kill -9`` of the
+    supervisor mid-upgrade it would stay forever: the next start removes it."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    stale = home / "run" / "p" / "alpha.3"
+    stale.mkdir(parents=True)
+    (stale / "plugin.sock").write_text("")
+    with SupervisorProc(home) as sup:
+        sup.wait_state("alpha", "running")
+        assert not stale.exists()
+        assert (home / "run" / "p" / "alpha" / "plugin.sock").exists()
