@@ -44,7 +44,7 @@ from .identity import Identity, PluginIdentities
 from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .instance import UpgradeFailed
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher, plugin_socket
+from .launcher import Launcher, ProcessLauncher, plugin_socket, sweep_instance_dirs
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .pin_gate import PinGate
 from .plugin_state_file import PluginStateFile
@@ -153,6 +153,7 @@ class Supervisor:
             self._tg = tg
             if ready is not None:
                 await ready()
+            sweep_instance_dirs(self.config.plugin_socket_dir)
             self._prune()
             periodic = tg.create_task(self._periodic())
             self._rescan_task = tg.create_task(self._first_discovery())
