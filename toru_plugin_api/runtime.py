@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from .aio import FramedProtocol
 from .codec import ProtocolError
+from .heap import freeze_startup_heap
 from .kv import KvClient, KvStore, MemoryKv
 from .log import PluginLogger
 from .messages import (
@@ -254,6 +255,7 @@ class PluginServer:
             self.stop(1, "init failed")
             return
         self._ready = True
+        freeze_startup_heap()  # PERF: no full GC over start-up objects mid-request (heap.py)
         self.log.info("initialised", instance_id=self.instance_id, version=self.metadata.version)
 
     # ------------------------------------------------------------------ messages
