@@ -13,6 +13,10 @@ from collections.abc import Sequence
 
 from . import __version__
 
+# Commands that write to a home: everything they create is private (umask 077), inherited by
+# the supervisor, gunicorn and its workers. Author tools (`toru plugin ...`) keep the user's.
+PRIVATE_COMMANDS = frozenset({"serve", "supervisor", "plugins", "user"})
+
 
 def _handler(spec: str):
     def run(args: argparse.Namespace) -> int:
@@ -129,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .errors import StoreUnavailable
+    from .home_modes import set_private_umask
 
+    if args.command in PRIVATE_COMMANDS:
+        set_private_umask()
     try:
         return args.func(args)
     except KeyboardInterrupt:

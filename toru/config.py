@@ -54,6 +54,24 @@ def _pos_float(v: Any) -> float:
     return n
 
 
+def _isolation(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s not in ("shared", "per-plugin"):
+        raise ValueError(f"expected 'shared' or 'per-plugin': {v!r}")
+    return s
+
+
+def _uid_range(v: Any) -> tuple[int, int]:
+    """``"70000-79999"`` (or a two-item list) -> ``(70000, 79999)``: ids above 0, first <= last."""
+    items = list(v) if isinstance(v, (list, tuple)) else str(v).replace(",", "-").split("-")
+    if len(items) != 2:
+        raise ValueError(f"expected FIRST-LAST: {v!r}")
+    first, last = int(items[0]), int(items[1])
+    if not 0 < first <= last < 2**32 - 1:
+        raise ValueError(f"expected 0 < FIRST <= LAST < 4294967295: {v!r}")
+    return first, last
+
+
 def _default_workers() -> int:
     """Two event-loop workers per core (measured: docs/operations.md, "Workers")."""
     return 2 * (os.cpu_count() or 1)
@@ -172,6 +190,40 @@ SETTINGS: tuple[Setting, ...] = (
         _bool,
         "run each plugin in its own cgroup v2 where the machine allows it (false: process "
         "groups only)",
+    ),
+    Setting(
+        "plugins_user",
+        "TORU_PLUGINS_USER",
+        "plugins.user",
+        None,
+        str,
+        "user name or uid plugins run as (default: toru-plugin when Toru runs as root, "
+        "else Toru's own user)",
+    ),
+    Setting(
+        "plugins_group",
+        "TORU_PLUGINS_GROUP",
+        "plugins.group",
+        None,
+        str,
+        "group name or gid plugins run as (default: the plugin user's primary group)",
+    ),
+    Setting(
+        "plugins_isolation",
+        "TORU_PLUGINS_ISOLATION",
+        "plugins.isolation",
+        "shared",
+        _isolation,
+        "'shared': every plugin runs as plugins.user; 'per-plugin': each plugin gets its own "
+        "uid from plugins.uid_range (needs root)",
+    ),
+    Setting(
+        "plugins_uid_range",
+        "TORU_PLUGINS_UID_RANGE",
+        "plugins.uid_range",
+        (70000, 79999),
+        _uid_range,
+        "uids (and equal gids) handed out with plugins.isolation = 'per-plugin', 'FIRST-LAST'",
     ),
     Setting(
         "log_max_bytes",
@@ -345,6 +397,10 @@ class Config:
     metadata_timeout: float
     max_frame: int
     cgroups: bool
+    plugins_user: str | None
+    plugins_group: str | None
+    plugins_isolation: str
+    plugins_uid_range: tuple[int, int]
     log_max_bytes: int
     log_backups: int
     metrics_public: bool
@@ -382,6 +438,11 @@ class Config:
         return self.run_dir / "p"
 
     @property
+    def plugin_identities_file(self) -> Path:
+        """The per-plugin uids handed out so far (``plugins.isolation = "per-plugin"``)."""
+        return self.var_dir / "plugin-uids.json"
+
+    @property
     def metrics_dir(self) -> Path:
         return self.var_dir / "metrics"
 
@@ -407,6 +468,8 @@ class Config:
         env = {"TORU_HOME": str(self.home)}
         for s in SETTINGS:
             v = getattr(self, s.name)
+            if v is None:  # unset (plugins.user): the child works out the same default
+                continue
             if isinstance(v, tuple):
                 v = ",".join(str(x) for x in v)
             elif isinstance(v, bool):

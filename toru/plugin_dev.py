@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from toru.config import load_config
 from toru.errors import ToruError
-from toru.supervisor.launcher import MAX_UNIX_PATH
+from toru.supervisor.launcher import MAX_UNIX_PATH, plugin_socket
 
 __all__ = ["DevLoop", "cli", "find_build", "install", "source_snapshot"]
 
@@ -247,7 +247,7 @@ class DevLoop:
         return binary, read_metadata(binary)
 
     def _socket_fits(self, plugin_id: str) -> bool:
-        sock = load_config(self.home).plugin_socket_dir / f"{plugin_id}.sock"
+        sock = plugin_socket(load_config(self.home).plugin_socket_dir, plugin_id)
         return len(str(sock).encode()) <= MAX_UNIX_PATH
 
     def _choose_home(self, plugin_id: str) -> None:

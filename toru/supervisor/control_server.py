@@ -62,9 +62,9 @@ class ControlServer:
         return await asyncio.to_thread(self.supervisor.read_logs, args)
 
     async def start(self) -> None:
-        """Listen on ``path`` (0600 in a 0700 directory); a stale socket file is replaced."""
+        """Listen on ``path`` (0600; its directory's mode is toru/home_modes.py's: 0700, or
+        0711 so plugins of another uid reach run/p/); a stale socket file is replaced."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.path.parent, 0o700)
         self.path.unlink(missing_ok=True)
         old = os.umask(0o177)
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from toru_plugin_api.codec import ProtocolError, loads
 from toru_plugin_api.messages import PluginMetadata
 
+from .identity import Identity
 from .process import PluginProcess, describe_exit
 
 METADATA_TIMEOUT = 5.0
@@ -76,8 +77,11 @@ def directory_signature(plugins_dir: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted((p.name, m, s) for p, (m, s) in items.items()))
 
 
-async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> PluginMetadata:
-    """Run ``<binary> --metadata`` and validate.
+async def read_metadata(
+    binary: Path, timeout: float = METADATA_TIMEOUT, identity: Identity | None = None
+) -> PluginMetadata:
+    """Run ``<binary> --metadata`` (as ``identity``: plugin code never runs with Toru's
+    rights) and validate.
 
     Raises ``ProtocolError`` for a definite bad answer, ``MetadataUnavailable`` for none.
     """
@@ -100,11 +104,13 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
             env=_metadata_env(),
             cwd=str(binary.parent),
             on_output=on_output,
+            identity=None if identity is None or identity.is_self else identity,
         )
     except OSError as exc:
+        why = f"cannot execute: {exc.strerror or exc}" + _as(identity, exc.errno)
         if exc.errno in _EXEC_TRANSIENT:  # e.g. the binary is still being written
-            raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
-        raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
+            raise MetadataUnavailable(why) from None
+        raise ProtocolError(why) from None
     try:
         code = await proc.wait(timeout)
     except asyncio.CancelledError:  # the supervisor is stopping: leave no probe behind
@@ -120,7 +126,10 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
     if code != 0:
         tail = b" | ".join(err[-3:]).decode("utf-8", "replace")
         why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
-        raise MetadataUnavailable(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
+        hint = _as(identity, errno.EACCES) if code == 126 else ""  # the shell's "cannot exec"
+        raise MetadataUnavailable(
+            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + hint
+        )
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
     text = b"\n".join(out).strip()
@@ -133,6 +142,16 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
     return PluginMetadata.from_json(data)
 
 
+def _as(identity: Identity | None, err: int | None) -> str:
+    """For a permission error under the plugin user: what that user needs."""
+    if identity is None or identity.is_self or err != errno.EACCES:
+        return ""
+    return (
+        f" (plugins run as {identity.name}: it needs to read and execute the binary and its"
+        " interpreter, and to traverse every directory on the way)"
+    )
+
+
 def _metadata_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORU_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -140,11 +159,14 @@ def _metadata_env() -> dict[str, str]:
 
 
 async def inspect(
-    binary: Path, signature: tuple[int, int], timeout: float = METADATA_TIMEOUT
+    binary: Path,
+    signature: tuple[int, int],
+    timeout: float = METADATA_TIMEOUT,
+    identity: Identity | None = None,
 ) -> Discovered:
     """Read and validate one binary's metadata into a ``Discovered``."""
     try:
-        meta = await read_metadata(binary, timeout)
+        meta = await read_metadata(binary, timeout, identity)
     except ProtocolError as exc:
         return Discovered(binary, signature, error=str(exc))
     except MetadataUnavailable as exc:
@@ -156,13 +178,14 @@ async def inspect_all(
     binaries: dict[Path, tuple[int, int]],
     timeout: float = METADATA_TIMEOUT,
     limit: int = CONCURRENT_PROBES,
+    identity: Identity | None = None,
 ) -> list[Discovered]:
     """Inspect many binaries concurrently (bounded), sorted by file name."""
     sem = asyncio.Semaphore(limit)
 
     async def one(p: Path, sig: tuple[int, int]) -> Discovered:
         async with sem:
-            return await inspect(p, sig, timeout)
+            return await inspect(p, sig, timeout, identity)
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(one(p, s)) for p, s in sorted(binaries.items())]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -39,8 +40,9 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
+from .identity import PluginIdentities
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher
+from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
@@ -64,8 +66,10 @@ class Supervisor:
         log: SupervisorLog,
         instance_id: str,
         launcher: Launcher | None = None,
+        identities: PluginIdentities | None = None,
     ) -> None:
         self.config = config
+        self.identities = identities  # who plugins run as (None: Toru's own user)
         self.store = store
         self.log = log
         self.instance_id = instance_id
@@ -96,6 +100,7 @@ class Supervisor:
             config.max_frame,
             self.socket_wait,
             cgroups=self.cgroups,
+            identities=identities,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -158,7 +163,7 @@ class Supervisor:
         )
         for p in plugins:
             p.close_log()
-            (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
+            shutil.rmtree(plugin_socket(self.config.plugin_socket_dir, p.id).parent, True)
         if self.cgroups is not None:
             self.cgroups.close()
 
@@ -300,7 +305,8 @@ class Supervisor:
         # Remembered ones are registered (and spawned) before the slow probes of the others.
         added = self._admit(found, state, replaced)
         if probe:
-            results = await inspect_all(probe, self.metadata_timeout)
+            who = self.identities.shared if self.identities else None
+            results = await inspect_all(probe, self.metadata_timeout, identity=who)
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
