@@ -106,6 +106,7 @@ class PluginServer:
         kv_timeout: float = 5.0,
         watch_parent: bool = True,
         log: PluginLogger | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         md = plugin.metadata
         if isinstance(md, dict):  # a plugin class built without ToruPlugin.__init_subclass__
@@ -120,6 +121,7 @@ class PluginServer:
         self._kv_fd = kv_fd
         self._kv_timeout = kv_timeout
         self._watch_parent = watch_parent
+        self._freeze_heap = freeze_heap  # ``run()``'s own process only, never a test's
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -255,7 +257,8 @@ class PluginServer:
             self.stop(1, "init failed")
             return
         self._ready = True
-        freeze_startup_heap()  # PERF: no full GC over start-up objects mid-request (heap.py)
+        if self._freeze_heap:
+            freeze_startup_heap()  # PERF: no full GC over start-up objects mid-request
         self.log.info("initialised", instance_id=self.instance_id, version=self.metadata.version)
 
     # ------------------------------------------------------------------ messages
@@ -556,6 +559,7 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
             config=config,
             kv_fd=int(kv_fd) if kv_fd and kv_fd.isdigit() else None,
             kv_timeout=kv_timeout,
+            freeze_heap=True,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
