@@ -34,6 +34,8 @@ RAW_ID = "raw-python"
 SDK_PATH = f"/api/plugins/route/{SDK_ID}/json"
 RAW_PATH = "/api/plugins/route/raw/"
 MIB_PATH = f"/api/plugins/route/{SDK_ID}/size/1048576"  # a 1 MiB JSON answer
+ECHO_PATH = f"/api/plugins/route/{SDK_ID}/echo"  # POST: the request body back
+MIB = 1024 * 1024
 MINIMAL_ID = "bench-minimal"
 
 
@@ -288,12 +290,22 @@ class BenchmarkRun:
             http_scenario("a_sync_1m", f"(a) direct, {self.worker_class}, 1 MiB answers, {c} conns", sync_.url + MIB_PATH, connections=c, cpu_roots=base),
             http_scenario("a_asgi_1m", f"(a) direct, asgi, 1 MiB answers, {c} conns", asgi_.url + MIB_PATH, connections=c, cpu_roots=abase),
             http_scenario("b_toru_sdk_1m", f"(b) Toru -> SDK, 1 MiB answers, {c} conns", toru.url + MIB_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
+            http_scenario("a_sync_1mpost", f"(a) direct, {self.worker_class}, 1 MiB request bodies echoed, {c} conns", sync_.url + ECHO_PATH, connections=c, cpu_roots=base, method="POST", body_file=self._mib_body()),
+            http_scenario("a_asgi_1mpost", f"(a) direct, asgi, 1 MiB request bodies echoed, {c} conns", asgi_.url + ECHO_PATH, connections=c, cpu_roots=abase, method="POST", body_file=self._mib_body()),
+            http_scenario("b_toru_sdk_1mpost", f"(b) Toru -> SDK, 1 MiB request bodies echoed, {c} conns", toru.url + ECHO_PATH, connections=c, token=toru.token, cpu_roots=b_roots, method="POST", body_file=self._mib_body()),
         ]  # fmt: skip
         if o.compare:
             self.scenarios += self._compare_scenarios(toru)
         if o.nginx:
             self.scenarios.append(self._nginx_scenario(plugins))
         self.scenarios += self._socket_scenarios(toru, floor)
+
+    def _mib_body(self) -> Path:
+        """A 1 MiB request body that is not UTF-8 (a JSON string would need base64)."""
+        path = self.workdir / "body-1mib.bin"
+        if not path.exists():
+            path.write_bytes((bytes(range(255, -1, -1)) * (MIB // 256))[:MIB])
+        return path
 
     def _compare_scenarios(self, toru: ToruStack) -> list[Scenario]:
         """(h): a second gunicorn on Toru's home with the plugin's answers canned."""

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     _home(p)
     p.set_defaults(func=_handler("toru.supervisor.main:main"))
 
-    p = sub.add_parser("plugins", help="list, enable, disable or rescan plugins")
+    p = sub.add_parser(
+        "plugins", help="list, enable, disable, restart, install, approve or rescan plugins"
+    )
     _home(p)
     psub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
     actions = [psub.add_parser("list", help="list installed plugins (default)")]
@@ -58,9 +60,32 @@ def build_parser() -> argparse.ArgumentParser:
         a = psub.add_parser(action, help=f"{action} a plugin (works with or without a server)")
         a.add_argument("plugin_id")
         actions.append(a)
+    a = psub.add_parser(
+        "restart",
+        help="restart a plugin without losing a request: the new process starts beside the"
+        " old one, takes over once healthy, the old one finishes (needs a running server)",
+    )
+    a.add_argument("plugin_id")
+    actions.append(a)
     actions.append(
         psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
     )
+    a = psub.add_parser(
+        "approve",
+        help="run a plugin whose binary changed (state changed) and pin its new SHA-256",
+    )
+    a.add_argument("plugin_id")
+    actions.append(a)
+    a = psub.add_parser(
+        "install",
+        help="check a plugin binary, copy it atomically into plugins/ and pin its SHA-256"
+        " (a running plugin is upgraded); works with or without a server",
+    )
+    a.add_argument("path", help="the plugin executable to install")
+    a.add_argument(
+        "--enable", action="store_true", help="enable it too (new plugins start disabled)"
+    )
+    actions.append(a)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for a in actions:  # `toru plugins list --json` as well as `toru plugins --json list`
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")

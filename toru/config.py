@@ -268,6 +268,23 @@ SETTINGS: tuple[Setting, ...] = (
         "connection is closed (408 for a body)",
     ),
     Setting(
+        "pin_binaries",
+        "TORU_PIN_BINARIES",
+        "plugins.pin_binaries",
+        True,
+        _bool,
+        "run a plugin binary only if its SHA-256 is the one an admin approved (enable, "
+        "approve, install); false for development only",
+    ),
+    Setting(
+        "install_max_bytes",
+        "TORU_INSTALL_MAX_BYTES",
+        "plugins.install_max_bytes",
+        256 * 1024 * 1024,
+        _pos_int,
+        "largest plugin binary POST /api/plugins/install accepts (413 beyond)",
+    ),
+    Setting(
         "session_ttl",
         "TORU_SESSION_TTL",
         "auth.session_ttl",
@@ -409,6 +426,8 @@ class Config:
     client_timeout: float
     session_ttl: float
     login_rate: int
+    pin_binaries: bool
+    install_max_bytes: int
     # `[plugins.<id>.limits]` (toru.toml only; per plugin, so not in SETTINGS): see limits_by_plugin.
     plugin_limits: tuple[tuple[str, PluginLimits], ...] = ()
 
@@ -457,6 +476,11 @@ class Config:
     @property
     def state_file(self) -> Path:
         return self.plugins_dir / ".metadata" / "config.json"
+
+    @property
+    def pins_file(self) -> Path:
+        """The approved SHA-256 of each plugin's binary (supervisor/pins.py)."""
+        return self.var_dir / "binary-pins.json"
 
     @property
     def supervisor_state_file(self) -> Path:

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "profile")
+    ap.add_argument("--path", default=SDK_PATH, help="what wrk asks for (MIB_PATH: 1 MiB)")
     a = ap.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plugins = run.build_plugins()
         toru = run.start_toru("h1", {SDK_ID: plugins[SDK_ID]})
-        url = toru.url + SDK_PATH
+        url = toru.url + a.path
         before = {p: sum(cpu_split(p) or (0, 0)) for p in descendants(toru.pid)}
         run_wrk(url, connections=a.connections, duration=2, token=toru.token)  # warm-up
         busy: dict[str, tuple[int, int]] = {}  # role -> (CPU ticks in the warm-up, pid)

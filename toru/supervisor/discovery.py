@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +79,17 @@ def directory_signature(plugins_dir: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 async def read_metadata(
-    binary: Path, timeout: float = METADATA_TIMEOUT, identity: Identity | None = None
+    binary: Path,
+    timeout: float = METADATA_TIMEOUT,
+    identity: Identity | None = None,
+    parse: Callable[[bytes], PluginMetadata] | None = None,
 ) -> PluginMetadata:
     """Run ``<binary> --metadata`` (as ``identity``: plugin code never runs with Toru's
     rights) and validate.
 
-    Raises ``ProtocolError`` for a definite bad answer, ``MetadataUnavailable`` for none.
+    ``parse`` judges the printed bytes instead of the host's own check (an install uses the
+    checker's stricter ``metadata_from_stdout``). Raises ``ProtocolError`` for a definite bad
+    answer, ``MetadataUnavailable`` for none.
     """
     if not os.access(binary, os.X_OK):
         raise ProtocolError("file is not executable (chmod +x it)")
@@ -104,7 +110,7 @@ async def read_metadata(
             env=_metadata_env(),
             cwd=str(binary.parent),
             on_output=on_output,
-            identity=None if identity is None or identity.is_self else identity,
+            identity=identity,
         )
     except OSError as exc:
         why = f"cannot execute: {exc.strerror or exc}" + _as(identity, exc.errno)
@@ -133,6 +139,8 @@ async def read_metadata(
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
     text = b"\n".join(out).strip()
+    if parse is not None:
+        return parse(text)
     if not text:
         raise ProtocolError("--metadata printed nothing")
     try:
@@ -256,4 +264,5 @@ class Discovering:
             "uptime_seconds": None,
             "error": self.error,
             "retry_at": wall_retry_at,
+            "binary_change": None,
         }

@@ -19,6 +19,7 @@ from typing import Any
 from toru.config import Config, ConfigError, load_config
 from toru.home_modes import open_for_plugins, tighten_home, unreachable
 from toru_plugin_api.heap import freeze_startup_heap
+from toru_plugin_api.malloc import keep_big_buffers
 
 from .identity import IdentityError, PluginIdentities, resolve
 
@@ -30,6 +31,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"toru supervisor: {exc}", file=sys.stderr)
         return 2
+    keep_big_buffers()  # PERF: relayed bodies without a page fault per page
     return run_supervisor(config)
 
 

@@ -18,7 +18,8 @@ import ujson
 from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
-from . import auth, errors, health, plugins, proxy, system, users
+from ..supervisor.client import restart_timeout
+from . import auth, errors, health, plugin_install, plugins, proxy, system, users
 from .control import Control, ControlClient
 from .metrics import MetricsMiddleware
 from .pool import PasswordPool
@@ -136,12 +137,20 @@ def create_app(
     app.add_route("/api/system", system.SystemResource(control))
     app.add_route("/api/plugins", plugins.PluginsResource(control))
     app.add_route("/api/plugins/rescan", system.RescanResource(control))
+    app.add_route("/api/plugins/install", plugin_install.InstallResource(control, config))
     app.add_route("/api/plugins/{plugin_id}", plugins.PluginResource(control))
     app.add_route(
         "/api/plugins/{plugin_id}/enable", plugins.PluginActionResource(control, "enable")
     )
     app.add_route(
         "/api/plugins/{plugin_id}/disable", plugins.PluginActionResource(control, "disable")
+    )
+    app.add_route(
+        "/api/plugins/{plugin_id}/restart",
+        plugins.PluginActionResource(control, "restart", restart_timeout(config)),
+    )
+    app.add_route(
+        "/api/plugins/{plugin_id}/approve", plugins.PluginActionResource(control, "approve")
     )
     app.add_route(
         "/api/plugins/{plugin_id}/bundle.js",

@@ -46,7 +46,8 @@ export function inTrouble(p) {
     p.state === "backoff" ||
     p.state === "failed" ||
     p.state === "invalid" ||
-    (p.state === "running" && p.health === "unhealthy")
+    p.state === "changed" ||
+    (p.state === "running" && (p.health === "unhealthy" || Boolean(p.upgrade_error)))
   );
 }
 
@@ -57,11 +58,16 @@ export function inTrouble(p) {
 export function problemText(p, events) {
   if (!inTrouble(p)) return "";
   const list = (events || []).filter((e) => PROBLEM_EVENTS.has(e.event_type));
+  if (p.state === "changed") return "Binary changed since an admin approved it: not run until approved";
   if (p.state === "invalid") {
     const ev = newest(list, "invalid");
     return ev ? eventReason(ev) : capital(p.error || "Invalid plugin");
   }
   if (p.state === "running") {
+    if (p.health !== "unhealthy") {
+      // A replaced binary that did not take over; the old process serves on.
+      return `New version not running (the previous one serves on): ${p.upgrade_error}`;
+    }
     const ev = newest(list, "unhealthy");
     return ev ? eventReason(ev) : "Not answering health probes";
   }

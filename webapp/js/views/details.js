@@ -6,6 +6,7 @@ import {
   errorPanel,
   healthDot,
   pluginIcon,
+  restartButton,
   stateBadge,
   updateHealthDot,
   updateStateBadge,
@@ -13,6 +14,7 @@ import {
 import { h, replace } from "../dom.js";
 import { formatAgo, formatDuration, formatTime } from "../format.js";
 import { get, listOf, session, supervisorSilent } from "../http.js";
+import { binaryChanged, changeNotice } from "../pins.js";
 import { crashTimes, eventReason, exitText, inTrouble, problemText } from "../reasons.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
@@ -31,6 +33,7 @@ export function pluginHeader(p, active) {
   const badge = stateBadge(p, { dataset: { testid: "detail-state" } });
   const dot = healthDot(p, { dataset: { testid: "detail-dot" } });
   const toggle = session.user?.role === "admin" ? enableSwitch(p) : null;
+  const restart = session.user?.role === "admin" ? restartButton(p, { small: false }) : null;
   const name = h("h1", { text: p.name || p.id });
   const sub = h("p", {});
   const open = h("a", { class: "btn", href: `#/p/${id}`, text: "Open plugin" });
@@ -53,6 +56,7 @@ export function pluginHeader(p, active) {
         dot,
         badge,
         toggle ? h("label", { class: "toggle-wrap" }, toggle, h("span", { class: "muted", text: "Enabled" })) : null,
+        restart,
         open,
       ),
     ),
@@ -73,6 +77,7 @@ export function pluginHeader(p, active) {
     updateStateBadge(badge, next);
     updateHealthDot(dot, next);
     toggle?.update(next);
+    restart?.update(next);
     open.hidden = !next.enabled;
   };
   const result = { el, update, last: p };
@@ -224,6 +229,8 @@ const EVENT_TONE = {
   disabled: "warn",
   timeout: "warn",
   unhealthy: "warn",
+  binary_changed: "bad",
+  approved: "ok",
   started: "ok",
   restarted: "ok",
   enabled: "ok",
@@ -304,6 +311,9 @@ export function renderDetails(container, params, shell) {
       const lastCrash = p.events.find((e) => e.event_type === "crashed");
       replace(
         body,
+        binaryChanged(p)
+          ? h("div", { class: "card-change", dataset: { testid: "binary-change" } }, ...changeNotice(p, session.user?.role === "admin"))
+          : null,
         lastCrash ? crashPanel(lastCrash, p) : null,
         h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats, p.events)),
         eventsPanel(p.events),
