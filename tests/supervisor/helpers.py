@@ -120,7 +120,13 @@ class SupervisorProc:
         return self
 
     def settled(self) -> bool:
-        """No plugin is ``discovering`` or ``starting``."""
+        """The first discovery is done and no plugin is ``discovering`` or ``starting``.
+
+        NOTE: ``list`` alone is vacuously settled while it is still empty, right after the
+        control socket opens and before discovery registered anything (test_pins flaked so).
+        """
+        if not self.call("hello").get("discovery_done"):
+            return False
         return all(p["state"] not in ("discovering", "starting") for p in self.call("list"))
 
     def _ready(self) -> bool:
