@@ -169,7 +169,11 @@ class BenchmarkRun:
         self.workers, self.toru_worker_class = toru_worker_settings(opts.workers)
         self.threads = opts.threads
         self.worker_class = opts.worker_class or "sync"  # the WSGI baseline's
-        self.toru_env: dict[str, str] = {}
+        # NOTE: plugins run as the benchmark's own uid, as in the tests: run as root, Toru
+        # would run them as toru-plugin, which cannot reach a checkout's interpreter.
+        self.toru_env: dict[str, str] = {
+            "TORU_PLUGINS_USER": os.environ.get("TORU_PLUGINS_USER") or str(os.geteuid())
+        }
         if opts.worker_class and self.toru_worker_class != "asgi":
             # NOTE: gunicorn lets GUNICORN_CMD_ARGS override the config file, so a WSGI
             # Toru runs the same worker settings as the WSGI baseline. An ASGI Toru keeps
