@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -117,3 +118,11 @@ def test_socket_directory_belongs_to_the_plugin_user(tmp_path):
     own_socket_dir(directory, ids.for_plugin("alpha"))
     st = directory.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (70123, 70123, 0o700)
+
+
+def test_plugins_group_by_name_or_number_overrides_the_primary_group():
+    nobody = pwd.getpwnam("nobody")
+    by_name = shared_identity("nobody", "nogroup", lambda m: None)
+    assert (by_name.uid, by_name.gid) == (nobody.pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert shared_identity("nobody", "4242", lambda m: None).gid == 4242
+    assert shared_identity("nobody", None, lambda m: None).gid == nobody.pw_gid

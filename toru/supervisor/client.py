@@ -30,9 +30,16 @@ __all__ = [
     "proxy_response",
     "kernel_timeout",
     "reply_result",
+    "restart_timeout",
 ]
 
 _local = threading.local()
+
+
+def restart_timeout(config: Any) -> float:
+    """How long a caller waits for the control op ``restart`` (the API and the CLI): the new
+    process's ``--metadata``, its start and its first health probe, plus a margin."""
+    return float(config.metadata_timeout + config.start_timeout + config.health_timeout + 5.0)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each connection is an asyncio Protocol. Requests may be pipelined; replies go out as they
 complete (matched by ``id``). ``http`` and the other quick operations are answered inside
-``data_received``; ``enable``/``disable``/``rescan`` run as tasks the server owns; ``logs``
+``data_received``; ``enable``/``disable``/``restart``/``rescan`` run as tasks the server owns; ``logs``
 reads files in a worker thread. A malformed frame closes the connection.
 """
 
@@ -61,6 +61,7 @@ class ControlServer:
         self.async_ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "enable": lambda a: sup.enable(a.get("plugin")),
             "disable": lambda a: sup.disable(a.get("plugin")),
+            "restart": lambda a: sup.restart(a.get("plugin")),
             "rescan": lambda a: sup.rescan(),
             "approve": lambda a: sup.approve(a.get("plugin")),
             "install": sup.install,
