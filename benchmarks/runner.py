@@ -169,8 +169,10 @@ class BenchmarkRun:
         self.workers, self.toru_worker_class = toru_worker_settings(opts.workers)
         self.threads = opts.threads
         self.worker_class = opts.worker_class or "sync"  # the WSGI baseline's
-        # NOTE: plugins run as the benchmark's own uid, as in the tests: run as root, Toru
-        # would run them as toru-plugin, which cannot reach a checkout's interpreter.
+        # NOTE: run as root, Toru runs plugins as toru-plugin, which cannot reach this run's
+        # 0700 temporary directory nor, often, the venv's interpreter; the plugins run as
+        # the benchmark's own user instead (as Toru does for a non-root user). Spawning
+        # costs the same either way; the hot path does not change.
         self.toru_env: dict[str, str] = {
             "TORU_PLUGINS_USER": os.environ.get("TORU_PLUGINS_USER") or str(os.geteuid())
         }

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from .aio import FramedProtocol
 from .codec import ProtocolError, frame_body
+from .heap import freeze_startup_heap
 from .kv import KvClient, KvStore, MemoryKv
 from .log import PluginLogger
 from .malloc import keep_big_buffers
@@ -107,6 +108,7 @@ class PluginServer:
         kv_timeout: float = 5.0,
         watch_parent: bool = True,
         log: PluginLogger | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         md = plugin.metadata
         if isinstance(md, dict):  # a plugin class built without ToruPlugin.__init_subclass__
@@ -121,6 +123,7 @@ class PluginServer:
         self._kv_fd = kv_fd
         self._kv_timeout = kv_timeout
         self._watch_parent = watch_parent
+        self._freeze_heap = freeze_heap  # ``run()``'s own process only, never a test's
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -256,6 +259,8 @@ class PluginServer:
             self.stop(1, "init failed")
             return
         self._ready = True
+        if self._freeze_heap:
+            freeze_startup_heap()  # PERF: no full GC over start-up objects mid-request
         self.log.info("initialised", instance_id=self.instance_id, version=self.metadata.version)
 
     # ------------------------------------------------------------------ messages
@@ -566,6 +571,7 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
             config=config,
             kv_fd=int(kv_fd) if kv_fd and kv_fd.isdigit() else None,
             kv_timeout=kv_timeout,
+            freeze_heap=True,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
