@@ -30,6 +30,11 @@ bind = [_config.bind]
 workers = _config.workers
 worker_class = "asgi"
 asgi_loop = "uvloop"
+# NOTE: the pure-Python HTTP parser, even when the `fast` extra installed gunicorn_h1c:
+# with h1c 0.6.10 on gunicorn 27.0.1 a keep-alive connection carrying 1 MiB request bodies
+# was closed without an answer every few requests (the client gets RemoteDisconnected;
+# tests/web/test_large_bodies.py, keep-alive test; wrk counted 54-313 read errors in 2 s).
+http_parser = "python"
 # NOTE: an asgi worker's loop sends the heartbeat every second whatever its requests do (a
 # slow plugin costs a pending request, not the worker), so ``timeout`` only catches a stuck
 # loop; gunicorn also uses it as the idle limit of a body read, behind Toru's own
