@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toru_plugin_api.codec import ProtocolError, loads
-from toru_plugin_api.messages import PluginMetadata
+from toru_plugin_api.codec import ProtocolError
+from toru_plugin_api.messages import PluginMetadata, metadata_output_json
 
 from .process import PluginProcess, describe_exit
 
@@ -123,14 +123,8 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
         raise MetadataUnavailable(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
-    text = b"\n".join(out).strip()
-    if not text:
-        raise ProtocolError("--metadata printed nothing")
-    try:
-        data = loads(text)
-    except ProtocolError:
-        raise ProtocolError("--metadata did not print a JSON object") from None
-    return PluginMetadata.from_json(data)
+    # the checker's words for stdout noise ("it printed 'Starting...' before the JSON")
+    return PluginMetadata.from_json(metadata_output_json(b"\n".join(out)))
 
 
 def _metadata_env() -> dict[str, str]:

@@ -205,6 +205,11 @@ class SupervisedPlugin:
         """Requests that timed out on workers' direct connections (control op ``report``)."""
         self._limited_event("timeout", {"direct": True, "count": count})
 
+    def on_worker_warning(self, message: str, count: int) -> None:
+        """A web worker refused part of this plugin's replies (control op ``report``): a
+        warning in the plugin's log, one line per message and report."""
+        self._plugin_log("warn", f"toru: {message}", {"count": count})
+
     def on_bad_reply(self, reason: str) -> None:
         """A reply ``validate_http_reply`` refused (its client got 502): the reason goes to
         the plugin's log and events, at most once per window like ``timeout``."""

@@ -53,6 +53,7 @@ S = PluginState
 HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
+REPORT_MAX_WARNINGS = 10  # distinct messages per plugin and report
 REPORT_MAX_SAMPLES = 100_000  # per plugin and report: a worker's second at any real rate
 
 
@@ -544,7 +545,8 @@ class Supervisor:
 
     def report(self, args: dict[str, Any]) -> dict[str, Any]:
         """What workers saw on their direct connections (control op ``report``): latencies
-        for the UI's stats and timeouts for the event log. Unknown plugins are skipped (one
+        for the UI's stats, timeouts for the event log, and warnings (a reply header the
+        worker refused) for the plugin's log. Unknown plugins are skipped (one
         may have been removed since the worker measured)."""
         plugins = args.get("plugins")
         if not isinstance(plugins, dict):
@@ -562,6 +564,11 @@ class Supervisor:
             timeouts = seen.get("timeouts")
             if type(timeouts) is int and timeouts > 0:
                 p.on_direct_timeouts(timeouts)
+            warnings = seen.get("warnings")
+            if isinstance(warnings, dict):
+                for message, count in list(warnings.items())[:REPORT_MAX_WARNINGS]:
+                    if type(message) is str and type(count) is int and count > 0:
+                        p.on_worker_warning(message[:500], count)
         return {"ok": True}
 
     def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:

@@ -55,6 +55,7 @@ class Reporter:
         self.control = control
         self._latencies: dict[str, list[float]] = {}
         self._timeouts: dict[str, int] = {}
+        self._warnings: dict[str, dict[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def latency(self, plugin_id: str, seconds: float) -> None:
@@ -68,12 +69,19 @@ class Reporter:
         self._timeouts[plugin_id] = self._timeouts.get(plugin_id, 0) + 1
         self._schedule()
 
+    def warning(self, plugin_id: str, message: str) -> None:
+        """Something a plugin did that the worker refused (toru/wsgi/headers.py): counted
+        per message, written to the plugin's log by the supervisor, once per report."""
+        seen = self._warnings.setdefault(plugin_id, {})
+        seen[message] = seen.get(message, 0) + 1
+        self._schedule()
+
     def _schedule(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        while self._latencies or self._timeouts:
+        while self._latencies or self._timeouts or self._warnings:
             await asyncio.sleep(REPORT_EVERY)
             await self.flush()
 
@@ -81,13 +89,16 @@ class Reporter:
         """Send what was collected (one ``report`` call); a failure drops it, never raises."""
         latencies, self._latencies = self._latencies, {}
         timeouts, self._timeouts = self._timeouts, {}
-        if not latencies and not timeouts:
+        warnings, self._warnings = self._warnings, {}
+        if not latencies and not timeouts and not warnings:
             return
         plugins: dict[str, dict[str, Any]] = {}
         for plugin_id, samples in latencies.items():
             plugins[plugin_id] = {"latencies": [round(s, 6) for s in samples]}
         for plugin_id, count in timeouts.items():
             plugins.setdefault(plugin_id, {})["timeouts"] = count
+        for plugin_id, counts in warnings.items():
+            plugins.setdefault(plugin_id, {})["warnings"] = counts
         try:
             await self.control.call("report", {"plugins": plugins}, REPORT_TIMEOUT)
         except (ToruError, OSError):

@@ -42,8 +42,13 @@ proc_name = "toru-web"
 errorlog = "-"
 loglevel = os.environ.get("TORU_GUNICORN_LOGLEVEL", "info")
 accesslog = os.environ.get("TORU_ACCESS_LOG") or None
-# gunicorn believes X-Forwarded-Proto only from these; keep it in line with Toru's own list.
-forwarded_allow_ips = ",".join(p for p in _config.trusted_proxies if p != "unix") or "127.0.0.1"
+# NOTE: Toru alone decides what a forwarding header is worth (toru/wsgi/http.py
+# client_info, from http.trusted_proxies). gunicorn would otherwise rewrite the ASGI scheme
+# from X-Forwarded-Proto for loopback peers by default and for every Unix-socket peer
+# whatever forwarded_allow_ips says; so it interprets none, and its list is Toru's IPs
+# (empty when Toru trusts no address) for what else it gates (underscore header names).
+secure_scheme_headers: dict[str, str] = {}
+forwarded_allow_ips = ",".join(p for p in _config.trusted_proxies if p != "unix")
 limit_request_field_size = 16384
 # gunicorn 23+ opens a management socket at a per-user default path that several Toru
 # instances would fight over; Toru does not use it.

@@ -3,7 +3,10 @@
 Everything here reads Falcon's ASGI request (``req.scope`` and its headers). The client's
 address, scheme and host come from ``X-Forwarded-*`` only when the direct peer is a trusted
 proxy (``http.trusted_proxies``; ``unix`` means a Unix-socket peer such as nginx on the same
-host); otherwise from the connection itself.
+host; by default only that, and only when Toru is bound to a Unix socket: toru/config.py
+``default_trusted_proxies``); otherwise from the connection itself. The scope's scheme is
+the transport's own: gunicorn is told to believe no forwarding header (gunicorn_conf.py),
+so this module is the one place that decides.
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def client_info(req: falcon.asgi.Request, trusted: frozenset[str]) -> ClientInfo
             host = fhost.split(",")[0].strip() or host
         info = ClientInfo(peer, ip, scheme, host, ", ".join(chain), bool(xff) or peer == "unix")
     else:
-        info = ClientInfo(peer, peer, scheme, host, peer, False)
+        # NOTE: an untrusted Unix-socket peer has no address to pass on.
+        info = ClientInfo(peer, peer, scheme, host, "" if peer == "unix" else peer, False)
     context.client = info
     return info
 

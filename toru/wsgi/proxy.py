@@ -31,11 +31,12 @@ from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
 from . import metrics
 from .control import Control
-from .direct import DirectChannel
+from .direct import DirectChannel, Reporter
+from .headers import PLUGIN_ROUTE_PREFIX, relay_set_cookie
 from .http import client_info, read_body
 from .routes import RouteTable
 
-PREFIX = "/api/plugins/route/"
+PREFIX = PLUGIN_ROUTE_PREFIX
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -243,6 +244,7 @@ class PluginRouteResource:
         self.routes = routes
         self.direct = direct  # None keeps every request on the supervisor path
         self.trusted = frozenset(config.trusted_proxies)
+        self.warn = (direct.reporter if direct is not None else Reporter(control)).warning
 
     async def _forward(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any
@@ -291,7 +293,7 @@ class PluginRouteResource:
             if lname == "content-type":
                 content_type = value
             elif lname == "set-cookie":
-                resp.append_header(name, value)
+                relay_set_cookie(resp, name, value, plugin, self.warn)
             else:
                 resp.set_header(name, value)
         if answer.status in (204, 304):
