@@ -10,7 +10,6 @@ import json
 import sys
 
 from toru_plugin_api.codec import ProtocolError
-from toru_plugin_api.messages import metadata_output_json
 
 from .. import timing
 from .helpers import SupervisorProc, enable_on_disk, make_plugin, wait_for
@@ -47,6 +46,8 @@ def test_stdout_after_the_json_is_quoted_too(home):
 
 def test_supervisor_and_checker_share_the_words():
     """The checker's message is the supervisor's: one function (unit check beside the above)."""
+    from toru_plugin_api.messages import metadata_output_json
+
     try:
         metadata_output_json(b"Starting...\n" + json.dumps(METADATA).encode())
     except ProtocolError as exc:
