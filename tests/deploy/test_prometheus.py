@@ -199,6 +199,8 @@ def test_dashboard_queries_and_rules_against_real_prometheus(scraped_toru):
     assert all(r["health"] == "ok" for r in rules.values()), rules
     assert rules["ToruDown"]["state"] == "inactive"
     assert rules["ToruSupervisorDown"]["state"] == "inactive"
+    (up,) = prom.query("toru_supervisor_up")  # what ToruSupervisorDown watches
+    assert up["value"][1] == "1", up
 
     # and one reacts to what the test did: the second 504 and the 502 are over 5% of the
     # requests, so the ratio alert is pending (its `for:` is 5 minutes), which shows its

@@ -86,6 +86,7 @@ async def _serve(config: Config) -> None:
     if store.check_at_start():  # PRAGMA quick_check; /healthz reports it from now on
         log.error(f"the database {config.db_path} is damaged: {store.damage}")
     metrics.cleanup_dead_processes(config.metrics_dir)
+    metrics.SUPERVISOR_UP.set(1)  # ToruSupervisorDown watches it, with or without plugins
     supervisor = Supervisor(config, store, log, instance_id)
     server = ControlServer(supervisor, config.control_socket)
     stop = asyncio.Event()

@@ -34,6 +34,11 @@ PLUGIN_STATE = Gauge(
     ["plugin", "state"],
     multiprocess_mode="livemax",
 )
+SUPERVISOR_UP = Gauge(
+    "toru_supervisor_up",
+    "1 while a supervisor process runs (live-only: the series vanishes with the process)",
+    multiprocess_mode="livemax",
+)
 PLUGIN_RESTARTS = Counter("toru_plugin_restarts", "Plugin restarts after a crash", ["plugin"])
 PLUGIN_CRASHES = Counter("toru_plugin_crashes", "Plugin crashes and forced kills", ["plugin"])
 KV_OPERATIONS = Counter("toru_kv_operations", "Plugin KV operations", ["plugin", "action"])
