@@ -56,6 +56,29 @@ def test_supervisor_and_checker_share_the_words():
         raise AssertionError("stdout noise was accepted")
 
 
+def test_metadata_timeout_names_the_setting_and_quotes_stdout(home):
+    """A plugin that ignores --metadata and starts serving: the probe times out (the plugin
+    sleeps far longer than the short product timeout) and the error says what it printed."""
+    plugins = home / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    path = plugins / "server.binary"
+    path.write_text(
+        f"#!{sys.executable}\nimport sys, time\n"
+        "sys.stdout.write('Starting server on :8080\\n'); sys.stdout.flush()\n"
+        f"time.sleep({timing.scaled(30)})\n"
+    )
+    path.chmod(0o755)
+    env = {"TORU_METADATA_TIMEOUT": "0.5", "TORU_RESTART_BACKOFF": str(timing.scaled(60))}
+    sup = SupervisorProc(home, env=env).start(settle=False)
+    try:
+        info = wait_for(lambda: (i := sup.info("server"))["error"] and i)
+        assert info["state"] == "discovering"
+        assert "raise TORU_METADATA_TIMEOUT / supervisor.metadata_timeout" in info["error"]
+        assert "it printed 'Starting server on :8080' on stdout" in info["error"], info
+    finally:
+        sup.stop()
+
+
 def test_socket_timeout_names_the_setting(home):
     make_plugin(home / "plugins", "nosock", mode="no-socket")
     enable_on_disk(home, "nosock")

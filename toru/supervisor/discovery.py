@@ -115,16 +115,31 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
         raise MetadataUnavailable(
             f"--metadata did not finish within {timeout:g} s (a slow plugin on a loaded"
             " machine: raise TORU_METADATA_TIMEOUT / supervisor.metadata_timeout)"
+            + _stdout_hint(out)
         )
     await proc.drain_output(1.0)
     if code != 0:
         tail = b" | ".join(err[-3:]).decode("utf-8", "replace")
         why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
-        raise MetadataUnavailable(f"--metadata failed ({why})" + (f": {tail}" if tail else ""))
+        raise MetadataUnavailable(
+            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + _stdout_hint(out)
+        )
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
     # the checker's words for stdout noise ("it printed 'Starting...' before the JSON")
     return PluginMetadata.from_json(metadata_output_json(b"\n".join(out)))
+
+
+def _stdout_hint(out: list[bytes]) -> str:
+    """What a failed probe printed on stdout, quoted: most often a plugin that ignores
+    ``--metadata`` and starts serving, or logs to stdout first."""
+    text = b"\n".join(out).decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    return (
+        f"; it printed {text[:80]!r} on stdout (on --metadata a plugin prints only its"
+        " metadata JSON and exits; log to stderr)"
+    )
 
 
 def _metadata_env() -> dict[str, str]:
