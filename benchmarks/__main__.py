@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-compare",
         action="store_true",
-        help="skip (g) and (h): Toru with the direct channel off, and the web tier alone",
+        help="skip (h): the web tier alone, plugin answers canned in the worker",
     )
     p.add_argument(
         "--render",

@@ -26,7 +26,7 @@ from .plugins.build import build_bench_plugin
 from .procstat import cmdline, descendants, rss_bytes
 from .scenarios import Scenario, http_scenario, socket_scenario
 from .slow_clients import slow_clients
-from .stack import ROOT, BaselineServer, NginxFront, SecondWeb, ToruStack, toru_app_spec
+from .stack import ROOT, BaselineServer, CannedWeb, NginxFront, ToruStack, toru_app_spec
 
 SCHEMA = "toru-bench/1"
 SDK_ID = "bench-sdk"
@@ -290,23 +290,17 @@ class BenchmarkRun:
         self.scenarios += self._socket_scenarios(toru, floor)
 
     def _compare_scenarios(self, toru: ToruStack) -> list[Scenario]:
-        """(g) and (h): second gunicorns on Toru's home that take a different path."""
-        c, out = self.opts.connections, []
-        for sid, what, label, canned in (
-            ("g_toru_hop", "Toru's app with the direct channel off (every request through the supervisor)",
-             f"(g) Toru -> SDK plugin through the supervisor (direct channel off), {c} conns", False),
-            ("h_app_only", "Toru app with canned plugin answers (no IPC)",
-             f"(h) Toru app alone: plugin reply canned in the worker (no IPC), {c} conns", True),
-        ):  # fmt: skip
-            web = self._optional(what, SecondWeb(toru.home, self.workers, canned, self.toru_env))
-            if web is None:
-                out.append(self._failed(sid, label, what))
-                continue
-            out.append(http_scenario(
-                sid, label, web.url + SDK_PATH, connections=c, token=toru.token,
-                cpu_roots=lambda w=web: [toru.pid, w.pid],
-            ))  # fmt: skip
-        return out
+        """(h): a second gunicorn on Toru's home with the plugin's answers canned."""
+        c = self.opts.connections
+        sid, what = "h_app_only", "Toru app with canned plugin answers (no IPC)"
+        label = f"(h) Toru app alone: plugin reply canned in the worker (no IPC), {c} conns"
+        web = self._optional(what, CannedWeb(toru.home, self.workers, self.toru_env))
+        if web is None:
+            return [self._failed(sid, label, what)]
+        return [http_scenario(
+            sid, label, web.url + SDK_PATH, connections=c, token=toru.token,
+            cpu_roots=lambda: [toru.pid, web.pid],
+        )]  # fmt: skip
 
     def _nginx_scenario(self, plugins: dict[str, Path]) -> Scenario:
         sock = str(self.workdir / "web.sock")
@@ -383,11 +377,12 @@ class BenchmarkRun:
     # ------------------------------------------------------------------ measuring
 
     def measure(self, scenarios: list[Scenario], runs: int) -> None:
-        """Interleaved runs of ``scenarios``, with a progress line per run."""
+        """Interleaved runs of ``scenarios``, with a progress line per run: in order on even
+        rounds, reversed on odd ones (as ``tools/ab.py``), so drift hits every scenario alike."""
         total = runs * len(scenarios)
         k = 0
         for i in range(runs):
-            for sc in scenarios:
+            for sc in scenarios if i % 2 == 0 else scenarios[::-1]:
                 k += 1
                 if sc.error:
                     continue

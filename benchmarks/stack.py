@@ -165,22 +165,18 @@ class BaselineServer(_LocalServer):
         return self
 
 
-class SecondWeb(_LocalServer):
-    """A second gunicorn with Toru's config for a home whose supervisor already runs:
-    scenario (g), the production app with the direct channel off (every request through the
-    supervisor), or (h), ``benchmarks.canned_app`` (plugin answers canned in the worker)."""
+class CannedWeb(_LocalServer):
+    """A second gunicorn with Toru's config for a home whose supervisor already runs, serving
+    scenario (h): ``benchmarks.canned_app`` (plugin answers canned in the worker)."""
 
-    def __init__(
-        self, home: Path, workers: int, canned: bool = False, env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, home: Path, workers: int, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.workers = workers
-        self.canned = canned
         self.env = dict(env or {})
         super().__init__()
-        self.log_path = home / ("canned-web.log" if canned else "hop-web.log")
+        self.log_path = home / "canned-web.log"
 
-    def start(self) -> SecondWeb:
+    def start(self) -> CannedWeb:
         if self.proc is not None:
             return self
         env = dict(os.environ)
@@ -190,18 +186,16 @@ class SecondWeb(_LocalServer):
             TORU_BIND=f"127.0.0.1:{self.port}",
             TORU_WORKERS=str(self.workers),
             TORU_SERVE_PARENT="1",
-            TORU_DIRECT_CHANNEL="0",
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         )
         env.update(self.env)
-        app = "benchmarks.canned_app:application" if self.canned else toru_app_spec()
         cmd = [
             sys.executable,
             "-m",
             "gunicorn",
             "-c",
             str(ROOT / "toru" / "wsgi" / "gunicorn_conf.py"),
-            app,
+            "benchmarks.canned_app:application",
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -123,12 +123,6 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "large_answers", f"(b) with 1 MiB answers, {c} conns, >= 0.5x asgi direct with the same answers", big, ">=", 0.5, "ratio",
         f"{m('b_toru_sdk_1m', 'rps'):.0f} req/s; {rps_ratio(doc, 'b_toru_sdk_1m', 'a_sync_1m') or 0:.2f}x of sync direct; {cpu_detail(doc, 'b_toru_sdk_1m', 'a_asgi_1m')}" if big is not None else "",
     ))  # fmt: skip
-    g = m("g_toru_hop", "rps")
-    if g is not None:
-        out.append(_target(
-            "direct_vs_supervisor", "(b)/(g): direct channel against the supervisor path, same run (keep the channel only if >= 1.15)", rps_ratio(doc, "b_toru_sdk", "g_toru_hop"), ">=", 1.15, "ratio",
-            f"(g) {g:.0f} req/s, {ratio_detail(doc, 'g_toru_hop')}; (b) against (g): {cpu_detail(doc, 'b_toru_sdk', 'g_toru_hop')}" if g else "",
-        ))  # fmt: skip
     return out
 
 

@@ -14,6 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Plugins run as an unprivileged user by default when Toru is root (toru-plugin), and the
+# suite's helper plugins run on this interpreter (sys.executable), which that user cannot
+# reach where Python lives under /root (pyenv, as here and in CI). So every test not about
+# plugin identity runs plugins as the suite's own uid, named explicitly; tests/security
+# removes this and runs the shipped default with plugins it writes for the plugin user.
+os.environ.setdefault("TORU_PLUGINS_USER", str(os.geteuid()))
+
 
 @pytest.fixture
 def short_home():

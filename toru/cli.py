@@ -13,6 +13,10 @@ from collections.abc import Sequence
 
 from . import __version__
 
+# Commands that write to a home: everything they create is private (umask 077), inherited by
+# the supervisor, gunicorn and its workers. Author tools (`toru plugin ...`) keep the user's.
+PRIVATE_COMMANDS = frozenset({"serve", "supervisor", "plugins", "user"})
+
 
 def _handler(spec: str):
     def run(args: argparse.Namespace) -> int:
@@ -46,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _home(p)
     p.set_defaults(func=_handler("toru.supervisor.main:main"))
 
-    p = sub.add_parser("plugins", help="list, enable, disable or rescan plugins")
+    p = sub.add_parser("plugins", help="list, enable, disable, install, approve or rescan plugins")
     _home(p)
     psub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
     actions = [psub.add_parser("list", help="list installed plugins (default)")]
@@ -57,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     actions.append(
         psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
     )
+    a = psub.add_parser(
+        "approve",
+        help="run a plugin whose binary changed (state changed) and pin its new SHA-256",
+    )
+    a.add_argument("plugin_id")
+    actions.append(a)
+    a = psub.add_parser(
+        "install",
+        help="check a plugin binary, copy it atomically into plugins/ and pin its SHA-256"
+        " (a running plugin is upgraded); works with or without a server",
+    )
+    a.add_argument("path", help="the plugin executable to install")
+    a.add_argument(
+        "--enable", action="store_true", help="enable it too (new plugins start disabled)"
+    )
+    actions.append(a)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for a in actions:  # `toru plugins list --json` as well as `toru plugins --json list`
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
@@ -129,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .errors import StoreUnavailable
+    from .home_modes import set_private_umask
 
+    if args.command in PRIVATE_COMMANDS:
+        set_private_umask()
     try:
         return args.func(args)
     except KeyboardInterrupt:

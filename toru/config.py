@@ -70,6 +70,24 @@ def _pos_float(v: Any) -> float:
     return n
 
 
+def _isolation(v: Any) -> str:
+    s = str(v).strip().lower()
+    if s not in ("shared", "per-plugin"):
+        raise ValueError(f"expected 'shared' or 'per-plugin': {v!r}")
+    return s
+
+
+def _uid_range(v: Any) -> tuple[int, int]:
+    """``"70000-79999"`` (or a two-item list) -> ``(70000, 79999)``: ids above 0, first <= last."""
+    items = list(v) if isinstance(v, (list, tuple)) else str(v).replace(",", "-").split("-")
+    if len(items) != 2:
+        raise ValueError(f"expected FIRST-LAST: {v!r}")
+    first, last = int(items[0]), int(items[1])
+    if not 0 < first <= last < 2**32 - 1:
+        raise ValueError(f"expected 0 < FIRST <= LAST < 4294967295: {v!r}")
+    return first, last
+
+
 def _default_workers() -> int:
     """Two event-loop workers per core (measured: docs/operations.md, "Workers")."""
     return 2 * (os.cpu_count() or 1)
@@ -190,6 +208,40 @@ SETTINGS: tuple[Setting, ...] = (
         "groups only)",
     ),
     Setting(
+        "plugins_user",
+        "TORU_PLUGINS_USER",
+        "plugins.user",
+        None,
+        str,
+        "user name or uid plugins run as (default: toru-plugin when Toru runs as root, "
+        "else Toru's own user)",
+    ),
+    Setting(
+        "plugins_group",
+        "TORU_PLUGINS_GROUP",
+        "plugins.group",
+        None,
+        str,
+        "group name or gid plugins run as (default: the plugin user's primary group)",
+    ),
+    Setting(
+        "plugins_isolation",
+        "TORU_PLUGINS_ISOLATION",
+        "plugins.isolation",
+        "shared",
+        _isolation,
+        "'shared': every plugin runs as plugins.user; 'per-plugin': each plugin gets its own "
+        "uid from plugins.uid_range (needs root)",
+    ),
+    Setting(
+        "plugins_uid_range",
+        "TORU_PLUGINS_UID_RANGE",
+        "plugins.uid_range",
+        (70000, 79999),
+        _uid_range,
+        "uids (and equal gids) handed out with plugins.isolation = 'per-plugin', 'FIRST-LAST'",
+    ),
+    Setting(
         "log_max_bytes",
         "TORU_LOG_MAX_BYTES",
         "logs.max_bytes",
@@ -233,13 +285,21 @@ SETTINGS: tuple[Setting, ...] = (
         "connection is closed (408 for a body)",
     ),
     Setting(
-        "direct_channel",
-        "TORU_DIRECT_CHANNEL",
-        "http.direct_channel",
+        "pin_binaries",
+        "TORU_PIN_BINARIES",
+        "plugins.pin_binaries",
         True,
         _bool,
-        "workers send plugin-route requests straight to plugins that accept several "
-        "connections (the supervisor still routes, starts and watches them)",
+        "run a plugin binary only if its SHA-256 is the one an admin approved (enable, "
+        "approve, install); false for development only",
+    ),
+    Setting(
+        "install_max_bytes",
+        "TORU_INSTALL_MAX_BYTES",
+        "plugins.install_max_bytes",
+        256 * 1024 * 1024,
+        _pos_int,
+        "largest plugin binary POST /api/plugins/install accepts (413 beyond)",
     ),
     Setting(
         "session_ttl",
@@ -371,15 +431,20 @@ class Config:
     metadata_timeout: float
     max_frame: int
     cgroups: bool
+    plugins_user: str | None
+    plugins_group: str | None
+    plugins_isolation: str
+    plugins_uid_range: tuple[int, int]
     log_max_bytes: int
     log_backups: int
     metrics_public: bool
     body_limit: int
     trusted_proxies: tuple[str, ...]
     client_timeout: float
-    direct_channel: bool
     session_ttl: float
     login_rate: int
+    pin_binaries: bool
+    install_max_bytes: int
     # `[plugins.<id>.limits]` (toru.toml only; per plugin, so not in SETTINGS): see limits_by_plugin.
     plugin_limits: tuple[tuple[str, PluginLimits], ...] = ()
 
@@ -405,12 +470,13 @@ class Config:
         return self.run_dir / "supervisor.sock"
 
     @property
-    def route_generation_file(self) -> Path:
-        return self.run_dir / "routes.gen"
-
-    @property
     def plugin_socket_dir(self) -> Path:
         return self.run_dir / "p"
+
+    @property
+    def plugin_identities_file(self) -> Path:
+        """The per-plugin uids handed out so far (``plugins.isolation = "per-plugin"``)."""
+        return self.var_dir / "plugin-uids.json"
 
     @property
     def metrics_dir(self) -> Path:
@@ -429,6 +495,11 @@ class Config:
         return self.plugins_dir / ".metadata" / "config.json"
 
     @property
+    def pins_file(self) -> Path:
+        """The approved SHA-256 of each plugin's binary (supervisor/pins.py)."""
+        return self.var_dir / "binary-pins.json"
+
+    @property
     def supervisor_state_file(self) -> Path:
         """What the supervisor remembers across its restarts (supervisor_state.py)."""
         return self.var_dir / "supervisor-state.json"
@@ -438,6 +509,8 @@ class Config:
         env = {"TORU_HOME": str(self.home)}
         for s in SETTINGS:
             v = getattr(self, s.name)
+            if v is None:  # unset (plugins.user): the child works out the same default
+                continue
             if isinstance(v, tuple):
                 v = ",".join(str(x) for x in v) or "none"  # "" would mean "the default"
             elif isinstance(v, bool):

@@ -19,7 +19,6 @@ import re
 import socket
 import stat
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from toru_plugin_api.messages import ID_RE
 
 from .config import Config, ConfigError, load_config
+from .supervisor.identity import lookup_user
 
 MiB = 1024 * 1024
 DEFAULT_MIN_FREE = 256 * MiB
@@ -73,11 +73,11 @@ def _exposure(mode: int) -> Callable[[str, str], Finding] | None:
     return warning if mode & 0o070 else None
 
 
-def _private(path: Path, want: int) -> Iterator[Finding]:
-    """``path``, if it exists, has no permission bits for group or others."""
+def _private(path: Path, want: int, allow: int = 0) -> Iterator[Finding]:
+    """``path``, if it exists, has no permission bits for group or others (but ``allow``)."""
     with contextlib.suppress(FileNotFoundError):
         mode = stat.S_IMODE(path.lstat().st_mode)
-        if finding := _exposure(mode):
+        if finding := _exposure(mode & ~allow):
             yield finding(
                 f"{path} is accessible by {'others' if mode & 0o007 else 'its group'} "
                 f"(mode {mode:04o})",
@@ -94,7 +94,8 @@ def check_modes(ctx: Context) -> Iterator[Finding]:
     (the shipped units run Toru with UMask=0077)."""
     c = ctx.config
     yield from _private(c.var_dir, 0o700)
-    yield from _private(c.run_dir, 0o700)
+    # --x for others: plugins of another uid reach their run/p/<id>/ (toru/home_modes.py)
+    yield from _private(c.run_dir, 0o700, allow=0o011)
     for path in _db_files(c):
         yield from _private(path, 0o600)
     yield from _private(c.var_dir / "initial-admin-password", 0o600)
@@ -264,37 +265,23 @@ def check_cgroups(ctx: Context) -> Iterator[Finding]:
 
 def check_plugin_user(ctx: Context) -> Iterator[Finding]:
     """The configured ``plugins.user`` exists (and is not the user Toru itself runs as)."""
-    name = plugin_user(ctx.config)
+    name = ctx.config.plugins_user
     if not name:
         return
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
+    entry = lookup_user(name)
+    if entry is None and not name.isdigit():  # a bare uid needs no account
         yield problem(
             f"plugins.user {name!r} does not exist",
             f"useradd --system --no-create-home --shell /usr/sbin/nologin {name}",
         )
         return
+    uid = entry.pw_uid if entry is not None else int(name)
     owner = _owner(ctx.config.var_dir)
-    if owner is not None and entry.pw_uid == owner:
+    if owner is not None and uid == owner:
         yield problem(
             f"plugins.user {name!r} owns {ctx.config.var_dir}: plugins could read the database",
             "create a separate user for plugins and set plugins.user to it",
         )
-
-
-def plugin_user(config: Config) -> str | None:
-    """``plugins.user`` from the config when Toru has that setting, else from env/toru.toml."""
-    value = getattr(config, "plugins_user", None)
-    if value:
-        return str(value)
-    if os.environ.get("TORU_PLUGINS_USER"):
-        return os.environ["TORU_PLUGINS_USER"]
-    with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
-        data = tomllib.loads((config.home / "toru.toml").read_text())
-        user = data.get("plugins", {}).get("user")
-        return str(user) if user else None
-    return None
 
 
 def check_uvloop(ctx: Context) -> Iterator[Finding]:

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from toru.config import load_config
 from toru.errors import ToruError
-from toru.supervisor.launcher import MAX_UNIX_PATH
+from toru.supervisor.launcher import MAX_UNIX_PATH, plugin_socket
 
 __all__ = ["DevLoop", "cli", "find_build", "install", "source_snapshot"]
 
@@ -52,6 +52,8 @@ DEV_ENV = {
     "TORU_RESTART_BACKOFF": "0.5,1,2",
     "TORU_MAX_FAILURES": "1000",
     "TORU_WORKERS": "1",
+    # every rebuild is a new binary: no approval per build in the author's own dev home
+    "TORU_PIN_BINARIES": "false",
 }
 SERVE_READY = 120.0
 STOP_GRACE = 20.0
@@ -118,26 +120,22 @@ def read_metadata(binary: Path) -> dict[str, Any]:
 
 
 def install(binary: Path, plugins_dir: Path, plugin_id: str) -> Path:
-    """Copy ``binary`` to ``plugins_dir/<id>.binary`` atomically: a temporary name the
-    supervisor ignores (it starts with a dot), fsync, then a rename over the old file.
+    """Copy ``binary`` to ``plugins_dir/<id>.binary`` atomically, as ``toru plugins install``
+    does (supervisor/install.py: a staged copy the supervisor ignores, fsync, rename), without
+    its checks and pin: the dev home runs with pinning off and the build was just checked.
 
     NOTE: a rename replaces the directory entry, so it works while the old binary runs
     (``cp`` onto a running executable fails with "Text file busy") and no reader ever sees
     half a file.
     """
-    plugins_dir.mkdir(parents=True, exist_ok=True)
+    from toru.supervisor.install import place, stage_copy
+
     target = plugins_dir / f"{plugin_id}.binary"
-    tmp = plugins_dir / f".{plugin_id}.binary.{os.getpid()}.tmp"
+    staged, _ = stage_copy(binary, plugins_dir)
     try:
-        with open(binary, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
+        place(staged, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
     return target
 
 
@@ -247,7 +245,7 @@ class DevLoop:
         return binary, read_metadata(binary)
 
     def _socket_fits(self, plugin_id: str) -> bool:
-        sock = load_config(self.home).plugin_socket_dir / f"{plugin_id}.sock"
+        sock = plugin_socket(load_config(self.home).plugin_socket_dir, plugin_id)
         return len(str(sock).encode()) <= MAX_UNIX_PATH
 
     def _choose_home(self, plugin_id: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from toru_plugin_api.codec import FrameReader, write_frame
 
 from .config import Config, ConfigError, load_config
+from .home_modes import tighten_home
 from .osutil import die_with_parent
 from .supervisor.restart_policy import RestartPolicy
 
@@ -191,10 +192,10 @@ class ServeParent:
 
     def prepare(self) -> None:
         c = self.config
-        for d in (c.home, c.var_dir, c.log_dir, c.plugins_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        c.run_dir.mkdir(parents=True, exist_ok=True)
-        c.run_dir.chmod(0o700)
+        for d in (c.home, c.var_dir, c.log_dir, c.plugins_dir, c.run_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)  # the supervisor opens run/
+        for change in tighten_home(c):
+            _say(f"warning: an existing home was too open; tightened {change}")
         # Stale files of a previous run would be merged into /metrics forever.
         shutil.rmtree(c.metrics_dir, ignore_errors=True)
         c.metrics_dir.mkdir(parents=True)

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import apsw
 
 from .errors import StoreUnavailable
+from .wal_index import WalIndex
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -142,6 +143,10 @@ class Store:
                 raise self.unusable(exc) from None
             self._local.conn = conn
             self._local.caches = {}
+            self._local.wal = None  # this connection's WalIndex, opened by data_version
+            self._local.wal_tried = False
+            self._local.wal_head = None
+            self._local.wal_version = 0
         return conn
 
     def unusable(self, exc: BaseException) -> StoreUnavailable:
@@ -206,8 +211,22 @@ class Store:
         commits; never for this connection's own writes. ``Connection.data_version()`` (the
         file control) is no substitute: it is only refreshed when a read transaction starts,
         so it misses other connections' commits until then.
+
+        PERF: while the WAL-index header (toru/wal_index.py) is unchanged since the last
+        PRAGMA, no connection committed, and that answer stands: no statement per request.
         """
-        return self.connection().execute("PRAGMA data_version").get
+        conn = self.connection()
+        local = self._local
+        wal = local.wal
+        head = wal.header() if wal is not None else None  # NOTE: read before the PRAGMA
+        if head is not None and head == local.wal_head:
+            return local.wal_version
+        version = conn.execute("PRAGMA data_version").get
+        if wal is None and not local.wal_tried:  # after a read: -shm is open and stays
+            local.wal_tried = True
+            local.wal = WalIndex.open(self.path)
+        local.wal_head, local.wal_version = head, version
+        return version
 
     def auth_generation(self) -> int | None:
         """The counter the schema's triggers bump on every change to users, sessions or API
@@ -221,6 +240,9 @@ class Store:
         """Close this thread's connection (idempotent)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
+            if self._local.wal is not None:
+                self._local.wal.close()
+                self._local.wal = None
             conn.close()
             self._local.conn = None
             self._local.caches = {}

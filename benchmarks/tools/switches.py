@@ -1,5 +1,5 @@
 """Context switches and CPU per request in the web workers, with ``perf stat`` (software
-events; this VM has no hardware counters), for both baselines, (h), (b) and (g), alternated
+events; this VM has no hardware counters), for both baselines, (h) and (b), alternated
 (``ab.alternate``).
 
     python -m benchmarks.tools.switches [--rounds 2] [--seconds 5]
@@ -22,7 +22,7 @@ from typing import Any
 
 from ..procstat import cmdline, descendants, role_of
 from ..runner import SDK_ID, SDK_PATH, BenchmarkRun, preset
-from ..stack import BaselineServer, SecondWeb
+from ..stack import BaselineServer, CannedWeb
 from ..wrk import run_wrk
 from .ab import Variant, alternate, table
 
@@ -61,14 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         toru = run.start_toru("h1", {SDK_ID: plugins[SDK_ID]})
         base = run._start("baseline", BaselineServer(run.workdir / "baseline", run.workers))
         abase = run._start("asgi baseline", BaselineServer(run.workdir / "b2", run.workers, "asgi"))
-        hop = run._start("channel off", SecondWeb(toru.home, run.workers))
-        canned = run._start("canned", SecondWeb(toru.home, run.workers, canned=True))
+        canned = run._start("canned", CannedWeb(toru.home, run.workers))
         servers = {
             "(a) sync baseline": (base.url, base.pid, None),
             "(a) asgi baseline": (abase.url, abase.pid, None),
             "(h) app alone": (canned.url, canned.pid, toru.token),
-            "(b) direct channel": (toru.url, toru.pid, toru.token),
-            "(g) through the supervisor": (hop.url, hop.pid, toru.token),
+            "(b) through the supervisor": (toru.url, toru.pid, toru.token),
         }
 
         def measure(url: str, root: int, token: str | None) -> dict[str, float]:

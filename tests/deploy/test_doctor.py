@@ -29,7 +29,8 @@ def doctor(home: Path, *args: str, env: dict | None = None) -> tuple[int, list[s
     cp = subprocess.run(
         [sys.executable, "-m", "toru.cli", "doctor", "--home", str(home), *args],
         cwd=ROOT,
-        env={**os.environ, "TORU_BIND": "", **(env or {})},
+        # "": unset (tests/conftest.py names the suite's own uid as plugins.user)
+        env={**os.environ, "TORU_BIND": "", "TORU_PLUGINS_USER": "", **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,

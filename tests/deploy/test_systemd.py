@@ -110,13 +110,23 @@ def test_unit_settings(unit):
         "-/bin/kill -TERM $MAINPID",
         "-/usr/bin/tail --pid=${MAINPID} -f /dev/null",
     ]
+    env = dict(e.split("=", 1) for line in d.get("Environment", []) for e in shlex.split(line))
     if unit.name in PLUGIN_UNITS:
         assert d["Delegate"] == ["yes"]
+        # plugins run as toru-plugin, created before the start if missing (docs/operations.md)
+        assert env["TORU_PLUGINS_USER"] == "toru-plugin"
+        assert any(
+            "useradd --system" in c and c.endswith(" toru-plugin") for c in d["ExecStartPre"]
+        )
+        ambient = set(d["AmbientCapabilities"][0].split())
+        assert ambient == {"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE"}
+        assert set(d["CapabilityBoundingSet"][0].split()) == ambient
         # options that would break the supervisor's cgroups or plugins are not set
         for key in ("ProtectControlGroups", "MemoryDenyWriteExecute", "SystemCallFilter"):
             assert key not in d, f"{unit.name}: {key} breaks plugins"
     else:
         assert "Delegate" not in d
+        assert d["CapabilityBoundingSet"] == [""]
 
 
 def test_the_stop_commands_stop_toru_serve_in_order(short_home):

@@ -596,7 +596,14 @@ def test_stopping_is_a_state_and_disable_passes_through_it(tmp_path):
     async def scenario():
         plugin, launcher, _store, _ = make_plugin(tmp_path, ["ok"])
         seen: list[PluginState] = []
-        plugin.deps.routes_changed = lambda: seen.append(plugin.state)
+        set_state = plugin._set_state
+
+        def recording(new, *args, **kwargs):
+            set_state(new, *args, **kwargs)
+            if not seen or seen[-1] is not new:
+                seen.append(new)
+
+        plugin._set_state = recording
         plugin.enable()
         await until(lambda: plugin.state is S.RUNNING)
         assert plugin.admission() is launcher.launched[0].connection

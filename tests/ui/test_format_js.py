@@ -43,3 +43,13 @@ def test_discovering_and_stopping_are_worded():
     retrying = run('f.pluginHealth({state: "discovering", enabled: true, error: "timed out"})')
     assert retrying["label"] == "Reading metadata, retrying"
     assert run('f.pluginHealth({state: "stopping", enabled: false})')["label"] == "Stopping"
+
+
+def test_a_changed_binary_is_worded():
+    assert run('f.pluginHealth({state: "changed", enabled: true})')["tone"] == "red"
+    serving = run(
+        'f.pluginHealth({state: "running", health: "healthy", enabled: true,'
+        ' binary_change: {found_sha256: "ab"}})'
+    )
+    assert serving["tone"] == "amber" and "approval" in serving["label"]
+    assert run('f.stateTone("changed")') == "bad"

@@ -5,7 +5,6 @@
 # 2 s, run `wrk -t1 -c16 -d5s` on hello-python's route with a bearer token, and print the
 # req/s with the CPU seconds of every process (before/after, tests/web/proc_cpu.py).
 #
-#   MODES="TORU_DIRECT_CHANNEL=0 TORU_DIRECT_CHANNEL=1" tests/web/measure_modes.sh
 #   MODES="TORU_WORKERS=1 TORU_WORKERS=2" tests/web/measure_modes.sh
 #   MODES="GUNICORN_CMD_ARGS=--http-parser=python GUNICORN_CMD_ARGS=--http-parser=fast" ...
 set -u
@@ -26,7 +25,7 @@ start_web() {
   WEB=$!
   for _ in $(seq 60); do curl -sf $BASE/healthz >/dev/null && break; sleep 0.5; done
 }
-start_web TORU_DIRECT_CHANNEL=1
+start_web TORU_WORKERS=${WORKERS:-2}
 COOKIE=$(curl -s -c - -H 'Content-Type: application/json' \
   -d '{"username":"admin","password":"admin-pass-123"}' $BASE/api/auth/login | awk '/toru_session/{print $7}')
 CSRF=$(curl -s -b toru_session=$COOKIE $BASE/api/auth/me | python3 -c 'import sys,json;print(json.load(sys.stdin)["csrf_token"])')
@@ -35,7 +34,7 @@ TOKEN=$(curl -s -b toru_session=$COOKIE -H "X-CSRF-Token: $CSRF" -H 'Content-Typ
 kill $WEB; wait $WEB 2>/dev/null
 URL=$BASE/api/plugins/route/hello/
 for round in 1 2 3; do
-  for mode in ${MODES:-TORU_DIRECT_CHANNEL=0 TORU_DIRECT_CHANNEL=1}; do
+  for mode in ${MODES:-TORU_WORKERS=1 TORU_WORKERS=2}; do
     start_web "$mode"
     wrk -t1 -c16 -d2s -H "Authorization: Bearer $TOKEN" $URL >/dev/null
     B=$(python3 tests/web/proc_cpu.py $SUP $WEB)

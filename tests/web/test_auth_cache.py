@@ -296,3 +296,28 @@ def test_a_database_without_the_generation_still_invalidates(pair):
     conn.execute("DROP TABLE auth_generation")
     other.store.connection().execute("UPDATE users SET role = 'user' WHERE username = 'bob'")
     assert worker.token_user(t["token"]).role == "user"
+
+
+def test_a_cached_lookup_runs_no_sql_until_another_connection_commits(pair):
+    """PERF: the revalidation reads the WAL-index header (toru/wal_index.py), not SQLite,
+    while nothing was committed; any commit elsewhere, even one right after the last check,
+    is still seen by the next lookup."""
+    worker, other, _ = pair
+    t = worker.create_token("bob", "t")
+    _warm(worker, t["token"])
+    statements: list[str] = []
+    worker.store.connection().exec_trace = lambda cursor, sql, bindings: (
+        statements.append(sql) or True
+    )
+    for _ in range(50):
+        assert worker.token_user(t["token"]) is not None
+    assert statements == []
+    for i in range(3):  # back to back: each commit is seen by the next lookup
+        role = ("user", "admin")[i % 2]
+        other.store.connection().execute(
+            "UPDATE users SET role = ? WHERE username = 'bob'", (role,)
+        )
+        assert worker.token_user(t["token"]).role == role
+    assert statements  # those lookups asked SQLite
+    other.delete_token(t["id"])
+    assert worker.token_user(t["token"]) is None

@@ -208,6 +208,8 @@ ADMIN_ENDPOINTS = [
     ("POST", "/api/plugins/hello-python/enable"),
     ("POST", "/api/plugins/hello-python/disable"),
     ("POST", "/api/plugins/rescan"),
+    ("POST", "/api/plugins/install"),
+    ("POST", "/api/plugins/hello-python/approve"),
 ]
 
 

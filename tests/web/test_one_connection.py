@@ -1,6 +1,6 @@
 """Each asgi worker reaches the supervisor over one connection, whatever its concurrency
-(real ``toru serve``): 32 plugin-route requests in flight through the supervisor (direct
-channel off) each get their own answer, and every worker holds exactly one connection to
+(real ``toru serve``): 32 plugin-route requests in flight through the supervisor each
+get their own answer, and every worker holds exactly one connection to
 ``run/supervisor.sock`` meanwhile (``ss -xp``: the supervisor's end of each accepted
 connection names the socket path, its peer inode is the worker's end), while the workers'
 ``toru_proxy_inflight`` shows more requests in flight than there are workers."""
@@ -42,8 +42,7 @@ def _connections_to(path: str) -> dict[int, int]:
 
 def test_each_worker_multiplexes_one_control_connection(short_home):
     install(short_home / "plugins")
-    env = {"TORU_DIRECT_CHANNEL": "0"}
-    with ToruServer(short_home, enable=["web-test"], workers=2, env=env) as s:
+    with ToruServer(short_home, enable=["web-test"], workers=2) as s:
         cookie, csrf = s.login()
         status, body = s.json("POST", "/api/auth/tokens", {"name": "t"}, cookie=cookie, csrf=csrf)
         assert status in (200, 201), body

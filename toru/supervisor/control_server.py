@@ -49,13 +49,13 @@ class ControlServer:
             "events": sup.events,
             "kv": sup.kv,
             "stats": sup.stats,
-            "routes": sup.direct_routes,
-            "report": sup.report,
         }
         self.async_ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "enable": lambda a: sup.enable(a.get("plugin")),
             "disable": lambda a: sup.disable(a.get("plugin")),
             "rescan": lambda a: sup.rescan(),
+            "approve": lambda a: sup.approve(a.get("plugin")),
+            "install": sup.install,
             "logs": self._logs,
         }
 
@@ -64,9 +64,9 @@ class ControlServer:
         return await asyncio.to_thread(self.supervisor.read_logs, args)
 
     async def start(self) -> None:
-        """Listen on ``path`` (0600 in a 0700 directory); a stale socket file is replaced."""
+        """Listen on ``path`` (0600; its directory's mode is toru/home_modes.py's: 0700, or
+        0711 so plugins of another uid reach run/p/); a stale socket file is replaced."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.path.parent, 0o700)
         self.path.unlink(missing_ok=True)
         old = os.umask(0o177)
         try:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import PluginMetadata, metadata_output_json
 
+from .identity import Identity
 from .process import PluginProcess, describe_exit
 
 METADATA_TIMEOUT = 5.0
@@ -76,10 +78,18 @@ def directory_signature(plugins_dir: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted((p.name, m, s) for p, (m, s) in items.items()))
 
 
-async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> PluginMetadata:
-    """Run ``<binary> --metadata`` and validate.
+async def read_metadata(
+    binary: Path,
+    timeout: float = METADATA_TIMEOUT,
+    identity: Identity | None = None,
+    parse: Callable[[bytes], PluginMetadata] | None = None,
+) -> PluginMetadata:
+    """Run ``<binary> --metadata`` (as ``identity``: plugin code never runs with Toru's
+    rights) and validate.
 
-    Raises ``ProtocolError`` for a definite bad answer, ``MetadataUnavailable`` for none.
+    ``parse`` judges the printed bytes instead of the host's own check (an install uses the
+    checker's stricter ``metadata_from_stdout``). Raises ``ProtocolError`` for a definite bad
+    answer, ``MetadataUnavailable`` for none.
     """
     if not os.access(binary, os.X_OK):
         raise ProtocolError("file is not executable (chmod +x it)")
@@ -100,11 +110,13 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
             env=_metadata_env(),
             cwd=str(binary.parent),
             on_output=on_output,
+            identity=None if identity is None or identity.is_self else identity,
         )
     except OSError as exc:
+        why = f"cannot execute: {exc.strerror or exc}" + _as(identity, exc.errno)
         if exc.errno in _EXEC_TRANSIENT:  # e.g. the binary is still being written
-            raise MetadataUnavailable(f"cannot execute: {exc.strerror or exc}") from None
-        raise ProtocolError(f"cannot execute: {exc.strerror or exc}") from None
+            raise MetadataUnavailable(why) from None
+        raise ProtocolError(why) from None
     try:
         code = await proc.wait(timeout)
     except asyncio.CancelledError:  # the supervisor is stopping: leave no probe behind
@@ -121,13 +133,17 @@ async def read_metadata(binary: Path, timeout: float = METADATA_TIMEOUT) -> Plug
     if code != 0:
         tail = b" | ".join(err[-3:]).decode("utf-8", "replace")
         why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
+        hint = _as(identity, errno.EACCES) if code == 126 else ""  # the shell's "cannot exec"
         raise MetadataUnavailable(
-            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + _stdout_hint(out)
+            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + hint + _stdout_hint(out)
         )
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
+    text = b"\n".join(out)
+    if parse is not None:
+        return parse(text)
     # the checker's words for stdout noise ("it printed 'Starting...' before the JSON")
-    return PluginMetadata.from_json(metadata_output_json(b"\n".join(out)))
+    return PluginMetadata.from_json(metadata_output_json(text))
 
 
 def _stdout_hint(out: list[bytes]) -> str:
@@ -142,6 +158,16 @@ def _stdout_hint(out: list[bytes]) -> str:
     )
 
 
+def _as(identity: Identity | None, err: int | None) -> str:
+    """For a permission error under the plugin user: what that user needs."""
+    if identity is None or identity.is_self or err != errno.EACCES:
+        return ""
+    return (
+        f" (plugins run as {identity.name}: it needs to read and execute the binary and its"
+        " interpreter, and to traverse every directory on the way)"
+    )
+
+
 def _metadata_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORU_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -149,11 +175,14 @@ def _metadata_env() -> dict[str, str]:
 
 
 async def inspect(
-    binary: Path, signature: tuple[int, int], timeout: float = METADATA_TIMEOUT
+    binary: Path,
+    signature: tuple[int, int],
+    timeout: float = METADATA_TIMEOUT,
+    identity: Identity | None = None,
 ) -> Discovered:
     """Read and validate one binary's metadata into a ``Discovered``."""
     try:
-        meta = await read_metadata(binary, timeout)
+        meta = await read_metadata(binary, timeout, identity)
     except ProtocolError as exc:
         return Discovered(binary, signature, error=str(exc))
     except MetadataUnavailable as exc:
@@ -165,13 +194,14 @@ async def inspect_all(
     binaries: dict[Path, tuple[int, int]],
     timeout: float = METADATA_TIMEOUT,
     limit: int = CONCURRENT_PROBES,
+    identity: Identity | None = None,
 ) -> list[Discovered]:
     """Inspect many binaries concurrently (bounded), sorted by file name."""
     sem = asyncio.Semaphore(limit)
 
     async def one(p: Path, sig: tuple[int, int]) -> Discovered:
         async with sem:
-            return await inspect(p, sig, timeout)
+            return await inspect(p, sig, timeout, identity)
 
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(one(p, s)) for p, s in sorted(binaries.items())]
@@ -242,4 +272,5 @@ class Discovering:
             "uptime_seconds": None,
             "error": self.error,
             "retry_at": wall_retry_at,
+            "binary_change": None,
         }

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,11 +23,39 @@ from toru_plugin_api.messages import host_init
 
 from .cgroups import PluginCgroups
 from .connection import PluginConnection
+from .identity import Identity, PluginIdentities
 from .kv_channel import KvChannel
 from .process import PluginProcess, describe_exit
 
 SOCKET_WAIT = 5.0
 MAX_UNIX_PATH = 107
+SOCKET_NAME = "plugin.sock"  # in run/p/<id>/, the plugin's own directory
+
+
+def plugin_socket(socket_dir: Path, plugin_id: str) -> Path:
+    """Where plugin ``plugin_id`` listens (``TORU_PLUGIN_SOCKET``)."""
+    return socket_dir / plugin_id / SOCKET_NAME
+
+
+def own_socket_dir(directory: Path, identity: Identity | None) -> None:
+    """Make ``directory`` (run/p/<id>) the plugin's own: a fresh 0700 directory owned by
+    ``identity``, so no other plugin (and no other local user) can connect to its socket.
+
+    Whatever is there (a stale socket, a symlink a plugin left) is removed first; the
+    supervisor connects as root or as the plugin's own user.
+    """
+    try:
+        st = directory.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        directory.unlink()
+    elif st is not None:
+        shutil.rmtree(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(mode=0o700)
+    if identity is not None and not identity.is_self:
+        os.chown(directory, identity.uid, identity.gid)
 
 
 class LaunchError(Exception):
@@ -98,6 +128,7 @@ class ProcessLauncher:
         max_frame: int,
         socket_wait: float = SOCKET_WAIT,
         cgroups: PluginCgroups | None = None,
+        identities: PluginIdentities | None = None,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
@@ -106,18 +137,21 @@ class ProcessLauncher:
         self.max_frame = max_frame
         self.socket_wait = socket_wait
         self.cgroups = cgroups  # faults: one cgroup per plugin where the machine allows it
+        self.identities = identities  # None: plugins run as Toru's own user (tests' default)
 
     async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched:
         loop = asyncio.get_running_loop()
-        sock_path = self.socket_dir / f"{spec.id}.sock"
+        sock_path = plugin_socket(self.socket_dir, spec.id)
         if len(str(sock_path).encode()) > MAX_UNIX_PATH:
             raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
-        self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sock_path.unlink(missing_ok=True)
         try:  # [plugins.<id>.config] of toru.toml in the home (our cwd), as JSON
             config_env = plugin_config_env(self.cwd, spec.id)
-        except ConfigError as exc:
+            identity = self.identities.for_plugin(spec.id) if self.identities else None
+            own_socket_dir(sock_path.parent, identity)
+        except (ConfigError, ValueError) as exc:  # IdentityError is a ValueError
             raise LaunchError(str(exc)) from None
+        except OSError as exc:
+            raise LaunchError(f"cannot prepare {sock_path.parent}: {exc}") from None
         host_end, plugin_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = plugin_env(
             {
@@ -136,6 +170,7 @@ class ProcessLauncher:
                 on_output=callbacks.on_output,
                 pass_fds=[plugin_end.fileno()],
                 cgroup=self.cgroups.for_plugin(spec.id) if self.cgroups else None,
+                identity=None if identity is None or identity.is_self else identity,
             )
         except OSError as exc:
             host_end.close()
@@ -169,7 +204,7 @@ class ProcessLauncher:
         self, spec: LaunchSpec, callbacks: LaunchCallbacks, launched: Launched
     ) -> PluginConnection:
         """A new connection to a running plugin that closed the old one (no second init)."""
-        sock_path = self.socket_dir / f"{spec.id}.sock"
+        sock_path = plugin_socket(self.socket_dir, spec.id)
         return await self._connect(spec, callbacks, launched.process, sock_path)
 
     async def _connect(
@@ -186,6 +221,11 @@ class ProcessLauncher:
                 raise LaunchError(
                     "plugin exited while starting" + (" (memory limit)" if proc.oom_killed else ""),
                     {**describe_exit(code), "phase": "starting"},
+                )
+            if sock_path.is_symlink():  # it would point our connections somewhere else
+                raise LaunchError(
+                    f"{sock_path} is a symbolic link, not the plugin's socket",
+                    {"phase": "starting", "socket": str(sock_path)},
                 )
             if sock_path.exists():
                 try:

@@ -50,6 +50,10 @@ WARN_EVERY = 60.0  # seconds between stderr warnings about one failing log
 REOPEN_CHECK_EVERY = 1.0  # seconds between checks that the open file is still ``path``
 
 
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 class LogWriter:
     """Appends JSON lines to ``path``, rotating at ``max_bytes`` keeping ``backups`` files.
 
@@ -85,8 +89,9 @@ class LogWriter:
         self._warned_at = -math.inf
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "ab")  # noqa: SIM115 - kept open for the writer's life
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # 0600 whatever the umask: logs carry request details and plugin output
+        self._f = open(self.path, "ab", opener=_private)  # noqa: SIM115 - writer's life
         st = os.fstat(self._f.fileno())
         self._inode = (st.st_dev, st.st_ino)
         self._size = self._f.tell()

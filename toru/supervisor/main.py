@@ -17,6 +17,9 @@ import sys
 from typing import Any
 
 from toru.config import Config, ConfigError, load_config
+from toru.home_modes import open_for_plugins, tighten_home, unreachable
+
+from .identity import IdentityError, PluginIdentities, resolve
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,20 +32,56 @@ def main(args: argparse.Namespace) -> int:
     return run_supervisor(config)
 
 
-def prepare_dirs(config: Config) -> None:
-    """Create the home's directories with the modes DESIGN.md asks for."""
-    config.plugins_dir.mkdir(parents=True, exist_ok=True)
-    config.var_dir.mkdir(parents=True, exist_ok=True)
-    config.plugin_log_dir.mkdir(parents=True, exist_ok=True)
-    config.metrics_dir.mkdir(parents=True, exist_ok=True)
-    config.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(config.run_dir, 0o700)
+def prepare_dirs(config: Config) -> list[str]:
+    """Create the home's directories (private: umask 077) and tighten an older home's
+    modes; the changes, for a warning once the log is open."""
+    for d in (config.plugins_dir, config.var_dir, config.plugin_log_dir, config.metrics_dir):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.plugin_socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return tighten_home(config)
+
+
+Notes = list[tuple[str, str]]  # (log level, message) for the log once it is open
+
+
+def plugin_identities(config: Config, notes: Notes) -> PluginIdentities:
+    """Who plugins run as (settings plugins.*); opens run/ and the plugin directory just
+    enough for them. Raises ``IdentityError``."""
+    identities = resolve(
+        config.plugins_user,
+        config.plugins_group,
+        config.plugins_isolation,
+        config.plugins_uid_range,
+        config.plugin_identities_file,
+        lambda message: notes.append(("warn", message)),
+    )
+    apart = identities.per_plugin is not None or not identities.shared.is_self
+    opened = open_for_plugins(config, apart)
+    if opened:
+        notes.append(("info", "opened for the plugins' user: " + ", ".join(opened)))
+    who = identities.shared
+    if apart and (blocked := unreachable(config.plugins_dir, who.uid, who.gid)) is not None:
+        notes.append(
+            (
+                "error",
+                f"plugins cannot run: {who.name} cannot traverse {blocked} on the way to "
+                f"{config.plugins_dir} (chmod o+x it)",
+            )
+        )
+    return identities
 
 
 def run_supervisor(config: Config) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if another supervisor holds the home."""
-    prepare_dirs(config)
+    notes: Notes = []
+    tightened = prepare_dirs(config)
+    if tightened:
+        notes.append(("warn", "tightened the modes of an existing home: " + ", ".join(tightened)))
+    try:
+        identities = plugin_identities(config, notes)
+    except (IdentityError, OSError) as exc:
+        print(f"toru supervisor: {exc}", file=sys.stderr)
+        return 2
     # Must precede the first import of prometheus_client (toru.supervisor.metrics).
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(config.metrics_dir))
     lock_fd = os.open(config.run_dir / "supervisor.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -57,13 +96,13 @@ def run_supervisor(config: Config) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(config))
+        uvloop.run(_serve(config, identities, notes))
     finally:
         os.close(lock_fd)
     return 0
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, identities: PluginIdentities, notes: Notes) -> None:
     from toru.store import Store
 
     from . import metrics
@@ -85,9 +124,12 @@ async def _serve(config: Config) -> None:
     )
     if store.check_at_start():  # PRAGMA quick_check; /healthz reports it from now on
         log.error(f"the database {config.db_path} is damaged: {store.damage}")
+    for level, message in notes:
+        getattr(log, level)(message)
+    log.info(identities.describe())
     metrics.cleanup_dead_processes(config.metrics_dir)
     metrics.SUPERVISOR_UP.set(1)  # ToruSupervisorDown watches it, with or without plugins
-    supervisor = Supervisor(config, store, log, instance_id)
+    supervisor = Supervisor(config, store, log, instance_id, identities=identities)
     server = ControlServer(supervisor, config.control_socket)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -23,15 +23,20 @@ from typing import Any
 from toru.osutil import die_with_parent
 
 from .cgroups import PluginCgroup
+from .identity import Identity, switch_to
 from .logs import MAX_LINE
 
 OutputCallback = Callable[[str, list[bytes]], None]
 
 
-def _child_setup(parent_pid: int, cgroup: PluginCgroup | None) -> Callable[[], None]:
+def _child_setup(
+    parent_pid: int, cgroup: PluginCgroup | None, identity: Identity | None
+) -> Callable[[], None]:
     def setup() -> None:  # runs in the forked child before exec: no allocation-heavy work
         if cgroup is not None:
             cgroup.join()  # before anything can fork: every descendant is in the cgroup
+        if identity is not None:
+            switch_to(identity)  # after the join (Toru's rights), before PDEATHSIG (cleared)
         die_with_parent(signal.SIGKILL, parent_pid)
 
     return setup
@@ -115,9 +120,10 @@ class PluginProcess:
         on_output: OutputCallback,
         pass_fds: Sequence[int] = (),
         cgroup: PluginCgroup | None = None,
+        identity: Identity | None = None,
     ) -> PluginProcess:
-        """Start the executable (in ``cgroup`` if given); raises ``OSError`` if it cannot be
-        executed at all."""
+        """Start the executable (in ``cgroup`` and as ``identity`` if given); raises
+        ``OSError`` if it cannot be executed at all."""
         loop = asyncio.get_running_loop()
         try:
             popen = subprocess.Popen(
@@ -129,12 +135,13 @@ class PluginProcess:
                 stderr=subprocess.PIPE,
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
-                preexec_fn=_child_setup(os.getpid(), cgroup),  # NOTE: from the loop thread
+                preexec_fn=_child_setup(os.getpid(), cgroup, identity),  # NOTE: loop thread
                 close_fds=True,
             )
-        except subprocess.SubprocessError as exc:  # the child could not join its cgroup
-            where = cgroup.path if cgroup is not None else "?"
-            raise OSError(f"cannot start it in its cgroup {where}: {exc}") from None
+        except subprocess.SubprocessError as exc:  # cgroup join or identity switch failed
+            how = [f"in its cgroup {cgroup.path}"] if cgroup is not None else []
+            how += [f"as {identity.describe()}"] if identity is not None else []
+            raise OSError(f"cannot start it {' '.join(how)}: {exc}") from None
         proc = cls(popen, loop, cgroup)
         for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             reader = _LineReader(stream, on_output)

@@ -14,6 +14,9 @@ four can never disagree.
                   (disable: shutdown, SIGTERM, SIGKILL)
     starting/running ──too many failures──▶ failed ──enable──▶ starting
     stopped/failed ──binary replaced by a bad one──▶ invalid
+    stopped/starting/backoff/failed/invalid ──hash != pin──▶ changed ──approve──▶ starting
+                                              (supervisor/pins.py; a running old version
+                                               keeps ``running`` with ``binary_change`` set)
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class PluginState(enum.Enum):
     STOPPING = "stopping"  # being disabled: shutdown, SIGTERM, SIGKILL after the grace
     FAILED = "failed"  # disabled after too many consecutive failures
     INVALID = "invalid"  # bad metadata or binary
+    CHANGED = "changed"  # the binary is not the one an admin approved: not run until approved
 
     def __str__(self) -> str:
         return self.value
@@ -37,13 +41,14 @@ class PluginState(enum.Enum):
 S = PluginState
 
 TRANSITIONS: dict[PluginState, frozenset[PluginState]] = {
-    S.STOPPED: frozenset({S.STARTING, S.INVALID}),
-    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPING}),
+    S.STOPPED: frozenset({S.STARTING, S.INVALID, S.CHANGED}),
+    S.STARTING: frozenset({S.RUNNING, S.BACKOFF, S.FAILED, S.STOPPING, S.CHANGED}),
     S.RUNNING: frozenset({S.BACKOFF, S.FAILED, S.STOPPING}),
-    S.BACKOFF: frozenset({S.STARTING, S.STOPPING}),
+    S.BACKOFF: frozenset({S.STARTING, S.STOPPING, S.CHANGED}),
     S.STOPPING: frozenset({S.STOPPED}),
-    S.FAILED: frozenset({S.STARTING, S.STOPPED, S.INVALID}),
-    S.INVALID: frozenset({S.STOPPED}),
+    S.FAILED: frozenset({S.STARTING, S.STOPPED, S.INVALID, S.CHANGED}),
+    S.INVALID: frozenset({S.STOPPED, S.CHANGED}),
+    S.CHANGED: frozenset({S.STARTING, S.STOPPED}),
 }
 
 # States in which the plugin is wanted (enabled) and will be (re)started.

@@ -22,6 +22,7 @@ from typing import Any
 import apsw
 
 from toru.errors import NotFound, ToruError, Unavailable
+from toru.session_cookie import REFUSED_COOKIE
 from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown, now_iso
 
 from . import metrics
@@ -29,6 +30,7 @@ from .connection import CLEAN_EOF, PluginConnection
 from .discovery import Discovered
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
 from .logs import LogWriter, StderrLevels, SupervisorLog, plugin_line_entry
+from .pins import BinaryChange
 from .process import describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
@@ -37,6 +39,15 @@ from .stats import PluginStats
 S = PluginState
 STDERR_TAIL = 20
 EVENT_EVERY = 10.0  # seconds: at most one `timeout` (or `bad_reply`) event per plugin per window
+WARN_EVENTS = frozenset(
+    {"crashed", "timeout", "unhealthy", "disabled", "bad_reply", "binary_changed"}
+)
+# States a detected binary change turns into ``changed`` at once (nothing of it runs).
+IDLE_STATES = frozenset({S.STOPPED, S.FAILED, S.INVALID, S.BACKOFF})
+
+
+async def _unpinned(plugin_id: str, binary: Path) -> BinaryChange | None:
+    return None
 
 
 @dataclass
@@ -59,8 +70,9 @@ class Deps:
         default=lambda coro: asyncio.ensure_future(coro)  # type: ignore[arg-type,return-value]
     )
     clock: Callable[[], float] = time.monotonic
-    # Called whenever what workers may reach directly can have changed (route_generation.py).
-    routes_changed: Callable[[], None] = lambda: None
+    # Right before every spawn: None when the binary may run, else how it differs from its
+    # pin (supervisor/pins.py); the plugin then goes to ``changed`` instead of starting.
+    verify_binary: Callable[[str, Path], Awaitable[BinaryChange | None]] = _unpinned
 
 
 class SupervisedPlugin:
@@ -83,6 +95,7 @@ class SupervisedPlugin:
         self.retry_at: float | None = None
         self.health = "unknown"
         self.launched: Launched | None = None
+        self.binary_change: BinaryChange | None = None  # the file on disk is not the pinned one
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._stderr_levels = StderrLevels()  # crash output on stderr is logged as error
         self.stats = PluginStats()
@@ -126,7 +139,6 @@ class SupervisedPlugin:
             check_transition(old, new)
             self.state = new
             metrics.set_state(self.id, new)
-            self.deps.routes_changed()
         if event is not None:
             self.record_event(event, details or {})
 
@@ -136,11 +148,7 @@ class SupervisedPlugin:
             self.deps.store.add_event(self.id, event, details)
         except apsw.Error as exc:
             self.deps.log.error("could not record event", self.id, error=str(exc), event=event)
-        level = (
-            "warn"
-            if event in ("crashed", "timeout", "unhealthy", "disabled", "bad_reply")
-            else "info"
-        )
+        level = "warn" if event in WARN_EVENTS else "info"
         self.deps.log.log(level, f"plugin {event}", self.id, **{"details": details})
         if event != "timeout":
             self._plugin_log(level, f"supervisor: plugin {event}", details)
@@ -189,7 +197,6 @@ class SupervisedPlugin:
 
     def on_connection_lost(self, reason: str) -> None:
         self._wakeup(f"connection lost ({reason})")
-        self.deps.routes_changed()
         if reason.startswith("protocol error"):
             metrics.PROXY_ERRORS.labels(self.id, "bad_response").inc()
         else:
@@ -201,25 +208,43 @@ class SupervisedPlugin:
         metrics.PROXY_ERRORS.labels(self.id, "timeout").inc()
         self._limited_event("timeout", {"request_id": request_id})
 
-    def on_direct_timeouts(self, count: int) -> None:
-        """Requests that timed out on workers' direct connections (control op ``report``)."""
-        self._limited_event("timeout", {"direct": True, "count": count})
-
-    def on_worker_warning(self, message: str, count: int) -> None:
-        """A web worker refused part of this plugin's replies (control op ``report``): a
-        warning in the plugin's log, one line per message and report."""
-        self._plugin_log("warn", f"toru: {message}", {"count": count})
-
     def on_bad_reply(self, reason: str) -> None:
         """A reply ``validate_http_reply`` refused (its client got 502): the reason goes to
         the plugin's log and events, at most once per window like ``timeout``."""
         self._limited_event("bad_reply", {"reason": reason})
 
+    def on_toru_cookie(self) -> None:
+        """A reply tried to set Toru's session cookie (the web tier removes that header): a
+        warning in the plugin's log, at most once per window."""
+        if self._window_open("toru_cookie"):
+            self._plugin_log("warn", f"toru: {REFUSED_COOKIE}", {})
+
     def _limited_event(self, event: str, details: dict[str, Any]) -> None:
-        now = self.deps.clock()
-        if now - self._last_limited_event.get(event, -math.inf) >= EVENT_EVERY:
-            self._last_limited_event[event] = now
+        if self._window_open(event):
             self.record_event(event, details)
+
+    def _window_open(self, key: str) -> bool:
+        """True at most once per ``EVENT_EVERY`` seconds for ``key`` (and notes it)."""
+        now = self.deps.clock()
+        if now - self._last_limited_event.get(key, -math.inf) < EVENT_EVERY:
+            return False
+        self._last_limited_event[key] = now
+        return True
+
+    def mark_changed(self, change: BinaryChange) -> None:
+        """The binary on disk is not the approved one (event ``binary_changed``, once per
+        change). Nothing of it runs: an idle plugin goes to ``changed`` at once; a running old
+        version keeps serving (``running`` with ``binary_change`` set: its process still runs
+        the approved file's inode) and goes to ``changed`` when it exits, by the check before
+        every spawn."""
+        if change != self.binary_change:
+            self.binary_change = change
+            self.record_event("binary_changed", change.to_json())
+        if self.state in IDLE_STATES:
+            was_backoff = self.state is S.BACKOFF
+            self._set_state(S.CHANGED)
+            if was_backoff:
+                self._wakeup("binary changed")  # the pending restart ends in the pin check
 
     def _wakeup(self, reason: str) -> None:
         if self._wake is not None and not self._wake.done():
@@ -252,7 +277,6 @@ class SupervisedPlugin:
         self.enabled = False
         self._stop_reason = reason
         if self.state in ACTIVE:
-            # Workers stop sending to it directly (routes_changed) before it stops.
             self._set_state(S.STOPPING)
         self._wakeup("disabled")
         task = self._task
@@ -289,6 +313,8 @@ class SupervisedPlugin:
             )
         if state is S.STOPPING:
             raise NotFound(f"plugin {self.id} is being disabled")
+        if state is S.CHANGED:
+            raise NotFound(f"plugin {self.id}'s binary changed and waits for an admin's approval")
         raise NotFound(f"plugin {self.id} is not enabled")
 
     def retry_after(self) -> int:
@@ -325,6 +351,13 @@ class SupervisedPlugin:
         while not self.stopping:
             self._set_state(S.STARTING)
             self.retry_at = None
+            change = await self.deps.verify_binary(self.id, self.binary)
+            if self.stopping:  # disabled while the hash was read
+                break
+            if change is not None:
+                self.mark_changed(change)
+                self._set_state(S.CHANGED)
+                return  # waits for an admin's approval (supervisor.approve)
             self.stderr_tail.clear()
             self._wake = asyncio.get_running_loop().create_future()
             t0 = self.deps.clock()
@@ -436,7 +469,6 @@ class SupervisedPlugin:
             self.deps.log.warn("could not reconnect to the plugin", self.id, error=str(exc))
             return False
         self.deps.log.info("plugin closed its connection; reconnected", self.id)
-        self.deps.routes_changed()  # routable directly again (``routes`` skips closed ones)
         return True
 
     async def _reap(self) -> None:
@@ -557,6 +589,7 @@ class SupervisedPlugin:
             "uptime_seconds": round(up, 3) if up is not None else None,
             "error": self.error,
             "retry_at": wall_time(self.retry_at, self.deps.clock) if self.retry_at else None,
+            "binary_change": self.binary_change.to_json() if self.binary_change else None,
         }
 
     def close_log(self) -> None:

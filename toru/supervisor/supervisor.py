@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ import apsw
 
 from toru.config import Config
 from toru.errors import BadGateway, BadRequest, Conflict, NotFound, ToruError, Unavailable
+from toru.session_cookie import sets_toru_cookie
 from toru.store import Store
 from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import BadReply, parse_kv_op, validate_http_reply
@@ -39,12 +41,14 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
+from .identity import PluginIdentities
+from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher
+from .launcher import Launcher, ProcessLauncher, plugin_socket
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
+from .pin_gate import PinGate
 from .plugin_state_file import PluginStateFile
 from .restart_policy import RestartPolicy
-from .route_generation import RouteGeneration
 from .states import PluginState
 from .supervised import Deps, SupervisedPlugin, wall_time
 from .supervisor_state import SupervisorState
@@ -53,8 +57,7 @@ S = PluginState
 HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
-REPORT_MAX_WARNINGS = 10  # distinct messages per plugin and report
-REPORT_MAX_SAMPLES = 100_000  # per plugin and report: a worker's second at any real rate
+STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
 
 
 class Supervisor:
@@ -67,8 +70,10 @@ class Supervisor:
         log: SupervisorLog,
         instance_id: str,
         launcher: Launcher | None = None,
+        identities: PluginIdentities | None = None,
     ) -> None:
         self.config = config
+        self.identities = identities  # who plugins run as (None: Toru's own user)
         self.store = store
         self.log = log
         self.instance_id = instance_id
@@ -99,6 +104,7 @@ class Supervisor:
             config.max_frame,
             self.socket_wait,
             cgroups=self.cgroups,
+            identities=identities,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._rescan_lock = asyncio.Lock()
@@ -107,8 +113,8 @@ class Supervisor:
         self.closing = False
         self.discovery_done = False  # the first rescan after start has finished
         self.http_timeout = config.http_timeout
-        self.generation = RouteGeneration(config.route_generation_file)
         self.state_file = PluginStateFile(config.state_file, log)  # faults: damaged config.json
+        self.pin_gate = PinGate(config.pins_file, config.pin_binaries, log)  # binary integrity
 
     # ------------------------------------------------------------------ running
 
@@ -128,7 +134,7 @@ class Supervisor:
             persist_enabled=self._persist,
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
-            routes_changed=self.generation.bump,
+            verify_binary=self.pin_gate.verify,
         )
 
     async def run(
@@ -163,7 +169,7 @@ class Supervisor:
         )
         for p in plugins:
             p.close_log()
-            (self.config.plugin_socket_dir / f"{p.id}.sock").unlink(missing_ok=True)
+            shutil.rmtree(plugin_socket(self.config.plugin_socket_dir, p.id).parent, True)
         if self.cgroups is not None:
             self.cgroups.close()
 
@@ -233,6 +239,9 @@ class Supervisor:
             self.log.error("could not save plugin metadata", d.id, error=str(exc))
 
     def _prune(self) -> None:
+        stale = sweep_stages(self.config.plugins_dir, STAGE_MAX_AGE, time.time())
+        if stale:
+            self.log.info(f"removed {len(stale)} abandoned install files", files=stale)
         try:
             n = self.store.prune_events()
         except apsw.Error as exc:
@@ -267,6 +276,7 @@ class Supervisor:
         binaries = list_binaries(cfg.plugins_dir)
         by_binary = {p.binary: p for p in self.plugins.values()}
         gone = [p for b, p in by_binary.items() if binaries.get(b) != p.signature]
+        gone = [p for p in gone if not await self._held_back(p, p.binary in binaries)]
         removed_ids = [p.id for p in gone if p.binary not in binaries]
         for p in gone:
             await p.disable("binary removed or replaced")
@@ -291,7 +301,11 @@ class Supervisor:
                 continue
             known = self.memory.known_metadata(b, sig)
             if known is not None:
+                # NOTE: unchanged since its last probe: no hash here (a restart lists every
+                # plugin at once); a forged mtime and size are caught before the spawn.
                 found.append(Discovered(b, sig, metadata=known))
+                continue
+            if b not in by_binary and await self._hold_unapproved(b, sig, state):
                 continue
             probe[b] = sig
             entry = Discovering(b, sig)
@@ -305,7 +319,8 @@ class Supervisor:
         # Remembered ones are registered (and spawned) before the slow probes of the others.
         added = self._admit(found, state, replaced)
         if probe:
-            results = await inspect_all(probe, self.metadata_timeout)
+            who = self.identities.shared if self.identities else None
+            results = await inspect_all(probe, self.metadata_timeout, identity=who)
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
@@ -353,10 +368,10 @@ class Supervisor:
                 plugin.enable()
         return added
 
-    def _register(self, d: Discovered) -> SupervisedPlugin:
-        pid = d.id
+    def _register(self, d: Discovered, plugin_id: str | None = None) -> SupervisedPlugin:
+        pid = plugin_id or d.id
         existing = self.plugins.get(pid)
-        if existing is not None:
+        if existing is not None and plugin_id is None:
             if d.metadata is not None and existing.metadata is None:
                 # An invalid binary only borrowed this id from its file name: a valid plugin
                 # owns it, the invalid one is listed under its file name instead.
@@ -369,14 +384,107 @@ class Supervisor:
         self.plugins[plugin.id] = plugin
         if plugin.route:
             self.routes[plugin.route] = plugin
-        self.generation.bump()
         return plugin
 
     def _unregister(self, plugin: SupervisedPlugin) -> None:
         self.plugins.pop(plugin.id, None)
         if plugin.route and self.routes.get(plugin.route) is plugin:
             del self.routes[plugin.route]
-        self.generation.bump()
+
+    # ------------------------------------------------------------------ pinning (pin_gate.py)
+
+    async def _held_back(self, plugin: SupervisedPlugin, present: bool) -> bool:
+        """The gate in front of the "binary replaced" path: True (and ``binary_changed``)
+        when the new file is not the pinned one, so it is neither probed nor run."""
+        change = await self.pin_gate.change_of(plugin.id, plugin.binary) if present else None
+        if change is None:
+            plugin.binary_change = None
+            return False
+        plugin.mark_changed(change)
+        return True
+
+    async def _hold_unapproved(
+        self, binary: Path, sig: tuple[int, int], state: dict[str, Any]
+    ) -> bool:
+        """A binary first seen by this supervisor whose pin it does not match (replaced
+        while Toru was down): listed as ``changed`` under its pinned id, never probed."""
+        held = await self.pin_gate.unapproved_at_start(binary)
+        if held is None or held[0] in self.plugins:
+            return False
+        plugin_id, change = held
+        known = self.memory.last_metadata(binary)
+        if known is not None and known.id != plugin_id:
+            known = None
+        d = Discovered(binary, sig, metadata=known, error="binary changed: waiting for approval")
+        plugin = self._register(d, plugin_id)
+        plugin.enabled = bool(state.get(plugin_id, {}).get("enabled"))
+        plugin.mark_changed(change)
+        self.discovering.pop(binary, None)
+        return True
+
+    async def approve(self, plugin_id: Any) -> dict[str, Any]:
+        """Pin the changed binary an admin reviewed, then let the replaced path run it."""
+        p = await self._described(plugin_id)
+        change = await self.pin_gate.approve(p)
+        p.record_event("approved", {"old_sha256": change.pinned, "new_sha256": change.found})
+        self._binary_approved(p)
+        await self.rescan()
+        return await self._settled_info(p.id)
+
+    def _binary_approved(self, p: SupervisedPlugin) -> None:
+        """Seam to the rescan's "binary replaced" branch: forget what is known about the old
+        file, so the next rescan takes this plugin through it (probe, then start or swap)."""
+        p.binary_change = None
+        p.signature = (-1, -1)
+        try:
+            self.memory.forget(p.binary)
+        except OSError as exc:
+            self.log.error("could not save the supervisor state", p.id, error=str(exc))
+
+    async def _settled_info(self, plugin_id: str) -> dict[str, Any]:
+        p = self.plugins.get(plugin_id)
+        if p is None:
+            raise NotFound(f"plugin {plugin_id} is gone after the rescan")
+        await p.wait_started(self.socket_wait + 1.0)
+        return p.info()
+
+    async def install(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Control op ``install`` ``{"path", "enable"?, "uploaded"?}`` (install.py)."""
+        path, enable, uploaded = args.get("path"), args.get("enable", False), args.get("uploaded")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise BadRequest("install needs an absolute path")
+        if not isinstance(enable, bool):
+            raise BadRequest("enable must be true or false")
+        plugins_dir = self.config.plugins_dir
+        src = Path(path)
+        if uploaded is True and not is_stage(src, plugins_dir):
+            raise BadRequest("an uploaded install must be a staged file in the plugin directory")
+        try:
+            prepared = await prepare(
+                src,
+                plugins_dir,
+                uploaded=uploaded is True,
+                timeout=self.metadata_timeout,
+                identity=self.identities.shared if self.identities else None,
+            )
+        except OSError as exc:
+            raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
+        try:
+            ids = {p.id: p.binary.name for p in self.plugins.values() if p.metadata}
+            routes = {p.route: (p.id, p.binary.name) for p in self.plugins.values() if p.route}
+            check_clash(prepared, ids, routes)
+            pins = self.pin_gate if self.pin_gate.enabled else None
+            result = commit(prepared, plugins_dir, pins)
+        except OSError as exc:  # e.g. the uploading worker gave up and removed its stage
+            raise BadRequest(f"cannot install {src.name}: {exc.strerror or exc}") from None
+        finally:
+            prepared.discard()
+        self.pin_gate.hasher.remember(plugins_dir / result["binary"], result["sha256"])
+        if enable:
+            self._persist(result["id"], True)
+        await self.rescan()
+        result["plugin"] = await self._settled_info(result["id"])
+        return result
 
     # ------------------------------------------------------------------ operations
 
@@ -465,6 +573,7 @@ class Supervisor:
             raise Unavailable("the supervisor is shutting down")
         if p.state is S.INVALID:
             raise Conflict(f"plugin {p.id} is invalid: {p.error}")
+        await self.pin_gate.pin_for_enable(p)
         was = p.enabled and p.active
         self._persist(p.id, True)
         await p.start()
@@ -519,57 +628,6 @@ class Supervisor:
 
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.plugin(args.get("plugin")).stats.snapshot()
-
-    def direct_routes(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The routes a worker may send straight to the plugin (control op ``routes``).
-
-        Only running plugins that declared ``multi_connection`` and are not being disabled;
-        every other route stays on the supervisor path, which decides 404 and 503.
-        ``generation`` is the value of ``run/routes.gen`` this table is current for.
-        """
-        routes = {}
-        for route, p in self.routes.items():
-            if p.metadata is None or not p.metadata.multi_connection:
-                continue
-            try:
-                p.admission()
-            except ToruError:
-                continue
-            assert p.launched is not None
-            routes[route] = {
-                "plugin": p.id,
-                "socket": str(self.config.plugin_socket_dir / f"{p.id}.sock"),
-                "pid": p.launched.process.pid,
-            }
-        return {"generation": self.generation.value, "routes": routes}
-
-    def report(self, args: dict[str, Any]) -> dict[str, Any]:
-        """What workers saw on their direct connections (control op ``report``): latencies
-        for the UI's stats, timeouts for the event log, and warnings (a reply header the
-        worker refused) for the plugin's log. Unknown plugins are skipped (one
-        may have been removed since the worker measured)."""
-        plugins = args.get("plugins")
-        if not isinstance(plugins, dict):
-            raise BadRequest("report needs a plugins object")
-        for plugin_id, seen in plugins.items():
-            p = self.plugins.get(plugin_id)
-            if p is None or not isinstance(seen, dict):
-                continue
-            latencies = seen.get("latencies")
-            if isinstance(latencies, list):
-                record = p.stats.record
-                for s in latencies[:REPORT_MAX_SAMPLES]:
-                    if type(s) is float or type(s) is int:
-                        record(float(s))
-            timeouts = seen.get("timeouts")
-            if type(timeouts) is int and timeouts > 0:
-                p.on_direct_timeouts(timeouts)
-            warnings = seen.get("warnings")
-            if isinstance(warnings, dict):
-                for message, count in list(warnings.items())[:REPORT_MAX_WARNINGS]:
-                    if type(message) is str and type(count) is int and count > 0:
-                        p.on_worker_warning(message[:500], count)
-        return {"ok": True}
 
     def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:
         """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.
@@ -637,6 +695,8 @@ class HttpRelay:
             self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} sent a bad reply: {exc}"))
             return
         self.plugin.stats.record(time.monotonic() - self.t0)
+        if sets_toru_cookie(payload.get("headers")):  # type: ignore[union-attr]
+            self.plugin.on_toru_cookie()
         self.answer(self.rid, payload, raw)  # type: ignore[arg-type]
 
     def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:

@@ -25,6 +25,20 @@ FORMAT_VERSION = 1
 Signature = tuple[int, int]
 
 
+def read_json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The JSON object in one of the supervisor's own files: ``({}, None)`` when the file is
+    missing, ``({}, why)`` when it cannot be read or holds no JSON object."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError) as exc:
+        return {}, f"{path}: {exc}"
+    if not isinstance(data, dict):
+        return {}, f"{path}: not a JSON object"
+    return data, None
+
+
 class SupervisorState:
     """Load once at start; every change is written through at once (changes are rare)."""
 
@@ -36,16 +50,7 @@ class SupervisorState:
         self._load()
 
     def _load(self) -> None:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            self.load_error = f"{self.path}: {exc}"
-            return
-        if not isinstance(data, dict):
-            self.load_error = f"{self.path}: not a JSON object"
-            return
+        data, self.load_error = read_json_object(self.path)
         meta = data.get("metadata")
         if isinstance(meta, dict):
             self.metadata = {k: v for k, v in meta.items() if isinstance(v, dict)}
@@ -66,6 +71,20 @@ class SupervisorState:
             return PluginMetadata.from_json(entry.get("metadata"))
         except ProtocolError:
             return None
+
+    def last_metadata(self, binary: Path) -> PluginMetadata | None:
+        """The last good metadata of ``binary`` whatever the file holds now (what a plugin
+        whose binary changed and waits for approval is listed as)."""
+        entry = self.metadata.get(str(binary))
+        try:
+            return PluginMetadata.from_json(entry.get("metadata")) if entry else None
+        except ProtocolError:
+            return None
+
+    def forget(self, binary: Path) -> None:
+        """Forget one binary's metadata: its next rescan probes it again."""
+        if self.metadata.pop(str(binary), None) is not None:
+            self.save()
 
     def remember_metadata(
         self, binary: Path, signature: Signature, metadata: PluginMetadata

@@ -17,9 +17,8 @@ import ujson
 from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
-from . import auth, errors, health, plugins, proxy, system, users
+from . import auth, errors, health, plugin_install, plugins, proxy, system, users
 from .control import Control, ControlClient
-from .direct import DirectChannel
 from .headers import SecurityHeaders
 from .metrics import MetricsMiddleware
 from .pool import PasswordPool
@@ -33,17 +32,13 @@ PASSWORD_BACKLOG = 2
 
 
 class Lifecycle:
-    """ASGI lifespan: on the worker's shutdown, send the direct channel's last samples, then
-    drop the plugin and control connections and the pool."""
+    """ASGI lifespan: on the worker's shutdown, drop the control connection and the pool."""
 
-    def __init__(self, control: Control, pool: PasswordPool, direct: DirectChannel | None) -> None:
+    def __init__(self, control: Control, pool: PasswordPool) -> None:
         self.control = control
         self.pool = pool
-        self.direct = direct
 
     async def process_shutdown(self, scope: dict, event: dict) -> None:
-        if self.direct is not None:
-            await self.direct.close()
         close = getattr(self.control, "close", None)
         if close is not None:
             close()
@@ -54,7 +49,6 @@ def create_app(
     config: Config,
     *,
     control: Control | None = None,
-    direct: bool | None = None,
     accounts: Accounts | None = None,
     pool: PasswordPool | None = None,
     webapp_dir: Path | None = None,
@@ -65,8 +59,6 @@ def create_app(
         config: the loaded configuration.
         control: the supervisor's control client (``call``/``http`` coroutines); defaults to
             one ``ControlClient`` over ``config.control_socket`` (one connection, multiplexed).
-        direct: use the direct channel (toru/wsgi/direct.py); defaults to
-            ``config.direct_channel`` when ``control`` is the default, else off.
         accounts: user/session store; defaults to one over ``config.db_path``.
         pool: where password hashing runs; defaults to a ``PasswordPool`` of
             ``PASSWORD_THREADS`` threads.
@@ -76,11 +68,7 @@ def create_app(
         control = ControlClient(
             config.control_socket, http_timeout=config.http_timeout + 5, max_frame=config.max_frame
         )
-        direct = config.direct_channel if direct is None else direct
-    routes = RouteTable(control, config.route_generation_file, direct=bool(direct))
-    channel = (
-        DirectChannel(control, routes, config.http_timeout, config.max_frame) if direct else None
-    )
+    routes = RouteTable(control)
     pool = pool or PasswordPool(PASSWORD_THREADS, PASSWORD_BACKLOG)
     if accounts is None:
         store = Store(config.db_path)
@@ -89,7 +77,7 @@ def create_app(
     app = falcon.asgi.App(
         media_type=falcon.MEDIA_JSON,
         middleware=[
-            Lifecycle(control, pool, channel),
+            Lifecycle(control, pool),
             MetricsMiddleware(),
             SecurityHeaders(),
             auth.AuthMiddleware(config, accounts),
@@ -125,12 +113,16 @@ def create_app(
     app.add_route("/api/system", system.SystemResource(control))
     app.add_route("/api/plugins", plugins.PluginsResource(control))
     app.add_route("/api/plugins/rescan", system.RescanResource(control))
+    app.add_route("/api/plugins/install", plugin_install.InstallResource(control, config))
     app.add_route("/api/plugins/{plugin_id}", plugins.PluginResource(control))
     app.add_route(
         "/api/plugins/{plugin_id}/enable", plugins.PluginActionResource(control, "enable")
     )
     app.add_route(
         "/api/plugins/{plugin_id}/disable", plugins.PluginActionResource(control, "disable")
+    )
+    app.add_route(
+        "/api/plugins/{plugin_id}/approve", plugins.PluginActionResource(control, "approve")
     )
     app.add_route(
         "/api/plugins/{plugin_id}/bundle.js",
@@ -144,7 +136,7 @@ def create_app(
     )
     app.add_route("/api/plugins/{plugin_id}/stats", plugins.StatsResource(control))
 
-    route_resource = proxy.PluginRouteResource(config, control, routes, channel)
+    route_resource = proxy.PluginRouteResource(config, control, routes)
     app.add_route("/api/plugins/route/{route}", route_resource)
     app.add_route("/api/plugins/route/{route}/{rest:path}", route_resource)
 

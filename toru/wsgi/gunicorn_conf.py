@@ -21,7 +21,7 @@ import os
 import signal
 
 from toru.config import load_config
-from toru.osutil import die_with_parent
+from toru.osutil import die_with_parent, drop_capabilities
 from toru.wsgi import prepare_environment
 
 _config = prepare_environment()
@@ -57,7 +57,12 @@ control_socket_disable = True
 
 def on_starting(server) -> None:
     """Migrate the schema and create the first admin (split mode has no ``toru serve``)."""
+    from toru.home_modes import set_private_umask
     from toru.serve import ensure_first_admin
+
+    set_private_umask()  # split mode: gunicorn is not started by `toru serve`
+    if os.geteuid() != 0:  # systemd's AmbientCapabilities= are the supervisor's (plugin user)
+        drop_capabilities()  # master and workers hold none (after exec: Python may need them)
 
     ensure_first_admin(load_config(), quiet=bool(os.environ.get("TORU_SERVE_PARENT")))
 

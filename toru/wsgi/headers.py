@@ -1,4 +1,4 @@
-"""Response headers Toru adds to every answer, and the plugin ``Set-Cookie`` it refuses.
+"""Response headers Toru adds to every answer.
 
 Toru's own answers (the UI's files, the API's JSON, /healthz, /metrics) carry a
 Content-Security-Policy that allows scripts from Toru's origin only (no inline script, no
@@ -8,11 +8,11 @@ and ``data:`` images because a bundle may draw with them; neither runs code.
 
 A plugin's answer keeps its own choices but gets ``X-Content-Type-Options: nosniff`` (so a
 plugin's text or JSON is never sniffed into HTML or script) and never sets Toru's session
-cookie: a ``Set-Cookie`` naming ``toru_session`` would let a plugin fix or end a user's
-session (docs/SECURITY.md). Such a header is dropped and reported to the plugin's log.
+cookie: ``proxy.py`` drops a ``Set-Cookie`` that ``toru.session_cookie.names_toru_cookie``
+refuses (the supervisor writes the warning to the plugin's log).
 
 PERF: the header lists are precomputed tuples; the per-response work is a prefix test and a
-few dict stores. The cookie check runs only on a plugin's ``Set-Cookie`` values.
+few dict stores.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import falcon.asgi
-
-from .auth import COOKIE
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -37,39 +35,6 @@ _OWN = (
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "same-origin"),
 )
-
-# Cookie names a plugin must not set, lower-case: Toru's session cookie and the prefixed
-# forms a browser would keep beside it (Toru sets no CSRF cookie: the token is a header).
-_TORU_COOKIES = frozenset({COOKIE, "__host-" + COOKIE, "__secure-" + COOKIE})
-
-STRIPPED_COOKIE_WARNING = (
-    f"a reply's Set-Cookie named Toru's session cookie ({COOKIE}); Toru removed it (plugins"
-    " cannot set or clear Toru's login); the plugin's other cookies were kept"
-)
-
-
-def names_toru_cookie(set_cookie: str) -> bool:
-    """Whether a ``Set-Cookie`` value would set or clear one of Toru's cookies.
-
-    Compared case-insensitively. A nameless cookie (``=toru_session=x``) counts too: a
-    browser sends it back as ``toru_session=x``.
-    """
-    text = set_cookie.lstrip()
-    if text[:1] == "=":
-        text = text[1:]
-    name = text.split(";", 1)[0].split("=", 1)[0].strip().lower()
-    return name in _TORU_COOKIES
-
-
-def relay_set_cookie(
-    resp: falcon.asgi.Response, name: str, value: str, plugin: str, warn: Any
-) -> None:
-    """Append a plugin's ``Set-Cookie`` to ``resp`` unless it names Toru's cookie; then
-    ``warn(plugin, STRIPPED_COOKIE_WARNING)`` instead."""
-    if names_toru_cookie(value):
-        warn(plugin, STRIPPED_COOKIE_WARNING)
-    else:
-        resp.append_header(name, value)
 
 
 class SecurityHeaders:

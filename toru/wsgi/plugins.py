@@ -76,7 +76,7 @@ class PluginResource:
 
 
 class PluginActionResource:
-    """``POST /api/plugins/:id/enable`` and ``/disable`` (admin)."""
+    """``POST /api/plugins/:id/enable``, ``/disable`` and ``/approve`` (admin)."""
 
     auth = "admin"
 

@@ -29,10 +29,10 @@ import falcon.asgi
 
 from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
+from ..session_cookie import names_toru_cookie
 from . import metrics
 from .control import Control
-from .direct import DirectChannel, Reporter
-from .headers import PLUGIN_ROUTE_PREFIX, relay_set_cookie
+from .headers import PLUGIN_ROUTE_PREFIX
 from .http import client_info, read_body
 from .routes import RouteTable
 
@@ -237,14 +237,11 @@ class PluginRouteResource:
         config: Config,
         control: Control,
         routes: RouteTable,
-        direct: DirectChannel | None = None,
     ) -> None:
         self.config = config
         self.control = control
         self.routes = routes
-        self.direct = direct  # None keeps every request on the supervisor path
         self.trusted = frozenset(config.trusted_proxies)
-        self.warn = (direct.reporter if direct is not None else Reporter(control)).warning
 
     async def _forward(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any
@@ -252,18 +249,13 @@ class PluginRouteResource:
         route, path = split_target(req)
         body = await read_body(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
-        entry = await self.routes.get(route)
-        plugin = entry.plugin if entry is not None else "_unknown"
+        plugin = await self.routes.plugin_for(route)
         t0 = time.perf_counter()
         status = 500
         inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
         inflight.inc()
         try:
-            answer = None
-            if entry is not None and entry.socket is not None and self.direct is not None:
-                answer = await self.direct.http(entry, req.method, path, headers, body)
-            if answer is None:
-                answer = await self.control.http(route, req.method, path, headers, body)
+            answer = await self.control.http(route, req.method, path, headers, body)
             status = answer.status
         except ToruError as exc:
             status = exc.status
@@ -293,7 +285,8 @@ class PluginRouteResource:
             if lname == "content-type":
                 content_type = value
             elif lname == "set-cookie":
-                relay_set_cookie(resp, name, value, plugin, self.warn)
+                if not names_toru_cookie(value):  # Toru's login is not a plugin's to set
+                    resp.append_header(name, value)
             else:
                 resp.set_header(name, value)
         if answer.status in (204, 304):

@@ -51,13 +51,14 @@ export function formatMs(ms) {
 
 /**
  * The one place that decides what colour a plugin is: green = running and answering,
- * red = enabled but not serving (crashed, failed, unhealthy, invalid), amber = on its way
- * up, grey = disabled. Returns {tone, label}.
+ * red = enabled but not serving (crashed, failed, unhealthy, invalid, changed), amber = on its
+ * way up (or serving while a new binary waits for approval), grey = disabled. Returns {tone, label}.
  */
 export function pluginHealth(p) {
   if (!p) return { tone: "grey", label: "Unknown" };
   if (p.stale) return { tone: "grey", label: "Unknown: the supervisor does not answer" };
   if (p.state === "invalid") return { tone: "red", label: "Invalid" };
+  if (p.state === "changed") return { tone: "red", label: "Binary changed: waiting for approval" };
   if (p.state === "failed") return { tone: "red", label: "Failed" };
   if (p.state === "backoff") return { tone: "red", label: "Crashed, restarting" };
   if (p.state === "starting") return { tone: "amber", label: "Starting" };
@@ -68,6 +69,7 @@ export function pluginHealth(p) {
   if (p.state === "stopping") return { tone: "grey", label: "Stopping" };
   if (p.state === "running") {
     if (p.health === "unhealthy") return { tone: "red", label: "Unhealthy" };
+    if (p.binary_change) return { tone: "amber", label: "Healthy; a new binary waits for approval" };
     return { tone: "green", label: "Healthy" };
   }
   if (!p.enabled) return { tone: "grey", label: "Disabled" };
@@ -85,6 +87,7 @@ export function stateTone(state) {
       backoff: "bad",
       failed: "bad",
       invalid: "bad",
+      changed: "bad",
     }[state] || ""
   );
 }
@@ -100,6 +103,7 @@ export function stateLabel(state) {
       backoff: "Restarting",
       failed: "Failed",
       invalid: "Invalid",
+      changed: "Changed",
       stopped: "Stopped",
     }[state] || state || "Unknown"
   );

@@ -98,7 +98,9 @@ export async function request(
   const accept = asText ? "text/plain" : "application/json";
   const headers = csrfHeaders(method, { Accept: accept });
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // multipart: the browser writes Content-Type with its boundary
+  } else if (body !== undefined) {
     headers.set("Content-Type", "application/json");
     init.body = JSON.stringify(body);
   }

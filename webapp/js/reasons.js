@@ -46,6 +46,7 @@ export function inTrouble(p) {
     p.state === "backoff" ||
     p.state === "failed" ||
     p.state === "invalid" ||
+    p.state === "changed" ||
     (p.state === "running" && p.health === "unhealthy")
   );
 }
@@ -57,6 +58,7 @@ export function inTrouble(p) {
 export function problemText(p, events) {
   if (!inTrouble(p)) return "";
   const list = (events || []).filter((e) => PROBLEM_EVENTS.has(e.event_type));
+  if (p.state === "changed") return "Binary changed since an admin approved it: not run until approved";
   if (p.state === "invalid") {
     const ev = newest(list, "invalid");
     return ev ? eventReason(ev) : capital(p.error || "Invalid plugin");

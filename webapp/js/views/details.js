@@ -13,6 +13,7 @@ import {
 import { h, replace } from "../dom.js";
 import { formatAgo, formatDuration, formatTime } from "../format.js";
 import { get, listOf, session, supervisorSilent } from "../http.js";
+import { binaryChanged, changeNotice } from "../pins.js";
 import { crashTimes, eventReason, exitText, inTrouble, problemText } from "../reasons.js";
 import { fetchStats, sparkline } from "../sparkline.js";
 import { pluginStore } from "../store.js";
@@ -224,6 +225,8 @@ const EVENT_TONE = {
   disabled: "warn",
   timeout: "warn",
   unhealthy: "warn",
+  binary_changed: "bad",
+  approved: "ok",
   started: "ok",
   restarted: "ok",
   enabled: "ok",
@@ -304,6 +307,9 @@ export function renderDetails(container, params, shell) {
       const lastCrash = p.events.find((e) => e.event_type === "crashed");
       replace(
         body,
+        binaryChanged(p)
+          ? h("div", { class: "card-change", dataset: { testid: "binary-change" } }, ...changeNotice(p, session.user?.role === "admin"))
+          : null,
         lastCrash ? crashPanel(lastCrash, p) : null,
         h("div", { class: "cols" }, metadataPanel(p), activityPanel(stats, p.events)),
         eventsPanel(p.events),

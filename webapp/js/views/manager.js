@@ -13,6 +13,7 @@ import { h, icon, replace } from "../dom.js";
 import { apiBase, formatDuration, formatTime, pluginHealth } from "../format.js";
 import { hasFrontend } from "../frontends.js";
 import { session } from "../http.js";
+import { binaryChanged, changeNotice, installControl } from "../pins.js";
 import { crashTimes, problemText } from "../reasons.js";
 import { rescanButton } from "../rescan.js";
 import { fetchStats, sparkline } from "../sparkline.js";
@@ -51,6 +52,7 @@ class PluginCard {
     this.error = h("p", { class: "card-error", hidden: true, dataset: { testid: "plugin-problem" } });
     this.apiOnly = h("p", { class: "card-api", hidden: true, dataset: { testid: "plugin-api-only" } });
     this.invalidHint = h("p", { class: "card-api", hidden: true, dataset: { testid: "invalid-hint" } });
+    this.change = h("div", { class: "card-change", hidden: true, dataset: { testid: "binary-change" } });
     this.select = isAdmin
       ? h("input", {
           type: "checkbox",
@@ -79,6 +81,7 @@ class PluginCard {
         h("span", { class: "badge-wrap" }, this.badge),
       ),
       this.error,
+      this.change,
       this.invalidHint,
       this.apiOnly,
       h(
@@ -137,6 +140,13 @@ class PluginCard {
     // Built once per invalid spell: rebuilding on every poll would drop a click in flight.
     if (p.state === "invalid" && !this.invalidHint.firstChild) replace(this.invalidHint, invalidHint(p, this.isAdmin));
     if (p.state !== "invalid") replace(this.invalidHint);
+    this.change.hidden = !binaryChanged(p);
+    // Rebuilt only when the hashes or the state change: a poll must not drop a click in flight.
+    const changeKey = binaryChanged(p) ? `${p.state}|${JSON.stringify(p.binary_change)}` : "";
+    if (changeKey !== this.changeKey) {
+      this.changeKey = changeKey;
+      replace(this.change, ...(changeKey ? changeNotice(p, this.isAdmin) : []));
+    }
     const apiOnly = hasFrontend(p) === false;
     this.apiOnly.hidden = !apiOnly || !p.route;
     if (apiOnly && p.route) {
@@ -207,7 +217,14 @@ export function renderManager(container, _params, shell) {
             : "Every plugin installed in this Toru home.",
         }),
       ),
-      h("div", { class: "toolbar" }, summary, isAdmin ? rescanButton() : null, refresh),
+      h(
+        "div",
+        { class: "toolbar" },
+        summary,
+        isAdmin ? installControl() : null,
+        isAdmin ? rescanButton() : null,
+        refresh,
+      ),
     ),
     warnings,
     controls.el,

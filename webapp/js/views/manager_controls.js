@@ -19,7 +19,7 @@ const FILTERS = {
   api: ["API only", (p) => hasFrontend(p) === false],
 };
 
-const STATE_ORDER = ["failed", "invalid", "backoff", "starting", "running", "stopped"];
+const STATE_ORDER = ["failed", "invalid", "changed", "backoff", "starting", "running", "stopped"];
 
 const SORTS = {
   name: ["Name", (a, b) => (a.name || a.id).localeCompare(b.name || b.id)],

@@ -13,7 +13,7 @@ import { pageHead, panel } from "./page.js";
 const POLL_MS = 5000;
 const KEEP = 60; // samples: five minutes at POLL_MS
 
-const STATES = ["running", "starting", "backoff", "failed", "invalid", "stopped"];
+const STATES = ["running", "starting", "backoff", "failed", "invalid", "changed", "stopped"];
 
 /** GET `path` within the client timeout: {ok, ms, message}. */
 async function probe(path) {
@@ -89,7 +89,7 @@ export function renderSystem(container, _params, shell) {
     replace(
       states,
       STATES.map((s) =>
-        stat(stateLabel(s), store.stale ? "?" : String(counts[s]), `state-count-${s}`, store.stale ? "" : counts[s] && ["backoff", "failed", "invalid"].includes(s) ? "bad" : ""),
+        stat(stateLabel(s), store.stale ? "?" : String(counts[s]), `state-count-${s}`, store.stale ? "" : counts[s] && ["backoff", "failed", "invalid", "changed"].includes(s) ? "bad" : ""),
       ),
     );
     replace(
