@@ -18,6 +18,7 @@ from tests import timing
 from tests.servers import ToruServer
 from tests.web.procs import poll
 from tests.web.webtest_plugin import install
+from toru.session_cookie import names_toru_cookie, sets_toru_cookie
 from toru.wsgi.headers import CSP
 
 TORU_COOKIES = [
@@ -131,3 +132,15 @@ def test_toru_answers_carry_csp_and_nosniff(srv, path, auth):
     assert h.get("content-security-policy") == CSP, (path, h)
     assert h["x-content-type-options"] == "nosniff"
     assert "'unsafe-inline'" not in CSP.split("script-src", 1)[1].split(";", 1)[0]
+
+
+@pytest.mark.parametrize("value", TORU_COOKIES)
+def test_the_rule_refuses_every_form_of_toru_cookie(value):
+    assert names_toru_cookie(value)
+    assert sets_toru_cookie({"Content-Type": "text/plain", "SET-COOKIE": value})
+
+
+@pytest.mark.parametrize("value", [*KEPT, "session=1", "xtoru_session=1", "=theme=dark", ""])
+def test_the_rule_keeps_other_cookies(value):
+    assert not names_toru_cookie(value)
+    assert not sets_toru_cookie({"Set-Cookie": value, "X-Toru-Session": "toru_session=1"})
