@@ -69,6 +69,9 @@ def test_client_forwarding_headers_do_not_reach_plugins(srv):
     assert h["x-forwarded-proto"] == "http"
     assert h["x-forwarded-host"] == srv.bind
     assert "forwarded" not in h and "x-real-ip" not in h
+    # an operator whose proxy is not named learns it from the log, with the setting to change
+    want = "ignoring X-Forwarded-For from 127.0.0.1: it is not in http.trusted_proxies"
+    assert poll(lambda: want in srv.output()), srv.output()[-2000:]
 
 
 def test_rotating_x_forwarded_for_does_not_dodge_the_login_limit(srv):
