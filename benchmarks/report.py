@@ -42,7 +42,7 @@ def _roles(sc: dict[str, Any]) -> str:
 def base_for(sid: str, base: str) -> str:
     """The baseline to compare ``sid`` with: the one of the same variant (``b_toru_sdk_1m``
     against ``a_asgi_1m``, ``*_c1`` against ``a_*_c1``), else ``base`` itself."""
-    for suffix in ("_1m", "_c1"):
+    for suffix in ("_1m", "_1mpost", "_c1"):
         if sid.endswith(suffix):
             return base + suffix
     return base
@@ -78,7 +78,7 @@ def scenario_table(doc: dict[str, Any], scenarios: list[dict[str, Any]]) -> str:
 
 SUMMARY_ROWS = (
     "a_sync", "a_asgi", "b_toru_sdk", "c_toru_raw", "b_toru_sdk_slow", "b_toru_sdk_c64",
-    "a_sync_1m", "a_asgi_1m", "b_toru_sdk_1m",
+    "a_sync_1m", "a_asgi_1m", "b_toru_sdk_1m", "a_sync_1mpost", "a_asgi_1mpost", "b_toru_sdk_1mpost",
 )  # fmt: skip
 
 

@@ -34,6 +34,8 @@ RAW_ID = "raw-python"
 SDK_PATH = f"/api/plugins/route/{SDK_ID}/json"
 RAW_PATH = "/api/plugins/route/raw/"
 MIB_PATH = f"/api/plugins/route/{SDK_ID}/size/1048576"  # a 1 MiB JSON answer
+ECHO_PATH = f"/api/plugins/route/{SDK_ID}/echo"  # POST: the request body back
+MIB = 1024 * 1024
 MINIMAL_ID = "bench-minimal"
 
 
@@ -167,7 +169,13 @@ class BenchmarkRun:
         self.workers, self.toru_worker_class = toru_worker_settings(opts.workers)
         self.threads = opts.threads
         self.worker_class = opts.worker_class or "sync"  # the WSGI baseline's
-        self.toru_env: dict[str, str] = {}
+        # NOTE: run as root, Toru runs plugins as toru-plugin, which cannot reach this run's
+        # 0700 temporary directory nor, often, the venv's interpreter; the plugins run as
+        # the benchmark's own user instead (as Toru does for a non-root user). Spawning
+        # costs the same either way; the hot path does not change.
+        self.toru_env: dict[str, str] = {
+            "TORU_PLUGINS_USER": os.environ.get("TORU_PLUGINS_USER") or str(os.geteuid())
+        }
         if opts.worker_class and self.toru_worker_class != "asgi":
             # NOTE: gunicorn lets GUNICORN_CMD_ARGS override the config file, so a WSGI
             # Toru runs the same worker settings as the WSGI baseline. An ASGI Toru keeps
@@ -282,12 +290,22 @@ class BenchmarkRun:
             http_scenario("a_sync_1m", f"(a) direct, {self.worker_class}, 1 MiB answers, {c} conns", sync_.url + MIB_PATH, connections=c, cpu_roots=base),
             http_scenario("a_asgi_1m", f"(a) direct, asgi, 1 MiB answers, {c} conns", asgi_.url + MIB_PATH, connections=c, cpu_roots=abase),
             http_scenario("b_toru_sdk_1m", f"(b) Toru -> SDK, 1 MiB answers, {c} conns", toru.url + MIB_PATH, connections=c, token=toru.token, cpu_roots=b_roots),
+            http_scenario("a_sync_1mpost", f"(a) direct, {self.worker_class}, 1 MiB request bodies echoed, {c} conns", sync_.url + ECHO_PATH, connections=c, cpu_roots=base, method="POST", body_file=self._mib_body()),
+            http_scenario("a_asgi_1mpost", f"(a) direct, asgi, 1 MiB request bodies echoed, {c} conns", asgi_.url + ECHO_PATH, connections=c, cpu_roots=abase, method="POST", body_file=self._mib_body()),
+            http_scenario("b_toru_sdk_1mpost", f"(b) Toru -> SDK, 1 MiB request bodies echoed, {c} conns", toru.url + ECHO_PATH, connections=c, token=toru.token, cpu_roots=b_roots, method="POST", body_file=self._mib_body()),
         ]  # fmt: skip
         if o.compare:
             self.scenarios += self._compare_scenarios(toru)
         if o.nginx:
             self.scenarios.append(self._nginx_scenario(plugins))
         self.scenarios += self._socket_scenarios(toru, floor)
+
+    def _mib_body(self) -> Path:
+        """A 1 MiB request body that is not UTF-8 (a JSON string would need base64)."""
+        path = self.workdir / "body-1mib.bin"
+        if not path.exists():
+            path.write_bytes((bytes(range(255, -1, -1)) * (MIB // 256))[:MIB])
+        return path
 
     def _compare_scenarios(self, toru: ToruStack) -> list[Scenario]:
         """(h): a second gunicorn on Toru's home with the plugin's answers canned."""

@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .procstat import CpuMeter
@@ -158,6 +159,7 @@ def http_scenario(
     token: str | None = None,
     method: str = "GET",
     body: str | None = None,
+    body_file: Path | None = None,
     group: str = "core",
     params: dict[str, Any] | None = None,
     during: Background | None = None,
@@ -174,6 +176,7 @@ def http_scenario(
                     token=token,
                     method=method,
                     body=body,
+                    body_file=body_file,
                 )
             )
         out.update(extra)

@@ -123,6 +123,11 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "large_answers", f"(b) with 1 MiB answers, {c} conns, >= 0.5x asgi direct with the same answers", big, ">=", 0.5, "ratio",
         f"{m('b_toru_sdk_1m', 'rps'):.0f} req/s; {rps_ratio(doc, 'b_toru_sdk_1m', 'a_sync_1m') or 0:.2f}x of sync direct; {cpu_detail(doc, 'b_toru_sdk_1m', 'a_asgi_1m')}" if big is not None else "",
     ))  # fmt: skip
+    up = rps_ratio(doc, "b_toru_sdk_1mpost", "a_asgi_1mpost")
+    out.append(_target(
+        "large_requests", f"(b) with 1 MiB request bodies (echoed), {c} conns, >= 0.5x asgi direct with the same bodies", up, ">=", 0.5, "ratio",
+        f"{m('b_toru_sdk_1mpost', 'rps'):.0f} req/s; {rps_ratio(doc, 'b_toru_sdk_1mpost', 'a_sync_1mpost') or 0:.2f}x of sync direct; {cpu_detail(doc, 'b_toru_sdk_1mpost', 'a_asgi_1mpost')}" if up is not None else "",
+    ))  # fmt: skip
     return out
 
 

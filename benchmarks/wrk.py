@@ -72,6 +72,7 @@ def run_wrk(
     token: str | None = None,
     method: str = "GET",
     body: str | None = None,
+    body_file: Path | None = None,
     timeout: float = 10.0,
 ) -> WrkResult:
     """One bounded wrk run against ``url``.
@@ -84,6 +85,7 @@ def run_wrk(
     env["BENCH_TOKEN"] = token or ""
     env["BENCH_METHOD"] = method
     env["BENCH_BODY"] = body or ""
+    env["BENCH_BODY_FILE"] = str(body_file) if body_file else ""
     cmd = [
         wrk_path(),
         f"-t{threads}",

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     _home(p)
     p.set_defaults(func=_handler("toru.supervisor.main:main"))
 
-    p = sub.add_parser("plugins", help="list, enable, disable, install, approve or rescan plugins")
+    p = sub.add_parser(
+        "plugins", help="list, enable, disable, restart, install, approve or rescan plugins"
+    )
     _home(p)
     psub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
     actions = [psub.add_parser("list", help="list installed plugins (default)")]
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         a = psub.add_parser(action, help=f"{action} a plugin (works with or without a server)")
         a.add_argument("plugin_id")
         actions.append(a)
+    a = psub.add_parser(
+        "restart",
+        help="restart a plugin without losing a request: the new process starts beside the"
+        " old one, takes over once healthy, the old one finishes (needs a running server)",
+    )
+    a.add_argument("plugin_id")
+    actions.append(a)
     actions.append(
         psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
     )

@@ -1,11 +1,12 @@
-"""``toru plugins [list|enable ID|disable ID|approve ID|install PATH|rescan] [--json]``.
+"""``toru plugins [list|enable ID|disable ID|restart ID|approve ID|install PATH|rescan] [--json]``.
 
 With a running supervisor everything goes through its control socket (so the change takes
 effect at once). Without one, ``enable``/``disable`` edit ``plugins/.metadata/config.json``
 directly - a fresh home has no metadata yet, so the id is taken as given - and ``list``
 reads each binary's ``--metadata`` itself. Offline, ``enable`` and ``approve`` write the
 binary's pin (``var/binary-pins.json``, supervisor/pins.py) and ``install`` runs the same
-install steps as the supervisor (supervisor/install.py).
+install steps as the supervisor (supervisor/install.py); ``restart`` and ``rescan`` need
+the supervisor.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _source(args: argparse.Namespace) -> str:
 
 
 def _online(config: Config, action: str, plugin_id: str | None, args: argparse.Namespace) -> Any:
-    from toru.supervisor.client import ControlClient
+    from toru.supervisor.client import ControlClient, restart_timeout
 
     if not config.control_socket.exists():
         raise SupervisorUnavailable("no control socket")
@@ -72,6 +73,8 @@ def _online(config: Config, action: str, plugin_id: str | None, args: argparse.N
     try:
         if action == "list":
             return client.call("list")
+        if action == "restart":
+            return client.call(action, {"plugin": plugin_id}, timeout=restart_timeout(config))
         if action in ("enable", "disable", "approve"):
             return client.call(action, {"plugin": plugin_id})
         if action == "install":
@@ -95,8 +98,12 @@ def _offline(config: Config, action: str, plugin_id: str | None, args: argparse.
             _pin_offline(config, plugin_id)
         set_enabled(config.state_file, plugin_id, action == "enable", disabled_reason=None)
         return {"id": plugin_id, "enabled": action == "enable", "state": "stopped"}
-    if action == "rescan":
-        print("toru plugins rescan: no supervisor is running for this home", file=sys.stderr)
+    if action in ("rescan", "restart"):
+        print(
+            f"toru plugins {action}: no supervisor is running for this home"
+            f" ({config.home}); start it with `toru serve` (or `toru supervisor`)",
+            file=sys.stderr,
+        )
         return None
     state = load_state(config.state_file)
     out = []
@@ -250,6 +257,9 @@ def _print(action: str, result: Any, online: bool) -> None:
             f"{result['total']} total"
         )
         return
+    if action == "restart":
+        print(f"{result['id']}: restarted (pid {result.get('pid')}, {result.get('state')})")
+        return
     if action in ("enable", "disable"):
         where = "" if online else " (no supervisor running: saved for its next start)"
         print(f"{result['id']}: {'enabled' if result['enabled'] else 'disabled'}{where}")
@@ -266,4 +276,9 @@ def _print(action: str, result: Any, online: bool) -> None:
             f"{p['id']:24} {p.get('route') or '-':16} {'yes' if p.get('enabled') else 'no':8} "
             f"{p.get('state', '?'):9} {pid!s:>7}  {p.get('version') or ''}"
             + (f"  ({p['error']})" if p.get("error") else "")
+            + (
+                f"  (new binary not running: {p['upgrade_error']})"
+                if p.get("upgrade_error")
+                else ""
+            )
         )

@@ -5,8 +5,10 @@ the SDK runtime's connections from the host, the web workers' control client) su
 ``FramedProtocol``. Stdlib only: the SDK must import without uvloop or ujson.
 
 Reading: ``data_received`` feeds the one codec's ``Decoder``; every message (with
-``parse=False``, every frame's raw JSON bytes) goes to ``on_message``, a bad frame to
-``on_protocol_error`` after the good frames before it.
+``parse=False``, every frame's raw JSON bytes, or ``(json, body)`` for a binary frame) goes
+to ``on_message``, a bad frame to ``on_protocol_error`` after the good frames before it. The
+rest of a big frame is received in place (``_BigFrameReader``, then back to
+``data_received``). Writing a part of 64 KiB or more uses ``writelines`` (no joined copy).
 
 Writing: ``send(msg)`` / ``queue_frame(*parts)`` cork. Frames queued while a
 ``data_received`` runs go out when it returns, one ``transport.write`` per connection
@@ -42,12 +44,13 @@ import math
 import threading
 from typing import Any
 
-from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, encode
+from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode, encode_binary
 from .endpoint import Pending
 
 __all__ = ["FramedProtocol", "WriteBatch"]
 
 _local = threading.local()
+BIG_WRITE = 64 * 1024  # a part from this size on goes out by writelines, not joined
 
 
 class WriteBatch:
@@ -93,6 +96,46 @@ class WriteBatch:
                     conn._flush_scheduled = False
 
 
+class _BigFrameReader(asyncio.BufferedProtocol):
+    """PERF: while one big frame (``codec.BIG_FRAME`` and up) arrives, the transport reads
+    straight into that frame's own buffer (``Decoder.big_view``): no intermediate ``bytes``
+    per read, no copy. Set as the transport's protocol for that frame only, so the small
+    messages of the hot path keep the plain ``data_received`` path; everything else is the
+    owner's."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: FramedProtocol) -> None:
+        self.owner = owner
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self.owner.decoder.big_view()
+        assert view is not None, "reading a big frame that is complete"
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        owner = self.owner
+        decoder = owner.decoder
+        try:
+            owner._received(decoder.filled, nbytes)
+        finally:
+            t = owner.transport
+            if decoder.big_view() is None and t is not None and not t.is_closing():
+                t.set_protocol(owner)  # the frame is complete: back to data_received
+
+    def eof_received(self) -> bool | None:
+        return self.owner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.owner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.owner.resume_writing()
+
+
 class FramedProtocol(asyncio.Protocol):
     """Base of every framed asyncio connection (see the module docstring).
 
@@ -114,6 +157,7 @@ class FramedProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._batch = WriteBatch.current()
+        self._big_reader: _BigFrameReader | None = None
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -121,11 +165,20 @@ class FramedProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self._received(self.decoder.feed, data)
+        if self.decoder.receiving_big:  # the rest of a big frame: read it in place
+            t = self.transport
+            if t is not None and not t.is_closing():
+                if self._big_reader is None:
+                    self._big_reader = _BigFrameReader(self)
+                t.set_protocol(self._big_reader)
+
+    def _received(self, decode: Any, data: Any) -> None:
         batch = self._batch
         batch.depth += 1  # batch.begin(), inlined
         try:
             try:
-                msgs = self.decoder.feed(data)
+                msgs = decode(data)
             except ProtocolError as exc:
                 msgs, bad = exc.decoded, exc
             else:
@@ -195,10 +248,14 @@ class FramedProtocol(asyncio.Protocol):
     def writable(self) -> bool:
         return self.transport is not None and not self.closed
 
-    def send(self, msg: Any) -> None:
-        """Queue one message (dropped if the connection is closed). Raises ``FrameTooLarge``."""
+    def send(self, msg: Any, body: bytes | None = None) -> None:
+        """Queue one message (dropped if the connection is closed), with ``body`` as the raw
+        tail of a binary frame when given. Raises ``FrameTooLarge``."""
         if not self.closed:
-            self.queue_frame(encode(msg, self.max_frame))
+            if body is None:
+                self.queue_frame(encode(msg, self.max_frame))
+            else:
+                self.queue_frame(*encode_binary(dumps(msg), body, self.max_frame))
 
     def queue_frame(self, *parts: bytes) -> None:
         """Write a frame (given as one or more consecutive parts) with the rest of this batch.
@@ -222,7 +279,12 @@ class FramedProtocol(asyncio.Protocol):
         self._out = []
         t = self.transport
         if t is not None and not self.closed and not t.is_closing():
-            t.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                t.write(out[0])
+            elif any(len(part) >= BIG_WRITE for part in out):
+                t.writelines(out)  # PERF: a big body is not copied into a joined frame
+            else:
+                t.write(b"".join(out))
 
     # ------------------------------------------------------------------ requests
 
@@ -238,13 +300,19 @@ class FramedProtocol(asyncio.Protocol):
         if self.pending.add(rid, self._loop.time() + timeout, callback, data):
             self._arm()
 
-    def request(self, msg: dict[str, Any], timeout: float) -> asyncio.Future[Any]:
-        """Send ``msg`` as a request (its id set in ``msg[id_field]``); the Future gets the
-        whole reply message, or the error. Cancelling the Future abandons the reply."""
+    def request(
+        self, msg: dict[str, Any], timeout: float, body: bytes | None = None
+    ) -> asyncio.Future[Any]:
+        """Send ``msg`` as a request (its id set in ``msg[id_field]``), in a binary frame
+        carrying ``body`` when given; the Future gets the whole reply message, or the
+        error. Cancelling the Future abandons the reply."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         rid = msg[self.id_field] = self.next_id()
         try:
-            frame = encode(msg, self.max_frame)
+            if body is None:
+                frame: tuple[Any, ...] = (encode(msg, self.max_frame),)
+            else:
+                frame = encode_binary(dumps(msg), body, self.max_frame)
         except ProtocolError as exc:
             fut.set_exception(exc)
             return fut
@@ -258,7 +326,7 @@ class FramedProtocol(asyncio.Protocol):
 
         self.expect(rid, timeout, done)
         if not self.closed:
-            self.queue_frame(frame)
+            self.queue_frame(*frame)
         return fut
 
     def _arm(self) -> None:

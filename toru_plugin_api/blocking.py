@@ -122,9 +122,10 @@ class Channel:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, msg: Any, timeout: float | None = None) -> None:
-        """Encode and send one message (``FrameTooLarge`` before anything is sent)."""
-        self.send_bytes(encode(msg, self.max_frame), timeout)
+    def send(self, msg: Any, timeout: float | None = None, body: bytes | None = None) -> None:
+        """Encode and send one message, in a binary frame carrying ``body`` when given
+        (``FrameTooLarge`` before anything is sent)."""
+        self.send_bytes(encode(msg, self.max_frame, body), timeout)
 
     def send_bytes(self, data: bytes, timeout: float | None = None) -> None:
         """Send raw bytes (one or more frames, or deliberately broken ones in tests)."""

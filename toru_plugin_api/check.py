@@ -2,7 +2,8 @@
 
 Runs a plugin executable the way the host does and checks, in order: ``--metadata``, the
 socket appearing within 5 s, ``init``, a request answered with the same ``request_id``,
-pipelined requests, a second connection (when ``multi_connection`` is declared),
+pipelined requests, a second connection (when ``multi_connection`` is declared), a
+non-UTF-8 body in a binary frame answered in one (when ``binary_bodies`` is declared),
 ``/bundle.js`` (when the plugin has a UI), the health probe, behaviour on a malformed and on
 an oversized frame, recovery afterwards, exit within 5 s of ``shutdown``, and how it behaves
 when started by hand. Metadata and every reply are validated against the protocol's JSON
@@ -36,8 +37,9 @@ from typing import Any, TextIO
 
 from . import schema
 from .blocking import Channel
-from .codec import HEADER, ProtocolError, encode, encode_payload
+from .codec import BODY, HEADER, ProtocolError, encode, encode_payload, frame_body
 from .messages import (
+    BINARY_BODIES,
     HttpRequest,
     HttpResponse,
     PluginMetadata,
@@ -78,12 +80,12 @@ class _Conn(Channel):
         super().__init__(connect_unix(path, timeout))
         self.log: list[str] = []
 
-    def send(self, msg: Any, timeout: float | None = None) -> None:
-        self.log.append(f"-> {json.dumps(msg)[:300]}")
+    def send(self, msg: Any, timeout: float | None = None, body: bytes | None = None) -> None:
+        self.log.append(f"-> {_shown(msg, body)}")
         rid = msg.get("request_id")
         if rid is not None:
             self.expect(str(rid))
-        super().send(msg, timeout)
+        super().send(msg, timeout, body)
 
     def send_all(self, msgs: list[dict[str, Any]]) -> None:
         """Pipeline: every message in one write."""
@@ -98,7 +100,7 @@ class _Conn(Channel):
             msg = super().reply(rid, timeout)
         except EOFError:
             raise EOFError("the plugin closed the connection") from None
-        self.log.append(f"<- {json.dumps(msg)[:300]}")
+        self.log.append(f"<- {_shown(msg, frame_body(msg))}")
         return msg
 
 
@@ -337,6 +339,40 @@ class PluginChecker:
             return
         self.record("multi-connection", PASS, "a second connection is served alongside the first")
 
+    def check_binary_bodies(self, conn: _Conn) -> None:
+        """A plugin that declares ``binary_bodies`` gets a non-UTF-8 body as the raw tail of
+        a binary frame and must answer it in a binary frame (any status)."""
+        if self.metadata is None or not self.metadata.binary_bodies:
+            self.record("binary-bodies", SKIP, "not declared: bodies travel as JSON strings")
+            return
+        rid = self.rid()
+        req = HttpRequest(
+            "POST", "/toru-check-binary", {"Content-Type": "application/octet-stream"}
+        )
+        try:
+            conn.send(http_request_message(rid, req, binary=True), body=_BINARY_PROBE)
+            msg = conn.reply(rid, self.reply_timeout)
+            resp = _http_reply(msg)
+        except (TimeoutError, EOFError, OSError, ProtocolError) as exc:
+            self.record(
+                "binary-bodies", FAIL, f"a request in a binary frame was not answered: {exc}"
+            )
+            return
+        if frame_body(msg) is None:
+            self.record(
+                "binary-bodies",
+                FAIL,
+                f"declares {BINARY_BODIES} but answered a binary frame with a JSON body"
+                " (answer in the form you were asked: docs/plugins/PROTOCOL.md section 3)",
+            )
+            return
+        self.record(
+            "binary-bodies",
+            PASS,
+            f"a {len(_BINARY_PROBE)}-byte non-UTF-8 body in a binary frame answered in one"
+            f" ({resp.status}, {len(resp.body_bytes)} body bytes)",
+        )
+
     def check_bundle(self, conn: _Conn) -> None:
         try:
             _, resp = self.http(conn, "GET", "/bundle.js")
@@ -489,6 +525,7 @@ class PluginChecker:
             self.check_start()
             conn = self.check_requests()
             self.check_multi_connection(conn)
+            self.check_binary_bodies(conn)
             self.check_bundle(conn)
             self.check_probe(conn)
             conn.close()  # an original-style plugin serves one connection at a time
@@ -552,8 +589,23 @@ def metadata_from_stdout(out: bytes) -> PluginMetadata:
     return metadata
 
 
+_BINARY_PROBE = bytes(range(256))[::-1] * 16  # 0xff first: never valid UTF-8
+
+
+def _shown(msg: Any, body: bytes | None) -> str:
+    """A message for the verbose log (a binary frame's body by its size)."""
+    if body is not None and isinstance(msg, dict):
+        msg = {k: v for k, v in msg.items() if k != BODY}
+        return f"{json.dumps(msg)[:300]} + {len(body)} body bytes"
+    return json.dumps(msg)[:300]
+
+
 def _http_reply(msg: dict[str, Any]) -> HttpResponse:
-    """An ``http`` reply checked against the schema, then parsed as the host does."""
+    """An ``http`` reply checked against the schema, then parsed as the host does (a binary
+    frame's JSON against the same schema, its body as it came)."""
+    body = frame_body(msg)
+    if body is not None:
+        msg = {k: v for k, v in msg.items() if k != BODY}
     try:
         schema.validate(msg, "http_reply")
     except schema.SchemaError as exc:
@@ -561,7 +613,7 @@ def _http_reply(msg: dict[str, Any]) -> HttpResponse:
     m = parse_message(msg)
     if m.type != "http":
         raise ProtocolError(f"reply has type {m.type!r}, expected 'http'")
-    return validate_http_reply(m.payload)
+    return validate_http_reply(m.payload, body)
 
 
 def _tail(text: str) -> str:

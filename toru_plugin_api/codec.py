@@ -1,4 +1,12 @@
-"""The one framing codec of Toru: 4-byte big-endian length + UTF-8 JSON.
+"""The one framing codec of Toru: 4-byte big-endian length + UTF-8 JSON (+ a raw body).
+
+A *text frame* is the length and one JSON object. A *binary frame* (the ``binary_bodies``
+capability, docs/plugins/PROTOCOL.md section 3) has the top bit of the length set and
+carries the message's body as raw bytes after its JSON: ``length | BINARY_FLAG``, a 4-byte
+length of the JSON, the JSON, then the body (the rest of the frame). Every ``Decoder``
+reads both; only peers that asked for binary bodies are sent binary frames. A decoded
+binary frame is the JSON object with the body (``bytes``) under ``BODY`` (``parse=True``),
+or the pair ``(json_bytes, body)`` (``parse=False``).
 
 Host (supervisor), worker client and SDK all import this module, so the wire format is
 written exactly once. The codec itself does no I/O: ``encode`` makes bytes and ``Decoder``
@@ -23,6 +31,8 @@ except ImportError:  # pragma: no cover - exercised by the zipapp examples under
     _ujson = None
 
 __all__ = [
+    "BINARY_FLAG",
+    "BODY",
     "DEFAULT_MAX_FRAME",
     "HEADER",
     "Decoder",
@@ -31,7 +41,9 @@ __all__ = [
     "ProtocolError",
     "dumps",
     "encode",
+    "encode_binary",
     "encode_payload",
+    "frame_body",
     "loads",
     "write_frame",
 ]
@@ -39,6 +51,14 @@ __all__ = [
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
 _HEADER_SIZE = HEADER.size
+BINARY_FLAG = 0x80000000  # in the length word: a binary frame (JSON length, JSON, raw body)
+_SIZE_MASK = BINARY_FLAG - 1
+_BINARY_HEADER = struct.Struct(">II")  # the length word, then the JSON's length
+# Where a decoded binary frame's body goes in its message (no JSON value is ``bytes``).
+BODY = "$body"
+# PERF: a frame from this size on that arrives in pieces is read into a buffer of its own
+# size (no regrowing, no copy out: a binary frame's body is a view of that buffer).
+BIG_FRAME = 256 * 1024
 
 
 class ProtocolError(Exception):
@@ -104,9 +124,30 @@ def encode_payload(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(size) + body
 
 
-def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
-    """Serialize and frame one message."""
-    return encode_payload(dumps(msg), max_frame)
+def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: bytes | None = None) -> bytes:
+    """Serialize and frame one message; with ``body``, as a binary frame carrying it."""
+    if body is None:
+        return encode_payload(dumps(msg), max_frame)
+    return b"".join(encode_binary(dumps(msg), body, max_frame))
+
+
+def encode_binary(
+    head: bytes, body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME
+) -> tuple[bytes, bytes, bytes | bytearray | memoryview]:
+    """A binary frame of serialized JSON ``head`` and a raw ``body``, as the three parts to
+    write in order (PERF: the body is not copied here; ``queue_frame(*parts)`` joins once)."""
+    size = _HEADER_SIZE + len(head) + len(body)
+    if size > max_frame:
+        raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
+    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body
+
+
+def frame_body(msg: Any) -> bytes | None:
+    """The raw body of a message decoded from a binary frame (``bytes``, or a
+    ``memoryview`` of a big frame's buffer), else None (a JSON text frame cannot fake one:
+    no JSON value is bytes-like)."""
+    body = msg.get(BODY) if type(msg) is dict else None
+    return body if type(body) is bytes or type(body) is memoryview else None
 
 
 class Decoder:
@@ -116,18 +157,81 @@ class Decoder:
     route on a little of the message and forward the rest untouched.
     """
 
-    __slots__ = ("_buf", "_failed", "max_frame", "parse")
+    __slots__ = ("_big", "_buf", "_failed", "_fill", "max_frame", "parse")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, parse: bool = True) -> None:
         self.max_frame = max_frame
         self.parse = parse
         self._buf = bytearray()
         self._failed: ProtocolError | None = None
+        self._big: bytearray | None = None  # the incomplete big frame, length word included
+        self._fill = 0  # bytes of it received
 
     @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame (0 at a frame boundary)."""
-        return len(self._buf)
+        return len(self._buf) + (self._fill if self._big is not None else 0)
+
+    @property
+    def receiving_big(self) -> bool:
+        """A big frame is incomplete: its rest can be received into ``big_view()``."""
+        return self._big is not None
+
+    def big_view(self) -> memoryview | None:
+        """Where the rest of an incomplete big frame goes, for a reader that can receive
+        into it (``recv_into``, asyncio's ``BufferedProtocol``); None when there is none."""
+        big = self._big
+        return None if big is None else memoryview(big)[self._fill :]
+
+    def filled(self, count: int) -> list[Any]:
+        """``count`` bytes were received into ``big_view()``: the big frame's message once it
+        is complete (``feed`` semantics, without a copy)."""
+        big = self._big
+        assert big is not None, "filled() without a big_view()"
+        self._fill += count
+        if self._fill < len(big):
+            return []
+        self._big = None
+        return [self._whole(big)]
+
+    def _feed_big(self, big: bytearray, data: bytes) -> list[Any]:
+        """Fill the big frame's buffer; once complete, decode it and go on with the rest."""
+        fill = self._fill
+        need = len(big) - fill
+        if len(data) < need:
+            big[fill : fill + len(data)] = data
+            self._fill = fill + len(data)
+            return []
+        with memoryview(data) as mv:
+            big[fill:] = mv[:need]
+        self._big = None
+        rest = data[need:]
+        try:
+            out = [self._whole(big)]
+        except ProtocolError:
+            self._buf = bytearray(rest)  # the stream is still in step after a bad big frame
+            raise
+        if rest:
+            try:
+                out.extend(self.feed(rest))
+            except ProtocolError as exc:
+                exc.decoded = out + exc.decoded
+                raise
+        return out
+
+    def _whole(self, big: bytearray) -> Any:
+        """The message of the one complete frame in ``big``."""
+        (size,) = HEADER.unpack_from(big)
+        if size & BINARY_FLAG:
+            return self._binary(big, 0, size & _SIZE_MASK, share=True)
+        with memoryview(big) as mv:
+            payload = bytes(mv[_HEADER_SIZE:])
+        if not self.parse:
+            return payload
+        msg = loads(payload)
+        if type(msg) is not dict:
+            raise ProtocolError("frame is valid JSON but not a JSON object")
+        return msg
 
     def feed(self, data: bytes) -> list[Any]:
         """Add bytes, return every complete message they finish.
@@ -138,12 +242,14 @@ class Decoder:
         """
         if self._failed is not None:
             raise self._failed
+        if self._big is not None:
+            return self._feed_big(self._big, data)
         buf = self._buf
         if not buf and len(data) > _HEADER_SIZE:
             # PERF: the common case, one whole frame per read (a sequential peer): no loop,
             # no slicing of a view; anything else takes the general path below.
             (size,) = HEADER.unpack_from(data)
-            if size == len(data) - _HEADER_SIZE and size <= self.max_frame:
+            if size == len(data) - _HEADER_SIZE and size <= self.max_frame:  # not binary
                 payload = data[_HEADER_SIZE:]
                 if not self.parse:
                     return [payload]
@@ -154,6 +260,10 @@ class Decoder:
                 if type(msg) is not dict:
                     raise ProtocolError("frame is valid JSON but not a JSON object", [])
                 return [msg]
+            if size & BINARY_FLAG:  # the same for one whole binary frame (a small body)
+                size &= _SIZE_MASK
+                if size == len(data) - _HEADER_SIZE and size <= self.max_frame:
+                    return [self._binary(data, 0, size)]
         if buf:
             buf += data
             view: bytes | bytearray = buf
@@ -166,6 +276,9 @@ class Decoder:
         parse = self.parse
         while end_all - pos >= _HEADER_SIZE:
             (size,) = HEADER.unpack_from(view, pos)
+            binary = size & BINARY_FLAG
+            if binary:
+                size &= _SIZE_MASK
             if size > max_frame:
                 self._failed = FrameTooLarge(
                     f"frame length {size} exceeds the maximum frame size of {max_frame} bytes",
@@ -175,8 +288,28 @@ class Decoder:
                 raise self._failed
             end = pos + _HEADER_SIZE + size
             if end > end_all:
+                if size >= BIG_FRAME:  # PERF: read the rest into a buffer of its own size
+                    big = self._big = bytearray(_HEADER_SIZE + size)
+                    with memoryview(view) as mv:
+                        big[: end_all - pos] = mv[pos:end_all]
+                    self._fill = end_all - pos
+                    pos = end_all
                 break
-            payload = bytes(view[pos + _HEADER_SIZE : end])
+            if binary:
+                start = pos
+                pos = end
+                try:
+                    out.append(self._binary(view, start, size))
+                except ProtocolError as exc:
+                    self._keep(view, pos)
+                    exc.decoded = out
+                    raise
+                continue
+            if type(view) is bytes:
+                payload = view[pos + _HEADER_SIZE : end]
+            else:
+                with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
+                    payload = bytes(mv[pos + _HEADER_SIZE : end])
             pos = end
             if parse:
                 try:
@@ -192,6 +325,38 @@ class Decoder:
                 out.append(payload)
         self._keep(view, pos)
         return out
+
+    def _binary(self, view: bytes | bytearray, pos: int, size: int, share: bool = False) -> Any:
+        """The binary frame of ``size`` bytes after the length word at ``pos`` (complete).
+
+        ``share``: ``view`` is a big frame's own buffer, so the body is a view of it (no copy).
+        """
+        if size < _HEADER_SIZE:
+            raise ProtocolError(f"binary frame of {size} bytes has no room for its JSON length")
+        (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+        if head_size > size - _HEADER_SIZE:
+            raise ProtocolError(
+                f"binary frame declares a {head_size}-byte JSON header but holds only"
+                f" {size - _HEADER_SIZE} bytes after it"
+            )
+        start = pos + 2 * _HEADER_SIZE
+        end = pos + _HEADER_SIZE + size
+        body: bytes | memoryview
+        if share:
+            mv = memoryview(view)
+            head = bytes(mv[start : start + head_size])
+            body = mv[start + head_size : end]
+        else:
+            with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
+                head = bytes(mv[start : start + head_size])
+                body = bytes(mv[start + head_size : end])  # the one copy
+        if not self.parse:
+            return head, body
+        msg = loads(head)
+        if type(msg) is not dict:
+            raise ProtocolError("binary frame's JSON is not a JSON object")
+        msg[BODY] = body
+        return msg
 
     def _keep(self, view: bytes | bytearray, pos: int) -> None:
         if view is self._buf:

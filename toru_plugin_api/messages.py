@@ -6,7 +6,9 @@ message that names the field, never ``KeyError``/``TypeError``.
 
 Bodies travel as JSON strings. A body that is not valid UTF-8 is sent base64-encoded with
 ``"body_encoding": "base64"`` beside it (see docs/plugins/PROTOCOL.md); readers that do not
-know the flag only ever see it for binary bodies.
+know the flag only ever see it for binary bodies. With the ``binary_bodies`` capability a
+body travels instead as the raw tail of a binary frame (``codec.encode_binary``); the
+parsers then take it as their ``body`` argument and the JSON carries no ``body``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from .codec import ProtocolError
 
 __all__ = [
+    "BINARY_BODIES",
     "HOST_CAPABILITIES",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -56,8 +59,11 @@ __all__ = [
 MESSAGE_TYPES = ("lifecycle", "http", "kv")
 # The protocol this code speaks, sent in ``init`` and compared with a plugin's ``protocol``.
 PROTOCOL_VERSION = 1
+# A plugin that lists it in its metadata's ``capabilities`` is sent bodies as the raw tail of
+# binary frames (docs/plugins/PROTOCOL.md section 3) and answers those in the same form.
+BINARY_BODIES = "binary_bodies"
 # What a host offers every plugin, announced in ``init``: "kv" = the TORU_KV_FD channel.
-HOST_CAPABILITIES = ("kv",)
+HOST_CAPABILITIES = ("kv", BINARY_BODIES)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 KV_ACTIONS = ("get", "set", "delete", "list")
 
@@ -125,6 +131,9 @@ class PluginMetadata:
     multi_connection: bool = False
     # The protocol version the plugin is written against (absent = 1, the original one).
     protocol: int = 1
+    # Optional protocol features the plugin speaks; the host uses those it knows of
+    # (``binary_bodies``) and ignores the rest.
+    capabilities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -142,6 +151,9 @@ class PluginMetadata:
             out.append("author must be a string")
         if not isinstance(self.multi_connection, bool):
             out.append("multi_connection must be true or false")
+        caps = self.capabilities
+        if not isinstance(caps, tuple) or not all(isinstance(c, str) for c in caps):
+            out.append(f"capabilities must be a list of strings, got {caps!r}")
         if not ID_RE.match(self.id):
             out.append(f"id must match ^[A-Za-z0-9][A-Za-z0-9-]{{0,63}}$, got {self.id!r}")
         if not self.name or len(self.name) >= 100:
@@ -180,7 +192,13 @@ class PluginMetadata:
             author=data.get("author"),
             multi_connection=data.get("multi_connection", False),
             protocol=data.get("protocol", 1),
+            capabilities=_capabilities(data.get("capabilities")),
         )
+
+    @property
+    def binary_bodies(self) -> bool:
+        """The plugin takes and gives bodies as raw bytes in binary frames."""
+        return BINARY_BODIES in self.capabilities
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -196,7 +214,17 @@ class PluginMetadata:
             d["multi_connection"] = True
         if self.protocol != 1:
             d["protocol"] = self.protocol
+        if self.capabilities:
+            d["capabilities"] = list(self.capabilities)
         return d
+
+
+def _capabilities(value: Any) -> Any:
+    """A metadata ``capabilities`` list as a tuple (absent or null = none); anything else is
+    kept as it is for ``problems`` to name."""
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, list) else value
 
 
 def metadata_output_json(out: bytes) -> Any:
@@ -232,14 +260,14 @@ def _noise(text: str) -> str:
 # --------------------------------------------------------------------------- bodies
 
 
-def encode_body(body: bytes | str | None) -> tuple[str, bool]:
+def encode_body(body: bytes | memoryview | str | None) -> tuple[str, bool]:
     """Body for the wire: (text, is_base64). UTF-8 text travels as is."""
     if body is None:
         return "", False
     if isinstance(body, str):
         return body, False
     try:
-        return body.decode("utf-8"), False
+        return str(body, "utf-8"), False  # any bytes-like (a big frame's body is a view)
     except UnicodeDecodeError:
         return base64.b64encode(body).decode("ascii"), True
 
@@ -291,6 +319,8 @@ class HttpRequest:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     params: dict[str, str] = field(default_factory=dict)
+    # The request came in a binary frame: the SDK answers it in one too.
+    binary: bool = False
 
     @property
     def route_path(self) -> str:
@@ -351,9 +381,11 @@ class HttpResponse:
         body = self.body
         return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self, binary: bool = False) -> dict[str, Any]:
+        """The reply payload; with ``binary`` without the body (it goes as the frame's tail)."""
         d: dict[str, Any] = {"status": self.status, "headers": self.headers}
-        _put_body(d, self.body)
+        if not binary:
+            _put_body(d, self.body)
         return d
 
 
@@ -369,7 +401,9 @@ def _inner(payload: Any, where: str) -> dict[str, Any]:
     return payload
 
 
-def parse_http_request(payload: Any) -> HttpRequest:
+def parse_http_request(payload: Any, body: bytes | None = None) -> HttpRequest:
+    """The request in ``payload``; ``body`` is the raw tail of a binary frame, if it came in
+    one (its JSON must then carry no ``body`` of its own)."""
     p = _inner(payload, "http payload")
     method, path = p.get("method"), p.get("path")
     if not isinstance(method, str) or not method:
@@ -378,12 +412,14 @@ def parse_http_request(payload: Any) -> HttpRequest:
         raise ProtocolError("http payload.path must be a string")
     if not path.startswith("/"):
         path = "/" + path
-    return HttpRequest(
-        method.upper(),
-        path,
-        _headers(p.get("headers"), "http payload"),
-        decode_body(p, "http payload"),
-    )
+    headers = _headers(p.get("headers"), "http payload")
+    if body is None:
+        return HttpRequest(method.upper(), path, headers, decode_body(p, "http payload"))
+    if p.get("body") is not None:
+        raise ProtocolError("http payload.body must be absent in a binary frame")
+    if type(body) is not bytes:  # a view of a big frame's buffer: handlers get bytes
+        body = bytes(body)
+    return HttpRequest(method.upper(), path, headers, body, binary=True)
 
 
 class BadReply(ProtocolError):
@@ -391,7 +427,7 @@ class BadReply(ProtocolError):
     host answers 502 with, and writes to the plugin's log and events)."""
 
 
-def validate_http_reply(payload: Any) -> HttpResponse:
+def validate_http_reply(payload: Any, raw_body: bytes | None = None) -> HttpResponse:
     """The one check of a plugin's answer to an http request.
 
     The checker, the supervisor, the worker's control client and the SDK's harness all call
@@ -401,9 +437,12 @@ def validate_http_reply(payload: Any) -> HttpResponse:
     ``body`` absent, null or a string; ``body_encoding`` absent, ``"utf-8"`` or ``"base64"``
     (then ``body`` must be valid base64).
 
+    ``raw_body`` is the body of a reply that came in a binary frame; its payload must then
+    have no ``body`` (nor ``body_encoding``).
+
     Returns an ``HttpResponse``: a text body is the string as sent (PERF: no copy on the
-    relay's hot path; ``body_bytes`` encodes it), a base64 body its decoded bytes. Raises
-    ``BadReply`` naming the first problem.
+    relay's hot path; ``body_bytes`` encodes it), a base64 body its decoded bytes, a binary
+    frame's body as it came. Raises ``BadReply`` naming the first problem.
     """
     if type(payload) is not dict:
         raise BadReply("the reply's payload is not an object")
@@ -425,6 +464,10 @@ def validate_http_reply(payload: Any) -> HttpResponse:
             if type(v) is not str:
                 raise BadReply(f"the reply's header {k!r} is not a string")
     body = payload.get("body")
+    if raw_body is not None:
+        if body is not None or payload.get("body_encoding") is not None:
+            raise BadReply("a reply in a binary frame must not also carry a JSON body")
+        return HttpResponse(status, headers, raw_body)
     if body is None:
         body = ""
     elif type(body) is not str:
@@ -576,14 +619,19 @@ def lifecycle_shutdown() -> dict:
     return make_message("lifecycle", {"action": "shutdown"})
 
 
-def http_request_message(request_id: str, req: HttpRequest) -> dict:
+def http_request_message(request_id: str, req: HttpRequest, binary: bool = False) -> dict:
+    """The request message; with ``binary`` without the body (send it as the frame's tail)."""
     inner: dict[str, Any] = {"method": req.method, "path": req.path, "headers": req.headers}
-    _put_body(inner, req.body)
+    if not binary:
+        _put_body(inner, req.body)
     return make_message("http", {"payload": inner}, request_id)
 
 
-def http_response_message(request_id: RequestId | None, resp: HttpResponse) -> dict:
-    return make_message("http", resp.to_payload(), request_id)
+def http_response_message(
+    request_id: RequestId | None, resp: HttpResponse, binary: bool = False
+) -> dict:
+    """The reply message; with ``binary`` without the body (send it as the frame's tail)."""
+    return make_message("http", resp.to_payload(binary), request_id)
 
 
 def kv_request_message(request_id: str, op: KvOp) -> dict:

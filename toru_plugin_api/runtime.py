@@ -22,10 +22,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .aio import FramedProtocol
-from .codec import ProtocolError
+from .codec import ProtocolError, frame_body
+from .heap import freeze_startup_heap
 from .kv import KvClient, KvStore, MemoryKv
 from .log import PluginLogger
+from .malloc import keep_big_buffers
 from .messages import (
+    BINARY_BODIES,
     HttpRequest,
     HttpResponse,
     PluginError,
@@ -105,6 +108,7 @@ class PluginServer:
         kv_timeout: float = 5.0,
         watch_parent: bool = True,
         log: PluginLogger | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         md = plugin.metadata
         if isinstance(md, dict):  # a plugin class built without ToruPlugin.__init_subclass__
@@ -119,6 +123,7 @@ class PluginServer:
         self._kv_fd = kv_fd
         self._kv_timeout = kv_timeout
         self._watch_parent = watch_parent
+        self._freeze_heap = freeze_heap  # ``run()``'s own process only, never a test's
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -254,6 +259,8 @@ class PluginServer:
             self.stop(1, "init failed")
             return
         self._ready = True
+        if self._freeze_heap:
+            freeze_startup_heap()  # PERF: no full GC over start-up objects mid-request
         self.log.info("initialised", instance_id=self.instance_id, version=self.metadata.version)
 
     # ------------------------------------------------------------------ messages
@@ -270,7 +277,7 @@ class PluginServer:
         kind = msg.type
         if kind == "http":
             try:
-                req = parse_http_request(msg.payload)
+                req = parse_http_request(msg.payload, frame_body(obj))
             except ProtocolError as exc:
                 self.log.warn("malformed http request", error=str(exc))
                 conn.send(
@@ -382,7 +389,10 @@ class PluginServer:
         self, conn: _Connection, rid: RequestId | None, req: HttpRequest, resp: HttpResponse
     ) -> None:
         try:
-            conn.send(http_response_message(rid, resp))
+            if req.binary:  # answered in the form it was asked (docs/plugins/PROTOCOL.md 3)
+                conn.send(http_response_message(rid, resp, True), resp.body_bytes)
+            else:
+                conn.send(http_response_message(rid, resp))
         except (TypeError, ValueError, ProtocolError) as exc:
             self.log.exception("could not encode the response", exc, path=req.route_path)
             conn.send(
@@ -522,7 +532,13 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
     if "--metadata" in args:
         # The SDK serves every connection it accepts concurrently: say so, so the host may
         # let its workers connect directly (docs/plugins/PROTOCOL.md, "multi_connection").
-        announced = dataclasses.replace(md, multi_connection=True)
+        # It reads and answers binary frames too, so bodies may travel as raw bytes.
+        caps = (
+            md.capabilities
+            if BINARY_BODIES in md.capabilities
+            else (*md.capabilities, BINARY_BODIES)
+        )
+        announced = dataclasses.replace(md, multi_connection=True, capabilities=caps)
         sys.stdout.write(json.dumps(announced.to_json(), ensure_ascii=False) + "\n")
         sys.stdout.flush()
         sys.exit(0)
@@ -546,6 +562,7 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
         except ValueError:
             sys.stderr.write("TORU_PLUGIN_CONFIG is not a JSON object; ignored\n")
     kv_timeout = float(os.environ.get("TORU_KV_TIMEOUT") or 5)
+    keep_big_buffers()  # PERF: large bodies without a page fault per page (malloc.py)
 
     async def main() -> int:
         server = PluginServer(
@@ -554,6 +571,7 @@ def run(plugin: ToruPlugin, argv: list[str] | None = None) -> NoReturn:
             config=config,
             kv_fd=int(kv_fd) if kv_fd and kv_fd.isdigit() else None,
             kv_timeout=kv_timeout,
+            freeze_heap=True,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -34,7 +34,7 @@ from typing import Any
 
 from . import blocking
 from .blocking import Channel
-from .codec import ProtocolError, encode
+from .codec import ProtocolError, encode, frame_body
 from .messages import (
     HttpRequest,
     KvOp,
@@ -184,6 +184,7 @@ class PluginHarness:
         self._server: Any = None
         self._channel: Channel | None = None
         self._closed = False
+        self.binary_bodies = False  # bodies as raw bytes in binary frames (see the constructors)
 
     # ------------------------------------------------------------------ constructors
 
@@ -198,9 +199,15 @@ class PluginHarness:
         kv_data: dict[str, str] | None = None,
         init: bool = True,
         start_timeout: float = 5.0,
+        binary_bodies: bool = False,
     ) -> PluginHarness:
-        """Start the executable at ``path`` with the host's environment and connect."""
+        """Start the executable at ``path`` with the host's environment and connect.
+
+        ``binary_bodies``: send bodies as raw bytes in binary frames, as the host does to a
+        plugin whose metadata declares that capability (every SDK plugin does).
+        """
         h = cls(Path(tempfile.mkdtemp(prefix="toru-h-", dir="/tmp")), KvDouble(kv_data))
+        h.binary_bodies = binary_bodies
         penv = dict(os.environ)
         penv.update(env or {})
         penv.update(
@@ -242,11 +249,14 @@ class PluginHarness:
         kv_data: dict[str, str] | None = None,
         init: bool = True,
         start_timeout: float = 5.0,
+        binary_bodies: bool = True,
     ) -> PluginHarness:
-        """Serve an SDK plugin from an event loop in a background thread and connect."""
+        """Serve an SDK plugin from an event loop in a background thread and connect
+        (bodies in binary frames by default, as the host sends them to SDK plugins)."""
         from .runtime import PluginServer
 
         h = cls(Path(tempfile.mkdtemp(prefix="toru-h-", dir="/tmp")), KvDouble(kv_data))
+        h.binary_bodies = binary_bodies
         kv_fd = h.kv_double.release_plugin_end()
         h.kv_double.start()
         started = threading.Event()
@@ -310,14 +320,14 @@ class PluginHarness:
         """A new raw connection to the plugin's socket (blocking, with ``timeout``)."""
         return connect_unix(self.socket_path, timeout)
 
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: dict[str, Any], body: bytes | None = None) -> None:
         """Send one message on the harness connection (its reply, if it carries a
-        ``request_id``, is kept for ``wait_reply``)."""
+        ``request_id``, is kept for ``wait_reply``); ``body`` makes it a binary frame."""
         channel = self._ready_channel()
         rid = msg.get("request_id")
         if rid is not None:
             channel.expect(str(rid))
-        channel.send(msg)
+        channel.send(msg, body=body)
 
     def read(self, timeout: float = 5.0) -> dict[str, Any] | None:
         """The next message from the plugin (``None`` on EOF)."""
@@ -339,26 +349,30 @@ class PluginHarness:
         except EOFError:
             raise HarnessError(f"plugin closed the connection before answering {rid}") from None
 
-    @staticmethod
     def _http_message(
+        self,
         rid: str,
         method: str,
         path: str,
         body: bytes | str | None,
         json: Any,
         headers: dict[str, str] | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], bytes | None]:
+        """The request message and, with ``binary_bodies``, the body for its binary frame."""
         h = dict(headers or {})
         if json is not None:
             body = _json.dumps(json)
             h.setdefault("Content-Type", "application/json")
         data = body.encode() if isinstance(body, str) else (body or b"")
-        return http_request_message(rid, HttpRequest(method.upper(), path, h, data))
+        req = HttpRequest(method.upper(), path, h, data)
+        if self.binary_bodies:
+            return http_request_message(rid, req, binary=True), data
+        return http_request_message(rid, req), None
 
     @staticmethod
     def _reply(rid: str, msg: dict[str, Any]) -> Reply:
-        resp = validate_http_reply(parse_message(msg).payload)
-        return Reply(resp.status, resp.headers, resp.body_bytes, rid, msg)
+        resp = validate_http_reply(parse_message(msg).payload, frame_body(msg))
+        return Reply(resp.status, resp.headers, bytes(resp.body_bytes), rid, msg)
 
     # ------------------------------------------------------------------ public API
 
@@ -374,7 +388,7 @@ class PluginHarness:
     ) -> Reply:
         """Send an ``http`` request (path below the plugin's route) and wait for its reply."""
         rid = self._rid()
-        self.send(self._http_message(rid, method, path, body, json, headers))
+        self.send(*self._http_message(rid, method, path, body, json, headers))
         return self._reply(rid, self.wait_reply(rid, timeout))
 
     def pipeline(self, requests: list[tuple[str, str]], timeout: float = 5.0) -> list[Reply]:
@@ -385,7 +399,8 @@ class PluginHarness:
         for method, path in requests:
             rid = self._rid()
             rids.append(rid)
-            frames.append(encode(self._http_message(rid, method, path, None, None, None)))
+            msg, body = self._http_message(rid, method, path, None, None, None)
+            frames.append(encode(msg, body=body))
             channel.expect(rid)
         channel.send_bytes(b"".join(frames))
         return [self._reply(rid, self.wait_reply(rid, timeout)) for rid in rids]

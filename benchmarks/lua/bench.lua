@@ -4,6 +4,8 @@
 --   BENCH_TOKEN   API token, sent as "Authorization: Bearer ..."
 --   BENCH_METHOD  HTTP method (default GET)
 --   BENCH_BODY    request body (sent with Content-Type: application/json)
+--   BENCH_BODY_FILE  a file whose bytes are the request body (application/octet-stream;
+--                 for bodies too large for an environment variable, e.g. 1 MiB)
 local token = os.getenv("BENCH_TOKEN")
 if token and token ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. token
@@ -16,6 +18,13 @@ local body = os.getenv("BENCH_BODY")
 if body and body ~= "" then
   wrk.body = body
   wrk.headers["Content-Type"] = "application/json"
+end
+local body_file = os.getenv("BENCH_BODY_FILE")
+if body_file and body_file ~= "" then
+  local f = assert(io.open(body_file, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = "application/octet-stream"
 end
 
 done = function(summary, latency, requests)

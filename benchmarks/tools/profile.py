@@ -19,7 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
-from ..procstat import CpuMeter, descendants, role_of
+from ..procstat import CpuMeter, cpu_split, descendants, role_of
 from ..runner import SDK_ID, SDK_PATH, BenchmarkRun, preset
 from ..stack import ROOT
 from ..wrk import run_wrk
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "profile")
+    ap.add_argument("--path", default=SDK_PATH, help="what wrk asks for (MIB_PATH: 1 MiB)")
     a = ap.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -75,9 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plugins = run.build_plugins()
         toru = run.start_toru("h1", {SDK_ID: plugins[SDK_ID]})
-        procs = {role_of(p): p for p in descendants(toru.pid)}  # one of each role is enough
-        url = toru.url + SDK_PATH
+        url = toru.url + a.path
+        before = {p: sum(cpu_split(p) or (0, 0)) for p in descendants(toru.pid)}
         run_wrk(url, connections=a.connections, duration=2, token=toru.token)  # warm-up
+        busy: dict[str, tuple[int, int]] = {}  # role -> (CPU ticks in the warm-up, pid)
+        for p, ticks in before.items():
+            used = sum(cpu_split(p) or (0, 0)) - ticks
+            role = role_of(p)
+            if used >= busy.get(role, (-1, 0))[0]:
+                busy[role] = (used, p)
+        procs = {role: p for role, (_, p) in busy.items()}  # the busiest of each role
         meter = CpuMeter([toru.pid])
         result: dict[str, object] = {}
 

@@ -2,8 +2,9 @@
 
 Run as ``misbehaving_plugin.py MODE``: ``good`` behaves; ``bad-metadata``, ``no-socket``,
 ``wrong-id``, ``no-exit``, ``crash-on-garbage``, ``bad-status`` (status ``"200"``, a
-string) and ``false-multi`` (declares ``multi_connection`` but serves one connection at a
-time) each break one rule; ``no-status`` leaves ``status`` out of its replies (absent = 200).
+string), ``false-multi`` (declares ``multi_connection`` but serves one connection at a
+time) and ``false-binary`` (declares ``binary_bodies`` but answers in text frames) each break
+one rule; ``no-status`` leaves ``status`` out of its replies (absent = 200).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main() -> int:
             META["route"] = "/../etc"
         if MODE == "false-multi":
             META["multi_connection"] = True
+        if MODE == "false-binary":
+            META["capabilities"] = ["binary_bodies"]
         print(json.dumps(META))
         return 0
     path = os.environ.get("TORU_PLUGIN_SOCKET")

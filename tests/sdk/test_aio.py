@@ -10,10 +10,12 @@ import math
 import socket
 from typing import Any
 
+import uvloop
+
 from tests import timing
 from tests.loops import run_async
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import Decoder, encode
+from toru_plugin_api.codec import Decoder, encode, frame_body
 from toru_plugin_api.endpoint import Pending
 
 
@@ -152,3 +154,62 @@ def test_pending_bookkeeping_without_io():
     assert [rid for rid, _ in p.expire(6.0)] == [r2]
     assert p.earliest == 10.0
     assert len(p.drain()) == 1 and p.earliest == math.inf and len(p) == 0
+
+
+class Big(FramedProtocol):
+    """Keeps every message; a 16 MiB frame limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[Any] = []
+
+    def on_message(self, msg: Any) -> None:
+        self.got.append(msg)
+
+
+def _big_frames_in_place(loop_factory: Any) -> None:
+    """Big binary frames (read in place by the big-frame reader) between small ones, on a
+    real socket; the protocol goes back to plain reads after each big frame."""
+    body = bytes(range(256))[::-1] * (3 * 1024 * 4)  # 3 MiB, not UTF-8
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[Any] = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        mine, peer = socket.socketpair()
+        peer.setblocking(False)
+        transport, conn = await loop.create_unix_connection(Big, sock=mine)
+        stream = b"".join(
+            [
+                encode({"n": 1}),
+                encode({"n": 2}, body=body),
+                encode({"n": 3}),
+                encode({"n": 4}, body=body[:300_000]),
+                encode({"n": 5}, body=b""),
+            ]
+        )
+        for i in range(0, len(stream), 100_000):  # the big frames arrive over many reads
+            await loop.sock_sendall(peer, stream[i : i + 100_000])
+            await asyncio.sleep(0)
+        async with asyncio.timeout(timing.WAIT):
+            while len(conn.got) < 5:
+                await asyncio.sleep(0.01)
+        assert [m["n"] for m in conn.got] == [1, 2, 3, 4, 5]
+        assert frame_body(conn.got[1]) == body and frame_body(conn.got[3]) == body[:300_000]
+        assert frame_body(conn.got[4]) == b"" and frame_body(conn.got[0]) is None
+        assert conn._big_reader is not None  # the big frames were received in place
+        assert transport.get_protocol() is conn  # back to data_received after the big ones
+        transport.close()
+        peer.close()
+        assert not errors, errors
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+
+
+def test_big_frames_are_read_in_place_on_uvloop():
+    _big_frames_in_place(uvloop.new_event_loop)
+
+
+def test_big_frames_are_read_in_place_on_the_stdlib_loop():  # the SDK without uvloop
+    _big_frames_in_place(asyncio.new_event_loop)

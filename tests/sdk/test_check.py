@@ -36,6 +36,7 @@ def test_original_style_plugin_passes(misbehaving):
         ("no-exit", "shutdown"),
         ("crash-on-garbage", "malformed frame"),
         ("false-multi", "multi-connection"),
+        ("false-binary", "binary-bodies"),
         ("bad-status", "request"),
     ],
 )
@@ -57,6 +58,13 @@ def test_a_reply_without_status_is_200_and_passes(misbehaving):
 def test_sdk_plugin_keeps_its_multi_connection_promise(sdk_plugin_exe):
     checker, report = _run(sdk_plugin_exe)
     assert [c.status for c in checker.results if c.name == "multi-connection"] == ["PASS"], report
+    # and its binary_bodies one: a non-UTF-8 body in a binary frame, answered in one
+    assert [c.status for c in checker.results if c.name == "binary-bodies"] == ["PASS"], report
+
+
+def test_an_original_plugin_is_not_sent_binary_frames(misbehaving):
+    checker, report = _run(misbehaving("good"))
+    assert [c.status for c in checker.results if c.name == "binary-bodies"] == ["SKIP"], report
 
 
 def test_not_executable(tmp_path):

@@ -12,6 +12,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from toru_plugin_api.codec import (
+    BIG_FRAME,
+    BINARY_FLAG,
+    BODY,
     HEADER,
     Decoder,
     FrameReader,
@@ -19,6 +22,7 @@ from toru_plugin_api.codec import (
     ProtocolError,
     encode,
     encode_payload,
+    frame_body,
     write_frame,
 )
 from toru_plugin_api.messages import (
@@ -240,3 +244,103 @@ def test_now_iso_is_iso_utc_with_milliseconds_across_second_boundaries(monkeypat
         expect = want.strftime("%Y-%m-%dT%H:%M:%S.") + f"{want.microsecond // 1000:03d}Z"
         assert messages.now_iso_bytes() == expect.encode()
         assert messages.now_iso() == expect
+
+
+# --------------------------------------------------------------------------- binary frames
+
+
+def _binary_stream() -> tuple[bytes, list[tuple[dict, bytes | None]]]:
+    """Text and binary frames, small and big (over ``BIG_FRAME``), back to back."""
+    frames = [
+        ({"type": "http", "request_id": "1"}, b"\xff\x00small"),
+        ({"type": "http", "request_id": "2"}, None),
+        ({"type": "http", "request_id": "3"}, bytes(range(256)) * (BIG_FRAME // 256 + 7)),
+        ({"type": "http", "request_id": "4"}, b""),
+    ]
+    data = b"".join(encode(m, body=b) for m, b in frames)
+    return data, frames
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 65536, BIG_FRAME + 3, 10**9])
+@pytest.mark.parametrize("parse", [True, False])
+def test_binary_frames_round_trip_in_any_chunking(chunk, parse):
+    data, frames = _binary_stream()
+    d = Decoder(parse=parse)
+    out = []
+    for i in range(0, len(data), chunk):
+        out.extend(d.feed(data[i : i + chunk]))
+    assert d.buffered == 0
+    assert len(out) == len(frames)
+    for got, (msg, body) in zip(out, frames, strict=True):
+        if parse:
+            assert frame_body(got) == body
+            got = {k: v for k, v in got.items() if k != BODY}
+            assert got == msg
+        elif body is None:
+            assert json.loads(got) == msg
+        else:
+            head, raw = got
+            assert (json.loads(head), bytes(raw)) == (msg, body)
+
+
+def test_a_big_frame_received_into_its_own_buffer():
+    """``big_view``/``filled``: what a BufferedProtocol reader does, no copy of the body."""
+    data, frames = _binary_stream()
+    d = Decoder()
+    out = d.feed(data[:100_000])  # frames 1 and 2, and the start of the big frame 3
+    assert [m["request_id"] for m in out] == ["1", "2"]
+    view = d.big_view()
+    assert view is not None
+    rest = memoryview(data)[100_000:]
+    view[: len(view)] = rest[: len(view)]
+    (big,) = d.filled(len(view))
+    assert type(frame_body(big)) is memoryview and frame_body(big) == frames[2][1]
+    assert d.big_view() is None
+    (last,) = d.feed(bytes(rest[len(view) :]))
+    assert last["request_id"] == "4" and frame_body(last) == b""
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_binary_frame_whose_json_length_exceeds_it_is_a_protocol_error(big):
+    body = b"x" * (BIG_FRAME + 10 if big else 10)
+    head = b'{"type":"http"}'
+    size = 4 + len(head) + len(body)
+    lie = struct.pack(">II", size | BINARY_FLAG, len(head) + len(body) + 1) + head + body
+    good = encode({"type": "http", "request_id": "ok"})
+    stream = good + lie + good
+    d = Decoder()
+    seen = []
+    with pytest.raises(ProtocolError, match=r"declares a \d+-byte JSON header") as err:
+        for i in range(0, len(stream), 65536):
+            seen.extend(d.feed(stream[i : i + 65536]))
+    assert [m["request_id"] for m in seen + err.value.decoded] == ["ok"]
+    with pytest.raises(ProtocolError, match="JSON header"):  # alone in a read: the fast path
+        Decoder().feed(lie)
+
+
+def test_a_binary_frame_over_the_maximum_is_refused_before_reading():
+    d = Decoder(max_frame=1024)
+    with pytest.raises(FrameTooLarge):
+        d.feed(struct.pack(">II", 2048 | BINARY_FLAG, 10))
+    with pytest.raises(FrameTooLarge):
+        encode({"a": 1}, max_frame=1024, body=b"x" * 2048)
+
+
+def test_binary_http_messages_parse_with_their_raw_body():
+    req = HttpRequest("POST", "/up", {"Content-Type": "application/octet-stream"}, b"\xff\xfe")
+    msg = http_request_message("r1", req, binary=True)
+    assert "body" not in msg["payload"]["payload"]
+    (got,) = Decoder().feed(encode(msg, body=req.body))
+    parsed = parse_http_request(got["payload"], frame_body(got))
+    assert (parsed.body, parsed.binary) == (b"\xff\xfe", True)
+    with pytest.raises(ProtocolError, match="absent in a binary frame"):
+        parse_http_request({"payload": {"method": "GET", "path": "/", "body": "x"}}, b"")
+    reply = http_response_message("r1", HttpResponse(201, {}, b"\x80"), binary=True)
+    assert validate_http_reply(reply["payload"], b"\x80").body == b"\x80"
+    with pytest.raises(ProtocolError, match="must not also carry a JSON body"):
+        validate_http_reply({"status": 200, "body": "x"}, b"\x80")
+
+
+def test_a_text_frame_cannot_fake_a_binary_body():
+    (msg,) = Decoder().feed(encode({"type": "http", BODY: "not bytes"}))
+    assert frame_body(msg) is None

@@ -79,7 +79,7 @@ def test_init_runs_once_with_the_instance_id_and_config():
     plugin = SlowFast()
     with PluginHarness.in_process(plugin, instance_id="inst-42", config={"a": 1}) as h:
         assert h.request("GET", "/whoami").json() == {"instance_id": "inst-42", "inits": 1}
-        h.send(h._http_message("x", "GET", "/", None, None, None))
+        h.send(*h._http_message("x", "GET", "/", None, None, None))
         assert h.request("GET", "/whoami").json()["inits"] == 1
         assert plugin.ctx.config == {"a": 1}
     assert plugin.shutdowns == 1
@@ -159,6 +159,7 @@ def test_metadata_flag(sdk_plugin_exe: Path):
         "icon": "",
         "route": "/sf",
         "multi_connection": True,  # the SDK serves every connection it accepts
+        "capabilities": ["binary_bodies"],  # and reads and answers binary frames
     }
 
 

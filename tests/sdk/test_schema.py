@@ -135,7 +135,7 @@ def test_init_carries_protocol_version_and_capabilities():
     payload = host_init("iid", "/s", "/l")["payload"]
     assert payload["action"] == "init"
     assert payload["protocol_version"] == PROTOCOL_VERSION == 1
-    assert payload["capabilities"] == list(HOST_CAPABILITIES) == ["kv"]
+    assert payload["capabilities"] == list(HOST_CAPABILITIES) == ["kv", "binary_bodies"]
     assert host_init("iid", "/s", "/l", capabilities=())["payload"]["capabilities"] == []
 
 
@@ -150,3 +150,17 @@ def test_metadata_protocol_defaults_to_1_and_a_newer_one_is_refused():
         PluginMetadata.from_json({**base, "protocol": 2})
     with pytest.raises(ProtocolError, match="protocol must be a positive integer, got '1'"):
         PluginMetadata.from_json({**base, "protocol": "1"})
+
+
+def test_metadata_capabilities_are_a_list_of_strings():
+    base = {"id": "x", "name": "X", "version": "1", "route": "/x"}
+    md = PluginMetadata.from_json({**base, "capabilities": ["binary_bodies", "future-thing"]})
+    assert md.binary_bodies and md.to_json()["capabilities"] == ["binary_bodies", "future-thing"]
+    assert not PluginMetadata.from_json(base).binary_bodies
+    assert "capabilities" not in PluginMetadata.from_json(base).to_json()
+    for bad in ("binary_bodies", [1], {"binary_bodies": True}):
+        with pytest.raises(ProtocolError, match="capabilities must be a list of strings"):
+            PluginMetadata.from_json({**base, "capabilities": bad})
+    schema.validate({**base, "capabilities": ["binary_bodies"]}, "metadata")
+    with pytest.raises(schema.SchemaError):
+        schema.validate({**base, "capabilities": "binary_bodies"}, "metadata")

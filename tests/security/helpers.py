@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from toru.home_modes import unreachable
+
 ATTACK = Path(__file__).resolve().parent / "attack_plugin.py"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +82,9 @@ UNIT_CAPS = "+setuid,+setgid,+kill,+chown,+dac_override"
 TORU_UID = 70500  # no account needed
 
 
-def as_unit_user(home: Path, *toru_args: str) -> tuple[list[str], dict[str, str]]:
+def as_unit_user(
+    home: Path, *toru_args: str, caps: str = UNIT_CAPS
+) -> tuple[list[str], dict[str, str]]:
     """``toru ARGS`` as uid ``TORU_UID`` with the units' ambient capabilities (setpriv), and
     the environment it needs; ``home`` is handed to that uid first.
 
@@ -96,13 +100,16 @@ def as_unit_user(home: Path, *toru_args: str) -> tuple[list[str], dict[str, str]
     ).stdout.strip()
     if version != str(sys.version_info[:2]):
         pytest.skip(f"{python} is Python {version}, not this virtualenv's {sys.version_info[:2]}")
+    packages = [p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix)]
+    for needed in [ROOT, *packages]:
+        if (blocked := unreachable(Path(needed), TORU_UID, TORU_UID)) is not None:
+            pytest.skip(f"a plain user cannot traverse {blocked} to this checkout (as /opt/toru)")
     for path in [home, *home.rglob("*")]:
         os.chown(path, TORU_UID, TORU_UID)
     argv = ["setpriv", f"--reuid={TORU_UID}", f"--regid={TORU_UID}", "--clear-groups"]
-    argv += [f"--inh-caps={UNIT_CAPS}", f"--ambient-caps={UNIT_CAPS}", "--"]
-    packages = [p for p in sys.path if p.endswith("site-packages")]
+    argv += [f"--inh-caps={caps}", f"--ambient-caps={caps}"] if caps else []
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), *packages])}
-    return [*argv, python, "-m", "toru.cli", *toru_args], env
+    return [*argv, "--", python, "-m", "toru.cli", *toru_args], env
 
 
 def capabilities(pid: int) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -296,10 +297,10 @@ def test_replaced_binary_is_restarted_and_second_supervisor_refused(home):
         assert sup.call("ping")["ok"] is True
         binary = home / "plugins" / "alpha.binary"
         binary.write_text(binary.read_text() + "# v2\n")  # an upgrade in place
-        sup.call("rescan")
+        sup.call("rescan")  # returns once the new process serves (an upgrade, test_upgrade.py)
         info = sup.wait_state("alpha", "running")
         assert info["pid"] != pid and info["enabled"] is True
-        assert not pid_alive(pid)
+        wait_for(lambda: not pid_alive(pid))  # the old one is retired in the background
 
 
 def test_valid_plugin_wins_an_id_an_invalid_binary_borrowed(home):
@@ -310,3 +311,94 @@ def test_valid_plugin_wins_an_id_an_invalid_binary_borrowed(home):
         sup.call("rescan")
         assert sup.info("zeta")["binary"] == "a-real-zeta.binary"
         assert sup.info("zeta.binary")["state"] == "invalid"
+
+
+def test_restart_op_errors_and_a_plugin_in_backoff_restarts_at_once(home):
+    """``restart``: unknown 404, not enabled 409, a failing new process 502 with the old one
+    still serving; a plugin waiting out a long backoff starts again at once."""
+    make_plugin(home / "plugins", "alpha")
+    make_plugin(home / "plugins", "beta", mode="crash-start")
+    make_plugin(home / "plugins", "gamma")
+    enable_on_disk(home, "alpha", "beta")
+    # far longer than the test; the broken binary is swapped in by hand (no pin: test_pins.py)
+    env = {"TORU_RESTART_BACKOFF": str(timing.scaled(300)), "TORU_PIN_BINARIES": "false"}
+    with SupervisorProc(home, env=env) as sup:
+        with pytest.raises(NotFound):
+            sup.call("restart", {"plugin": "nope"})
+        with pytest.raises(Conflict, match="not enabled"):
+            sup.call("restart", {"plugin": "gamma"})
+        sup.wait_state("beta", "backoff")
+        crashes = len(sup.call("events", {"plugin": "beta"}))
+        sup.call("restart", {"plugin": "beta"})  # not after the 300 s backoff: now
+        wait_for(lambda: len(sup.call("events", {"plugin": "beta"})) > crashes)
+        pid = sup.wait_state("alpha", "running")["pid"]
+        binary = home / "plugins" / "alpha.binary"
+        sig = binary.stat()
+        make_plugin(home / "plugins", "alpha", mode="crash-start")  # broken, not rescanned yet
+        os.utime(binary, ns=(sig.st_atime_ns, sig.st_mtime_ns + 1))
+        with pytest.raises(BadGateway, match="not restarted: the new version failed to start"):
+            sup.call("restart", {"plugin": "alpha"})
+        info = sup.info("alpha")
+        assert info["pid"] == pid and info["state"] == "running" and info["upgrade_error"]
+        got = json.loads(sup.client.http("alpha", "GET", "/pid").body)
+        assert got["pid"] == pid
+
+
+def test_after_a_failed_upgrade_the_old_process_crashing_runs_the_file_on_disk(home):
+    """The documented choice (docs/ARCHITECTURE.md, "Zero-downtime upgrade"): a broken new
+    version waits while the old process serves; once that one crashes, the restart runs the
+    file on disk, so the plugin goes to backoff with the new version's failure, as without
+    upgrades."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home, env={"TORU_PIN_BINARIES": "false"}) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        make_plugin(home / "plugins", "alpha", mode="crash-start")
+        wait_for(lambda: sup.info("alpha")["upgrade_error"])
+        assert sup.info("alpha")["pid"] == pid
+        os.kill(pid, signal.SIGKILL)
+
+        def crashed_starting() -> bool:
+            events = sup.call("events", {"plugin": "alpha"})
+            return any(
+                e["event_type"] == "crashed" and e["details"].get("phase") == "starting"
+                for e in events
+            )
+
+        wait_for(crashed_starting)
+        assert sup.info("alpha")["state"] in ("backoff", "starting", "failed")
+
+
+def test_restart_does_not_run_a_changed_binary_that_is_not_approved(home):
+    """With pinning on (the default), a file swapped in by hand waits for an approve: a
+    restart refuses it (409) and the approved process serves on; after approve, the swap."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        make_plugin(home / "plugins", "alpha", mode="ooo")  # not installed: not pinned
+        with pytest.raises(Conflict, match="approve it first"):
+            sup.call("restart", {"plugin": "alpha"})
+        info = sup.info("alpha")
+        assert info["pid"] == pid and info["binary_change"] is not None
+        sup.call("approve", {"plugin": "alpha"})
+        info = wait_for(lambda: (i := sup.info("alpha"))["pid"] != pid and i)
+        assert info["state"] == "running" and info["binary_change"] is None
+        upgraded = [
+            e for e in sup.call("events", {"plugin": "alpha"}) if e["event_type"] == "upgraded"
+        ]
+        assert upgraded and upgraded[0]["details"]["old_pid"] == pid
+
+
+def test_a_killed_supervisors_instance_socket_dirs_are_removed_at_start(home):
+    """An upgrade's new instance has ``run/p/<id>.<n>/``; after a ``kill -9`` of the
+    supervisor mid-upgrade it would stay forever: the next start removes it."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    stale = home / "run" / "p" / "alpha.3"
+    stale.mkdir(parents=True)
+    (stale / "plugin.sock").write_text("")
+    with SupervisorProc(home) as sup:
+        sup.wait_state("alpha", "running")
+        assert not stale.exists()
+        assert (home / "run" / "p" / "alpha" / "plugin.sock").exists()

@@ -17,6 +17,7 @@ import pytest
 from toru.errors import GatewayTimeout, NotFound
 from toru.store import Store
 from toru.supervisor.discovery import Discovered, resolve_conflicts
+from toru.supervisor.instance import UpgradeFailed
 from toru.supervisor.launcher import LaunchCallbacks, Launched, LaunchError, LaunchSpec
 from toru.supervisor.logs import (
     LogWriter,
@@ -71,6 +72,7 @@ class FakeConnection:
         self.requests: list[tuple[str, dict[str, Any], float, Any]] = []
         self.closed = False
         self.stalled: float | None = None  # idle; tests set "busy" values
+        self.pending: dict[str, Any] = {}  # an upgrade's old instance waits for it to empty
 
     def send(self, msg: dict[str, Any]) -> None:
         self.sent.append(msg)
@@ -95,9 +97,13 @@ class FakeLauncher:
     def __init__(self, script: list[str]) -> None:
         self.script = script
         self.launched: list[Launched] = []
+        self.specs: list[LaunchSpec] = []
+        self.callbacks: list[LaunchCallbacks] = []
 
     async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched:
         await asyncio.sleep(0)
+        self.specs.append(spec)
+        self.callbacks.append(callbacks)
         step = self.script.pop(0) if self.script else "ok"
         if step != "ok":
             raise LaunchError(step, {"phase": "starting"})
@@ -639,3 +645,73 @@ def test_supervisor_state_remembers_metadata_per_signature_and_failures(tmp_path
     path.write_text("{not json")
     broken = SupervisorState(path)  # an unreadable file is an empty memory, not a crash
     assert broken.load_error and broken.failures == {} and broken.metadata == {}
+
+
+# ----------------------------------------------------------------------------- upgrade
+
+
+def _answer_probe(launched: Launched) -> None:
+    """Answer the upgrade's health probe on a fake connection."""
+    _type, payload, _timeout, cb = launched.connection.requests[-1]
+    assert payload["payload"]["headers"] == {"X-Toru-Probe": "1"}
+    cb({"status": 200}, None)
+
+
+def test_upgrade_switches_retires_the_old_and_watches_the_new(tmp_path):
+    async def scenario():
+        plugin, launcher, store, _ = make_plugin(tmp_path, [])
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        old = launcher.launched[0]
+        meta = PluginMetadata(id="p", name="P", version="2", route="/p")
+        upgrading = asyncio.ensure_future(
+            plugin.upgrade(Discovered(tmp_path / "p.binary", (1, 1), meta))
+        )
+        await until(
+            lambda: len(launcher.launched) == 2 and launcher.launched[1].connection.requests
+        )
+        new = launcher.launched[1]
+        assert plugin.launched is old  # not before the probe is answered
+        _answer_probe(new)
+        details = await upgrading
+        assert plugin.launched is new and plugin.admission() is new.connection
+        assert launcher.specs[1].instance == 1 and plugin.metadata.version == "2"
+        await until(lambda: old.process.exited.done())  # retired: shutdown, then SIGTERM
+        assert old.connection.sent[-1]["payload"]["action"] == "shutdown"
+        await asyncio.sleep(0.01)
+        assert plugin.state is S.RUNNING and store.kinds() == ["started"]
+        new.process.exit(3)  # the lifecycle now watches the new process
+        await until(lambda: "crashed" in store.kinds())
+        await plugin.disable()
+        return details
+
+    details = run_async(scenario())
+    assert details == {"old_pid": 1000, "new_pid": 1001, "version": "2"}
+
+
+def test_failed_upgrade_leaves_the_old_instance_serving(tmp_path):
+    async def scenario():
+        plugin, launcher, store, _ = make_plugin(tmp_path, ["ok", "boom"])
+        plugin.enable()
+        await until(lambda: plugin.state is S.RUNNING)
+        old = launcher.launched[0]
+        found = Discovered(tmp_path / "p.binary", (1, 1), plugin.metadata)
+        with pytest.raises(UpgradeFailed, match="failed to start: boom"):
+            await plugin.upgrade(found)
+        # started, then its connection breaks before it answered: the upgrade fails, and the
+        # loss is not taken for the old instance's
+        upgrading = asyncio.ensure_future(plugin.upgrade(found))
+        await until(
+            lambda: len(launcher.launched) == 2 and launcher.launched[1].connection.requests
+        )
+        launcher.callbacks[-1].on_connection_lost("connection closed by the plugin")
+        with pytest.raises(UpgradeFailed, match="closed its connection"):
+            await upgrading
+        new = launcher.launched[1]
+        assert new.process.exited.done() and new.connection.closed  # stopped
+        await asyncio.sleep(0.01)
+        assert plugin.launched is old and not old.process.exited.done()
+        assert plugin.state is S.RUNNING and store.kinds() == ["started"]
+        await plugin.disable()
+
+    run_async(scenario())

@@ -76,3 +76,13 @@ def test_before_the_events_arrive_the_list_error_is_used() -> None:
 def test_a_healthy_plugin_has_no_problem() -> None:
     p = {"id": "p", "state": "running", "health": "healthy", "enabled": True}
     assert problem(p, [crashed(reason="exited", signal="SIGKILL")]) == ""
+
+
+def test_a_new_version_that_did_not_take_over_is_explained() -> None:
+    running = {"id": "p", "state": "running", "enabled": True, "health": "healthy"}
+    assert problem(running, []) == ""
+    failed = {**running, "upgrade_error": "the new version failed to start: boom"}
+    assert problem(failed, []) == (
+        "New version not running (the previous one serves on):"
+        " the new version failed to start: boom"
+    )

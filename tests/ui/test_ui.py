@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ToruServer
+from tests.supervisor.helpers import wait_for
 from tests.ui.conftest import NARROW, USER_PASSWORD, WIDE, Console, serve
 from tests.ui.plugins.build import build as build_broken_plugins
 from toru import __version__ as toru_version
@@ -235,6 +236,27 @@ def test_disable_removes_sidebar_entry(new_page, server, admin) -> None:
     expect(sidebar_entry(page, "system-info")).to_be_visible()
 
 
+def test_admin_restarts_from_the_card_and_the_details(new_page, server, admin) -> None:
+    set_enabled(server, admin, "hello-python", True)
+    page = new_page()
+    sign_in(page)
+    card = page.get_by_test_id("plugin-card-hello-python")
+    expect(card.get_by_test_id("plugin-state")).to_have_text("Running")
+    pid = plugin_info(server, admin, "hello-python")["pid"]
+    card.get_by_role("button", name="Restart Hello").click()
+    expect(page.get_by_test_id("toast").filter(has_text="restarted")).to_be_visible()
+    after = plugin_info(server, admin, "hello-python")
+    assert after["pid"] != pid and after["state"] == "running"
+    assert any(e["event_type"] == "upgraded" for e in after["events"])
+    # the same action in the details header
+    page.goto("/#/plugins/hello-python")
+    page.get_by_test_id("restart-hello-python").click()
+    wait_for(lambda: plugin_info(server, admin, "hello-python")["pid"] != after["pid"])
+    # a disabled plugin offers no restart
+    set_enabled(server, admin, "hello-python", False)
+    expect(page.get_by_test_id("restart-hello-python")).to_be_hidden()
+
+
 def test_plain_user_sees_no_toggles(new_page, server, admin) -> None:
     add_user(server, admin, "viewer", USER_PASSWORD)
     set_enabled(server, admin, "hello-python", True)
@@ -253,6 +275,7 @@ def test_plain_user_sees_no_toggles(new_page, server, admin) -> None:
     page.goto("/#/plugins/hello-python")
     expect(page.get_by_test_id("metadata")).to_be_visible()
     assert page.get_by_role("switch").count() == 0
+    assert page.get_by_test_id("restart-hello-python").count() == 0
 
 
 def test_admin_manages_users(new_page, shots: Path) -> None:

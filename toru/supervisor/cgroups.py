@@ -148,10 +148,13 @@ class PluginCgroups:
             _rmdir(child)
         return count
 
-    def for_plugin(self, plugin_id: str) -> PluginCgroup | None:
+    def for_plugin(self, plugin_id: str, instance: int = 0) -> PluginCgroup | None:
         """A fresh cgroup for one start of ``plugin_id`` with its limits written; None (logged)
-        if it cannot be made, and the plugin then runs in its process group only."""
-        path = self.parent / plugin_id
+        if it cannot be made, and the plugin then runs in its process group only.
+
+        ``instance`` > 0 is an upgrade's new process, started beside the old one: its own
+        cgroup (``<id>.<instance>``), so setting it up never kills the one still serving."""
+        path = self.parent / _instance_name(plugin_id, instance)
         try:
             if path.exists():  # a previous run's that could not be removed yet
                 PluginCgroup(path).kill()
@@ -168,11 +171,11 @@ class PluginCgroups:
                 self.log.error(f"cannot apply the plugin's {name}", plugin_id, error=str(exc))
         return cgroup
 
-    def describe(self, plugin_id: str) -> dict[str, Any]:
+    def describe(self, plugin_id: str, instance: int = 0) -> dict[str, Any]:
         """The ``cgroup`` part of the control op ``get``: where, and each limit's fate."""
         lim = self.limits.get(plugin_id)
         return {
-            "path": str(self.parent / plugin_id),
+            "path": str(self.parent / _instance_name(plugin_id, instance)),
             "limits": describe_limits(lim, self.controllers, self.missing),
         }
 
@@ -180,6 +183,11 @@ class PluginCgroups:
         """At shutdown, after every plugin stopped: remove what is left (idempotent)."""
         self.kill_leftovers()
         _rmdir(self.parent)
+
+
+def _instance_name(plugin_id: str, instance: int) -> str:
+    """``<id>`` for a plugin's first instance, ``<id>.<n>`` after upgrades (ids have no dot)."""
+    return plugin_id if instance == 0 else f"{plugin_id}.{instance}"
 
 
 def describe_limits(

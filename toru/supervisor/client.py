@@ -20,8 +20,8 @@ from typing import Any
 
 from toru.errors import BadGateway, SupervisorUnavailable, ToruError
 from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, encode
-from toru_plugin_api.messages import encode_body, validate_http_reply
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, encode, frame_body
+from toru_plugin_api.messages import validate_http_reply
 
 __all__ = [
     "ControlClient",
@@ -30,9 +30,16 @@ __all__ = [
     "proxy_response",
     "kernel_timeout",
     "reply_result",
+    "restart_timeout",
 ]
 
 _local = threading.local()
+
+
+def restart_timeout(config: Any) -> float:
+    """How long a caller waits for the control op ``restart`` (the API and the CLI): the new
+    process's ``--metadata``, its start and its first health probe, plus a margin."""
+    return float(config.metadata_timeout + config.start_timeout + config.health_timeout + 5.0)
 
 
 @dataclass
@@ -114,6 +121,16 @@ class ControlClient:
         self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
         """Run one operation; its ``result``, or raises the ``ToruError`` it failed with."""
+        return reply_result(self._request(op, args, timeout))
+
+    def _request(
+        self,
+        op: str,
+        args: dict[str, Any] | None,
+        timeout: float | None,
+        body: bytes | None = None,
+    ) -> dict[str, Any]:
+        """The whole reply message to one operation (``body``: a binary frame's tail)."""
         timeout = self.timeout if timeout is None else timeout
         request: dict[str, Any] = {"v": 1, "id": "", "op": op, "args": args or {}}
         if op == "http":  # the relayed form (docs/control-protocol.md); older supervisors
@@ -121,7 +138,7 @@ class ControlClient:
         for attempt in (0, 1):
             channel = self._channel or self._connect(timeout)
             rid = request["id"] = channel.next_id()
-            frame = encode(request, self.max_frame)
+            frame = encode(request, self.max_frame, body)
             channel.expect(rid)
             try:
                 channel.send_bytes(frame, timeout)
@@ -133,7 +150,7 @@ class ControlClient:
                 if attempt:
                     raise SupervisorUnavailable(f"lost the supervisor: {exc}") from None
         try:
-            return reply_result(channel.reply(rid, timeout))
+            return channel.reply(rid, timeout)
         except TimeoutError:
             raise self._unavailable("the supervisor did not answer in time") from None
         except EOFError:
@@ -153,34 +170,31 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        args = http_args(route, method, path, headers, body)
-        result = self.call("http", args, self.http_timeout if timeout is None else timeout)
-        return proxy_response(result)
+        args = http_args(route, method, path, headers)
+        t = self.http_timeout if timeout is None else timeout
+        msg = self._request("http", args, t, body_bytes(body))
+        return proxy_response(reply_result(msg), frame_body(msg))
 
 
-def http_args(
-    route: str, method: str, path: str, headers: dict[str, str] | None, body: bytes | str | None
-) -> dict[str, Any]:
-    """The ``http`` op's args (docs/control-protocol.md); shared by the blocking client and
-    the worker's asyncio one (toru/wsgi/control.py)."""
-    text, b64 = encode_body(body)
-    args: dict[str, Any] = {
-        "route": route,
-        "method": method,
-        "path": path,
-        "headers": headers or {},
-        "body": text,
-    }
-    if b64:
-        args["body_encoding"] = "base64"
-    return args
+def body_bytes(body: bytes | str | None) -> bytes:
+    """A request body as the bytes the ``http`` op's binary frame carries."""
+    if body is None:
+        return b""
+    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
 
 
-def proxy_response(result: Any) -> ProxyResponse:
+def http_args(route: str, method: str, path: str, headers: dict[str, str] | None) -> dict[str, Any]:
+    """The ``http`` op's args (docs/control-protocol.md); the body goes as the tail of the
+    op's binary frame. Shared by the blocking client and the worker's asyncio one
+    (toru/wsgi/control.py)."""
+    return {"route": route, "method": method, "path": path, "headers": headers or {}}
+
+
+def proxy_response(result: Any, body: bytes | None = None) -> ProxyResponse:
     """A plugin's reply payload checked (``validate_http_reply``) as a ``ProxyResponse``;
-    502 naming the problem otherwise."""
+    ``body`` is the raw body of a binary reply. 502 naming the problem otherwise."""
     try:
-        reply = validate_http_reply(result)
+        reply = validate_http_reply(result, body)
     except ProtocolError as exc:
         raise BadGateway(str(exc)) from None
     return ProxyResponse(reply.status, reply.headers, reply.body_bytes)

@@ -14,6 +14,11 @@ during one loop iteration goes out in one ``transport.write``. A relayed request
 to the target with its raw bytes, so the control reply can embed them instead of
 re-encoding the parsed message (every frame is still parsed and validated here).
 
+Bodies: to a plugin with the ``binary_bodies`` capability (``binary=True``) a relayed body
+goes as the raw tail of a binary frame, and its binary reply's body is handed on as the
+bytes it came as (never decoded, escaped or base64'd); a v1 plugin gets the body as a JSON
+string as before (base64 when it is not UTF-8).
+
 Progress, for the health rule (docs/ARCHITECTURE.md, "Health"): a request whose deadline
 passed stays *owed* until its late answer arrives, and ``last_reply`` is when any answer
 last came. ``stalled_for`` turns both into "seconds the plugin has answered nothing since it
@@ -29,12 +34,12 @@ from typing import Any, Protocol
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, loads
+from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, encode_binary, loads
 from toru_plugin_api.endpoint import reply_key
-from toru_plugin_api.messages import make_message, now_iso_bytes
+from toru_plugin_api.messages import encode_body, make_message, now_iso_bytes
 
 ReplyCallback = Callable[[dict[str, Any] | None, ToruError | None], None]
-RawReplyCallback = Callable[[dict[str, Any], bytes], None]
+RawReplyCallback = Callable[[dict[str, Any], bytes, bytes | None], None]
 CLEAN_EOF = "connection closed by the plugin"
 MAX_OWED = 4096  # timed-out requests remembered per connection (the oldest ones count)
 
@@ -43,13 +48,14 @@ class RelayTarget(Protocol):
     """Who gets the answer of ``relay_http``: the parsed reply with its raw frame, or an error.
 
     ``__call__(None, err)`` is the timeout (504) or connection failure (502) path, shared
-    with ordinary ``ReplyCallback``s; ``relayed(msg, raw)`` gets the whole reply message
-    (already parsed, its payload not yet checked) and the exact JSON bytes it came from.
+    with ordinary ``ReplyCallback``s; ``relayed(msg, raw, body)`` gets the whole reply
+    message (already parsed, its payload not yet checked), the exact JSON bytes it came
+    from and, for a binary frame, its raw body (else None).
     """
 
     def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None: ...
 
-    def relayed(self, msg: dict[str, Any], raw: bytes) -> None: ...
+    def relayed(self, msg: dict[str, Any], raw: bytes, body: bytes | None) -> None: ...
 
 
 class PluginConnection(FramedProtocol):
@@ -68,9 +74,11 @@ class PluginConnection(FramedProtocol):
         max_frame: int,
         on_lost: Callable[[str], None] | None = None,
         on_timeout: Callable[[str], None] | None = None,
+        binary: bool = False,
     ) -> None:
         super().__init__(max_frame, parse=False)  # on_message parses, keeping the raw bytes
         self.plugin_id = plugin_id
+        self.binary = binary  # the plugin declared ``binary_bodies``: send it binary frames
         self.on_lost = on_lost
         self.on_timeout = on_timeout
         # rid -> deadline of requests that timed out (504 sent) and are still unanswered.
@@ -99,12 +107,16 @@ class PluginConnection(FramedProtocol):
 
     # ------------------------------------------------------------------ requests
 
-    def on_message(self, raw: bytes) -> None:  # type: ignore[override]
+    def on_message(self, raw: bytes | tuple[bytes, bytes]) -> None:  # type: ignore[override]
         """One reply frame: parse, match by ``request_id``, hand it to whoever waits.
 
         A frame that is not a JSON object raises ``ProtocolError``: the base class then
         fails the connection (502 for everything pending), after the frames before it.
+        A binary frame comes as ``(json, body)``; only relayed requests take its body.
         """
+        body = None
+        if type(raw) is tuple:
+            raw, body = raw
         msg = loads(raw)
         if type(msg) is not dict:
             raise ProtocolError("frame is valid JSON but not a JSON object")
@@ -117,7 +129,7 @@ class PluginConnection(FramedProtocol):
         self.last_reply = self._loop.time()
         relayed = entry[2]
         if relayed is not None:
-            relayed(msg, raw)
+            relayed(msg, raw, body)
             return
         payload = msg.get("payload")
         if type(payload) is not dict:
@@ -146,22 +158,36 @@ class PluginConnection(FramedProtocol):
         self.queue_frame(frame)
         return rid
 
-    def relay_http(self, args: dict[str, Any], timeout: float, target: RelayTarget) -> None:
+    def relay_http(
+        self,
+        args: dict[str, Any],
+        timeout: float,
+        target: RelayTarget,
+        body: bytes | None = None,
+    ) -> None:
         """Send ``args`` as an http request (``payload.payload``); answer through ``target``.
 
-        Exactly one of ``target.relayed(msg, raw)`` or ``target(None, error)`` follows.
+        ``body`` is the request's raw body (None when ``args`` carries it as JSON): the tail
+        of a binary frame for a binary plugin, else put into ``args`` as a JSON string.
+        Exactly one of ``target.relayed(msg, raw, body)`` or ``target(None, error)`` follows.
         PERF: the envelope is concatenated around ``dumps(args)`` (no envelope dicts).
         """
         if self.closed:
             target(None, self.lost_error(""))
             return
+        if body is not None and not self.binary:
+            text, b64 = encode_body(body)
+            args["body"] = text
+            if b64:
+                args["body_encoding"] = "base64"
+            body = None
         rid = self.next_id()
-        body = dumps(args)
+        inner = dumps(args)
         head = b'{"type":"http","timestamp":"%s","request_id":"%s","payload":{"payload":' % (
             now_iso_bytes(),
             rid.encode(),
         )
-        size = len(head) + len(body) + 2
+        size = len(head) + len(inner) + 2 + (0 if body is None else 4 + len(body))
         if size > self.max_frame:
             target(
                 None,
@@ -172,7 +198,10 @@ class PluginConnection(FramedProtocol):
             )
             return
         self.expect(rid, timeout, target, target.relayed)
-        self.queue_frame(HEADER.pack(size) + head, body, b"}}")
+        if body is None:
+            self.queue_frame(HEADER.pack(size) + head, inner, b"}}")
+        else:
+            self.queue_frame(*encode_binary(head + inner + b"}}", body, self.max_frame))
 
     # ------------------------------------------------------------------ progress
 

@@ -2,7 +2,7 @@
 
 Each connection is an asyncio Protocol. Requests may be pipelined; replies go out as they
 complete (matched by ``id``). ``http`` and the other quick operations are answered inside
-``data_received``; ``enable``/``disable``/``rescan`` run as tasks the server owns; ``logs``
+``data_received``; ``enable``/``disable``/``restart``/``rescan`` run as tasks the server owns; ``logs``
 reads files in a worker thread. A malformed frame closes the connection.
 """
 
@@ -16,7 +16,15 @@ from typing import Any
 
 from toru.errors import BadRequest, ToruError
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode_payload
+from toru_plugin_api.codec import (
+    HEADER,
+    ProtocolError,
+    dumps,
+    encode_binary,
+    encode_payload,
+    frame_body,
+)
+from toru_plugin_api.messages import encode_body
 
 from .supervisor import Supervisor
 
@@ -53,6 +61,7 @@ class ControlServer:
         self.async_ops: dict[str, Callable[[dict[str, Any]], Any]] = {
             "enable": lambda a: sup.enable(a.get("plugin")),
             "disable": lambda a: sup.disable(a.get("plugin")),
+            "restart": lambda a: sup.restart(a.get("plugin")),
             "rescan": lambda a: sup.rescan(),
             "approve": lambda a: sup.approve(a.get("plugin")),
             "install": sup.install,
@@ -140,11 +149,11 @@ class ControlConnection(FramedProtocol):
                 raise BadRequest(f"unsupported control protocol version {msg.get('v')!r}")
             if type(args) is not dict:
                 raise BadRequest("args must be an object")
-            if op == "http":
+            if op == "http":  # a body in a binary frame is relayed as the bytes it came as
                 if msg.get("reply") == "message":
-                    self.sup.http(args, rid, self.answer_message, self.fail)
+                    self.sup.http(args, rid, self.answer_message, self.fail, frame_body(msg))
                 else:
-                    self.sup.http(args, rid, self.answer_result, self.fail)
+                    self.sup.http(args, rid, self.answer_result, self.fail, frame_body(msg))
                 return
             handler = self.server.sync_ops.get(op)  # type: ignore[arg-type]
             if handler is not None:
@@ -160,22 +169,33 @@ class ControlConnection(FramedProtocol):
             self.sup.log.error(f"control operation {op!r} failed", error=repr(exc))
             self.fail(rid, ToruError(f"internal error: {exc}"))
 
-    def answer_result(self, rid: Any, payload: dict[str, Any], raw: bytes) -> None:
-        """Answer ``http`` in the default form: ``result`` is the reply's payload."""
+    def answer_result(
+        self, rid: Any, payload: dict[str, Any], raw: bytes, body: bytes | None
+    ) -> None:
+        """Answer ``http`` in the default form: ``result`` is the reply's payload (a binary
+        reply's body put into it as a JSON string: this form is all JSON)."""
+        if body is not None:
+            payload = dict(payload)
+            payload["body"], b64 = encode_body(body)
+            if b64:
+                payload["body_encoding"] = "base64"
         self.reply(rid, payload)
 
-    def answer_message(self, rid: Any, payload: dict[str, Any], raw: bytes) -> None:
+    def answer_message(
+        self, rid: Any, payload: dict[str, Any], raw: bytes, body: bytes | None
+    ) -> None:
         """Answer ``http`` (asked with ``"reply": "message"``) with the plugin's message as is.
 
         PERF: ``{"id": rid, "ok": true, "message": <the plugin's JSON bytes>}`` is valid JSON
         by construction (``raw`` parsed as an object in ``PluginConnection``, its payload
         checked in ``HttpRelay``); splicing it saves re-encoding the reply, and a large body
-        is copied once instead of being escaped again.
+        is copied once instead of being escaped again. A binary reply's body goes on as the
+        tail of a binary frame, untouched (the worker's decoder reads both kinds).
         """
         if self.closed:
             return  # the client went away; nothing to answer
         head = b'{"id":%s,"ok":true,"message":' % (b"%d" % rid if type(rid) is int else dumps(rid))
-        size = len(head) + len(raw) + 1
+        size = len(head) + len(raw) + 1 + (0 if body is None else 4 + len(body))
         if size > self.max_frame:
             err = ToruError(
                 f"reply too large: a {size}-byte frame (limit {self.max_frame} bytes)",
@@ -184,7 +204,10 @@ class ControlConnection(FramedProtocol):
             )
             self.fail(rid, err)
             return
-        self.queue_frame(HEADER.pack(size) + head, raw, b"}")
+        if body is None:
+            self.queue_frame(HEADER.pack(size) + head, raw, b"}")
+        else:
+            self.queue_frame(*encode_binary(head + raw + b"}", body, self.max_frame))
 
     def reply(self, rid: Any, result: Any) -> None:
         self._send(rid, {"id": rid, "ok": True, "result": result})

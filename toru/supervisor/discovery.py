@@ -110,7 +110,7 @@ async def read_metadata(
             env=_metadata_env(),
             cwd=str(binary.parent),
             on_output=on_output,
-            identity=None if identity is None or identity.is_self else identity,
+            identity=identity,
         )
     except OSError as exc:
         why = f"cannot execute: {exc.strerror or exc}" + _as(identity, exc.errno)

@@ -32,9 +32,25 @@ MAX_UNIX_PATH = 107
 SOCKET_NAME = "plugin.sock"  # in run/p/<id>/, the plugin's own directory
 
 
-def plugin_socket(socket_dir: Path, plugin_id: str) -> Path:
-    """Where plugin ``plugin_id`` listens (``TORU_PLUGIN_SOCKET``)."""
-    return socket_dir / plugin_id / SOCKET_NAME
+def plugin_socket(socket_dir: Path, plugin_id: str, instance: int = 0) -> Path:
+    """Where plugin ``plugin_id`` listens (``TORU_PLUGIN_SOCKET``): ``run/p/<id>/``, and
+    after ``instance`` upgrades ``run/p/<id>.<instance>/`` (ids have no dot), so the new
+    process of an upgrade gets a fresh directory of its own beside the old one's."""
+    name = plugin_id if instance == 0 else f"{plugin_id}.{instance}"
+    return socket_dir / name / SOCKET_NAME
+
+
+def sweep_instance_dirs(socket_dir: Path) -> None:
+    """Remove the socket directories of upgrades' instances (``<id>.<n>``) a killed
+    supervisor left behind: at start no plugin of this home runs, and each instance's
+    directory is made fresh at its own start anyway (``own_socket_dir``)."""
+    try:
+        entries = list(socket_dir.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if "." in entry.name and not entry.is_symlink() and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def own_socket_dir(directory: Path, identity: Identity | None) -> None:
@@ -75,6 +91,7 @@ class Launched:
     process: Any  # PluginProcess or a test fake: exited, pid, signal_group, wait, terminate
     connection: Any  # PluginConnection or a test fake
     kv_transport: asyncio.BaseTransport | None = None
+    socket: Path | None = None  # where this instance listens (``plugin_socket``)
 
     def close_kv(self) -> None:
         if self.kv_transport is not None:
@@ -84,11 +101,17 @@ class Launched:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """What to start: the plugin's id, its executable and where its log goes (for ``init``)."""
+    """What to start: the plugin's id, its executable and where its log goes (for ``init``);
+    ``binary_bodies`` when its metadata declared that capability (its connection then sends
+    bodies as raw bytes)."""
 
     id: str
     binary: Path
     log_path: Path
+    binary_bodies: bool = False
+    # Which start of the plugin this is: an upgrade runs instance n+1 beside instance n, each
+    # with its own socket and cgroup (``plugin_socket``, ``PluginCgroups.for_plugin``).
+    instance: int = 0
 
 
 class LaunchCallbacks(Protocol):
@@ -141,7 +164,7 @@ class ProcessLauncher:
 
     async def launch(self, spec: LaunchSpec, callbacks: LaunchCallbacks) -> Launched:
         loop = asyncio.get_running_loop()
-        sock_path = plugin_socket(self.socket_dir, spec.id)
+        sock_path = plugin_socket(self.socket_dir, spec.id, spec.instance)
         if len(str(sock_path).encode()) > MAX_UNIX_PATH:
             raise LaunchError(f"socket path {sock_path} is longer than {MAX_UNIX_PATH} bytes")
         try:  # [plugins.<id>.config] of toru.toml in the home (our cwd), as JSON
@@ -169,15 +192,15 @@ class ProcessLauncher:
                 cwd=str(self.cwd),
                 on_output=callbacks.on_output,
                 pass_fds=[plugin_end.fileno()],
-                cgroup=self.cgroups.for_plugin(spec.id) if self.cgroups else None,
-                identity=None if identity is None or identity.is_self else identity,
+                cgroup=self.cgroups.for_plugin(spec.id, spec.instance) if self.cgroups else None,
+                identity=identity,
             )
         except OSError as exc:
             host_end.close()
             raise LaunchError(f"cannot execute {spec.binary.name}: {exc.strerror or exc}")
         finally:
             plugin_end.close()
-        launched = Launched(proc, None)
+        launched = Launched(proc, None, socket=sock_path)
         try:
             kv_transport, _ = await loop.create_unix_connection(
                 lambda: KvChannel(
@@ -204,7 +227,7 @@ class ProcessLauncher:
         self, spec: LaunchSpec, callbacks: LaunchCallbacks, launched: Launched
     ) -> PluginConnection:
         """A new connection to a running plugin that closed the old one (no second init)."""
-        sock_path = plugin_socket(self.socket_dir, spec.id)
+        sock_path = launched.socket or plugin_socket(self.socket_dir, spec.id, spec.instance)
         return await self._connect(spec, callbacks, launched.process, sock_path)
 
     async def _connect(
@@ -235,6 +258,7 @@ class ProcessLauncher:
                             self.max_frame,
                             on_lost=callbacks.on_connection_lost,
                             on_timeout=callbacks.on_request_timeout,
+                            binary=spec.binary_bodies,
                         ),
                         str(sock_path),
                     )

@@ -18,8 +18,10 @@ from typing import Any
 
 from toru.config import Config, ConfigError, load_config
 from toru.home_modes import open_for_plugins, tighten_home, unreachable
+from toru_plugin_api.heap import freeze_startup_heap
+from toru_plugin_api.malloc import keep_big_buffers
 
-from .identity import IdentityError, PluginIdentities, resolve
+from .identity import IdentityError, PluginIdentities, missing_capabilities, resolve
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,6 +31,7 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"toru supervisor: {exc}", file=sys.stderr)
         return 2
+    keep_big_buffers()  # PERF: relayed bodies without a page fault per page
     return run_supervisor(config)
 
 
@@ -60,6 +63,15 @@ def plugin_identities(config: Config, notes: Notes) -> PluginIdentities:
     if opened:
         notes.append(("info", "opened for the plugins' user: " + ", ".join(opened)))
     who = identities.shared
+    if apart and (missing := missing_capabilities()):
+        target = "their own uids" if identities.per_plugin else who.describe()
+        notes.append(
+            (
+                "error",
+                f"plugins cannot start as {target}: Toru is not root and lacks "
+                f"{', '.join(missing)} (the shipped units grant them: docs/operations.md)",
+            )
+        )
     if apart and (blocked := unreachable(config.plugins_dir, who.uid, who.gid)) is not None:
         notes.append(
             (
@@ -145,6 +157,7 @@ async def _serve(config: Config, identities: PluginIdentities, notes: Notes) -> 
     async def ready() -> None:
         # First, before any discovery: `list`, `get` and `hello` answer at once.
         await server.start()
+        freeze_startup_heap()  # PERF: the p99 of every relayed request (toru_plugin_api/heap.py)
         log.info(f"supervisor ready (pid {os.getpid()}, control socket {config.control_socket})")
 
     log.info(f"supervisor starting for {config.home}")

@@ -125,6 +125,7 @@ class PluginProcess:
         """Start the executable (in ``cgroup`` and as ``identity`` if given); raises
         ``OSError`` if it cannot be executed at all."""
         loop = asyncio.get_running_loop()
+        switch = identity if identity is not None and not identity.is_self else None
         try:
             popen = subprocess.Popen(
                 list(argv),
@@ -135,12 +136,12 @@ class PluginProcess:
                 stderr=subprocess.PIPE,
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
-                preexec_fn=_child_setup(os.getpid(), cgroup, identity),  # NOTE: loop thread
+                preexec_fn=_child_setup(os.getpid(), cgroup, switch),  # NOTE: loop thread
                 close_fds=True,
             )
         except subprocess.SubprocessError as exc:  # cgroup join or identity switch failed
             how = [f"in its cgroup {cgroup.path}"] if cgroup is not None else []
-            how += [f"as {identity.describe()}"] if identity is not None else []
+            how += [f"as {switch.describe()}"] if switch is not None else []
             raise OSError(f"cannot start it {' '.join(how)}: {exc}") from None
         proc = cls(popen, loop, cgroup)
         for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,11 +24,12 @@ import apsw
 
 from toru.errors import NotFound, ToruError, Unavailable
 from toru.session_cookie import REFUSED_COOKIE
-from toru_plugin_api.messages import PluginMetadata, lifecycle_shutdown, now_iso
+from toru_plugin_api.messages import PluginMetadata, now_iso
 
 from . import metrics
 from .connection import CLEAN_EOF, PluginConnection
 from .discovery import Discovered
+from .instance import Candidate, UpgradeFailed, probe_request, release, stop_instance, until_healthy
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
 from .logs import LogWriter, StderrLevels, SupervisorLog, plugin_line_entry
 from .pins import BinaryChange
@@ -40,7 +42,7 @@ S = PluginState
 STDERR_TAIL = 20
 EVENT_EVERY = 10.0  # seconds: at most one `timeout` (or `bad_reply`) event per plugin per window
 WARN_EVENTS = frozenset(
-    {"crashed", "timeout", "unhealthy", "disabled", "bad_reply", "binary_changed"}
+    {"crashed", "timeout", "unhealthy", "disabled", "bad_reply", "binary_changed", "upgrade_failed"}
 )
 # States a detected binary change turns into ``changed`` at once (nothing of it runs).
 IDLE_STATES = frozenset({S.STOPPED, S.FAILED, S.INVALID, S.BACKOFF})
@@ -63,6 +65,7 @@ class Deps:
     log_backups: int = 5
     shutdown_grace: float = 5.0
     health_timeout: float = 3.0
+    http_timeout: float = 30.0  # how long an upgrade's old instance may finish its requests
     persist_enabled: Callable[[str, bool, str | None], None] = lambda pid, on, why: None
     # The consecutive-failure count survives supervisor restarts (supervisor_state.py).
     persist_failures: Callable[[str, int], None] = lambda pid, n: None
@@ -100,7 +103,12 @@ class SupervisedPlugin:
         self._stderr_levels = StderrLevels()  # crash output on stderr is logged as error
         self.stats = PluginStats()
         self.log_path = deps.log_dir / f"{self.id}.log"
-        self.spec = LaunchSpec(self.id, self.binary, self.log_path)
+        self.spec = LaunchSpec(
+            self.id,
+            self.binary,
+            self.log_path,
+            binary_bodies=found.metadata is not None and found.metadata.binary_bodies,
+        )
         self._log: LogWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[str] | None = None
@@ -109,6 +117,11 @@ class SupervisedPlugin:
         self._last_limited_event: dict[str, float] = {}  # event -> when last recorded
         self._stop_reason = "disabled"
         self._last_reconnect = -math.inf
+        self._retiring: set[asyncio.Task[None]] = set()  # upgrades' old instances stopping
+        # A failed upgrade: the binary's signature and why, while the old process serves on.
+        self.upgrade_error: str | None = None
+        self.rejected_signature: tuple[int, int] | None = None
+        self._rejected_by: int | None = None  # the pid that served on after that failure
         metrics.set_state(self.id, self.state)
 
     # ------------------------------------------------------------------ state
@@ -285,6 +298,11 @@ class SupervisedPlugin:
         if self.state is S.FAILED:
             self._set_state(S.STOPPED)
 
+    def restart_now(self) -> None:
+        """In backoff: start again now instead of when the timer ends (a restart)."""
+        if self.state is S.BACKOFF:
+            self._wakeup("restart requested")
+
     async def wait_started(self, timeout: float) -> None:
         """Wait until the plugin is past ``starting`` (running, backoff, ...) or ``timeout``."""
         deadline = self.deps.clock() + timeout
@@ -426,15 +444,21 @@ class SupervisedPlugin:
         self._finish_stop(self._stop_reason)
 
     async def _run(self) -> dict[str, Any] | None:
-        """Wait for exit, connection loss, a failed probe or a stop; the crash details or None."""
-        launched = self.launched
-        assert launched is not None and self._wake is not None
-        proc = launched.process
+        """Wait for exit, connection loss, a failed probe or a stop; the crash details or None.
+
+        An upgrade swaps ``self.launched`` underneath (``_switch``): the loop then watches
+        the new instance, and the old one is ``_retire``'s.
+        """
         while True:
+            launched = self.launched
+            assert launched is not None and self._wake is not None
+            proc = launched.process
             await asyncio.wait({proc.exited, self._wake}, return_when=asyncio.FIRST_COMPLETED)
             if self.stopping:
                 await self._stop_process(self._stop_reason)
                 return None
+            if self.launched is not launched:
+                continue  # upgraded: the new instance is the one to watch
             if proc.exited.done():
                 code = proc.exited.result()
                 why = exit_reason(proc)  # "memory limit" after an OOM kill in its cgroup
@@ -473,30 +497,126 @@ class SupervisedPlugin:
 
     async def _reap(self) -> None:
         launched, self.launched = self.launched, None
-        if launched is None:
-            return
-        launched.connection.close("plugin stopped")
-        launched.close_kv()
-        drain = getattr(launched.process, "drain_output", None)
-        if drain is not None:
-            await drain(0.5)
+        if launched is not None:
+            await release(launched)
 
     async def _stop_process(self, why: str) -> None:
-        """Polite stop: ``shutdown`` message, wait, SIGTERM the group, SIGKILL after the grace."""
-        launched = self.launched
-        if launched is None:
-            return
-        proc = launched.process
-        if proc.exited.done():
+        """Stop the serving instance (``_stop_instance``) and forget it."""
+        if self.launched is not None:
+            await stop_instance(self.launched, why, self.deps.shutdown_grace)
             await self._reap()
-            return
-        grace = self.deps.shutdown_grace
-        launched.connection.send(lifecycle_shutdown())
-        launched.connection.close(f"stopping ({why})")
-        launched.close_kv()
-        if await proc.wait(grace / 2) is None:
-            await proc.terminate(grace / 2)
-        await self._reap()
+
+    # ------------------------------------------------------------------ upgrade
+
+    async def upgrade(self, found: Discovered) -> dict[str, Any]:
+        """Run ``found`` beside the serving process and switch to it once it is healthy.
+
+        The new instance has its own socket, KV channel and cgroup (``LaunchSpec.instance``);
+        it is healthy when it answers a probe sent after ``init`` on its connection within
+        ``health_timeout``. Then new requests go to it (``admission``) and
+        the old instance finishes what it was given before it is stopped (``_retire``, a
+        task). Returns the ``upgraded`` details; raises ``UpgradeFailed`` with the old
+        process still serving and the new one stopped (also when cancelled).
+        """
+        old = self.launched
+        if self.state is not S.RUNNING or old is None:
+            raise UpgradeFailed(f"the plugin is {self.state.value}, not running")
+        change = await self.deps.verify_binary(self.id, found.binary)  # the pin, as before a spawn
+        if change is not None:
+            self.mark_changed(change)  # the old process serves on; approve runs the new file
+            raise UpgradeFailed(
+                f"{change.binary} is not the approved binary (sha256 {change.found[:12]}…):"
+                f" approve it first (toru plugins approve {self.id})"
+            )
+        spec = LaunchSpec(
+            self.id,
+            found.binary,
+            self.log_path,
+            binary_bodies=found.metadata is not None and found.metadata.binary_bodies,
+            instance=self.spec.instance + 1,
+        )
+        candidate = Candidate(self)
+        try:
+            new = await self.deps.launcher.launch(spec, candidate)
+        except LaunchAborted:
+            raise UpgradeFailed("the plugin was disabled while the new version started") from None
+        except LaunchError as exc:
+            raise UpgradeFailed(f"the new version failed to start: {exc}", exc.details) from None
+        try:
+            await until_healthy(new, candidate.lost, self.deps.health_timeout)
+            if self.state is not S.RUNNING or self.launched is not old:
+                raise UpgradeFailed(f"the old process stopped meanwhile ({self.state.value})")
+        except BaseException:
+            await stop_instance(new, "upgrade failed", self.deps.shutdown_grace)
+            await release(new)
+            raise
+        self._switch(old, new, spec, found, candidate)
+        return {
+            "old_pid": old.process.pid,
+            "new_pid": new.process.pid,
+            "version": found.metadata.version if found.metadata else "",
+        }
+
+    def _switch(
+        self,
+        old: Launched,
+        new: Launched,
+        spec: LaunchSpec,
+        found: Discovered,
+        candidate: Candidate,
+    ) -> None:
+        """The instant of an upgrade: the new instance serves, the old one retires."""
+        old.connection.on_lost = None  # its end is no longer the plugin's concern
+        candidate.promoted = True
+        self.launched, self.spec = new, spec
+        self.binary, self.signature, self.metadata = found.binary, found.signature, found.metadata
+        self.started_at = self.deps.clock()
+        self.health = "healthy"
+        self.error = self.upgrade_error = self.rejected_signature = None
+        self._set_failures(0)  # a new binary starts with a clean count
+        wake, self._wake = self._wake, asyncio.get_running_loop().create_future()
+        if wake is not None and not wake.done():
+            wake.set_result("upgraded")  # _run: watch the new instance
+        task = self.deps.spawn_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Launched) -> None:
+        """An upgrade's old instance: it finishes the requests pending on it (for at most
+        ``http_timeout``, the longest any of them may take; less if the plugin is being
+        disabled), then the usual stop."""
+        deadline = self.deps.clock() + self.deps.http_timeout
+        pending = old.connection.pending
+        while (
+            len(pending)
+            and not old.process.exited.done()
+            and self.enabled  # a disable (or the supervisor's stop) cuts the wait short
+            and self.deps.clock() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        await stop_instance(old, "replaced by a new version", self.deps.shutdown_grace)
+        await release(old)
+        if old.socket is not None:
+            shutil.rmtree(old.socket.parent, ignore_errors=True)  # its own run/p/<id>.<n>/
+
+    def keeps_serving(self, signature: tuple[int, int]) -> bool:
+        """True while the process that was serving when ``signature`` failed to take over
+        still serves. Once it is gone (a crash, a disable), whatever runs now was started
+        from the file on disk, so the next rescan looks at that file again."""
+        launched = self.launched
+        return (
+            signature == self.rejected_signature
+            and self.state is S.RUNNING
+            and launched is not None
+            and launched.process.pid == self._rejected_by
+        )
+
+    def upgrade_failed(self, signature: tuple[int, int], reason: str) -> None:
+        """Remember a binary that failed to take over, so a rescan does not retry it while
+        the old process serves (a new binary, or a restart, tries again)."""
+        self.upgrade_error = reason
+        self.rejected_signature = signature
+        self._rejected_by = self.launched.process.pid if self.launched is not None else None
 
     # ------------------------------------------------------------------ health
 
@@ -548,12 +668,7 @@ class SupervisedPlugin:
                     " (TORU_HEALTH_TIMEOUT / supervisor.health_timeout)"
                 )
 
-        self._probe_rid = connection.request(
-            "http",
-            {"payload": {"method": "GET", "path": "/health", "headers": _PROBE, "body": ""}},
-            timeout,
-            done,
-        )
+        self._probe_rid = connection.request("http", probe_request(), timeout, done)
 
     def _hung(self, reason: str) -> None:
         if self.health == "unhealthy":
@@ -588,6 +703,7 @@ class SupervisedPlugin:
             "consecutive_failures": self.failures,
             "uptime_seconds": round(up, 3) if up is not None else None,
             "error": self.error,
+            "upgrade_error": self.upgrade_error,
             "retry_at": wall_time(self.retry_at, self.deps.clock) if self.retry_at else None,
             "binary_change": self.binary_change.to_json() if self.binary_change else None,
         }
@@ -599,9 +715,6 @@ class SupervisedPlugin:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
-
-
-_PROBE = {"X-Toru-Probe": "1"}
 
 
 def wall_time(mono: float, clock: Callable[[], float]) -> float:

@@ -41,10 +41,11 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
-from .identity import PluginIdentities
+from .identity import Identity, PluginIdentities
 from .install import check_clash, commit, is_stage, prepare, sweep_stages
+from .instance import UpgradeFailed
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher, plugin_socket
+from .launcher import Launcher, ProcessLauncher, plugin_socket, sweep_instance_dirs
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .pin_gate import PinGate
 from .plugin_state_file import PluginStateFile
@@ -54,7 +55,8 @@ from .supervised import Deps, SupervisedPlugin, wall_time
 from .supervisor_state import SupervisorState
 
 S = PluginState
-HttpAnswer = Callable[[Any, dict[str, Any], bytes], None]  # (rid, reply payload, raw message)
+# (rid, reply payload, raw message, raw body of a binary reply or None)
+HttpAnswer = Callable[[Any, dict[str, Any], bytes, bytes | None], None]
 HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
 STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
@@ -131,6 +133,7 @@ class Supervisor:
             log_backups=self.config.log_backups,
             shutdown_grace=self.config.shutdown_grace,
             health_timeout=self.config.health_timeout,
+            http_timeout=self.config.http_timeout,
             persist_enabled=self._persist,
             persist_failures=self._persist_failures,
             spawn_task=tg.create_task,
@@ -151,6 +154,7 @@ class Supervisor:
             self._tg = tg
             if ready is not None:
                 await ready()
+            sweep_instance_dirs(self.config.plugin_socket_dir)
             self._prune()
             periodic = tg.create_task(self._periodic())
             self._rescan_task = tg.create_task(self._first_discovery())
@@ -169,7 +173,8 @@ class Supervisor:
         )
         for p in plugins:
             p.close_log()
-            shutil.rmtree(plugin_socket(self.config.plugin_socket_dir, p.id).parent, True)
+            socket_dir = plugin_socket(self.config.plugin_socket_dir, p.id, p.spec.instance).parent
+            shutil.rmtree(socket_dir, True)
         if self.cgroups is not None:
             self.cgroups.close()
 
@@ -275,20 +280,23 @@ class Supervisor:
         self._dir_sig = directory_signature(cfg.plugins_dir)
         binaries = list_binaries(cfg.plugins_dir)
         by_binary = {p.binary: p for p in self.plugins.values()}
-        gone = [p for b, p in by_binary.items() if binaries.get(b) != p.signature]
-        gone = [p for p in gone if not await self._held_back(p, p.binary in binaries)]
-        removed_ids = [p.id for p in gone if p.binary not in binaries]
+        gone = [p for b, p in by_binary.items() if b not in binaries]
+        removed_ids = [p.id for p in gone]
         for p in gone:
-            await p.disable("binary removed or replaced")
-            p.close_log()
-            self._unregister(p)
-            self._persist_failures(p.id, 0)  # a new binary starts with a clean count
+            await self._retire(p, "binary removed")
+        for b, p in by_binary.items():
+            sig = binaries.get(b)
+            if sig is None or sig == p.signature or p.keeps_serving(sig):
+                continue
+            if not await self._held_back(p, True):  # an unpinned file waits for an approve
+                try:
+                    await self._binary_replaced(p, Discovered(b, sig))
+                except UpgradeFailed:
+                    pass  # recorded (event, log, ``upgrade_error``); the old one serves on
         for b, d in list(self.discovering.items()):
             if binaries.get(b) != d.signature:
                 del self.discovering[b]  # removed, or replaced: a fresh start below
-        fresh = {
-            b: sig for b, sig in binaries.items() if b not in by_binary or by_binary[b] in gone
-        }
+        fresh = {b: sig for b, sig in binaries.items() if b not in by_binary}
         state = self.state_file.load()
         found: list[Discovered] = []
         probe: dict[Path, tuple[int, int]] = {}
@@ -315,16 +323,14 @@ class Supervisor:
             self.memory.forget_binaries(set(binaries))
         except OSError as exc:
             self.log.error("could not save the supervisor state", error=str(exc))
-        replaced = {p.id for p in gone} - set(removed_ids)
         # Remembered ones are registered (and spawned) before the slow probes of the others.
-        added = self._admit(found, state, replaced)
+        added = self._admit(found, state)
         if probe:
-            who = self.identities.shared if self.identities else None
-            results = await inspect_all(probe, self.metadata_timeout, identity=who)
+            results = await inspect_all(probe, self.metadata_timeout, identity=self._prober())
             if self.closing:
                 raise Unavailable("the supervisor is shutting down")
             answered = [d for d in results if self._settle(d)]
-            added += self._admit(answered, self.state_file.load(), replaced)
+            added += self._admit(answered, self.state_file.load())
         for pid in removed_ids:
             metrics.clear_plugin(pid)
         if added or removed_ids:
@@ -350,7 +356,7 @@ class Supervisor:
         return False
 
     def _admit(
-        self, found: list[Discovered], state: dict[str, Any], replaced: set[str]
+        self, found: list[Discovered], state: dict[str, Any], replaced: frozenset[str] = frozenset()
     ) -> list[str]:
         """Register what discovery answered, record the invalid ones, enable the enabled."""
         claimed_ids = {p.id: p.binary for p in self.plugins.values() if p.metadata}
@@ -367,6 +373,84 @@ class Supervisor:
             elif state.get(plugin.id, {}).get("enabled"):
                 plugin.enable()
         return added
+
+    async def _retire(self, plugin: SupervisedPlugin, reason: str) -> None:
+        """Stop and unregister a plugin whose binary is gone or gives way to a new one."""
+        await plugin.disable(reason)
+        plugin.close_log()
+        self._unregister(plugin)
+        self._persist_failures(plugin.id, 0)  # a new binary starts with a clean count
+
+    async def _binary_replaced(self, plugin: SupervisedPlugin, discovered: Discovered) -> None:
+        """``plugin``'s binary was replaced by ``discovered`` (or, for a restart, is the same).
+
+        A plugin that serves (enabled, ``running``) is upgraded without downtime: the new
+        binary's ``--metadata`` is read while the old process serves, then
+        ``SupervisedPlugin.upgrade`` starts it beside the old one, switches to it once it is
+        healthy and retires the old one. A failing new version (no or bad metadata, another
+        id, a route another plugin has, a crash at start, never healthy) is stopped, the old
+        process serves on, and ``upgrade_failed`` says why; the binary is not retried while
+        the old process serves (``keeps_serving``). Event ``upgraded`` (old and new pid) on
+        success. Any other plugin is stopped, unregistered and the new binary admitted as
+        a fresh one. Raises ``UpgradeFailed`` after recording it (``restart`` answers it).
+        """
+        found = await self._probe(discovered)
+        if not (plugin.enabled and plugin.state is S.RUNNING):
+            await self._retire(plugin, "binary replaced")
+            self._admit_one(found, plugin.id)
+            return
+        restart = discovered.signature == plugin.signature
+        base = {"binary": discovered.binary.name, **({"restart": True} if restart else {})}
+        try:
+            self._check_successor(plugin, found)
+            details = await plugin.upgrade(found)
+        except UpgradeFailed as exc:
+            plugin.upgrade_failed(discovered.signature, exc.reason)
+            plugin.record_event("upgrade_failed", {**base, "reason": exc.reason, **exc.details})
+            raise
+        old_route = next((r for r, p in self.routes.items() if p is plugin), None)
+        if old_route != plugin.route:
+            self.routes.pop(old_route, None)  # type: ignore[arg-type]
+            if plugin.route:
+                self.routes[plugin.route] = plugin
+        self._remember(found)
+        plugin.record_event("upgraded", {**base, **details})
+
+    def _check_successor(self, plugin: SupervisedPlugin, found: Discovered) -> None:
+        """Can ``found`` take over from ``plugin``? ``UpgradeFailed`` says why not."""
+        if found.metadata is None:
+            raise UpgradeFailed(f"the new version's --metadata failed: {found.error}")
+        if found.id != plugin.id:
+            raise UpgradeFailed(f"the new version declares the id {found.id!r}, not {plugin.id!r}")
+        owner = self.routes.get(found.metadata.route)
+        if owner is not None and owner is not plugin:
+            raise UpgradeFailed(f"the new version's route {found.metadata.route} is {owner.id}'s")
+
+    async def _probe(self, d: Discovered) -> Discovered:
+        """``d`` with its metadata: remembered for this exact file, or read now."""
+        if d.metadata is not None or d.error is not None:
+            return d
+        known = self.memory.known_metadata(d.binary, d.signature)
+        if known is not None:
+            return Discovered(d.binary, d.signature, metadata=known)
+        probe = {d.binary: d.signature}
+        (result,) = await inspect_all(probe, self.metadata_timeout, identity=self._prober())
+        return result
+
+    def _prober(self) -> Identity | None:
+        """Who runs ``--metadata`` (never Toru's own user when plugins run as another)."""
+        return self.identities.shared if self.identities else None
+
+    def _admit_one(self, found: Discovered, replaced_id: str) -> None:
+        """Admit one probed binary as ``_rescan`` does (no answer: retried with backoff)."""
+        if found.transient:
+            entry = Discovering(found.binary, found.signature)
+            entry.enabled = bool(self.state_file.load().get(entry.id, {}).get("enabled"))
+            self.discovering[found.binary] = entry
+            self._settle(found)
+            return
+        self._remember(found)
+        self._admit([found], self.state_file.load(), frozenset({replaced_id}))
 
     def _register(self, d: Discovered, plugin_id: str | None = None) -> SupervisedPlugin:
         pid = plugin_id or d.id
@@ -562,7 +646,8 @@ class Supervisor:
     def _cgroup(self, plugin_id: str) -> dict[str, Any]:
         """Where the plugin runs and whether its configured limits are enforced."""
         if self.cgroups is not None:
-            return self.cgroups.describe(plugin_id)
+            p = self.plugins.get(plugin_id)
+            return self.cgroups.describe(plugin_id, p.spec.instance if p is not None else 0)
         limits = self.config.limits_by_plugin().get(plugin_id)
         return without_cgroups(self.cgroups_reason, limits)
 
@@ -581,6 +666,35 @@ class Supervisor:
             p.record_event("enabled", {})
         await p.wait_started(self.socket_wait + 1.0)
         return p.info()
+
+    async def restart(self, plugin_id: Any) -> dict[str, Any]:
+        """Graceful restart: an upgrade to the binary on disk (``_binary_replaced``), so no
+        request in flight is lost. 409 unless enabled; a plugin in backoff restarts at once.
+        A new process that fails is 502 with the reason, and the old one serves on."""
+        p = await self._described(plugin_id)
+        if self.closing:
+            raise Unavailable("the supervisor is shutting down")
+        if not p.enabled:
+            raise Conflict(f"plugin {p.id} is not enabled")
+        if p.state is S.BACKOFF:
+            p.restart_now()
+            await p.wait_started(self.socket_wait + 1.0)
+            return p.info()
+        if p.state is not S.RUNNING:
+            raise Conflict(f"plugin {p.id} is {p.state.value}, try again shortly")
+        sig = list_binaries(self.config.plugins_dir).get(p.binary)
+        if sig is None:
+            raise Conflict(f"the binary of plugin {p.id} ({p.binary.name}) is gone")
+        if sig != p.signature and await self._held_back(p, True):
+            raise Conflict(
+                f"the binary of plugin {p.id} changed: approve it first", code="binary_changed"
+            )
+        async with self._rescan_lock:  # one swap at a time, never beside a rescan's
+            try:
+                await self._binary_replaced(p, Discovered(p.binary, sig))
+            except UpgradeFailed as exc:
+                raise BadGateway(f"plugin {p.id} was not restarted: {exc.reason}") from None
+        return self.plugin(p.id).info()
 
     async def disable(self, plugin_id: Any) -> dict[str, Any]:
         """Disable, persist, and return once the process is gone."""
@@ -629,12 +743,21 @@ class Supervisor:
     def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.plugin(args.get("plugin")).stats.snapshot()
 
-    def http(self, args: dict[str, Any], rid: Any, answer: HttpAnswer, fail: HttpFail) -> None:
+    def http(
+        self,
+        args: dict[str, Any],
+        rid: Any,
+        answer: HttpAnswer,
+        fail: HttpFail,
+        body: bytes | None = None,
+    ) -> None:
         """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.
 
-        Routing errors raise (the caller answers them); afterwards exactly one of
-        ``answer(rid, payload, raw)`` (a valid reply: ``payload`` is its parsed payload and
-        ``raw`` the JSON bytes of the plugin's whole reply message) or ``fail(rid, error)``
+        ``body`` is the request's raw body when it came in a binary frame (else ``args``
+        carries it). Routing errors raise (the caller answers them); afterwards exactly one
+        of ``answer(rid, payload, raw, reply_body)`` (a valid reply: ``payload`` is its
+        parsed payload, ``raw`` the JSON bytes of the plugin's whole reply message and
+        ``reply_body`` the raw body of a binary reply, else None) or ``fail(rid, error)``
         follows.
         PERF: the hot path. ``args`` becomes the plugin's inner payload after popping the
         routing keys; nothing else is copied.
@@ -656,7 +779,8 @@ class Supervisor:
         connection = plugin.admission()
         if type(args.get("method")) is not str or type(args.get("path")) is not str:
             raise BadRequest("http needs string method and path")
-        connection.relay_http(args, self.http_timeout, HttpRelay(plugin, rid, answer, fail))
+        relay = HttpRelay(plugin, rid, answer, fail)
+        connection.relay_http(args, self.http_timeout, relay, body)
 
     def _first_discovery_pending(self) -> bool:
         """Some binary's metadata is not known yet and is still being tried in earnest: its
@@ -685,10 +809,10 @@ class HttpRelay:
         self.fail = fail
         self.t0 = time.monotonic()
 
-    def relayed(self, msg: dict[str, Any], raw: bytes) -> None:
+    def relayed(self, msg: dict[str, Any], raw: bytes, body: bytes | None) -> None:
         payload = msg.get("payload")
         try:
-            validate_http_reply(payload)
+            validate_http_reply(payload, body)
         except BadReply as exc:
             metrics.PROXY_ERRORS.labels(self.plugin.id, "bad_response").inc()
             self.plugin.on_bad_reply(str(exc))
@@ -697,7 +821,7 @@ class HttpRelay:
         self.plugin.stats.record(time.monotonic() - self.t0)
         if sets_toru_cookie(payload.get("headers")):  # type: ignore[union-attr]
             self.plugin.on_toru_cookie()
-        self.answer(self.rid, payload, raw)  # type: ignore[arg-type]
+        self.answer(self.rid, payload, raw, body)  # type: ignore[arg-type]
 
     def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:
         """The connection's error path (504 on the deadline, 502 when it broke)."""

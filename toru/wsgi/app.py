@@ -17,6 +17,7 @@ import ujson
 from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
+from ..supervisor.client import restart_timeout
 from . import auth, errors, health, plugin_install, plugins, proxy, system, users
 from .control import Control, ControlClient
 from .headers import SecurityHeaders
@@ -120,6 +121,10 @@ def create_app(
     )
     app.add_route(
         "/api/plugins/{plugin_id}/disable", plugins.PluginActionResource(control, "disable")
+    )
+    app.add_route(
+        "/api/plugins/{plugin_id}/restart",
+        plugins.PluginActionResource(control, "restart", restart_timeout(config)),
     )
     app.add_route(
         "/api/plugins/{plugin_id}/approve", plugins.PluginActionResource(control, "approve")

@@ -18,9 +18,15 @@ from typing import Any, Protocol
 
 from toru.errors import PayloadTooLarge, SupervisorUnavailable, ToruError
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, frame_body
 
-from ..supervisor.client import ProxyResponse, http_args, proxy_response, reply_result
+from ..supervisor.client import (
+    ProxyResponse,
+    body_bytes,
+    http_args,
+    proxy_response,
+    reply_result,
+)
 
 __all__ = ["Control", "ControlClient", "ControlConnection", "ProxyResponse", "RECONNECT_BACKOFF"]
 
@@ -148,13 +154,23 @@ class ControlClient:
         self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
         """Run one operation: its ``result``, or raises the ``ToruError`` it failed with."""
+        return reply_result(await self._request(op, args, timeout))
+
+    async def _request(
+        self,
+        op: str,
+        args: dict[str, Any] | None,
+        timeout: float | None,
+        body: bytes | None = None,
+    ) -> dict[str, Any]:
+        """The whole reply message to one operation (``body``: a binary frame's tail)."""
         conn = await self._connection()
         request: dict[str, Any] = {"v": 1, "op": op, "args": args or {}}
         if op == "http":
             request["reply"] = "message"  # the relayed form (docs/control-protocol.md)
-        fut = conn.request(request, self.timeout if timeout is None else timeout)
+        fut = conn.request(request, self.timeout if timeout is None else timeout, body)
         try:
-            return reply_result(await fut)
+            return await fut
         except ProtocolError as exc:  # the request did not fit in a frame
             raise PayloadTooLarge(str(exc)) from None
 
@@ -168,6 +184,7 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        args = http_args(route, method, path, headers, body)
-        result = await self.call("http", args, self.http_timeout if timeout is None else timeout)
-        return proxy_response(result)
+        args = http_args(route, method, path, headers)
+        t = self.http_timeout if timeout is None else timeout
+        msg = await self._request("http", args, t, body_bytes(body))
+        return proxy_response(reply_result(msg), frame_body(msg))

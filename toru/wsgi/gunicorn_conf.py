@@ -68,8 +68,12 @@ def on_starting(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    """A worker dies with its master (the master's own death is toru serve's business)."""
+    """A worker dies with its master (the master's own death is toru serve's business);
+    large bodies are kept off per-allocation mmap (toru_plugin_api/malloc.py)."""
+    from toru_plugin_api.malloc import keep_big_buffers
+
     die_with_parent(signal.SIGTERM, worker.ppid)  # the master's pid, set before the fork
+    keep_big_buffers()
 
 
 def post_worker_init(worker) -> None:

@@ -76,19 +76,24 @@ class PluginResource:
 
 
 class PluginActionResource:
-    """``POST /api/plugins/:id/enable``, ``/disable`` and ``/approve`` (admin)."""
+    """``POST /api/plugins/:id/enable``, ``/disable``, ``/restart`` and ``/approve`` (admin).
+
+    ``restart`` is graceful (an upgrade to the same binary, docs/ARCHITECTURE.md): 404
+    unknown, 409 not enabled, 502 when the new process failed (the old one serves on).
+    """
 
     auth = "admin"
 
-    def __init__(self, control: Control, op: str) -> None:
+    def __init__(self, control: Control, op: str, timeout: float = ENABLE_TIMEOUT) -> None:
         self.control = control
         self.op = op
+        self.timeout = timeout
 
     async def on_post(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
     ) -> None:
         args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, await self.control.call(self.op, args, ENABLE_TIMEOUT))
+        send_json(resp, await self.control.call(self.op, args, self.timeout))
 
 
 class BundleResource:

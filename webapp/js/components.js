@@ -1,5 +1,5 @@
-// Pieces several views share: health dot, state badge, the admin enable switch, the
-// error panel.
+// Pieces several views share: health dot, state badge, the admin enable switch and restart
+// button, the error panel.
 
 import { h } from "./dom.js";
 import { pluginHealth, stateLabel, stateTone } from "./format.js";
@@ -81,6 +81,48 @@ export function enableSwitch(p) {
     } finally {
       button.removeAttribute("aria-busy");
       update(current);
+      pluginStore.refresh();
+    }
+  });
+  update(p);
+  button.update = update;
+  return button;
+}
+
+/**
+ * The admin's Restart button for plugin `p` (POST /api/plugins/:id/restart): graceful, the
+ * new process takes over once healthy and no request is lost. Shown while the plugin is
+ * enabled and its binary is the approved one; busy while the restart runs. `.update(p)`
+ * follows the store.
+ */
+export function restartButton(p, { small = true } = {}) {
+  let current = p;
+  const button = h("button", {
+    type: "button",
+    class: small ? "btn btn-sm" : "btn",
+    text: "Restart",
+    dataset: { testid: `restart-${p.id}` },
+  });
+  const update = (next) => {
+    current = next;
+    // Not offered where it cannot act: a changed binary waits for Approve (409 otherwise).
+    button.hidden = !next.enabled || next.state === "invalid" || next.state === "changed" || Boolean(next.binary_change);
+    button.setAttribute("aria-label", `Restart ${next.name || next.id}`);
+  };
+  button.addEventListener("click", async () => {
+    if (button.getAttribute("aria-busy") === "true") return;
+    const name = current.name || current.id;
+    button.setAttribute("aria-busy", "true");
+    button.disabled = true;
+    try {
+      const info = await post(`/api/plugins/${encodeURIComponent(current.id)}/restart`);
+      if (info && info.id) pluginStore.update(info);
+      showToast(`${name} restarted${info?.pid ? ` (pid ${info.pid})` : ""}`, "success");
+    } catch (err) {
+      showToast(`Could not restart ${name}: ${err.message}`, "error");
+    } finally {
+      button.removeAttribute("aria-busy");
+      button.disabled = false;
       pluginStore.refresh();
     }
   });

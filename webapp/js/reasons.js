@@ -47,7 +47,7 @@ export function inTrouble(p) {
     p.state === "failed" ||
     p.state === "invalid" ||
     p.state === "changed" ||
-    (p.state === "running" && p.health === "unhealthy")
+    (p.state === "running" && (p.health === "unhealthy" || Boolean(p.upgrade_error)))
   );
 }
 
@@ -64,6 +64,10 @@ export function problemText(p, events) {
     return ev ? eventReason(ev) : capital(p.error || "Invalid plugin");
   }
   if (p.state === "running") {
+    if (p.health !== "unhealthy") {
+      // A replaced binary that did not take over; the old process serves on.
+      return `New version not running (the previous one serves on): ${p.upgrade_error}`;
+    }
     const ev = newest(list, "unhealthy");
     return ev ? eventReason(ev) : "Not answering health probes";
   }

@@ -11,7 +11,7 @@ unless ``.<id>.metadata-ok`` exists in the plugin directory), metadata-slow (``-
 sleeps ``MISBEHAVE_METADATA_SLEEP`` seconds, and the plugin ``MISBEHAVE_START_SLEEP`` seconds
 before it creates its socket; otherwise like good).
 HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /raise,
-/fork[?escape=1|setsid=1], /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
+/fork[?escape=1|setsid=1] (/pid and /sleep also say MISBEHAVE_VERSION), /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
 /say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
 /no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
 """
@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 
 MODE, PLUGIN_ID = sys.argv[1], sys.argv[2]
 HELD = []  # /alloc keeps its memory here
+VERSION = os.environ.get("MISBEHAVE_VERSION", "0.1.0")  # /pid reports it (upgrade tests)
 ROUTE = os.environ.get("MISBEHAVE_ROUTE_" + PLUGIN_ID.replace("-", "_").upper(), "/" + PLUGIN_ID)
 
 
@@ -44,7 +45,7 @@ def metadata():
     meta = {
         "id": PLUGIN_ID,
         "name": f"Test {MODE}",
-        "version": "0.1.0",
+        "version": VERSION,
         "icon": "T",
         "route": ROUTE,
     }
@@ -123,10 +124,10 @@ def handle_http(msg):
             "body_encoding": p.get("body_encoding"),
         }
     elif route == "/pid":
-        body = {"pid": os.getpid(), "pgid": os.getpgid(0)}
+        body = {"pid": os.getpid(), "pgid": os.getpgid(0), "version": VERSION}
     elif route == "/sleep":
         time.sleep(float(q.get("s", "1")))
-        body = {"slept": float(q.get("s", "1"))}
+        body = {"slept": float(q.get("s", "1")), "pid": os.getpid(), "version": VERSION}
     elif route == "/crash":
         print("about to crash mid-request", file=sys.stderr, flush=True)
         os._exit(3)

@@ -6,6 +6,7 @@ import {
   errorPanel,
   healthDot,
   pluginIcon,
+  restartButton,
   stateBadge,
   updateHealthDot,
   updateStateBadge,
@@ -32,6 +33,7 @@ export function pluginHeader(p, active) {
   const badge = stateBadge(p, { dataset: { testid: "detail-state" } });
   const dot = healthDot(p, { dataset: { testid: "detail-dot" } });
   const toggle = session.user?.role === "admin" ? enableSwitch(p) : null;
+  const restart = session.user?.role === "admin" ? restartButton(p, { small: false }) : null;
   const name = h("h1", { text: p.name || p.id });
   const sub = h("p", {});
   const open = h("a", { class: "btn", href: `#/p/${id}`, text: "Open plugin" });
@@ -54,6 +56,7 @@ export function pluginHeader(p, active) {
         dot,
         badge,
         toggle ? h("label", { class: "toggle-wrap" }, toggle, h("span", { class: "muted", text: "Enabled" })) : null,
+        restart,
         open,
       ),
     ),
@@ -74,6 +77,7 @@ export function pluginHeader(p, active) {
     updateStateBadge(badge, next);
     updateHealthDot(dot, next);
     toggle?.update(next);
+    restart?.update(next);
     open.hidden = !next.enabled;
   };
   const result = { el, update, last: p };

@@ -4,6 +4,7 @@ import {
   enableSwitch,
   healthDot,
   pluginIcon,
+  restartButton,
   setPluginIcon,
   stateBadge,
   updateHealthDot,
@@ -64,6 +65,7 @@ class PluginCard {
     this.icon = pluginIcon(p);
     this.spark = h("div", {}, sparkline(null));
     this.toggle = isAdmin ? enableSwitch(p) : null;
+    this.restart = isAdmin ? restartButton(p) : null;
     this.open = h("a", { class: "btn btn-sm", href: `#/p/${id}`, text: "Open" });
     this.el = h(
       "article",
@@ -105,6 +107,7 @@ class PluginCard {
             )
           : null,
         h("span", { class: "spacer" }),
+        this.restart,
         this.open,
         h("a", { class: "btn btn-sm btn-link", href: `#/plugins/${id}`, text: "Details" }),
         h("a", { class: "btn btn-sm btn-link", href: `#/plugins/${id}/logs`, text: "Logs" }),
@@ -153,7 +156,8 @@ class PluginCard {
       replace(this.apiOnly, "API only, no web view: ", h("code", { text: `${apiBase(p)}…` }));
     }
     this.el.dataset.stale = p.stale ? "true" : "false";
-    this.open.hidden = !p.enabled || apiOnly;
+    this.open.hidden = !p.enabled || apiOnly || p.state === "changed";
+    this.restart?.update(p);
     if (this.toggle) {
       this.toggle.update(p);
       this.toggleText.textContent = p.enabled ? "Enabled" : "Disabled";
