@@ -45,7 +45,8 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def _set_mode(path: Path, clear: int, add: int = 0) -> str | None:
-    """Clear then add permission bits; ``"path 0644->0600"`` if the mode changed."""
+    """Clear then add permission bits; ``"path 0644->0600"`` if the mode changed, or why it
+    could not (a file Toru's user does not own, say one a root shell left)."""
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -56,7 +57,10 @@ def _set_mode(path: Path, clear: int, add: int = 0) -> str | None:
     new = (old & ~clear) | add
     if new == old:
         return None
-    os.chmod(path, new)
+    try:
+        os.chmod(path, new)
+    except OSError as exc:
+        return f"{path} {old:04o} left as it is ({exc.strerror}; owner uid {st.st_uid})"
     return f"{path} {old:04o}->{new:04o}"
 
 

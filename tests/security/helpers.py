@@ -82,7 +82,9 @@ UNIT_CAPS = "+setuid,+setgid,+kill,+chown,+dac_override"
 TORU_UID = 70500  # no account needed
 
 
-def as_unit_user(home: Path, *toru_args: str) -> tuple[list[str], dict[str, str]]:
+def as_unit_user(
+    home: Path, *toru_args: str, caps: str = UNIT_CAPS
+) -> tuple[list[str], dict[str, str]]:
     """``toru ARGS`` as uid ``TORU_UID`` with the units' ambient capabilities (setpriv), and
     the environment it needs; ``home`` is handed to that uid first.
 
@@ -105,9 +107,9 @@ def as_unit_user(home: Path, *toru_args: str) -> tuple[list[str], dict[str, str]
     for path in [home, *home.rglob("*")]:
         os.chown(path, TORU_UID, TORU_UID)
     argv = ["setpriv", f"--reuid={TORU_UID}", f"--regid={TORU_UID}", "--clear-groups"]
-    argv += [f"--inh-caps={UNIT_CAPS}", f"--ambient-caps={UNIT_CAPS}", "--"]
+    argv += [f"--inh-caps={caps}", f"--ambient-caps={caps}"] if caps else []
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), *packages])}
-    return [*argv, python, "-m", "toru.cli", *toru_args], env
+    return [*argv, "--", python, "-m", "toru.cli", *toru_args], env
 
 
 def capabilities(pid: int) -> dict[str, str]:

@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import timing
 from tests.servers import ToruServer
-from tests.supervisor.helpers import ROOT, SupervisorProc
+from tests.supervisor.helpers import FAST_ENV, ROOT, SupervisorProc, wait_for
 from toru.store import Store
+
+from .helpers import as_unit_user, needs_root
 
 OLD_DIR, OLD_FILE = 0o755, 0o644
 
@@ -106,3 +109,32 @@ def test_cli_creates_private_files(short_home):
     assert done.returncode == 0, done.stderr
     state = short_home / "plugins" / ".metadata" / "config.json"
     assert _mode(state) == 0o600 and _mode(state.parent) == 0o700
+
+
+@needs_root
+def test_a_file_toru_cannot_chmod_is_named_not_fatal(short_home):
+    """Toru as a plain user (the units) on a home with a root-owned, world-readable
+    toru.toml: the supervisor starts and its warning says what it could not tighten."""
+    argv, extra = as_unit_user(short_home, "supervisor", "--home", str(short_home))
+    toml = short_home / "toru.toml"
+    toml.write_text("")
+    toml.chmod(OLD_FILE)  # left by root, as `sudo vi toru.toml` does
+    env = {**os.environ, **FAST_ENV, **extra}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(short_home / "supervisor.stderr", "ab") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=err, start_new_session=True)
+    log = short_home / "var" / "log" / "plugin-supervisor.log"
+    try:
+        wait_for(lambda: proc.poll() is None and "supervisor ready" in _read(log), 60)
+    finally:
+        proc.terminate()
+        proc.wait(timing.WAIT)
+    assert f"{toml} 0644 left as it is (Operation not permitted; owner uid 0)" in _read(log)
+    assert _mode(toml) == OLD_FILE
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import stat
+import subprocess
 
 import pytest
 
@@ -15,6 +16,7 @@ from toru.supervisor.identity import (
     IdentityError,
     PerPluginUids,
     PluginIdentities,
+    create_system_user,
     resolve,
     shared_identity,
 )
@@ -126,3 +128,28 @@ def test_plugins_group_by_name_or_number_overrides_the_primary_group():
     assert (by_name.uid, by_name.gid) == (nobody.pw_uid, grp.getgrnam("nogroup").gr_gid)
     assert shared_identity("nobody", "4242", lambda m: None).gid == 4242
     assert shared_identity("nobody", None, lambda m: None).gid == nobody.pw_gid
+
+
+@needs_root
+def test_without_its_user_and_no_way_to_create_it_plugins_fall_back_to_nobody(monkeypatch):
+    from toru.supervisor import identity
+
+    monkeypatch.setattr(identity, "DEFAULT_USER", "toru-no-such-plugin-user")
+    monkeypatch.setattr(identity, "create_system_user", lambda name: "useradd: Permission denied")
+    warned: list[str] = []
+    got = shared_identity(None, None, warned.append)
+    assert (got.name, got.uid) == ("nobody", pwd.getpwnam("nobody").pw_uid)
+    assert len(warned) == 1 and "useradd: Permission denied" in warned[0] and "nobody" in warned[0]
+
+
+@needs_root
+def test_the_plugin_user_is_created_as_a_system_user_without_home_or_shell():
+    name = f"toru-t{os.getpid() % 100000}"
+    try:
+        assert create_system_user(name) is None
+        entry = pwd.getpwnam(name)
+        assert entry.pw_shell == "/usr/sbin/nologin" and not os.path.exists(entry.pw_dir)
+        assert entry.pw_uid < 1000  # --system
+        assert create_system_user(name) is None  # already there: fine
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)

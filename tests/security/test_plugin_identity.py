@@ -171,6 +171,8 @@ def test_non_root_toru_with_ambient_capabilities_passes_none_to_plugins(short_ho
     assert (got["uid"], got["gid"]) == (nobody.pw_uid, nobody.pw_gid)
     assert set(caps.values()) == NO_CAPS, caps
     assert supervisor_caps["CapEff"] != "0000000000000000"  # the test did grant them
+    log = (short_home / "var" / "log" / "plugin-supervisor.log").read_text()
+    assert "plugins cannot start" not in log  # the start-up check agrees: all five are there
     reached = {name: got[name] for name in ATTACKS}
     assert set(reached.values()) == {"EACCES"}, reached
 
@@ -257,3 +259,22 @@ def test_a_binary_the_plugin_user_cannot_run_says_why(short_home, tmp_path):
         sup.stop()
     assert "Permission denied" in entry["error"], entry
     assert "plugins run as toru-plugin" in entry["error"], entry
+
+
+@needs_root
+def test_a_plain_toru_without_the_capabilities_says_so_at_start(short_home):
+    argv, extra = as_unit_user(short_home, "supervisor", "--home", str(short_home), caps="")
+    env = {**os.environ, **FAST_ENV, **extra, "TORU_PLUGINS_USER": "nobody"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(short_home / "supervisor.stderr", "ab") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=err, start_new_session=True)
+    log = short_home / "var" / "log" / "plugin-supervisor.log"
+    try:
+        wait_for(lambda: log.exists() and "supervisor ready" in log.read_text(), POLL)
+    finally:
+        proc.terminate()
+        proc.wait(timing.WAIT)
+    assert (
+        "plugins cannot start as nobody (uid 65534, gid 65534): Toru is not root and lacks "
+        "CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_KILL"
+    ) in log.read_text()

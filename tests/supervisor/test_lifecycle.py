@@ -367,3 +367,38 @@ def test_after_a_failed_upgrade_the_old_process_crashing_runs_the_file_on_disk(h
 
         wait_for(crashed_starting)
         assert sup.info("alpha")["state"] in ("backoff", "starting", "failed")
+
+
+def test_restart_does_not_run_a_changed_binary_that_is_not_approved(home):
+    """With pinning on (the default), a file swapped in by hand waits for an approve: a
+    restart refuses it (409) and the approved process serves on; after approve, the swap."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        make_plugin(home / "plugins", "alpha", mode="ooo")  # not installed: not pinned
+        with pytest.raises(Conflict, match="approve it first"):
+            sup.call("restart", {"plugin": "alpha"})
+        info = sup.info("alpha")
+        assert info["pid"] == pid and info["binary_change"] is not None
+        sup.call("approve", {"plugin": "alpha"})
+        info = wait_for(lambda: (i := sup.info("alpha"))["pid"] != pid and i)
+        assert info["state"] == "running" and info["binary_change"] is None
+        upgraded = [
+            e for e in sup.call("events", {"plugin": "alpha"}) if e["event_type"] == "upgraded"
+        ]
+        assert upgraded and upgraded[0]["details"]["old_pid"] == pid
+
+
+def test_a_killed_supervisors_instance_socket_dirs_are_removed_at_start(home):
+    """An upgrade's new instance has ``run/p/<id>.<n>/``; after a ``kill -9`` of the
+    supervisor mid-upgrade it would stay forever: the next start removes it."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    stale = home / "run" / "p" / "alpha.3"
+    stale.mkdir(parents=True)
+    (stale / "plugin.sock").write_text("")
+    with SupervisorProc(home) as sup:
+        sup.wait_state("alpha", "running")
+        assert not stale.exists()
+        assert (home / "run" / "p" / "alpha" / "plugin.sock").exists()

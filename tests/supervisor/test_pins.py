@@ -219,3 +219,49 @@ def test_abandoned_install_files_are_swept_at_start(home):
     with SupervisorProc(home):
         pass
     assert not old.exists() and fresh.exists()  # a fresh one may be an upload under way
+
+
+def test_offline_enable_pins_and_refuses_a_changed_binary(home, tmp_path):
+    binary = make_plugin(home / "plugins", "alpha")
+    done = cli(home, "enable", "alpha")  # no supervisor: config.json and the pin
+    assert done.returncode == 0, done.stderr
+    assert pins(home)["alpha"]["sha256"] == sha(binary)
+    swap_in(home, "alpha", tmp_path / "ran")
+    done = cli(home, "enable", "alpha")
+    assert done.returncode == 1 and "approve alpha" in done.stderr, done.stderr
+    done = cli(home, "enable", "beta")  # not installed yet: pinned when first seen
+    assert done.returncode == 0, done.stderr
+    assert pins(home)["beta"]["sha256"] == ""
+    make_plugin(home / "plugins", "beta")
+    with SupervisorProc(home) as sup:
+        assert sup.wait_state("beta", "running")
+        assert sup.info("alpha")["state"] == "changed"
+    assert pins(home)["beta"]["sha256"] == sha(home / "plugins" / "beta.binary")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_swap_with_forged_mtime_and_size_is_caught_before_the_respawn(home, tmp_path):
+    """The rescan's cheap signature (mtime, size) misses this swap; the check right before
+    the next spawn (after a crash) does not."""
+    marker = tmp_path / "ran"
+    base = f'exec "{sys.executable}" -I "{MISBEHAVE}" good alpha "$@"\n'
+    touch = f'echo ran >> "{marker}"\n'
+    binary = home / "plugins" / "alpha.binary"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n" + base + "#" * 200 + "\n")
+    binary.chmod(0o755)
+    with SupervisorProc(home) as sup:
+        sup.call("enable", {"plugin": "alpha"})
+        pid = sup.wait_state("alpha", "running")["pid"]
+        st = binary.stat()
+        evil = "#!/bin/sh\n" + touch + base + "#" * (200 - len(touch)) + "\n"
+        with open(binary, "r+") as f:  # in place: same inode, same size
+            f.write(evil)
+        os.utime(binary, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime
+        assert binary.stat().st_size == st.st_size
+        sup.call("rescan")
+        assert sup.info("alpha")["binary_change"] is None  # the signature did not move
+        os.kill(pid, signal.SIGKILL)
+        info = wait_for(lambda: (i := sup.info("alpha"))["state"] == "changed" and i)
+        assert info["binary_change"]["found_sha256"] == sha(binary)
+        assert not marker.exists()

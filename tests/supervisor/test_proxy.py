@@ -178,7 +178,7 @@ def test_out_of_order_replies_are_matched_by_request_id(home):
         ]
         got = _pipeline(sup.socket, reqs)
         for i, s in enumerate([0.3, 0.2, 0.1, 0.0]):
-            assert json.loads(got[i]["result"]["body"])["slept"] == s  # + pid, version
+            assert json.loads(got[i]["result"]["body"])["slept"] == s
 
 
 def test_t9_t10_t18_kv_via_plugin_channel_isolated_and_via_control(home):

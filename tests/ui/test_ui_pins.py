@@ -90,8 +90,10 @@ def test_changed_binary_shows_both_hashes_and_approve(
     expect(card.get_by_test_id("pinned-hash")).to_have_text(old)
     expect(card.get_by_test_id("found-hash")).to_have_text(new)
     assert not marker.exists()
+    expect(card.get_by_test_id("restart-ui-pin")).to_be_hidden()  # Approve is the action
     card.screenshot(path=str(shots / "pins-changed-card.png"))
     page.get_by_test_id("approve-ui-pin").click()
     expect(card.get_by_test_id("plugin-state")).to_have_text("Running", timeout=WAIT_MS)
     expect(card.get_by_test_id("binary-change")).to_be_hidden()
+    expect(card.get_by_test_id("restart-ui-pin")).to_be_visible()
     assert marker.exists()

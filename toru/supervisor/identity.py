@@ -68,6 +68,28 @@ def switch_to(identity: Identity) -> None:
     drop_capabilities()
 
 
+# capability(7) bit numbers
+CAPS_TO_RUN_AS_ANOTHER_USER = {
+    "CAP_SETUID": 7,  # switch to the plugin's uid
+    "CAP_SETGID": 6,  # and gid
+    "CAP_CHOWN": 0,  # give it its socket directory
+    "CAP_DAC_OVERRIDE": 1,  # connect to the 0600 socket inside
+    "CAP_KILL": 5,  # stop its processes (without it a SIGTERM/SIGKILL is refused)
+}
+
+
+def missing_capabilities() -> list[str]:
+    """What this process lacks to run plugins as another user (none when root)."""
+    if os.geteuid() == 0:
+        return []
+    try:
+        status = Path("/proc/self/status").read_text()
+        eff = int(next(ln for ln in status.splitlines() if ln.startswith("CapEff:")).split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        eff = 0
+    return [name for name, bit in CAPS_TO_RUN_AS_ANOTHER_USER.items() if not eff >> bit & 1]
+
+
 def lookup_user(spec: str) -> pwd.struct_passwd | None:
     """The passwd entry of a user name or a numeric uid, or None."""
     try:

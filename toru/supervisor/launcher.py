@@ -40,6 +40,19 @@ def plugin_socket(socket_dir: Path, plugin_id: str, instance: int = 0) -> Path:
     return socket_dir / name / SOCKET_NAME
 
 
+def sweep_instance_dirs(socket_dir: Path) -> None:
+    """Remove the socket directories of upgrades' instances (``<id>.<n>``) a killed
+    supervisor left behind: at start no plugin of this home runs, and each instance's
+    directory is made fresh at its own start anyway (``own_socket_dir``)."""
+    try:
+        entries = list(socket_dir.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if "." in entry.name and not entry.is_symlink() and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def own_socket_dir(directory: Path, identity: Identity | None) -> None:
     """Make ``directory`` (run/p/<id>) the plugin's own: a fresh 0700 directory owned by
     ``identity``, so no other plugin (and no other local user) can connect to its socket.

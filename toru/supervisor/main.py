@@ -21,7 +21,7 @@ from toru.home_modes import open_for_plugins, tighten_home, unreachable
 from toru_plugin_api.heap import freeze_startup_heap
 from toru_plugin_api.malloc import keep_big_buffers
 
-from .identity import IdentityError, PluginIdentities, resolve
+from .identity import IdentityError, PluginIdentities, missing_capabilities, resolve
 
 
 def main(args: argparse.Namespace) -> int:
@@ -63,6 +63,15 @@ def plugin_identities(config: Config, notes: Notes) -> PluginIdentities:
     if opened:
         notes.append(("info", "opened for the plugins' user: " + ", ".join(opened)))
     who = identities.shared
+    if apart and (missing := missing_capabilities()):
+        target = "their own uids" if identities.per_plugin else who.describe()
+        notes.append(
+            (
+                "error",
+                f"plugins cannot start as {target}: Toru is not root and lacks "
+                f"{', '.join(missing)} (the shipped units grant them: docs/operations.md)",
+            )
+        )
     if apart and (blocked := unreachable(config.plugins_dir, who.uid, who.gid)) is not None:
         notes.append(
             (

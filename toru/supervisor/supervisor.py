@@ -44,7 +44,7 @@ from .identity import Identity, PluginIdentities
 from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .instance import UpgradeFailed
 from .kv_channel import execute_kv
-from .launcher import Launcher, ProcessLauncher, plugin_socket
+from .launcher import Launcher, ProcessLauncher, plugin_socket, sweep_instance_dirs
 from .logs import LEVELS, SupervisorLog, normalize_level, read_logs
 from .pin_gate import PinGate
 from .plugin_state_file import PluginStateFile
@@ -153,6 +153,7 @@ class Supervisor:
             self._tg = tg
             if ready is not None:
                 await ready()
+            sweep_instance_dirs(self.config.plugin_socket_dir)
             self._prune()
             periodic = tg.create_task(self._periodic())
             self._rescan_task = tg.create_task(self._first_discovery())
@@ -684,7 +685,9 @@ class Supervisor:
         if sig is None:
             raise Conflict(f"the binary of plugin {p.id} ({p.binary.name}) is gone")
         if sig != p.signature and await self._held_back(p, True):
-            raise Conflict(f"the binary of plugin {p.id} changed: approve it first")
+            raise Conflict(
+                f"the binary of plugin {p.id} changed: approve it first", code="binary_changed"
+            )
         async with self._rescan_lock:  # one swap at a time, never beside a rescan's
             try:
                 await self._binary_replaced(p, Discovered(p.binary, sig))

@@ -92,7 +92,8 @@ export function enableSwitch(p) {
 /**
  * The admin's Restart button for plugin `p` (POST /api/plugins/:id/restart): graceful, the
  * new process takes over once healthy and no request is lost. Shown while the plugin is
- * enabled; busy while the restart runs. `.update(p)` follows the store.
+ * enabled and its binary is the approved one; busy while the restart runs. `.update(p)`
+ * follows the store.
  */
 export function restartButton(p, { small = true } = {}) {
   let current = p;
@@ -104,7 +105,8 @@ export function restartButton(p, { small = true } = {}) {
   });
   const update = (next) => {
     current = next;
-    button.hidden = !next.enabled || next.state === "invalid";
+    // Not offered where it cannot act: a changed binary waits for Approve (409 otherwise).
+    button.hidden = !next.enabled || next.state === "invalid" || next.state === "changed" || Boolean(next.binary_change);
     button.setAttribute("aria-label", `Restart ${next.name || next.id}`);
   };
   button.addEventListener("click", async () => {

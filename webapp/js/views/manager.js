@@ -156,7 +156,7 @@ class PluginCard {
       replace(this.apiOnly, "API only, no web view: ", h("code", { text: `${apiBase(p)}…` }));
     }
     this.el.dataset.stale = p.stale ? "true" : "false";
-    this.open.hidden = !p.enabled || apiOnly;
+    this.open.hidden = !p.enabled || apiOnly || p.state === "changed";
     this.restart?.update(p);
     if (this.toggle) {
       this.toggle.update(p);

@@ -22,6 +22,9 @@ function downReason(p) {
     const why = problemText(p, pluginStore.eventsOf(p.id));
     return `${p.name || p.id} is ${p.state === "failed" ? "disabled after crashing" : "not a valid plugin"}: ${why}`;
   }
+  if (p.state === "changed") {
+    return `${p.name || p.id} does not run: its binary changed since an administrator approved it. An administrator can review and approve it in the plugin manager.`;
+  }
   if (!p.enabled) return `${p.name || p.id} is disabled. An administrator can enable it in the plugin manager.`;
   if (p.state === "backoff") {
     const when = p.retry_at ? ` Next restart attempt at ${formatTime(p.retry_at)}.` : "";
