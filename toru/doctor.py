@@ -264,9 +264,18 @@ def check_cgroups(ctx: Context) -> Iterator[Finding]:
 
 
 def check_plugin_user(ctx: Context) -> Iterator[Finding]:
-    """The configured ``plugins.user`` exists (and is not the user Toru itself runs as)."""
+    """The configured ``plugins.user`` exists (and is not the user Toru itself runs as);
+    unset, a Toru that runs as a plain user (the owner of var/) runs plugins as itself."""
     name = ctx.config.plugins_user
     if not name:
+        owner = _owner(ctx.config.var_dir)
+        if owner not in (None, 0):
+            yield warning(
+                f"plugins.user is unset, so plugins run as {_user_name(owner)}, the owner of "
+                f"{ctx.config.var_dir}: nothing keeps them from the database and the logs",
+                'set plugins.user = "toru-plugin" (the shipped units do) and give Toru the '
+                "units' capabilities",
+            )
         return
     entry = lookup_user(name)
     if entry is None and not name.isdigit():  # a bare uid needs no account

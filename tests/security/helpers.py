@@ -83,10 +83,10 @@ TORU_UID = 70500  # no account needed
 
 
 def as_unit_user(
-    home: Path, *toru_args: str, caps: str = UNIT_CAPS
+    home: Path, *toru_args: str, caps: str = UNIT_CAPS, keep: tuple[Path, ...] = ()
 ) -> tuple[list[str], dict[str, str]]:
     """``toru ARGS`` as uid ``TORU_UID`` with the units' ambient capabilities (setpriv), and
-    the environment it needs; ``home`` is handed to that uid first.
+    the environment it needs; ``home`` is handed to that uid first (but the ``keep`` paths).
 
     Toru gives up capabilities where it can (gunicorn at start, plugins before exec), so it
     runs on a python3 a plain user can read (this suite's may live under /root), with this
@@ -105,7 +105,8 @@ def as_unit_user(
         if (blocked := unreachable(Path(needed), TORU_UID, TORU_UID)) is not None:
             pytest.skip(f"a plain user cannot traverse {blocked} to this checkout (as /opt/toru)")
     for path in [home, *home.rglob("*")]:
-        os.chown(path, TORU_UID, TORU_UID)
+        if path not in keep:
+            os.chown(path, TORU_UID, TORU_UID)
     argv = ["setpriv", f"--reuid={TORU_UID}", f"--regid={TORU_UID}", "--clear-groups"]
     argv += [f"--inh-caps={caps}", f"--ambient-caps={caps}"] if caps else []
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), *packages])}
@@ -120,3 +121,30 @@ def capabilities(pid: int) -> dict[str, str]:
         if key.startswith("Cap") and key != "CapBnd":
             out[key] = value.strip()
     return out
+
+
+def unit_supervisor(
+    home: Path, caps: str = UNIT_CAPS, keep: tuple[Path, ...] = (), **env: str
+) -> subprocess.Popen:
+    """``toru supervisor`` as ``as_unit_user`` runs it, with the supervisor tests' fast
+    settings and ``env`` (stderr into ``home``/supervisor.stderr); the caller stops it."""
+    from tests.supervisor.helpers import FAST_ENV
+
+    argv, extra = as_unit_user(home, "supervisor", "--home", str(home), caps=caps, keep=keep)
+    full = {**os.environ, **FAST_ENV, **extra, **env}
+    full.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    with open(home / "supervisor.stderr", "ab") as err:
+        return subprocess.Popen(argv, env=full, cwd=ROOT, stderr=err, start_new_session=True)
+
+
+def doctor_lines(home: Path, **env: str) -> list[str]:
+    """``toru doctor --home HOME`` with ``env``: its output lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "toru.cli", "doctor", "--home", str(home)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TORU_BIND": "", **env},
+    )
+    return done.stdout.splitlines()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tests import timing
 from tests.servers import ToruServer
-from tests.supervisor.helpers import FAST_ENV, ROOT, SupervisorProc, wait_for
+from tests.supervisor.helpers import ROOT, SupervisorProc, wait_for
 from toru.store import Store
 
-from .helpers import as_unit_user, needs_root
+from .helpers import doctor_lines, needs_root, unit_supervisor
 
 OLD_DIR, OLD_FILE = 0o755, 0o644
 
@@ -70,14 +70,8 @@ def test_old_home_is_tightened_by_toru_serve_with_a_warning(short_home):
         assert f"{path} {OLD_DIR if path.is_dir() else OLD_FILE:04o}->{want:04o}" in out, out
     assert "warning: an existing home was too open" in out
     assert created == []  # and what the new run created (metrics, logs) is private too
-    doctor = subprocess.run(
-        [sys.executable, "-m", "toru.cli", "doctor", "--home", str(short_home)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert "accessible by" not in doctor.stdout, doctor.stdout
+    doctor = doctor_lines(short_home)
+    assert not [x for x in doctor if "accessible by" in x], doctor
 
 
 def test_old_home_is_tightened_by_toru_supervisor_into_its_log(short_home):
@@ -115,14 +109,10 @@ def test_cli_creates_private_files(short_home):
 def test_a_file_toru_cannot_chmod_is_named_not_fatal(short_home):
     """Toru as a plain user (the units) on a home with a root-owned, world-readable
     toru.toml: the supervisor starts and its warning says what it could not tighten."""
-    argv, extra = as_unit_user(short_home, "supervisor", "--home", str(short_home))
     toml = short_home / "toru.toml"
     toml.write_text("")
-    toml.chmod(OLD_FILE)  # left by root, as `sudo vi toru.toml` does
-    env = {**os.environ, **FAST_ENV, **extra}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(short_home / "supervisor.stderr", "ab") as err:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=err, start_new_session=True)
+    toml.chmod(OLD_FILE)  # root's, as `sudo vi toru.toml` leaves it
+    proc = unit_supervisor(short_home, keep=(toml,))
     log = short_home / "var" / "log" / "plugin-supervisor.log"
     try:
         wait_for(lambda: proc.poll() is None and "supervisor ready" in _read(log), 60)
@@ -138,3 +128,18 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+@needs_root
+def test_doctor_warns_when_a_plain_toru_runs_plugins_as_itself(short_home):
+    (short_home / "var").mkdir(mode=0o700)
+    os.chown(short_home / "var", 70500, 70500)  # Toru runs as a plain user here
+
+    def findings(plugins_user: str) -> list[str]:
+        lines = doctor_lines(short_home, TORU_PLUGINS_USER=plugins_user)
+        return [x for x in lines if "plugins.user" in x]
+
+    unset = findings("")
+    assert len(unset) == 1 and unset[0].startswith("warning: plugins.user is unset"), unset
+    assert "plugins run as 70500" in unset[0]
+    assert findings("nobody") == []

@@ -18,7 +18,6 @@ from pathlib import Path
 from tests import timing
 from tests.servers import ToruServer, free_port
 from tests.supervisor.helpers import (
-    FAST_ENV,
     ROOT,
     SupervisorProc,
     enable_on_disk,
@@ -36,6 +35,7 @@ from .helpers import (
     install_attackers,
     needs_root,
     proc_ids,
+    unit_supervisor,
 )
 
 IDS = ("attack-a", "attack-b")
@@ -145,11 +145,7 @@ def test_non_root_toru_with_ambient_capabilities_passes_none_to_plugins(short_ho
     inherit CAP_DAC_OVERRIDE and read everything."""
     install_attackers(short_home, IDS)
     enable_on_disk(short_home, IDS[0])
-    argv, extra = as_unit_user(short_home, "supervisor", "--home", str(short_home))
-    env = {**os.environ, **FAST_ENV, **extra, "TORU_PLUGINS_USER": "nobody"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(short_home / "supervisor.stderr", "ab") as err:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=err, start_new_session=True)
+    proc = unit_supervisor(short_home, TORU_PLUGINS_USER="nobody")
     client = ControlClient(short_home / "run" / "supervisor.sock", timeout=timing.WAIT)
     try:
 
@@ -263,11 +259,7 @@ def test_a_binary_the_plugin_user_cannot_run_says_why(short_home, tmp_path):
 
 @needs_root
 def test_a_plain_toru_without_the_capabilities_says_so_at_start(short_home):
-    argv, extra = as_unit_user(short_home, "supervisor", "--home", str(short_home), caps="")
-    env = {**os.environ, **FAST_ENV, **extra, "TORU_PLUGINS_USER": "nobody"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(short_home / "supervisor.stderr", "ab") as err:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=err, start_new_session=True)
+    proc = unit_supervisor(short_home, caps="", TORU_PLUGINS_USER="nobody")
     log = short_home / "var" / "log" / "plugin-supervisor.log"
     try:
         wait_for(lambda: log.exists() and "supervisor ready" in log.read_text(), POLL)
@@ -278,3 +270,28 @@ def test_a_plain_toru_without_the_capabilities_says_so_at_start(short_home):
         "plugins cannot start as nobody (uid 65534, gid 65534): Toru is not root and lacks "
         "CAP_SETUID, CAP_SETGID, CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_KILL"
     ) in log.read_text()
+
+
+@needs_root
+def test_the_examples_work_as_the_plugin_user(short_home, example_plugins):
+    """What `make run` does: the four examples (Python zipapps on `/usr/bin/env python3`,
+    Node, a raw single-file plugin) through toru serve, each answering as toru-plugin."""
+    ids = sorted(example_plugins)
+    plugins = [example_plugins[i] for i in ids]
+    server = ToruServer(short_home, plugins=plugins, enable=ids, env=SHIPPED_DEFAULT)
+    with server:
+        cookie, _ = server.login()
+
+        def all_running():
+            status, got = server.json("GET", "/api/plugins", cookie=cookie)
+            return status == 200 and all(p["state"] == "running" for p in got) and got
+
+        listed = wait_for(all_running, POLL)
+        answers = {
+            p["id"]: server.request("GET", f"/api/plugins/route{p['route']}/", cookie=cookie)[0]
+            for p in listed
+        }
+        owners = {p["id"]: proc_ids(p["pid"]) for p in listed}
+    plugin_user = pwd.getpwnam("toru-plugin")
+    assert sorted(answers) == ids and set(answers.values()) == {200}, answers
+    assert set(owners.values()) == {(plugin_user.pw_uid, plugin_user.pw_gid)}, owners
