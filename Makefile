@@ -10,7 +10,7 @@ PLUGINS_OUT ?= build/plugins
 $(BIN)/toru: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,dev,fast]'
+	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $(BIN)/toru
 
 venv: $(BIN)/toru

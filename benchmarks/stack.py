@@ -144,6 +144,7 @@ class BaselineServer(_LocalServer):
             "--workers", str(self.workers),
             "--worker-class", self.worker_class,
             "--log-level", "warning",
+            "--http-parser", "python",  # as Toru's gunicorn_conf.py (h1c drops big-body connections)
         ]  # fmt: skip
         if self.worker_class == "asgi":
             return [*cmd, "--asgi-loop", "uvloop", "benchmarks.baseline_app:asgi_application"]

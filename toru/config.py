@@ -7,6 +7,7 @@ The same table feeds the loader (precedence flag > env > toru.toml > default), t
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import os
 import tomllib
@@ -38,6 +39,21 @@ def _floats(v: Any) -> tuple[float, ...]:
 def _strs(v: Any) -> tuple[str, ...]:
     items = v if isinstance(v, (list, tuple)) else str(v).split(",")
     return tuple(str(x).strip() for x in items if str(x).strip())
+
+
+def _proxies(v: Any) -> tuple[str, ...]:
+    """Peer addresses whose forwarding headers are believed: IPs, or ``unix`` for a
+    Unix-socket peer; ``none`` (or an empty list) trusts nobody."""
+    items = _strs(v)
+    if items == ("none",):
+        return ()
+    for item in items:
+        if item != "unix":
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(f"not an IP address or 'unix': {item!r}") from None
+    return items
 
 
 def _pos_int(v: Any) -> int:
@@ -254,9 +270,10 @@ SETTINGS: tuple[Setting, ...] = (
         "trusted_proxies",
         "TORU_TRUSTED_PROXIES",
         "http.trusted_proxies",
-        ("127.0.0.1", "::1", "unix"),
-        _strs,
-        "peers whose X-Forwarded-* headers are believed ('unix' = a Unix-socket peer)",
+        None,  # load_config: ("unix",) when bind is a Unix socket, else nobody
+        _proxies,
+        "peers whose X-Forwarded-* headers are believed: IP addresses, 'unix' (a Unix-socket"
+        " peer) or 'none'; default 'unix' when bind is unix:/path, else none",
     ),
     Setting(
         "client_timeout",
@@ -495,7 +512,7 @@ class Config:
             if v is None:  # unset (plugins.user): the child works out the same default
                 continue
             if isinstance(v, tuple):
-                v = ",".join(str(x) for x in v)
+                v = ",".join(str(x) for x in v) or "none"  # "" would mean "the default"
             elif isinstance(v, bool):
                 v = "true" if v else "false"
             env[s.env] = str(v)
@@ -552,11 +569,23 @@ def load_config(
             raise ConfigError(f"bad value for {s.name} (from {source}): {exc}") from None
     if values["workers"] is None:
         values["workers"] = _default_workers()
+    if values["trusted_proxies"] is None:
+        values["trusted_proxies"] = default_trusted_proxies(values["bind"])
     values["plugins_dir"] = _path(home_path, values["plugins_dir"], "plugins")
     values["log_dir"] = _path(home_path, values["log_dir"], "var/log")
     values["plugin_limits"] = _plugin_limits(data)
     known = {f.name for f in fields(Config)}
     return Config(**{k: v for k, v in values.items() if k in known})
+
+
+def default_trusted_proxies(bind: str) -> tuple[str, ...]:
+    """Whom Toru believes ``X-Forwarded-*`` from when ``http.trusted_proxies`` is not set.
+
+    A Unix-socket bind is the shipped nginx deployment: only a process that may open the
+    socket file (nginx, by the socket's mode) reaches it, so its peer is believed. A TCP bind
+    believes nobody: any local process could connect and claim any address.
+    """
+    return ("unix",) if bind.startswith("unix:") else ()
 
 
 def plugin_configs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:

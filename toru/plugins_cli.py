@@ -281,4 +281,10 @@ def _print(action: str, result: Any, online: bool) -> None:
                 if p.get("upgrade_error")
                 else ""
             )
+            + (
+                f"  (binary changed, not approved: found sha256 {p['binary_change']['found_sha256']};"
+                f" toru plugins approve {p['id']})"
+                if p.get("binary_change") and not p.get("error")
+                else ""
+            )
         )

@@ -46,6 +46,7 @@ from .messages import (
     host_init,
     http_request_message,
     lifecycle_shutdown,
+    metadata_output_json,
     parse_message,
     validate_http_reply,
 )
@@ -577,39 +578,15 @@ class PluginChecker:
 
 
 def metadata_from_stdout(out: bytes) -> PluginMetadata:
-    """Validate what ``--metadata`` printed; a ``ProtocolError`` says what to change.
-
-    The usual mistake is logging to stdout: the host reads stdout as the JSON, so anything
-    printed before it breaks discovery. The message quotes those first bytes.
-    """
-    text = out.decode("utf-8", "replace").strip()
-    if not text:
-        raise ProtocolError("--metadata printed nothing on stdout; print the metadata JSON there")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise ProtocolError(f"--metadata did not print one JSON object: {_noise(text)}") from None
+    """Validate what ``--metadata`` printed; a ``ProtocolError`` says what to change (the
+    host's own words for stdout noise, ``metadata_output_json``)."""
+    data = metadata_output_json(out)
     metadata = PluginMetadata.from_json(data)  # the host's rules, in the host's words
     try:
         schema.validate(data, "metadata")
     except schema.SchemaError as exc:
         raise ProtocolError(f"--metadata does not match the protocol schema: {exc}") from None
     return metadata
-
-
-def _noise(text: str) -> str:
-    """Say what besides the JSON object is on stdout, quoting it."""
-    start = text.find("{")
-    if start > 0:
-        return f"it printed {text[:start][:80]!r} before the JSON: log to stderr, stdout is for the JSON"
-    if start == 0:
-        try:
-            _, end = json.JSONDecoder().raw_decode(text)
-        except ValueError:
-            return f"stdout is not valid JSON: {text[:80]!r}"
-        after = text[end:].strip()
-        return f"it printed {after[:80]!r} after the JSON: log to stderr, stdout is for the JSON"
-    return f"stdout began with {text[:80]!r}"
 
 
 _BINARY_PROBE = bytes(range(256))[::-1] * 16  # 0xff first: never valid UTF-8

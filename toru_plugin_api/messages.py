@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -224,6 +225,36 @@ def _capabilities(value: Any) -> Any:
     if value is None:
         return ()
     return tuple(value) if isinstance(value, list) else value
+
+
+def metadata_output_json(out: bytes) -> Any:
+    """The JSON value ``--metadata`` printed on stdout; a ``ProtocolError`` says what to change.
+
+    Shared by the host's discovery and ``toru plugin check``. The usual mistake is logging to
+    stdout: the host reads stdout as the JSON, so the message quotes what else is there.
+    """
+    text = out.decode("utf-8", "replace").strip()
+    if not text:
+        raise ProtocolError("--metadata printed nothing on stdout; print the metadata JSON there")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ProtocolError(f"--metadata did not print one JSON object: {_noise(text)}") from None
+
+
+def _noise(text: str) -> str:
+    """Say what besides the JSON object is on stdout, quoting it."""
+    start = text.find("{")
+    if start > 0:
+        return f"it printed {text[:start].strip()[:80]!r} before the JSON: log to stderr, stdout is for the JSON"
+    if start == 0:
+        try:
+            _, end = json.JSONDecoder().raw_decode(text)
+        except ValueError:
+            return f"stdout is not valid JSON: {text[:80]!r}"
+        after = text[end:].strip()
+        return f"it printed {after[:80]!r} after the JSON: log to stderr, stdout is for the JSON"
+    return f"stdout began with {text[:80]!r}"
 
 
 # --------------------------------------------------------------------------- bodies

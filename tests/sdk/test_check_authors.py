@@ -76,7 +76,7 @@ def test_a_failed_metadata_run_shows_its_stderr(author_plugin):
 def test_stdout_before_the_metadata_json_says_log_to_stderr(author_plugin):
     checker, report = _check(author_plugin("stdout-noise"))
     assert _failed(checker) == ["metadata"], report
-    assert "'Loading plugin settings...\\n'" in report
+    assert "'Loading plugin settings...'" in report
     assert "log to stderr" in report
 
 

@@ -81,6 +81,8 @@ def test_replaced_binary_is_changed_and_never_runs_until_approved(home, tmp_path
         info = sup.info("alpha")
         # the old version keeps serving from its old inode; the change waits for approval
         assert info["state"] == "running" and info["pid"] == pid
+        listed = cli(home, "list")
+        assert "binary changed, not approved" in listed.stdout and new_hash in listed.stdout
         assert info["binary_change"] == {
             "pinned_sha256": old_hash,
             "found_sha256": new_hash,

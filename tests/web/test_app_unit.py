@@ -74,7 +74,9 @@ def env(tmp_path_factory):
     web = tmp_path_factory.mktemp("webapp")
     (web / "index.html").write_text("<!doctype html><title>Toru</title>")
     (web / "app.js").write_text("console.log(1)")
-    config = load_config(home, {"body_limit": 1024, "login_rate": 3}, env={})
+    # a proxy on loopback named explicitly (the default trusts no address: test_trust.py)
+    overrides = {"body_limit": 1024, "login_rate": 3, "trusted_proxies": "127.0.0.1"}
+    config = load_config(home, overrides, env={})
     store = Store(config.db_path)
     store.migrate()
     accounts = Accounts(store, login_rate=3)

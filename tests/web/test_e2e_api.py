@@ -45,6 +45,9 @@ def srv(example_plugins):
             "TORU_LOGIN_RATE": "5",
             "TORU_BODY_LIMIT": "65536",
             "TORU_SHUTDOWN_GRACE": "2",
+            # this module's client plays a reverse proxy on loopback (named, as a deployment
+            # would); the default, which trusts no address, is tests/web/test_trust.py's
+            "TORU_TRUSTED_PROXIES": "127.0.0.1",
         },
         admin_password=ADMIN_PW,
     )

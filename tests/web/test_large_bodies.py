@@ -7,6 +7,7 @@ a protocol error: 502, the plugin's log and events say so, and the plugin is ser
 
 from __future__ import annotations
 
+import http.client
 import socket
 import tempfile
 import threading
@@ -148,3 +149,19 @@ def test_a_binary_frame_that_lies_about_its_json_length_is_a_protocol_error(srv)
     # the connection recovers: the plugin is served again (restarted after the bad frame)
     ok = poll(lambda: _call(srv, "POST", "bliar/ok", b"\xff\x00")[2] == b"ok:\xff\x00", timing.WAIT)
     assert ok, "the plugin was not served again after the bad frame"
+
+
+def test_large_bodies_on_one_keep_alive_connection(srv):
+    """Several 1 MiB bodies one after another on one client connection: each is answered
+    (gunicorn_h1c's parser dropped such a connection without an answer every few requests)."""
+    host, port = srv.bind.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timing.HTTP)
+    data = pattern(MIB)
+    headers = {"Authorization": f"Bearer {srv.token}", "Content-Type": "application/octet-stream"}
+    try:
+        for i in range(8):
+            conn.request("POST", "/api/plugins/route/bsdk/echo", data, headers)
+            resp = conn.getresponse()
+            assert (i, resp.status, resp.read() == data) == (i, 200, True)
+    finally:
+        conn.close()

@@ -16,11 +16,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import apsw
 import pytest
 
 from tests import timing
 from tests.servers import ROOT, ToruServer, free_port
 from toru.doctor import GUNICORN_CONF, literal_settings
+from toru.wsgi.headers import CSP
 
 pytestmark = [
     pytest.mark.nginx,
@@ -154,9 +156,12 @@ def proxied(request, short_home, example_plugins):
 def test_through_nginx(proxied):
     port, _, _ = proxied
     assert req(port, "GET", "/healthz")[0] == 200
-    # the UI comes from nginx's disk, with the SPA fallback
+    # the UI comes from nginx's disk, with the SPA fallback and Toru's own headers
     status, headers, body = req(port, "GET", "/")
     assert status == 200 and b"<html" in body.lower() and "nginx" in headers["server"]
+    assert headers["content-security-policy"] == CSP
+    assert headers["x-content-type-options"] == "nosniff"
+    assert req(port, "GET", "/api/auth/me")[1]["content-security-policy"] == CSP
     assert req(port, "GET", "/plugins/hello-python")[2] == body
 
     status, headers, body = req(
@@ -175,8 +180,8 @@ def test_through_nginx(proxied):
     assert status == 200, body
     echo = json.loads(body)
     h = {k.lower(): v for k, v in echo["headers"].items()}
-    # nginx appended the real client (127.0.0.1) to the chain; the Unix peer adds nothing
-    assert h["x-forwarded-for"] == "198.51.100.23, 127.0.0.1"
+    # nginx replaced the client's chain with the address it saw; the Unix peer adds nothing
+    assert h["x-forwarded-for"] == "127.0.0.1"
     assert h["x-forwarded-proto"] == "http"
     assert h["x-forwarded-host"] == "127.0.0.1"
     assert echo["query"] == {"q": "1"}
@@ -212,6 +217,27 @@ KEEPALIVE = {"nginx": f"{int(timing.scaled(20))}s", "gunicorn": str(int(timing.s
 
 
 @pytest.mark.parametrize("proxied", [KEEPALIVE], indirect=True)
+def test_client_address_through_nginx(proxied):
+    """Toru on a Unix socket believes nginx (its default for a unix: bind), and nginx sets
+    the address it saw: the login limit counts the real client, whatever it claims."""
+    port, server, _ = proxied
+    for i in range(3):
+        status, _, _ = req(
+            port,
+            "POST",
+            "/api/auth/login",
+            {"username": f"nobody{i}", "password": "wrong"},
+            headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-IP": "198.51.100.9"},
+        )
+        assert status == 401
+    db = apsw.Connection(str(server.home / "var" / "toru.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        keys = {k for (k,) in db.execute("SELECT key FROM login_failures")}
+    finally:
+        db.close()
+    assert {k for k in keys if k.startswith("client:")} == {"client:127.0.0.1"}, keys
+
+
 def test_upstream_connections_are_kept_alive_and_reused(proxied):
     """20 requests, each on a new client connection, reach gunicorn over one or two
     upstream connections that nginx keeps open between them. Without keepalive each request

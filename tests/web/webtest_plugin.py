@@ -6,7 +6,9 @@ Named modes, one per path (go-plugin style):
 - ``GET /hang``: never answers in time (the host's http_timeout gives 504);
 - ``POST /crash``: the process exits at once (502 for this request, then 503 while the
   supervisor's backoff runs);
-- ``GET /pid``: the plugin's pid.
+- ``GET /pid``: the plugin's pid;
+- ``POST /reply`` with ``{"headers": {...}}``: answers 200 with exactly those headers (a
+  plugin trying to set Toru's session cookie, or to be sniffed).
 
 ``install(plugins_dir)`` writes it as an executable ``web-test.binary`` that runs under the
 test interpreter with the repo on ``sys.path``.
@@ -38,7 +40,7 @@ def install(plugins_dir: Path) -> Path:
 
 
 def main() -> None:
-    from toru_plugin_api import HttpRequest, ToruPlugin, route, run
+    from toru_plugin_api import HttpRequest, HttpResponse, ToruPlugin, route, run
 
     class WebTestPlugin(ToruPlugin):
         metadata = {
@@ -67,6 +69,10 @@ def main() -> None:
         @route("GET", "/pid")
         async def pid(self, req: HttpRequest) -> dict:
             return {"pid": os.getpid()}
+
+        @route("POST", "/reply")
+        async def reply(self, req: HttpRequest) -> HttpResponse:
+            return HttpResponse(200, req.json()["headers"], "<p>plugin</p>")
 
     run(WebTestPlugin())
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toru_plugin_api.codec import ProtocolError, loads
-from toru_plugin_api.messages import PluginMetadata
+from toru_plugin_api.codec import ProtocolError
+from toru_plugin_api.messages import PluginMetadata, metadata_output_json
 
 from .identity import Identity
 from .process import PluginProcess, describe_exit
@@ -127,6 +127,7 @@ async def read_metadata(
         raise MetadataUnavailable(
             f"--metadata did not finish within {timeout:g} s (a slow plugin on a loaded"
             " machine: raise TORU_METADATA_TIMEOUT / supervisor.metadata_timeout)"
+            + _stdout_hint(out)
         )
     await proc.drain_output(1.0)
     if code != 0:
@@ -134,20 +135,27 @@ async def read_metadata(
         why = ", ".join(f"{k} {v}" for k, v in describe_exit(code).items())
         hint = _as(identity, errno.EACCES) if code == 126 else ""  # the shell's "cannot exec"
         raise MetadataUnavailable(
-            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + hint
+            f"--metadata failed ({why})" + (f": {tail}" if tail else "") + hint + _stdout_hint(out)
         )
     if size[0] > MAX_METADATA_BYTES:
         raise ProtocolError("--metadata printed more than 64 KiB")
-    text = b"\n".join(out).strip()
+    text = b"\n".join(out)
     if parse is not None:
         return parse(text)
+    # the checker's words for stdout noise ("it printed 'Starting...' before the JSON")
+    return PluginMetadata.from_json(metadata_output_json(text))
+
+
+def _stdout_hint(out: list[bytes]) -> str:
+    """What a failed probe printed on stdout, quoted: most often a plugin that ignores
+    ``--metadata`` and starts serving, or logs to stdout first."""
+    text = b"\n".join(out).decode("utf-8", "replace").strip()
     if not text:
-        raise ProtocolError("--metadata printed nothing")
-    try:
-        data = loads(text)
-    except ProtocolError:
-        raise ProtocolError("--metadata did not print a JSON object") from None
-    return PluginMetadata.from_json(data)
+        return ""
+    return (
+        f"; it printed {text[:80]!r} on stdout (on --metadata a plugin prints only its"
+        " metadata JSON and exits; log to stderr)"
+    )
 
 
 def _as(identity: Identity | None, err: int | None) -> str:

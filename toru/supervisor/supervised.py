@@ -23,6 +23,7 @@ from typing import Any
 import apsw
 
 from toru.errors import NotFound, ToruError, Unavailable
+from toru.session_cookie import REFUSED_COOKIE
 from toru_plugin_api.messages import PluginMetadata, now_iso
 
 from . import metrics
@@ -225,11 +226,23 @@ class SupervisedPlugin:
         the plugin's log and events, at most once per window like ``timeout``."""
         self._limited_event("bad_reply", {"reason": reason})
 
+    def on_toru_cookie(self) -> None:
+        """A reply tried to set Toru's session cookie (the web tier removes that header): a
+        warning in the plugin's log, at most once per window."""
+        if self._window_open("toru_cookie"):
+            self._plugin_log("warn", f"toru: {REFUSED_COOKIE}", {})
+
     def _limited_event(self, event: str, details: dict[str, Any]) -> None:
-        now = self.deps.clock()
-        if now - self._last_limited_event.get(event, -math.inf) >= EVENT_EVERY:
-            self._last_limited_event[event] = now
+        if self._window_open(event):
             self.record_event(event, details)
+
+    def _window_open(self, key: str) -> bool:
+        """True at most once per ``EVENT_EVERY`` seconds for ``key`` (and notes it)."""
+        now = self.deps.clock()
+        if now - self._last_limited_event.get(key, -math.inf) < EVENT_EVERY:
+            return False
+        self._last_limited_event[key] = now
+        return True
 
     def mark_changed(self, change: BinaryChange) -> None:
         """The binary on disk is not the approved one (event ``binary_changed``, once per

@@ -25,6 +25,7 @@ import apsw
 
 from toru.config import Config
 from toru.errors import BadGateway, BadRequest, Conflict, NotFound, ToruError, Unavailable
+from toru.session_cookie import sets_toru_cookie
 from toru.store import Store
 from toru_plugin_api.codec import ProtocolError
 from toru_plugin_api.messages import BadReply, parse_kv_op, validate_http_reply
@@ -818,6 +819,8 @@ class HttpRelay:
             self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} sent a bad reply: {exc}"))
             return
         self.plugin.stats.record(time.monotonic() - self.t0)
+        if sets_toru_cookie(payload.get("headers")):  # type: ignore[union-attr]
+            self.plugin.on_toru_cookie()
         self.answer(self.rid, payload, raw, body)  # type: ignore[arg-type]
 
     def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:

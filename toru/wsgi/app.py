@@ -8,7 +8,6 @@ worker after the fork (so no SQLite connection, thread or socket crosses a fork)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import falcon
 import falcon.asgi
@@ -21,6 +20,7 @@ from ..store import Store
 from ..supervisor.client import restart_timeout
 from . import auth, errors, health, plugin_install, plugins, proxy, system, users
 from .control import Control, ControlClient
+from .headers import SecurityHeaders
 from .metrics import MetricsMiddleware
 from .pool import PasswordPool
 from .routes import RouteTable
@@ -30,29 +30,6 @@ from .static import StaticFiles, default_webapp_dir
 # logins may wait; beyond that 503 at once (toru/wsgi/pool.py).
 PASSWORD_THREADS = 1
 PASSWORD_BACKLOG = 2
-
-
-class SecurityHeaders:
-    """Conservative defaults on every response; API JSON is never cached."""
-
-    async def process_response(
-        self,
-        req: falcon.asgi.Request,
-        resp: falcon.asgi.Response,
-        resource: Any,
-        req_succeeded: bool,
-    ) -> None:
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        if resp.get_header("X-Frame-Options") is None:
-            resp.set_header("X-Frame-Options", "DENY")
-        if resp.get_header("Referrer-Policy") is None:
-            resp.set_header("Referrer-Policy", "same-origin")
-        if (
-            req.path.startswith("/api/")
-            and not req.path.startswith(proxy.PREFIX)
-            and resp.get_header("Cache-Control") is None
-        ):
-            resp.set_header("Cache-Control", "no-store")
 
 
 class Lifecycle:

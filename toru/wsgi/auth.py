@@ -17,10 +17,10 @@ import falcon.asgi
 from ..accounts import Accounts, Session, User, validate_password
 from ..config import Config
 from ..errors import BadRequest, Forbidden, Unauthorized
+from ..session_cookie import COOKIE
 from .http import client_info, field, read_json, send_json
 from .pool import PasswordPool
 
-COOKIE = "toru_session"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -30,6 +30,11 @@ bind = [_config.bind]
 workers = _config.workers
 worker_class = "asgi"
 asgi_loop = "uvloop"
+# NOTE: the pure-Python HTTP parser even where gunicorn_h1c is installed (gunicorn would
+# pick it): with h1c 0.6.10 on gunicorn 27.0.1 a keep-alive connection carrying 1 MiB
+# request bodies was closed without an answer every few requests (the client gets
+# RemoteDisconnected; tests/web/test_large_bodies.py, keep-alive test, fails with it).
+http_parser = "python"
 # NOTE: an asgi worker's loop sends the heartbeat every second whatever its requests do (a
 # slow plugin costs a pending request, not the worker), so ``timeout`` only catches a stuck
 # loop; gunicorn also uses it as the idle limit of a body read, behind Toru's own
@@ -42,8 +47,13 @@ proc_name = "toru-web"
 errorlog = "-"
 loglevel = os.environ.get("TORU_GUNICORN_LOGLEVEL", "info")
 accesslog = os.environ.get("TORU_ACCESS_LOG") or None
-# gunicorn believes X-Forwarded-Proto only from these; keep it in line with Toru's own list.
-forwarded_allow_ips = ",".join(p for p in _config.trusted_proxies if p != "unix") or "127.0.0.1"
+# NOTE: Toru alone decides what a forwarding header is worth (toru/wsgi/http.py
+# client_info, from http.trusted_proxies). gunicorn would otherwise rewrite the ASGI scheme
+# from X-Forwarded-Proto for loopback peers by default and for every Unix-socket peer
+# whatever forwarded_allow_ips says; so it interprets none, and its list is Toru's IPs
+# (empty when Toru trusts no address) for what else it gates (underscore header names).
+secure_scheme_headers: dict[str, str] = {}
+forwarded_allow_ips = ",".join(p for p in _config.trusted_proxies if p != "unix")
 limit_request_field_size = 16384
 # gunicorn 23+ opens a management socket at a per-user default path that several Toru
 # instances would fight over; Toru does not use it.

@@ -3,12 +3,16 @@
 Everything here reads Falcon's ASGI request (``req.scope`` and its headers). The client's
 address, scheme and host come from ``X-Forwarded-*`` only when the direct peer is a trusted
 proxy (``http.trusted_proxies``; ``unix`` means a Unix-socket peer such as nginx on the same
-host); otherwise from the connection itself.
+host; by default only that, and only when Toru is bound to a Unix socket: toru/config.py
+``default_trusted_proxies``); otherwise from the connection itself. The scope's scheme is
+the transport's own: gunicorn is told to believe no forwarding header (gunicorn_conf.py),
+so this module is the one place that decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, NamedTuple
 
 import falcon
@@ -17,6 +21,7 @@ import ujson
 
 from ..errors import BadRequest, PayloadTooLarge, ToruError
 
+log = logging.getLogger("toru.wsgi")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
@@ -76,9 +81,28 @@ def client_info(req: falcon.asgi.Request, trusted: frozenset[str]) -> ClientInfo
             host = fhost.split(",")[0].strip() or host
         info = ClientInfo(peer, ip, scheme, host, ", ".join(chain), bool(xff) or peer == "unix")
     else:
-        info = ClientInfo(peer, peer, scheme, host, peer, False)
+        # NOTE: an untrusted Unix-socket peer has no address to pass on.
+        info = ClientInfo(peer, peer, scheme, host, "" if peer == "unix" else peer, False)
+        if not _ignored_forwarding[0] and req.get_header("X-Forwarded-For"):
+            _warn_ignored_forwarding(peer)
     context.client = info
     return info
+
+
+# NOTE: a proxy that Toru does not trust (a TCP nginx after the default changed) would make
+# every client one address for the login limit; say so once per worker, with the fix.
+_ignored_forwarding = [False]
+
+
+def _warn_ignored_forwarding(peer: str) -> None:
+    _ignored_forwarding[0] = True
+    log.warning(
+        "ignoring X-Forwarded-For from %s: it is not in http.trusted_proxies. If it is your"
+        " reverse proxy, name it there (TORU_TRUSTED_PROXIES=%s), else every client behind"
+        " it counts as one address (logged once per worker)",
+        peer,
+        peer,
+    )
 
 
 async def read_body(req: falcon.asgi.Request, limit: int, timeout: float) -> bytes:

@@ -29,12 +29,14 @@ import falcon.asgi
 
 from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
+from ..session_cookie import names_toru_cookie
 from . import metrics
 from .control import Control
+from .headers import PLUGIN_ROUTE_PREFIX
 from .http import client_info, read_body
 from .routes import RouteTable
 
-PREFIX = "/api/plugins/route/"
+PREFIX = PLUGIN_ROUTE_PREFIX
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -283,7 +285,8 @@ class PluginRouteResource:
             if lname == "content-type":
                 content_type = value
             elif lname == "set-cookie":
-                resp.append_header(name, value)
+                if not names_toru_cookie(value):  # Toru's login is not a plugin's to set
+                    resp.append_header(name, value)
             else:
                 resp.set_header(name, value)
         if answer.status in (204, 304):
