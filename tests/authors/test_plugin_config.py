@@ -71,7 +71,7 @@ def test_init_carries_protocol_version_and_capabilities(home: Path) -> None:
         init = json.loads(sup.client.http("/ae", "GET", "/").body)
         assert init["action"] == "init"
         assert init["protocol_version"] == 1
-        assert init["capabilities"] == ["kv"]
+        assert init["capabilities"] == ["kv", "binary_bodies"]  # PROTOCOL.md, section 5
 
 
 def test_a_config_that_is_not_a_table_stops_the_load_naming_the_key(home: Path) -> None:
