@@ -8,10 +8,12 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from toru.errors import BadGateway, Conflict, NotFound, Unavailable
+from toru.supervisor.client import ControlClient
 
 from .. import timing
 from .helpers import (
@@ -201,6 +203,36 @@ def test_crash_mid_request_gives_502_and_restarts(home):
         assert crash["details"]["exit_code"] == 3
         assert "about to crash mid-request" in crash["details"]["stderr_tail"]
         assert "restarted" in [e["event_type"] for e in info["events"]]
+
+
+def test_a_connection_reset_just_before_the_exit_reports_the_exit(home):
+    """The socket often breaks a moment before the exit is seen (a kill -9 on a busy
+    machine): the crash names the exit, not "connection reset by peer"."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        other = ControlClient(sup.socket, timeout=timing.WAIT, http_timeout=timing.HTTP)
+        outcomes: list[BaseException] = []
+
+        def reset_exit() -> None:
+            try:
+                sup.client.http("/alpha", "GET", "/reset-exit")
+            except BadGateway as exc:
+                outcomes.append(exc)
+
+        first = threading.Thread(target=reset_exit)
+        first.start()
+        log = home / "var" / "log" / "plugins" / "alpha.log"
+        wait_for(lambda: "reset-exit: waiting" in log.read_text(), timing.WAIT)
+        with pytest.raises(BadGateway):  # left unread: the plugin closes on it
+            other.http("/alpha", "GET", "/echo")
+        first.join(timing.WAIT)
+        assert len(outcomes) == 1, outcomes
+        info = wait_for(lambda: (i := sup.info("alpha"))["pid"] not in (None, pid) and i)
+        crash = next(e for e in info["events"] if e["event_type"] == "crashed")
+        assert crash["details"]["reason"] == "exited", crash
+        assert crash["details"]["exit_code"] == 4, crash
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -40,6 +40,7 @@ from .stats import PluginStats
 
 S = PluginState
 STDERR_TAIL = 20
+EXIT_AFTER_LOSS = 2.0  # seconds a plugin whose connection broke has to show its own exit
 EVENT_EVERY = 10.0  # seconds: at most one `timeout` (or `bad_reply`) event per plugin per window
 WARN_EVENTS = frozenset(
     {"crashed", "timeout", "unhealthy", "disabled", "bad_reply", "binary_changed", "upgrade_failed"}
@@ -468,6 +469,19 @@ class SupervisedPlugin:
             reason = self._wake.result()
             if not await self._reconnect(launched, reason):
                 break
+        if reason.startswith("connection lost (") and "protocol error" not in reason:
+            # The socket often reports a dead plugin before its pidfd does (kill -9 on a
+            # busy machine): give the exit a moment, so the crash names the signal or exit
+            # code rather than "connection reset by peer".
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.exited), EXIT_AFTER_LOSS)
+            except TimeoutError:
+                pass
+            if proc.exited.done():
+                why = exit_reason(proc)
+                launched.connection.close("plugin exited")
+                await self._reap()
+                return {"reason": why, **describe_exit(proc.exited.result())}
         proc.signal_group(9)
         code = await asyncio.shield(proc.exited)
         await self._reap()

@@ -13,15 +13,18 @@ before it creates its socket; otherwise like good).
 HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /raise,
 /fork[?escape=1|setsid=1] (/pid and /sleep also say MISBEHAVE_VERSION), /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
 /say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
-/no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
+/reset-exit closes its connection with bytes unread (the host reads ECONNRESET), then exits 4
+0.5 s later, as a kill -9 looks on a busy machine. /no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
 """
 
+import fcntl
 import json
 import os
 import signal
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 from urllib.parse import parse_qsl
@@ -183,6 +186,17 @@ def handle_http(msg):
     return {"type": "http", "request_id": msg.get("request_id"), "payload": payload}
 
 
+def reset_then_exit(conn):
+    # Wait until the host sent more (the next request): closing a Unix socket with bytes
+    # unread makes the other side read ECONNRESET.
+    print("reset-exit: waiting for the next request", file=sys.stderr, flush=True)
+    while struct.unpack("i", fcntl.ioctl(conn, termios.FIONREAD, b"\0\0\0\0"))[0] == 0:
+        time.sleep(0.01)
+    conn.close()
+    time.sleep(0.5)
+    os._exit(4)
+
+
 def serve_connection(conn):
     while True:
         msg = read_msg(conn)
@@ -195,6 +209,8 @@ def serve_connection(conn):
             continue
         if t != "http":
             continue
+        if msg["payload"]["payload"]["path"] == "/reset-exit":
+            reset_then_exit(conn)
         if MODE == "hang":
             continue
         if MODE == "garbage":
