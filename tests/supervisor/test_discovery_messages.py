@@ -65,13 +65,18 @@ def test_metadata_timeout_names_the_setting_and_quotes_stdout(home):
     path.write_text(
         f"#!{sys.executable}\nimport sys, time\n"
         "sys.stdout.write('Starting server on :8080\\n'); sys.stdout.flush()\n"
-        f"time.sleep({timing.scaled(30)})\n"
+        f"time.sleep({timing.scaled(120)})\n"
     )
     path.chmod(0o755)
-    env = {"TORU_METADATA_TIMEOUT": "0.5", "TORU_RESTART_BACKOFF": str(timing.scaled(60))}
+    # Long enough for the interpreter to start and print on a loaded machine (a CI run
+    # with 0.5 s saw nothing printed yet), far shorter than the plugin's sleep.
+    env = {
+        "TORU_METADATA_TIMEOUT": str(timing.scaled(5)),
+        "TORU_RESTART_BACKOFF": str(timing.scaled(120)),
+    }
     sup = SupervisorProc(home, env=env).start(settle=False)
     try:
-        info = wait_for(lambda: (i := sup.info("server"))["error"] and i)
+        info = wait_for(lambda: (i := sup.info("server"))["error"] and i, timeout=60)
         assert info["state"] == "discovering"
         assert "raise TORU_METADATA_TIMEOUT / supervisor.metadata_timeout" in info["error"]
         assert "it printed 'Starting server on :8080' on stdout" in info["error"], info

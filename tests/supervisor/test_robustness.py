@@ -118,10 +118,15 @@ def test_metadata_timeout_is_retried_not_invalid_and_rescan_retries(home):
     make_plugin(plugins, "flaky", mode="metadata-flaky")
     make_plugin(plugins, "bad", mode="bad-metadata")
     enable_on_disk(home, "flaky")
-    env = {"TORU_METADATA_TIMEOUT": "0.5", "TORU_RESTART_BACKOFF": str(timing.scaled(60))}
+    # The timeout fires against the plugin's hour-long sleep, and is long enough for the
+    # answer after the marker file on a loaded machine (0.5 s was not, for a Python start).
+    env = {
+        "TORU_METADATA_TIMEOUT": str(timing.scaled(5)),
+        "TORU_RESTART_BACKOFF": str(timing.scaled(60)),
+    }
     sup = SupervisorProc(home, env=env).start(settle=False)
     try:
-        info = wait_for(lambda: (i := sup.info("flaky"))["error"] and i)
+        info = wait_for(lambda: (i := sup.info("flaky"))["error"] and i, timeout=60)
         assert info["state"] == "discovering"
         assert "TORU_METADATA_TIMEOUT" in info["error"] and "retrying" in info["error"]
         assert sup.info("bad")["state"] == "invalid"  # a definite bad answer stays invalid
@@ -140,7 +145,7 @@ def test_last_good_metadata_of_a_known_binary_survives_a_restart(home):
     ok = plugins / ".known.metadata-ok"
     ok.touch()
     enable_on_disk(home, "known")
-    env = {"TORU_METADATA_TIMEOUT": "0.5"}
+    env = {"TORU_METADATA_TIMEOUT": str(timing.scaled(5))}  # the first start must answer
     with SupervisorProc(home, env=env) as sup:
         sup.wait_state("known", "running")
     ok.unlink()  # from now on its --metadata would time out
