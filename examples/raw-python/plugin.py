@@ -195,8 +195,11 @@ def main():
     if os.path.exists(path):
         os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    os.chmod(path, 0o600)
+    old_umask = os.umask(0o177)  # the socket is 0600 from the moment it exists
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old_umask)
     server.listen(1)
     log("info", "listening", socket=path)
     while True:  # one connection at a time, like the original plugins
