@@ -222,6 +222,9 @@ class Store:
         if head is not None and head == local.wal_head:
             return local.wal_version
         version = conn.execute("PRAGMA data_version").get
+        if wal is not None and head is None:  # -shm was recreated: map the new one
+            wal.close()
+            local.wal, local.wal_tried, wal = None, False, None
         if wal is None and not local.wal_tried:  # after a read: -shm is open and stays
             local.wal_tried = True
             local.wal = WalIndex.open(self.path)

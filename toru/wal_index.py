@@ -28,29 +28,39 @@ HEADER = 96  # both copies of the WAL-index header
 class WalIndex:
     """A read-only view of one database's WAL-index header."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_ino", "_map", "_path")
 
-    def __init__(self, mapping: mmap.mmap) -> None:
+    def __init__(self, mapping: mmap.mmap, path: str, ino: int) -> None:
         self._map = mapping
+        self._path = path
+        self._ino = ino  # SQLite may delete and recreate -shm: a stale mapping never changes
 
     @classmethod
     def open(cls, db_path: Path) -> WalIndex | None:
         """The view for ``db_path``, or None when there is no usable ``-shm`` (not WAL)."""
+        path = f"{db_path}-shm"
         try:
-            fd = os.open(f"{db_path}-shm", os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)
         except OSError:
             return None
         try:
-            if os.fstat(fd).st_size < HEADER:
+            st = os.fstat(fd)
+            if st.st_size < HEADER:
                 return None
-            return cls(mmap.mmap(fd, HEADER, prot=mmap.PROT_READ))
+            return cls(mmap.mmap(fd, HEADER, prot=mmap.PROT_READ), path, st.st_ino)
         except OSError:
             return None
         finally:
             os.close(fd)
 
-    def header(self) -> bytes:
-        """The header bytes now (compare with an earlier read; equal means no commit)."""
+    def header(self) -> bytes | None:
+        """The header bytes now (compare with an earlier read; equal means no commit), or
+        None when ``-shm`` is no longer the file mapped (reopen it)."""
+        try:
+            if os.stat(self._path).st_ino != self._ino:
+                return None
+        except OSError:
+            return None
         return self._map[:HEADER]
 
     def close(self) -> None:
