@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - exercised by the zipapp examples under
 __all__ = [
     "BINARY_FLAG",
     "BODY",
+    "Body",
     "DEFAULT_MAX_FRAME",
     "HEADER",
     "Decoder",
@@ -59,6 +60,8 @@ BODY = "$body"
 # PERF: a frame from this size on that arrives in pieces is read into a buffer of its own
 # size (no regrowing, no copy out: a binary frame's body is a view of that buffer).
 BIG_FRAME = 256 * 1024
+# A binary frame's body: bytes-like, or a list of bytes-like parts written in order.
+Body = bytes | bytearray | memoryview | list[bytes | bytearray | memoryview]
 
 
 class ProtocolError(Exception):
@@ -124,7 +127,7 @@ def encode_payload(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(size) + body
 
 
-def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: bytes | None = None) -> bytes:
+def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: Body | None = None) -> bytes:
     """Serialize and frame one message; with ``body``, as a binary frame carrying it."""
     if body is None:
         return encode_payload(dumps(msg), max_frame)
@@ -132,14 +135,21 @@ def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: bytes | None = No
 
 
 def encode_binary(
-    head: bytes, body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME
-) -> tuple[bytes, bytes, bytes | bytearray | memoryview]:
-    """A binary frame of serialized JSON ``head`` and a raw ``body``, as the three parts to
-    write in order (PERF: the body is not copied here; ``queue_frame(*parts)`` joins once)."""
-    size = _HEADER_SIZE + len(head) + len(body)
+    head: bytes, body: Body, max_frame: int = DEFAULT_MAX_FRAME
+) -> tuple[bytes | bytearray | memoryview, ...]:
+    """A binary frame of serialized JSON ``head`` and a raw ``body`` (bytes-like, or a list
+    of bytes-like parts in order: a request body as the server handed it over), as the
+    parts to write in order. PERF: the body is not copied here; ``queue_frame(*parts)``
+    writes big parts with ``writelines`` and joins only small frames."""
+    if type(body) is list:
+        size = _HEADER_SIZE + len(head) + sum(map(len, body))
+        if size > max_frame:
+            raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
+        return (_BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, *body)
+    size = _HEADER_SIZE + len(head) + len(body)  # type: ignore[arg-type]
     if size > max_frame:
         raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
-    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body
+    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body  # type: ignore[return-value]
 
 
 def frame_body(msg: Any) -> bytes | None:

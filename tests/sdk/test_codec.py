@@ -21,6 +21,7 @@ from toru_plugin_api.codec import (
     FrameTooLarge,
     ProtocolError,
     encode,
+    encode_binary,
     encode_payload,
     frame_body,
     write_frame,
@@ -316,6 +317,20 @@ def test_a_binary_frame_whose_json_length_exceeds_it_is_a_protocol_error(big):
     assert [m["request_id"] for m in seen + err.value.decoded] == ["ok"]
     with pytest.raises(ProtocolError, match="JSON header"):  # alone in a read: the fast path
         Decoder().feed(lie)
+
+
+def test_a_body_in_parts_is_framed_as_their_concatenation_without_joining():
+    """A request body as the server handed it over (a list of chunks) is one binary frame."""
+    parts = [b"\xff" * 70_000, bytearray(b"\x00mid"), memoryview(b"tail\xfe")]
+    frame = encode_binary(b'{"type":"http"}', parts)
+    assert all(a is b for a, b in zip(frame[2:], parts, strict=True))  # not copied
+    joined = b"".join(frame)
+    assert joined == encode({"type": "http"}, body=b"".join(parts))
+    (msg,) = Decoder().feed(joined)
+    assert frame_body(msg) == b"".join(parts)
+    assert encode_binary(b"{}", [])[0] == encode_binary(b"{}", b"")[0]
+    with pytest.raises(FrameTooLarge):
+        encode_binary(b"{}", [b"x" * 600, b"y" * 600], max_frame=1024)
 
 
 def test_a_binary_frame_over_the_maximum_is_refused_before_reading():

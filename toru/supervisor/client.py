@@ -20,7 +20,7 @@ from typing import Any
 
 from toru.errors import BadGateway, SupervisorUnavailable, ToruError
 from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, encode, frame_body
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Body, ProtocolError, encode, frame_body
 from toru_plugin_api.messages import validate_http_reply
 
 __all__ = [
@@ -128,7 +128,7 @@ class ControlClient:
         op: str,
         args: dict[str, Any] | None,
         timeout: float | None,
-        body: bytes | None = None,
+        body: Body | None = None,
     ) -> dict[str, Any]:
         """The whole reply message to one operation (``body``: a binary frame's tail)."""
         timeout = self.timeout if timeout is None else timeout
@@ -166,7 +166,7 @@ class ControlClient:
         method: str,
         path: str,
         headers: dict[str, str] | None = None,
-        body: bytes | str | None = b"",
+        body: bytes | str | list[bytes] | None = b"",
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
@@ -176,8 +176,9 @@ class ControlClient:
         return proxy_response(reply_result(msg), frame_body(msg))
 
 
-def body_bytes(body: bytes | str | None) -> bytes:
-    """A request body as the bytes the ``http`` op's binary frame carries."""
+def body_bytes(body: bytes | str | list[bytes] | None) -> bytes | list[bytes]:
+    """A request body as what the ``http`` op's binary frame carries: bytes, or the list of
+    parts it was received in (``read_body_parts``: written on in order, never joined)."""
     if body is None:
         return b""
     return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from toru.errors import PayloadTooLarge, SupervisorUnavailable, ToruError
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, frame_body
+from toru_plugin_api.codec import DEFAULT_MAX_FRAME, Body, ProtocolError, frame_body
 
 from ..supervisor.client import (
     ProxyResponse,
@@ -46,7 +46,7 @@ class Control(Protocol):
         method: str,
         path: str,
         headers: dict[str, str] | None = None,
-        body: bytes | str | None = b"",
+        body: bytes | str | list[bytes] | None = b"",
         timeout: float | None = None,
     ) -> ProxyResponse: ...
 
@@ -161,7 +161,7 @@ class ControlClient:
         op: str,
         args: dict[str, Any] | None,
         timeout: float | None,
-        body: bytes | None = None,
+        body: Body | None = None,
     ) -> dict[str, Any]:
         """The whole reply message to one operation (``body``: a binary frame's tail)."""
         conn = await self._connection()
@@ -180,7 +180,7 @@ class ControlClient:
         method: str,
         path: str,
         headers: dict[str, str] | None = None,
-        body: bytes | str | None = b"",
+        body: bytes | str | list[bytes] | None = b"",
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
