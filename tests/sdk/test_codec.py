@@ -301,6 +301,34 @@ def test_a_big_frame_received_into_its_own_buffer():
     assert last["request_id"] == "4" and frame_body(last) == b""
 
 
+def test_big_frames_reuse_a_buffer_only_once_no_body_points_into_it():
+    """A body handed on as a view of its buffer stays intact while it is held; once it is
+    dropped, the next big frame is received into the same buffer (no fresh zero-fill)."""
+
+    def frames(fill: int) -> bytes:
+        return encode({"type": "http"}, body=bytes([fill]) * (BIG_FRAME + 100))
+
+    def receive(d: Decoder, data: bytes) -> memoryview:
+        out = d.feed(data[:1000])  # the start, then the rest in place (a BufferedProtocol)
+        view = d.big_view()
+        view[:] = data[1000:]
+        (msg,) = out + d.filled(len(view))
+        return frame_body(msg)
+
+    d = Decoder()
+    first = receive(d, frames(1))
+    second = receive(d, frames(2))  # the first body is alive: a buffer of its own
+    assert first.obj is not second.obj
+    assert set(first) == {1} and set(second) == {2}
+    kept = first.obj
+    del first
+    third = receive(d, frames(3))
+    assert third.obj is kept and set(third) == {3} and set(second) == {2}
+    copied = bytes(third)  # a consumer that copies and drops the view frees it too
+    del third
+    assert receive(d, frames(4)).obj is kept and set(copied) == {3}
+
+
 @pytest.mark.parametrize("big", [False, True])
 def test_a_binary_frame_whose_json_length_exceeds_it_is_a_protocol_error(big):
     body = b"x" * (BIG_FRAME + 10 if big else 10)
