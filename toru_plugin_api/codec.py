@@ -25,6 +25,8 @@ import socket
 import struct
 from typing import Any
 
+from .fresh_bytes import fresh_bytes
+
 try:  # PERF: ujson is ~3x faster than json for our small messages; optional for plugins.
     import ujson as _ujson
 except ImportError:  # pragma: no cover - exercised by the zipapp examples under python3 -I
@@ -57,13 +59,17 @@ _SIZE_MASK = BINARY_FLAG - 1
 _BINARY_HEADER = struct.Struct(">II")  # the length word, then the JSON's length
 # Where a decoded binary frame's body goes in its message (no JSON value is ``bytes``).
 BODY = "$body"
-# PERF: a frame from this size on that arrives in pieces is read into a buffer of its own
-# size (no regrowing, no copy out: a binary frame's body is a view of that buffer).
+# PERF: a frame from this size on that arrives in pieces is read in place: a binary frame's
+# body into a ``bytes`` of its own (``fresh_bytes``), any other frame into a buffer of its
+# size (no regrowing, no copy out: a body is then a view of that buffer).
 BIG_FRAME = 256 * 1024
 # PERF: each Decoder keeps up to this many big-frame buffers of up to SPARE_MAX bytes and
 # receives the next big frame into one nobody holds a view of any more (``_unshared``).
 SPARES = 4
 SPARE_MAX = 4 * 1024 * 1024
+# A big binary frame whose JSON part is at most this long has its body received into a
+# ``bytes`` of its own (``Decoder._start_body``); the JSON of an http message is far smaller.
+HEAD_MAX = 64 * 1024
 # A binary frame's body: bytes-like, or a list of bytes-like parts written in order.
 Body = bytes | bytearray | memoryview | list[bytes | bytearray | memoryview]
 
@@ -171,21 +177,39 @@ class Decoder:
     route on a little of the message and forward the rest untouched.
     """
 
-    __slots__ = ("_big", "_buf", "_failed", "_fill", "_spares", "max_frame", "parse")
+    __slots__ = (
+        "_big",
+        "_body",
+        "_buf",
+        "_failed",
+        "_fill",
+        "_head",
+        "_spares",
+        "max_frame",
+        "parse",
+    )
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, parse: bool = True) -> None:
         self.max_frame = max_frame
         self.parse = parse
         self._buf = bytearray()
         self._failed: ProtocolError | None = None
-        self._big: memoryview | None = None  # the incomplete big frame, length word included
-        self._fill = 0  # bytes of it received
+        # The incomplete big frame: where its rest goes and how much of that is there. Either
+        # the whole frame, length word included (``_head`` None), or, for a binary frame, the
+        # storage of ``_body`` (a ``fresh_bytes`` object) after its JSON ``_head`` was read.
+        self._big: memoryview | None = None
+        self._fill = 0
+        self._head: bytes | None = None
+        self._body: bytes | None = None
         self._spares: list[bytearray] = []  # buffers big frames were received into
 
     @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame (0 at a frame boundary)."""
-        return len(self._buf) + (self._fill if self._big is not None else 0)
+        if self._big is None:
+            return len(self._buf)
+        head = self._head
+        return len(self._buf) + self._fill + (0 if head is None else 2 * _HEADER_SIZE + len(head))
 
     @property
     def receiving_big(self) -> bool:
@@ -206,8 +230,36 @@ class Decoder:
         self._fill += count
         if self._fill < len(big):
             return []
-        self._big = None
-        return [self._whole(big)]
+        return [self._complete()]
+
+    def _complete(self) -> Any:
+        """The message of the big frame just completed (its state cleared first)."""
+        big, head, body = self._big, self._head, self._body
+        self._big = self._head = self._body = None
+        if head is None:
+            return self._whole(big)  # type: ignore[arg-type]
+        return self._message(head, body)  # type: ignore[arg-type]
+
+    def _start_body(self, view: bytes | bytearray, pos: int, end_all: int, size: int) -> bool:
+        """PERF: receive the body of the binary frame at ``pos`` (``size`` bytes after its
+        length word, ``end_all - pos`` of them here) straight into a ``bytes`` of its own
+        (``fresh_bytes``): handed on as it is, nobody downstream copies it again. False when
+        that cannot be done (no fresh bytes here, a JSON part that is not small or lies
+        about its length: the whole-frame buffer then takes it, and its checks)."""
+        (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+        body_size = size - _HEADER_SIZE - head_size
+        if head_size > HEAD_MAX or body_size < 0:
+            return False
+        fresh = fresh_bytes(body_size)
+        if fresh is None:
+            return False
+        start = pos + 2 * _HEADER_SIZE + head_size
+        with memoryview(view) as mv:
+            head = bytes(mv[pos + 2 * _HEADER_SIZE : start])
+            self._body, big = fresh
+            big[: end_all - start] = mv[start:end_all]
+        self._big, self._head, self._fill = big, head, end_all - start
+        return True
 
     def _buffer(self, size: int) -> memoryview:
         """A writable view of ``size`` bytes for a big frame.
@@ -237,10 +289,9 @@ class Decoder:
             return []
         with memoryview(data) as mv:
             big[fill:] = mv[:need]
-        self._big = None
         rest = data[need:]
         try:
-            out = [self._whole(big)]
+            out = [self._complete()]
         except ProtocolError:
             self._buf = bytearray(rest)  # the stream is still in step after a bad big frame
             raise
@@ -320,6 +371,16 @@ class Decoder:
                 raise self._failed
             end = pos + _HEADER_SIZE + size
             if end > end_all:
+                if size >= BIG_FRAME and binary:  # PERF: the body into bytes of its own
+                    have = end_all - pos
+                    if have < 2 * _HEADER_SIZE:
+                        break  # not even its JSON length yet: wait, as for any frame
+                    (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+                    if head_size <= HEAD_MAX and have < 2 * _HEADER_SIZE + head_size:
+                        break  # its JSON is not all here yet
+                    if self._start_body(view, pos, end_all, size):
+                        pos = end_all
+                        break
                 if size >= BIG_FRAME:  # PERF: read the rest into a buffer of its own size
                     big = self._big = self._buffer(_HEADER_SIZE + size)
                     with memoryview(view) as mv:
@@ -384,6 +445,10 @@ class Decoder:
             with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
                 head = bytes(mv[start : start + head_size])
                 body = bytes(mv[start + head_size : end])  # the one copy
+        return self._message(head, body)
+
+    def _message(self, head: bytes, body: bytes | memoryview) -> Any:
+        """A binary frame's message from its JSON ``head`` and raw ``body``."""
         if not self.parse:
             return head, body
         msg = loads(head)

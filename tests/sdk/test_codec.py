@@ -15,6 +15,7 @@ from toru_plugin_api.codec import (
     BIG_FRAME,
     BINARY_FLAG,
     BODY,
+    HEAD_MAX,
     HEADER,
     Decoder,
     FrameReader,
@@ -285,7 +286,8 @@ def test_binary_frames_round_trip_in_any_chunking(chunk, parse):
 
 
 def test_a_big_frame_received_into_its_own_buffer():
-    """``big_view``/``filled``: what a BufferedProtocol reader does, no copy of the body."""
+    """``big_view``/``filled``: what a BufferedProtocol reader does. The body is received
+    straight into the ``bytes`` it is handed on as (``fresh_bytes``): no copy, no view."""
     data, frames = _binary_stream()
     d = Decoder()
     out = d.feed(data[:100_000])  # frames 1 and 2, and the start of the big frame 3
@@ -295,23 +297,45 @@ def test_a_big_frame_received_into_its_own_buffer():
     rest = memoryview(data)[100_000:]
     view[: len(view)] = rest[: len(view)]
     (big,) = d.filled(len(view))
-    assert type(frame_body(big)) is memoryview and frame_body(big) == frames[2][1]
+    assert type(frame_body(big)) is bytes and frame_body(big) == frames[2][1]
     assert d.big_view() is None
     (last,) = d.feed(bytes(rest[len(view) :]))
     assert last["request_id"] == "4" and frame_body(last) == b""
+
+
+@pytest.mark.parametrize("split", [1, 5, 8, 30, 40])
+def test_a_big_binary_body_is_received_into_bytes_of_its_own(split):
+    """Whatever part of its JSON the first read holds, a big binary frame's body ends up as
+    one ``bytes`` with exactly its content; until then the frame counts as buffered (an
+    EOF there is one inside a frame)."""
+    body = bytes(range(256)) * (BIG_FRAME // 256 + 3)
+    data = encode({"type": "http", "request_id": "9"}, body=body) + encode({"type": "x"})
+    head_end = 8 + len(b'{"type":"http","request_id":"9"}')
+    d = Decoder()
+    assert d.feed(data[:split]) == []
+    assert d.feed(data[split:head_end]) == [] and d.buffered == head_end
+    out = d.feed(data[head_end : head_end + 70_000])
+    view = d.big_view()  # the rest of the body but 10 bytes in place, those 10 by feed
+    pos = head_end + 70_000
+    view[: len(view) - 10] = data[pos : pos + len(view) - 10]
+    out += d.filled(len(view) - 10)
+    out += d.feed(data[pos + len(view) - 10 :])
+    assert [m["type"] for m in out] == ["http", "x"] and d.buffered == 0
+    assert type(frame_body(out[0])) is bytes and frame_body(out[0]) == body
 
 
 def test_big_frames_reuse_a_buffer_only_once_no_body_points_into_it():
     """A body handed on as a view of its buffer stays intact while it is held; once it is
     dropped, the next big frame is received into the same buffer (no fresh zero-fill)."""
 
-    def frames(fill: int) -> bytes:
-        return encode({"type": "http"}, body=bytes([fill]) * (BIG_FRAME + 100))
+    def frames(fill: int) -> bytes:  # a JSON part too long for a body of its own bytes
+        msg = {"type": "http", "pad": "p" * HEAD_MAX}
+        return encode(msg, body=bytes([fill]) * (BIG_FRAME + 100))
 
     def receive(d: Decoder, data: bytes) -> memoryview:
-        out = d.feed(data[:1000])  # the start, then the rest in place (a BufferedProtocol)
+        out = d.feed(data[:100_000])  # the start, then the rest in place (BufferedProtocol)
         view = d.big_view()
-        view[:] = data[1000:]
+        view[:] = data[100_000:]
         (msg,) = out + d.filled(len(view))
         return frame_body(msg)
 
