@@ -18,7 +18,7 @@ from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
 from ..supervisor.client import restart_timeout
-from . import auth, errors, health, plugin_install, plugins, proxy, system, users
+from . import auth, errors, health, metrics, plugin_install, plugins, proxy, system, users
 from .control import Control, ControlClient
 from .headers import SecurityHeaders
 from .metrics import MetricsMiddleware
@@ -33,7 +33,8 @@ PASSWORD_BACKLOG = 2
 
 
 class Lifecycle:
-    """ASGI lifespan: on the worker's shutdown, drop the control connection and the pool."""
+    """ASGI lifespan: on the worker's shutdown, drop the control connection and the pool and
+    write the pending metric updates."""
 
     def __init__(self, control: Control, pool: PasswordPool) -> None:
         self.control = control
@@ -44,6 +45,7 @@ class Lifecycle:
         if close is not None:
             close()
         self.pool.close()
+        metrics.flush()
 
 
 def create_app(

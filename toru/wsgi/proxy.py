@@ -252,8 +252,7 @@ class PluginRouteResource:
         plugin = await self.routes.plugin_for(route)
         t0 = time.perf_counter()
         status = 500
-        inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
-        inflight.inc()
+        metrics.add(metrics.PROXY_INFLIGHT, (plugin,))
         try:
             answer = await self.control.http(route, req.method, path, headers, body)
             status = answer.status
@@ -263,14 +262,12 @@ class PluginRouteResource:
             if kind is None and isinstance(exc, Unavailable):
                 kind = "unavailable"
             if kind:
-                metrics.child(metrics.PROXY_ERRORS, (plugin, kind)).inc()
+                metrics.add(metrics.PROXY_ERRORS, (plugin, kind))
             raise
         finally:
-            inflight.dec()
+            metrics.add(metrics.PROXY_INFLIGHT, (plugin,), -1.0)
             code_class = _CODE_CLASS.get(status // 100) or f"{status // 100}xx"
-            metrics.child(metrics.PROXY_DURATION, (plugin, code_class)).observe(
-                time.perf_counter() - t0
-            )
+            metrics.observe(metrics.PROXY_DURATION, (plugin, code_class), time.perf_counter() - t0)
             # NOTE: timed here, so the generic toru_http_request_duration_seconds skips it.
             req.context.proxied = True
         if not 200 <= answer.status <= 599:  # 1xx cannot be relayed as a final answer
