@@ -29,7 +29,7 @@ import falcon.asgi
 
 from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
-from ..session_cookie import names_toru_cookie
+from ..session_cookie import COOKIE, names_toru_cookie
 from . import metrics
 from .control import Control
 from .headers import PLUGIN_ROUTE_PREFIX
@@ -175,6 +175,17 @@ def split_target(req: falcon.asgi.Request) -> tuple[str, str]:
     return "/" + route_seg, path
 
 
+def without_session_cookie(cookie: str) -> str:
+    """A ``Cookie`` header value without Toru's session cookie (a plugin never sees the
+    login): the other pairs, stripped, joined with ``; ``; "" when none is left."""
+    kept = []
+    for pair in cookie.split(";"):
+        pair = pair.strip()
+        if pair and pair.split("=", 1)[0].strip() != COOKIE:
+            kept.append(pair)
+    return "; ".join(kept)
+
+
 def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[str, str]:
     """The request headers a plugin sees (see the module docstring), from the ASGI scope.
 
@@ -199,14 +210,9 @@ def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[s
         if connection_named and lname in connection_named:
             continue
         if lname == "cookie":
-            kept = [
-                c.strip()
-                for c in value.split(";")
-                if c.strip() and c.strip().split("=", 1)[0].strip() != "toru_session"
-            ]
-            if not kept:
+            value = without_session_cookie(value)
+            if not value:
                 continue
-            value = "; ".join(kept)
         if title in out:
             value = out[title] + ("; " if lname == "cookie" else ", ") + value
         out[title] = value
