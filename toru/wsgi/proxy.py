@@ -135,7 +135,8 @@ def _valid_value(value: object) -> bool:
     )
 
 
-def _bad_segment(seg: str) -> bool:
+def bad_segment(seg: str) -> bool:
+    """A raw path segment that must not reach a plugin (see the module docstring)."""
     decoded = unquote(seg)
     return (
         decoded in (".", "..")
@@ -164,7 +165,7 @@ def split_target(req: falcon.asgi.Request) -> tuple[str, str]:
     # (without '%', decoding changes nothing); the exact check runs only then.
     if "%" in below or "\\" in below or "\x00" in below or "/." in "/" + below:
         for seg in [route_seg, *rest.split("/")]:
-            if _bad_segment(seg):
+            if bad_segment(seg):
                 raise BadRequest(
                     "path segments must not be '.', '..' or contain encoded '/', '\\', '%' or NUL",
                     code="bad_path",
