@@ -60,6 +60,8 @@ class FakeControl:
             raise RuntimeError("a bug in the web tier")
         if path == "/continue":
             return SimpleNamespace(status=100, headers={}, body=b"")
+        if type(body) is list:  # the chunks the server handed over (read_body_parts)
+            body = b"".join(body)
         payload = {"method": method, "path": path, "headers": headers, "body": body.hex()}
         return SimpleNamespace(
             status=201,
@@ -409,9 +411,13 @@ def test_forwarded_requests_are_in_the_proxy_metrics_only(env):
     """A forwarded request is counted and timed once, by plugin (docs/operations.md)."""
     from prometheus_client import REGISTRY
 
+    from toru.wsgi import metrics
+
     tmpl = "/api/plugins/route/{route}/{rest:path}"
 
     def values():
+        metrics.flush()  # this process's pending updates, as /metrics does before collecting
+
         def v(name, **labels):
             return REGISTRY.get_sample_value(name, labels) or 0.0
 
