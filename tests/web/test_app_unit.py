@@ -409,9 +409,13 @@ def test_forwarded_requests_are_in_the_proxy_metrics_only(env):
     """A forwarded request is counted and timed once, by plugin (docs/operations.md)."""
     from prometheus_client import REGISTRY
 
+    from toru.wsgi import metrics
+
     tmpl = "/api/plugins/route/{route}/{rest:path}"
 
     def values():
+        metrics.flush()  # this process's pending updates, as /metrics does before collecting
+
         def v(name, **labels):
             return REGISTRY.get_sample_value(name, labels) or 0.0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from tests import timing
 from tests.servers import ToruServer
 from tests.web.procs import alive
 from tests.web.procs import poll as _poll
@@ -54,15 +55,7 @@ def srv(example_plugins):
     s.start()
     try:
         s.admin = s.login()
-        status, body = s.json(
-            "POST",
-            "/api/users",
-            {"username": "alice", "password": USER_PW, "role": "user"},
-            cookie=s.admin[0],
-            csrf=s.admin[1],
-        )
-        assert status == 201, body
-        s.user = s.login("alice", USER_PW)
+        s.user = s.add_user(s.admin, "alice", USER_PW)
         status, body = s.json(
             "POST", "/api/auth/tokens", {"name": "e2e"}, cookie=s.admin[0], csrf=s.admin[1]
         )
@@ -512,6 +505,54 @@ def test_metrics_aggregate_workers_and_supervisor(srv):
 
 
 # --------------------------------------------------------------------------- issue 15's gaps
+
+
+def _samples(srv) -> dict[tuple, float]:
+    """Every sample of ``/metrics`` (all processes merged) by ``(name, sorted labels)``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, data = srv.request("GET", "/metrics")
+    assert status == 200, data[:200]
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(data.decode())
+        for s in family.samples
+    }
+
+
+def test_metrics_count_every_request_once_whichever_worker_scrapes(srv):
+    """The workers batch their metric updates per loop tick (toru/wsgi/metrics.py
+    ``PendingWrites``); a scrape, served by any of the 4 workers, still counts every request
+    once, under the labels it always had: forwarded ones by plugin and status class (GET
+    and HEAD), refused ones (401, 403 CSRF) in toru_http_* by route template."""
+    tmpl = "/api/plugins/route/{route}/{rest:path}"
+    want = {
+        ("toru_proxy_request_duration_seconds_count", (("code_class", "2xx"), ("plugin", "hello-python"))): 14,
+        ("toru_proxy_request_duration_seconds_bucket", (("code_class", "2xx"), ("le", "+Inf"), ("plugin", "hello-python"))): 14,
+        ("toru_http_requests_total", (("method", "GET"), ("route", tmpl), ("status", "401"))): 5,
+        ("toru_http_requests_total", (("method", "POST"), ("route", tmpl), ("status", "403"))): 2,
+        ("toru_http_request_duration_seconds_count", (("method", "POST"), ("route", tmpl))): 2,
+    }  # fmt: skip
+    before = _samples(srv)
+    for _ in range(12):
+        assert _route(srv, "GET", "/hello/echo")[0] == 200
+    for _ in range(2):
+        assert _route(srv, "HEAD", "/hello/echo")[0] == 200
+    for _ in range(5):
+        assert _route(srv, "GET", "/hello/echo", token=None)[0] == 401
+    for _ in range(2):  # a session without its CSRF token
+        assert _route(srv, "POST", "/hello/echo", b"x", token=None, cookie=srv.user[0])[0] == 403
+
+    def deltas() -> dict[tuple, float]:
+        now = _samples(srv)
+        return {k: now.get(k, 0.0) - before.get(k, 0.0) for k in want}
+
+    # NOTE: another worker writes its last updates in the loop iteration after its answer;
+    # on a loaded machine that may come a moment after this scrape, never later than that.
+    got = _poll(lambda: (d := deltas()) == want and d, timeout=timing.WAIT) or deltas()
+    assert got == want
+    inflight = ("toru_proxy_inflight", (("plugin", "hello-python"),))
+    assert _samples(srv).get(inflight) == 0.0
 
 
 def test_rescan_registers_a_new_binary_and_forgets_a_removed_one(srv):

@@ -84,6 +84,7 @@ class MetricsResource:
         self.metrics_dir = str(config.metrics_dir)
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        metrics.flush()  # this worker's own last updates (on the loop: they are the loop's)
         # NOTE: merging every process's files reads the whole directory: off the loop.
         data, ctype = await asyncio.to_thread(metrics.render, self.metrics_dir)
         resp.content_type = ctype

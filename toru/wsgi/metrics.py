@@ -8,6 +8,8 @@ fresh ``MultiProcessCollector`` per scrape, as prometheus_client's multiprocess 
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import functools
 import os
 import time
@@ -76,14 +78,79 @@ HTTP_DURATION = Histogram(
 
 
 @functools.lru_cache(maxsize=4096)
-def child(metric: Any, labels: tuple[str, ...]) -> Any:
-    """``metric.labels(*labels)``, cached in this process.
+def _cells(metric: Any, labels: tuple[str, ...]) -> Any:
+    """The value cells of ``metric.labels(*labels)``: a counter's or gauge's one value, a
+    histogram's ``(sum, buckets, upper bounds)``; cached in this process.
 
-    PERF: ``labels()`` validates, stringifies and takes a lock on every call (~3 µs; four
-    calls were ~12 µs of every proxied request, measured by benchmarks/tools/micro_wsgi.py). Label
+    PERF: ``labels()`` validates, stringifies and takes a lock on every call (~3 µs). Label
     values are bounded (route templates, plugin ids, status classes), so the cache is too.
+    NOTE: the cells are prometheus_client's own value objects (``_value``, ``_sum``,
+    ``_buckets``: private names, stable through 0.x); tests/web/test_metrics_batch.py checks
+    every count against the exposition, so a release that renames them fails there.
     """
-    return metric.labels(*labels)
+    c = metric.labels(*labels)
+    if isinstance(metric, Histogram):
+        return c._sum, c._buckets, c._upper_bounds
+    return c._value
+
+
+class PendingWrites:
+    """Metric updates of this worker, written to its files once per event-loop tick.
+
+    PERF: in multiprocess mode every update is an mmap write behind a lock and a pid check
+    (~1.5-2.5 µs; a histogram observation is two, a forwarded request made four). Updates
+    add up here, per value cell, and ``flush`` writes each cell once: at the end of the
+    loop iteration that made them (``call_soon``), before this worker's ``/metrics``
+    collects, and at the worker's shutdown. So a scrape sees every request that another
+    worker finished before that worker's next loop iteration, which follows its answer at
+    once. The inflight gauge's +1 and -1 of a request that never waited cancel out.
+    """
+
+    def __init__(self) -> None:
+        self._amounts: dict[Any, float] = {}
+        self._loop: Any = None  # the loop a flush is scheduled on, if any
+
+    def add(self, cell: Any, amount: float) -> None:
+        """Add ``amount`` to ``cell`` (written at the next flush)."""
+        amounts = self._amounts
+        amounts[cell] = amounts.get(cell, 0.0) + amount
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a CLI or a test): write now
+            self.flush()
+            return
+        # NOTE: compared by identity: a flush scheduled on a loop that has stopped since
+        # (a test client's) never runs, so the current loop gets one of its own.
+        if self._loop is not loop:
+            self._loop = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write every pending amount (idempotent)."""
+        self._loop = None
+        amounts, self._amounts = self._amounts, {}
+        for cell, amount in amounts.items():
+            if amount:
+                cell.inc(amount)
+
+
+PENDING = PendingWrites()
+
+
+def add(metric: Counter | Gauge, labels: tuple[str, ...], amount: float = 1.0) -> None:
+    """``metric.labels(*labels).inc(amount)`` (a negative amount for a gauge), batched."""
+    PENDING.add(_cells(metric, labels), amount)
+
+
+def observe(metric: Histogram, labels: tuple[str, ...], value: float) -> None:
+    """``metric.labels(*labels).observe(value)``, batched."""
+    total, buckets, bounds = _cells(metric, labels)
+    pending = PENDING
+    pending.add(total, value)
+    pending.add(buckets[bisect.bisect_left(bounds, value)], 1.0)
+
+
+flush = PENDING.flush
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -94,8 +161,7 @@ class MetricsMiddleware:
 
     Except a request forwarded to a plugin (it reached the plugin call): that one is
     counted and timed once, in ``toru_proxy_request_duration_seconds{plugin,code_class}``,
-    which says more (which plugin). PERF: every metric update is a multiprocess file write
-    (~1.5-2.5 µs each, a histogram observation two); a forwarded request makes four.
+    which says more (which plugin). The updates are batched (``PendingWrites``).
     """
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -117,12 +183,13 @@ class MetricsMiddleware:
             route = "static"
         method = req.method if req.method in _METHODS else "OTHER"
         status = resp.status if isinstance(resp.status, int) else int(str(resp.status)[:3])
-        child(HTTP_REQUESTS, (method, route, str(status))).inc()
-        child(HTTP_DURATION, (method, route)).observe(time.perf_counter() - t0)
+        add(HTTP_REQUESTS, (method, route, str(status)))
+        observe(HTTP_DURATION, (method, route), time.perf_counter() - t0)
 
 
 def render(metrics_dir: str | None) -> tuple[bytes, str]:
-    """The exposition text of every process (multiprocess mode) or of this one."""
+    """The exposition text of every process (multiprocess mode) or of this one; ``flush()``
+    this worker's pending updates first, on its loop (``PendingWrites`` is the loop's)."""
     path = metrics_dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path and os.path.isdir(path):
         from prometheus_client import multiprocess

@@ -29,7 +29,7 @@ import falcon.asgi
 
 from ..config import Config
 from ..errors import BadGateway, BadRequest, GatewayTimeout, NotFound, ToruError, Unavailable
-from ..session_cookie import names_toru_cookie
+from ..session_cookie import COOKIE, names_toru_cookie
 from . import metrics
 from .control import Control
 from .headers import PLUGIN_ROUTE_PREFIX
@@ -135,7 +135,8 @@ def _valid_value(value: object) -> bool:
     )
 
 
-def _bad_segment(seg: str) -> bool:
+def bad_segment(seg: str) -> bool:
+    """A raw path segment that must not reach a plugin (see the module docstring)."""
     decoded = unquote(seg)
     return (
         decoded in (".", "..")
@@ -164,7 +165,7 @@ def split_target(req: falcon.asgi.Request) -> tuple[str, str]:
     # (without '%', decoding changes nothing); the exact check runs only then.
     if "%" in below or "\\" in below or "\x00" in below or "/." in "/" + below:
         for seg in [route_seg, *rest.split("/")]:
-            if _bad_segment(seg):
+            if bad_segment(seg):
                 raise BadRequest(
                     "path segments must not be '.', '..' or contain encoded '/', '\\', '%' or NUL",
                     code="bad_path",
@@ -173,6 +174,17 @@ def split_target(req: falcon.asgi.Request) -> tuple[str, str]:
     if raw_qs:
         path += "?" + raw_qs
     return "/" + route_seg, path
+
+
+def without_session_cookie(cookie: str) -> str:
+    """A ``Cookie`` header value without Toru's session cookie (a plugin never sees the
+    login): the other pairs, stripped, joined with ``; ``; "" when none is left."""
+    kept = []
+    for pair in cookie.split(";"):
+        pair = pair.strip()
+        if pair and pair.split("=", 1)[0].strip() != COOKIE:
+            kept.append(pair)
+    return "; ".join(kept)
 
 
 def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[str, str]:
@@ -199,14 +211,9 @@ def forward_headers(req: falcon.asgi.Request, trusted: frozenset[str]) -> dict[s
         if connection_named and lname in connection_named:
             continue
         if lname == "cookie":
-            kept = [
-                c.strip()
-                for c in value.split(";")
-                if c.strip() and c.strip().split("=", 1)[0].strip() != "toru_session"
-            ]
-            if not kept:
+            value = without_session_cookie(value)
+            if not value:
                 continue
-            value = "; ".join(kept)
         if title in out:
             value = out[title] + ("; " if lname == "cookie" else ", ") + value
         out[title] = value
@@ -243,17 +250,17 @@ class PluginRouteResource:
         self.routes = routes
         self.trusted = frozenset(config.trusted_proxies)
 
-    async def _forward(
+    async def forward(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any
     ) -> None:
+        """The responder of every method (Falcon's, and ``frontend.Frontend``'s)."""
         route, path = split_target(req)
         body = await read_body(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
         plugin = await self.routes.plugin_for(route)
         t0 = time.perf_counter()
         status = 500
-        inflight = metrics.child(metrics.PROXY_INFLIGHT, (plugin,))
-        inflight.inc()
+        metrics.add(metrics.PROXY_INFLIGHT, (plugin,))
         try:
             answer = await self.control.http(route, req.method, path, headers, body)
             status = answer.status
@@ -263,14 +270,12 @@ class PluginRouteResource:
             if kind is None and isinstance(exc, Unavailable):
                 kind = "unavailable"
             if kind:
-                metrics.child(metrics.PROXY_ERRORS, (plugin, kind)).inc()
+                metrics.add(metrics.PROXY_ERRORS, (plugin, kind))
             raise
         finally:
-            inflight.dec()
+            metrics.add(metrics.PROXY_INFLIGHT, (plugin,), -1.0)
             code_class = _CODE_CLASS.get(status // 100) or f"{status // 100}xx"
-            metrics.child(metrics.PROXY_DURATION, (plugin, code_class)).observe(
-                time.perf_counter() - t0
-            )
+            metrics.observe(metrics.PROXY_DURATION, (plugin, code_class), time.perf_counter() - t0)
             # NOTE: timed here, so the generic toru_http_request_duration_seconds skips it.
             req.context.proxied = True
         if not 200 <= answer.status <= 599:  # 1xx cannot be relayed as a final answer
@@ -294,4 +299,4 @@ class PluginRouteResource:
         resp.content_type = content_type or "application/octet-stream"
         resp.data = answer.body or b""
 
-    on_get = on_head = on_post = on_put = on_patch = on_delete = on_options = _forward
+    on_get = on_head = on_post = on_put = on_patch = on_delete = on_options = forward
