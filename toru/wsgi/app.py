@@ -18,7 +18,18 @@ from ..accounts import Accounts
 from ..config import Config
 from ..store import Store
 from ..supervisor.client import restart_timeout
-from . import auth, errors, health, metrics, plugin_install, plugins, proxy, system, users
+from . import (
+    auth,
+    errors,
+    frontend,
+    health,
+    metrics,
+    plugin_install,
+    plugins,
+    proxy,
+    system,
+    users,
+)
 from .control import Control, ControlClient
 from .headers import SecurityHeaders
 from .metrics import MetricsMiddleware
@@ -55,8 +66,8 @@ def create_app(
     accounts: Accounts | None = None,
     pool: PasswordPool | None = None,
     webapp_dir: Path | None = None,
-) -> falcon.asgi.App:
-    """Build the ASGI app.
+) -> frontend.Frontend:
+    """Build the ASGI app: the Falcon app behind ``frontend.Frontend`` (plugin routes).
 
     Args:
         config: the loaded configuration.
@@ -77,16 +88,13 @@ def create_app(
         store = Store(config.db_path)
         accounts = Accounts(store, session_ttl=config.session_ttl, login_rate=config.login_rate)
 
-    app = falcon.asgi.App(
-        media_type=falcon.MEDIA_JSON,
-        middleware=[
-            Lifecycle(control, pool),
-            MetricsMiddleware(),
-            SecurityHeaders(),
-            auth.AuthMiddleware(config, accounts),
-        ],
-        cors_enable=False,
-    )
+    middleware = [
+        Lifecycle(control, pool),
+        MetricsMiddleware(),
+        SecurityHeaders(),
+        auth.AuthMiddleware(config, accounts),
+    ]
+    app = falcon.asgi.App(media_type=falcon.MEDIA_JSON, middleware=middleware, cors_enable=False)
     json_handler = falcon.media.JSONHandler(
         dumps=lambda o: ujson.dumps(o, ensure_ascii=False, escape_forward_slashes=False),
         loads=ujson.loads,
@@ -144,8 +152,8 @@ def create_app(
     app.add_route("/api/plugins/{plugin_id}/stats", plugins.StatsResource(control))
 
     route_resource = proxy.PluginRouteResource(config, control, routes)
-    app.add_route("/api/plugins/route/{route}", route_resource)
-    app.add_route("/api/plugins/route/{route}/{rest:path}", route_resource)
+    app.add_route(frontend.ROUTE_TEMPLATE, route_resource)
+    app.add_route(frontend.REST_TEMPLATE, route_resource)
 
     app.add_sink(StaticFiles(webapp_dir or default_webapp_dir()), prefix="/")
-    return app
+    return frontend.Frontend(app, middleware, route_resource)

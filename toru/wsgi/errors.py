@@ -9,6 +9,7 @@ keeps serving.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -77,9 +78,30 @@ async def handle_unexpected(
     _write(resp, 500, "internal_error", "internal server error (logged)")
 
 
+Handler = Callable[[falcon.asgi.Request, falcon.Response, Any, dict[str, Any]], Awaitable[None]]
+HANDLERS: dict[type[Exception], Handler] = {
+    Exception: handle_unexpected,
+    ConnectionError: handle_connection_error,
+    falcon.HTTPError: handle_http_error,
+    ToruError: handle_toru_error,
+}
+
+
+def handler_for(ex: Exception) -> Handler:
+    """The handler Falcon picks for ``ex``: that of its most specific class (its MRO).
+
+    For ``frontend.Frontend``, which serves the plugin routes without Falcon's app loop.
+    NOTE: Falcon also has a default handler for ``falcon.HTTPStatus``, which nothing on
+    that path raises.
+    """
+    for cls in type(ex).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return handle_unexpected
+
+
 def install(app: falcon.asgi.App) -> None:
-    """Register the handlers; Falcon picks the most specific class for each exception."""
-    app.add_error_handler(Exception, handle_unexpected)
-    app.add_error_handler(ConnectionError, handle_connection_error)
-    app.add_error_handler(falcon.HTTPError, handle_http_error)
-    app.add_error_handler(ToruError, handle_toru_error)
+    """Register ``HANDLERS``; Falcon picks the most specific class for each exception."""
+    for cls, handler in HANDLERS.items():
+        app.add_error_handler(cls, handler)

@@ -250,9 +250,10 @@ class PluginRouteResource:
         self.routes = routes
         self.trusted = frozenset(config.trusted_proxies)
 
-    async def _forward(
+    async def forward(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any
     ) -> None:
+        """The responder of every method (Falcon's, and ``frontend.Frontend``'s)."""
         route, path = split_target(req)
         body = await read_body(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
@@ -298,4 +299,4 @@ class PluginRouteResource:
         resp.content_type = content_type or "application/octet-stream"
         resp.data = answer.body or b""
 
-    on_get = on_head = on_post = on_put = on_patch = on_delete = on_options = _forward
+    on_get = on_head = on_post = on_put = on_patch = on_delete = on_options = forward
