@@ -26,7 +26,15 @@ from .plugins.build import build_bench_plugin
 from .procstat import cmdline, descendants, rss_bytes
 from .scenarios import Scenario, http_scenario, socket_scenario
 from .slow_clients import slow_clients
-from .stack import ROOT, BaselineServer, CannedWeb, NginxFront, ToruStack, toru_app_spec
+from .stack import (
+    ROOT,
+    BaselineServer,
+    CannedWeb,
+    NginxFront,
+    OneHopProxy,
+    ToruStack,
+    toru_app_spec,
+)
 
 SCHEMA = "toru-bench/1"
 SDK_ID = "bench-sdk"
@@ -296,6 +304,7 @@ class BenchmarkRun:
         ]  # fmt: skip
         if o.compare:
             self.scenarios += self._compare_scenarios(toru)
+            self.scenarios.append(self._floor_scenario())
         if o.nginx:
             self.scenarios.append(self._nginx_scenario(plugins))
         self.scenarios += self._socket_scenarios(toru, floor)
@@ -319,6 +328,22 @@ class BenchmarkRun:
             sid, label, web.url + SDK_PATH, connections=c, token=toru.token,
             cpu_roots=lambda: [toru.pid, web.pid],
         )]  # fmt: skip
+
+    def _floor_scenario(self) -> Scenario:
+        """(p): the lean one-hop floor (``benchmarks/one_hop_app.py``) to the minimal plugin."""
+        c = self.opts.connections
+        sid, what = "p_one_hop", "lean one-hop proxy"
+        label = f"(p) one-hop floor: plain ASGI -> minimal plugin, no supervisor, no Toru app, {c} conns"
+        plugin = self.minimal_floor
+        proxy = self._optional(
+            what, OneHopProxy(self.workdir / "one-hop", self.workers, plugin.socket_path)
+        )
+        if proxy is None:
+            return self._failed(sid, label, what)
+        return http_scenario(
+            sid, label, proxy.url + SDK_PATH, connections=c,
+            cpu_roots=lambda: [proxy.pid, plugin.pid],
+        )  # fmt: skip
 
     def _nginx_scenario(self, plugins: dict[str, Path]) -> Scenario:
         sock = str(self.workdir / "web.sock")

@@ -136,6 +136,9 @@ class BaselineServer(_LocalServer):
         super().__init__()
         self.log_path = workdir / f"baseline-{worker_class}.log"
 
+    app_spec = "benchmarks.baseline_app:asgi_application"  # the asgi twin
+    env: dict[str, str] = {}
+
     def command(self) -> list[str]:
         """The gunicorn command line of this baseline."""
         cmd = [
@@ -147,7 +150,7 @@ class BaselineServer(_LocalServer):
             "--http-parser", "python",  # as Toru's gunicorn_conf.py (h1c drops big-body connections)
         ]  # fmt: skip
         if self.worker_class == "asgi":
-            return [*cmd, "--asgi-loop", "uvloop", "benchmarks.baseline_app:asgi_application"]
+            return [*cmd, "--asgi-loop", "uvloop", self.app_spec]
         return [*cmd, "--threads", str(self.threads), "benchmarks.baseline_app:application"]
 
     def start(self) -> BaselineServer:
@@ -157,6 +160,7 @@ class BaselineServer(_LocalServer):
         env = dict(os.environ)
         env.pop("GUNICORN_CMD_ARGS", None)  # the command line says everything
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -164,6 +168,18 @@ class BaselineServer(_LocalServer):
             )  # fmt: skip
         self._await_ready("/api/plugins/route/bench-sdk/json", self.log_path)
         return self
+
+
+class OneHopProxy(BaselineServer):
+    """Scenario (p): ``benchmarks.one_hop_app`` on the asgi worker, forwarding to the plugin
+    listening on ``plugin_socket`` (no supervisor, no Toru app)."""
+
+    app_spec = "benchmarks.one_hop_app:application"
+
+    def __init__(self, workdir: Path, workers: int, plugin_socket: str) -> None:
+        super().__init__(workdir, workers, "asgi")
+        self.env = {"ONE_HOP_PLUGIN_SOCKET": plugin_socket}
+        self.log_path = workdir / "one-hop-proxy.log"
 
 
 class CannedWeb(_LocalServer):

@@ -271,3 +271,14 @@ class ToruServer:
             raise RuntimeError(f"login as {username} failed: {status} {data!r}")
         cookie = headers.get("set-cookie", "").split(";", 1)[0]
         return cookie, json.loads(data)["csrf_token"]
+
+    def add_user(
+        self, admin: tuple[str, str], username: str, password: str, role: str = "user"
+    ) -> tuple[str, str]:
+        """Create a user through ``POST /api/users`` as ``admin`` (a ``login()``), then log
+        in as them; returns their ``(cookie_header, csrf_token)``."""
+        body = {"username": username, "password": password, "role": role}
+        status, answer = self.json("POST", "/api/users", body, cookie=admin[0], csrf=admin[1])
+        if status != 201:
+            raise RuntimeError(f"creating user {username} failed: {status} {answer!r}")
+        return self.login(username, password)

@@ -55,37 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _home(p)
     psub = p.add_subparsers(dest="plugins_command", metavar="ACTION")
-    actions = [psub.add_parser("list", help="list installed plugins (default)")]
-    for action in ("enable", "disable"):
-        a = psub.add_parser(action, help=f"{action} a plugin (works with or without a server)")
-        a.add_argument("plugin_id")
+    actions: list[argparse.ArgumentParser] = []
+
+    def action(name: str, summary: str, *args: str) -> argparse.ArgumentParser:
+        a = psub.add_parser(name, help=summary)
+        for arg in args:
+            a.add_argument(arg)
         actions.append(a)
-    a = psub.add_parser(
+        return a
+
+    action("list", "list installed plugins (default)")
+    for name in ("enable", "disable"):
+        action(name, f"{name} a plugin (works with or without a server)", "plugin_id")
+    action(
         "restart",
-        help="restart a plugin without losing a request: the new process starts beside the"
-        " old one, takes over once healthy, the old one finishes (needs a running server)",
+        "restart a plugin without losing a request: the new process starts beside the old one,"
+        " takes over once healthy, the old one finishes (needs a running server)",
+        "plugin_id",
     )
-    a.add_argument("plugin_id")
-    actions.append(a)
-    actions.append(
-        psub.add_parser("rescan", help="ask the running supervisor to rescan the plugin directory")
-    )
-    a = psub.add_parser(
+    action("rescan", "ask the running supervisor to rescan the plugin directory")
+    action(
         "approve",
-        help="run a plugin whose binary changed (state changed) and pin its new SHA-256",
+        "run a plugin whose binary changed (state changed) and pin its new SHA-256",
+        "plugin_id",
     )
-    a.add_argument("plugin_id")
-    actions.append(a)
-    a = psub.add_parser(
+    a = action(
         "install",
-        help="check a plugin binary, copy it atomically into plugins/ and pin its SHA-256"
+        "check a plugin binary, copy it atomically into plugins/ and pin its SHA-256"
         " (a running plugin is upgraded); works with or without a server",
     )
     a.add_argument("path", help="the plugin executable to install")
     a.add_argument(
         "--enable", action="store_true", help="enable it too (new plugins start disabled)"
     )
-    actions.append(a)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     for a in actions:  # `toru plugins list --json` as well as `toru plugins --json list`
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")

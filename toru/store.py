@@ -222,12 +222,9 @@ class Store:
         if head is not None and head == local.wal_head:
             return local.wal_version
         version = conn.execute("PRAGMA data_version").get
-        if wal is not None and head is None:  # -shm was recreated: map the new one
-            wal.close()
-            local.wal, local.wal_tried, wal = None, False, None
         if wal is None and not local.wal_tried:  # after a read: -shm is open and stays
             local.wal_tried = True
-            local.wal = WalIndex.open(self.path)
+            local.wal = WalIndex.of(self.path)
         local.wal_head, local.wal_version = head, version
         return version
 
@@ -243,9 +240,7 @@ class Store:
         """Close this thread's connection (idempotent)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            if self._local.wal is not None:
-                self._local.wal.close()
-                self._local.wal = None
+            self._local.wal = None  # the view is the process's (toru/wal_index.py)
             conn.close()
             self._local.conn = None
             self._local.caches = {}

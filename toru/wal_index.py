@@ -11,57 +11,80 @@ are unchanged, no connection committed, and the previous ``data_version`` still 
 change (a torn read included) only means "ask SQLite", so a wrong guess costs a PRAGMA,
 never a stale answer.
 
-The mapping is only made while a connection of this thread has the database open in WAL
-mode: SQLite truncates ``-shm`` only when it is the first connection to open it, which
-cannot happen while ours is open.
+NOTE: the file descriptors opened here are never closed, and the mappings never unmapped
+(Python's ``mmap`` holds a ``dup`` of the descriptor and closes it on ``close()``). POSIX
+record locks belong to the process and the file: closing *any* descriptor of ``-shm``
+drops every lock this process holds on it, SQLite's included (its shared lock on the
+"DMS" byte that says "connections are using this WAL-index", and the read and write locks
+of a transaction in progress on another thread). Without the DMS lock the next process to
+open the database believes it is the first, truncates ``-shm`` and rebuilds it under the
+running connections. So there is one view per ``-shm`` file per process, for the life of
+the process: two descriptors and one page each.
+
+A view is only taken while a connection of this thread has the database open in WAL mode
+(after a read). SQLite then holds a shared lock on the database file, so ``-shm`` can be
+neither deleted (only the last connection does that, under an exclusive lock) nor
+re-initialised (only a first connection does that, when no DMS lock is held): the file
+at the path is the one mapped for as long as the connection stays open. A new connection
+takes the view again and maps the file anew if it was replaced meanwhile (its inode).
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import threading
 from pathlib import Path
 
 HEADER = 96  # both copies of the WAL-index header
 
+_views: dict[str, WalIndex] = {}  # "-shm" path -> this process's view of it
+_kept: list[object] = []  # descriptors and views no longer used: never closed (NOTE above)
+_lock = threading.Lock()
+
 
 class WalIndex:
-    """A read-only view of one database's WAL-index header."""
+    """A read-only view of one database's WAL-index header, shared by the process."""
 
-    __slots__ = ("_ino", "_map", "_path")
+    __slots__ = ("_fd", "_map", "ino")
 
-    def __init__(self, mapping: mmap.mmap, path: str, ino: int) -> None:
+    def __init__(self, fd: int, mapping: mmap.mmap, ino: int) -> None:
+        self._fd = fd  # never closed: see the module's NOTE
         self._map = mapping
-        self._path = path
-        self._ino = ino  # SQLite may delete and recreate -shm: a stale mapping never changes
+        self.ino = ino
 
     @classmethod
-    def open(cls, db_path: Path) -> WalIndex | None:
-        """The view for ``db_path``, or None when there is no usable ``-shm`` (not WAL)."""
+    def of(cls, db_path: Path) -> WalIndex | None:
+        """The view of ``db_path``'s ``-shm`` (mapped anew if the file was replaced), or
+        None when there is no usable one (not WAL). Once per connection, not per call."""
         path = f"{db_path}-shm"
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
+        with _lock:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            view = _views.get(path)
+            if view is not None and view.ino == st.st_ino:
+                return view
             if st.st_size < HEADER:
                 return None
-            return cls(mmap.mmap(fd, HEADER, prot=mmap.PROT_READ), path, st.st_ino)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-
-    def header(self) -> bytes | None:
-        """The header bytes now (compare with an earlier read; equal means no commit), or
-        None when ``-shm`` is no longer the file mapped (reopen it)."""
-        try:
-            if os.stat(self._path).st_ino != self._ino:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
                 return None
-        except OSError:
-            return None
-        return self._map[:HEADER]
+            try:
+                mapping = mmap.mmap(fd, HEADER, prot=mmap.PROT_READ)
+            except (OSError, ValueError):  # shrunk since the stat
+                _kept.append(fd)
+                return None
+            if os.fstat(fd).st_ino != st.st_ino:  # replaced since the stat: next connection
+                _kept.append((fd, mapping))
+                return None
+            if view is not None:
+                _kept.append(view)
+            view = _views[path] = cls(fd, mapping, st.st_ino)
+            return view
 
-    def close(self) -> None:
-        self._map.close()
+    def header(self) -> bytes:
+        """The header bytes now (compare with an earlier read; equal means no commit)."""
+        return self._map[:HEADER]

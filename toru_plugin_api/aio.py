@@ -306,7 +306,6 @@ class FramedProtocol(asyncio.Protocol):
         """Send ``msg`` as a request (its id set in ``msg[id_field]``), in a binary frame
         carrying ``body`` when given; the Future gets the whole reply message, or the
         error. Cancelling the Future abandons the reply."""
-        fut: asyncio.Future[Any] = self._loop.create_future()
         rid = msg[self.id_field] = self.next_id()
         try:
             if body is None:
@@ -314,8 +313,15 @@ class FramedProtocol(asyncio.Protocol):
             else:
                 frame = encode_binary(dumps(msg), body, self.max_frame)
         except ProtocolError as exc:
+            fut: asyncio.Future[Any] = self._loop.create_future()
             fut.set_exception(exc)
             return fut
+        return self.request_frame(rid, frame, timeout)
+
+    def request_frame(self, rid: str, parts: Any, timeout: float) -> asyncio.Future[Any]:
+        """Send a request already framed by the caller (``parts``, with ``rid`` from
+        ``next_id()`` in it); the Future gets the whole reply message, or the error."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
 
         def done(reply: Any, err: BaseException | None) -> None:
             if not fut.done():
@@ -326,7 +332,7 @@ class FramedProtocol(asyncio.Protocol):
 
         self.expect(rid, timeout, done)
         if not self.closed:
-            self.queue_frame(*frame)
+            self.queue_frame(*parts)
         return fut
 
     def _arm(self) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "FrameReader",
     "FrameTooLarge",
     "ProtocolError",
+    "binary_head",
     "dumps",
     "encode",
     "encode_binary",
@@ -140,6 +141,16 @@ def encode_binary(
     if size > max_frame:
         raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
     return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body
+
+
+def binary_head(head: bytes, tail_size: int, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """The start of a binary frame (length words and serialized JSON ``head``) whose tail of
+    ``tail_size`` bytes the caller writes after it, in as many parts as it has (the
+    control client's ``http`` op: the plugin request's JSON, then the body, not joined)."""
+    size = _HEADER_SIZE + len(head) + tail_size
+    if size > max_frame:
+        raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
+    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)) + head
 
 
 def frame_body(msg: Any) -> bytes | None:

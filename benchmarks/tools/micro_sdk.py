@@ -29,6 +29,7 @@ from benchmarks.socket_bench import (
     plugin_reply_id,
     plugin_reply_ok,
 )
+from benchmarks.tools import unix_servers
 from benchmarks.tools.ab import Variant, alternate, table
 from toru_plugin_api.codec import encode
 from toru_plugin_api.messages import lifecycle_init
@@ -72,15 +73,7 @@ def _start(tree: str, workdir: Path) -> tuple[subprocess.Popen, socket.socket]:
     else:
         env["PYTHONPATH"] = tree
         cmd = [sys.executable, str(Path(tree) / "benchmarks/plugins/bench_sdk.py")]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(sock_path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"plugin of {tree} did not start")
-        time.sleep(0.02)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(sock_path)
+    proc, s = unix_servers.start(cmd, sock_path, env)
     s.sendall(encode(lifecycle_init("micro", sock_path, os.devnull)))
     return proc, s
 
@@ -122,10 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.3)
             results = alternate(variants, args.rounds)
         finally:
-            for proc, s in running:
-                s.close()
-                proc.kill()
-                proc.wait()
+            unix_servers.stop(running)
     cols = [("cpu_us", "plugin CPU µs/request", "{:.1f}"), ("p50_us", "p50 µs", "{:.0f}"),
             ("rps", "requests/s", "{:.0f}")]  # fmt: skip
     print(table(results, cols, ratio="cpu_us"))

@@ -464,7 +464,8 @@ async def main():
     conn = PluginConnection("p", 16 << 20)
     ptr = Sink(); conn.connection_made(ptr)
     plugin = types.SimpleNamespace(id="p", metadata=object(), state=PluginState.RUNNING,
-        launched=types.SimpleNamespace(connection=conn), stopping=False, stats=PluginStats())
+        launched=types.SimpleNamespace(connection=conn), stopping=False, stats=PluginStats(),
+        admission=lambda: conn)
     sup.plugins = {"p": plugin}; sup.routes = {"/p": plugin}
     server = ControlServer(sup, None)
     cc = ControlConnection(server); ctr = Sink(); cc.transport = ctr

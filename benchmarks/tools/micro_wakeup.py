@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks.procstat import cpu_ticks
+from benchmarks.tools import unix_servers
 from benchmarks.tools.ab import Variant, alternate, table
 from toru_plugin_api.codec import encode
 
@@ -154,15 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for i, (name, cmd) in enumerate(servers.items()):
                 path = str(tmp / f"s{i}.sock")
-                proc = subprocess.Popen([*cmd, path, str(ROOT)], start_new_session=True)
-                deadline = time.monotonic() + 10
-                while not os.path.exists(path):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"echo server {name} did not start")
-                    time.sleep(0.01)
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(path)
-                running[name] = (proc, s)
+                running[name] = unix_servers.start([*cmd, path, str(ROOT)], path)
             variants = [
                 Variant(name, lambda p=proc, s=s, g=gap: _measure(s, p.pid, frame, args.requests, g), f"gap {gap:.0f} µs")
                 for gap in args.gap_us
@@ -170,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             ]  # fmt: skip
             results = alternate(variants, args.rounds)
         finally:
-            for proc, s in running.values():
-                s.close()
-                proc.kill()
-                proc.wait()
+            unix_servers.stop(running.values())
     cols = [("p50_us", "round trip p50 µs", "{:.1f}"), ("p99_us", "p99 µs", "{:.1f}"),
             ("cpu_us", "server CPU µs/message", "{:.1f}")]  # fmt: skip
     print(table(results, cols, ratio="cpu_us"))

@@ -46,6 +46,7 @@ CORE = [
     "b_toru_sdk_1mpost",
     "f_nginx_sdk",
     "h_app_only",
+    "p_one_hop",
     "d_floor_seq",
     "d_floor_32",
     "e_hop_seq",

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,26 @@ def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0
                 return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+
+
+@contextlib.contextmanager
+def metadata_timing_out(home: Path, plugin_id: str) -> Iterator[tuple[SupervisorProc, dict]]:
+    """A supervisor whose ``--metadata`` probe of ``plugin_id`` (a plugin that never
+    answers it: it sleeps an hour) has timed out; yields it and the plugin's info then.
+
+    The product timeout is long enough for a Python start to print or answer on a loaded
+    machine (a CI run with 0.5 s saw nothing printed yet), far shorter than the sleep; the
+    long backoff keeps the retry out of the test's way.
+    """
+    env = {
+        "TORU_METADATA_TIMEOUT": str(timing.scaled(5)),
+        "TORU_RESTART_BACKOFF": str(timing.scaled(120)),
+    }
+    sup = SupervisorProc(home, env=env).start(settle=False)
+    try:
+        yield sup, wait_for(lambda: (i := sup.info(plugin_id))["error"] and i, timeout=60)
+    finally:
+        sup.stop()
 
 
 def pid_alive(pid: int) -> bool:

@@ -73,5 +73,12 @@ def test_supervisor_metrics_in_the_multiprocess_directory(home):
         assert 'toru_kv_operations_total{action="set",plugin="alpha"} 1.0' in text
         stats = sup.call("stats", {"plugin": "alpha"})
         assert stats["latency"] and stats["restarts"][0]["count"] == 1
+        # an admin's restart is a new process, not a crash restart (docs/operations.md)
+        pid = sup.info("alpha")["pid"]
+        restarted = sup.call("restart", {"plugin": "alpha"}, timeout=timing.WAIT)
+        assert restarted["pid"] != pid and restarted["restarts"] == 1, restarted
+        text = scrape_metrics(home)
+        assert 'toru_plugin_restarts_total{plugin="alpha"} 1.0' in text
+        assert 'toru_plugin_crashes_total{plugin="alpha"} 1.0' in text
     # a dead supervisor's live gauges are gone from the exposition
     assert 'toru_plugin_up{plugin="alpha"}' not in scrape_metrics(home)

@@ -12,7 +12,7 @@ import sys
 from toru_plugin_api.codec import ProtocolError
 
 from .. import timing
-from .helpers import SupervisorProc, enable_on_disk, make_plugin, wait_for
+from .helpers import SupervisorProc, enable_on_disk, make_plugin, metadata_timing_out, wait_for
 
 METADATA = {"id": "noisy", "name": "Noisy", "version": "1", "icon": "N", "route": "/noisy"}
 
@@ -68,20 +68,10 @@ def test_metadata_timeout_names_the_setting_and_quotes_stdout(home):
         f"time.sleep({timing.scaled(120)})\n"
     )
     path.chmod(0o755)
-    # Long enough for the interpreter to start and print on a loaded machine (a CI run
-    # with 0.5 s saw nothing printed yet), far shorter than the plugin's sleep.
-    env = {
-        "TORU_METADATA_TIMEOUT": str(timing.scaled(5)),
-        "TORU_RESTART_BACKOFF": str(timing.scaled(120)),
-    }
-    sup = SupervisorProc(home, env=env).start(settle=False)
-    try:
-        info = wait_for(lambda: (i := sup.info("server"))["error"] and i, timeout=60)
+    with metadata_timing_out(home, "server") as (_, info):
         assert info["state"] == "discovering"
         assert "raise TORU_METADATA_TIMEOUT / supervisor.metadata_timeout" in info["error"]
         assert "it printed 'Starting server on :8080' on stdout" in info["error"], info
-    finally:
-        sup.stop()
 
 
 def test_socket_timeout_names_the_setting(home):

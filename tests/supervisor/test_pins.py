@@ -19,7 +19,15 @@ import pytest
 from toru.errors import ToruError
 
 from .. import timing
-from .helpers import MISBEHAVE, SupervisorProc, enable_on_disk, make_plugin, pid_alive, wait_for
+from .helpers import (
+    MISBEHAVE,
+    SupervisorProc,
+    enable_on_disk,
+    make_plugin,
+    pid_alive,
+    scrape_metrics,
+    wait_for,
+)
 
 
 def sha(path: Path) -> str:
@@ -101,12 +109,18 @@ def test_replaced_binary_is_changed_and_never_runs_until_approved(home, tmp_path
         sup.call("rescan")
         assert sup.info("alpha")["state"] == "changed"
         assert not marker.exists()
+        # what the ToruPluginBinaryChanged alert reads (deploy/prometheus/alerts.yml)
+        text = scrape_metrics(home)
+        assert 'toru_plugin_state{plugin="alpha",state="changed"} 1.0' in text, text
+        assert 'toru_plugin_state{plugin="alpha",state="running"} 0.0' in text
+        assert 'toru_plugin_up{plugin="alpha"} 0.0' in text
         log = (home / "var" / "log" / "plugin-supervisor.log").read_text()
         assert "binary_changed" in log
         # approval pins the new hash and runs it
         approved = sup.call("approve", {"plugin": "alpha"})
         assert approved["state"] == "running", approved
         assert approved["binary_change"] is None
+        assert 'toru_plugin_state{plugin="alpha",state="changed"} 0.0' in scrape_metrics(home)
         assert pins(home)["alpha"]["sha256"] == new_hash
         assert marker.exists()
         assert not pid_alive(pid)

@@ -18,13 +18,21 @@ from typing import Any
 import pytest
 
 from toru.errors import ToruError
-from toru.supervisor.client import reply_result
+from toru.supervisor.client import http_frame, reply_result
 from toru.supervisor.connection import PluginConnection
 from toru.supervisor.control_server import ControlConnection, ControlServer
 from toru.supervisor.states import PluginState
 from toru.supervisor.stats import PluginStats
 from toru.supervisor.supervisor import Supervisor
-from toru_plugin_api.codec import HEADER, Decoder, encode, encode_payload
+from toru_plugin_api.codec import (
+    BODY,
+    HEADER,
+    Decoder,
+    dumps,
+    encode,
+    encode_binary,
+    encode_payload,
+)
 from toru_plugin_api.messages import validate_http_reply
 
 from .. import timing
@@ -106,14 +114,14 @@ class Rig:
         return self.got
 
 
-def relay(scenario: Any) -> Any:
+def relay(scenario: Any, binary: bool = False) -> Any:
     async def main() -> Any:
         loop = asyncio.get_running_loop()
         host, plugin = socket.socketpair()
         plugin.setblocking(False)
         lost: list[str] = []
         _, conn = await loop.create_unix_connection(
-            lambda: PluginConnection("p", MAX, on_lost=lost.append), sock=host
+            lambda: PluginConnection("p", MAX, on_lost=lost.append, binary=binary), sock=host
         )
         rig = Rig(conn, plugin)
         try:
@@ -407,3 +415,60 @@ def test_control_connections_close_from_either_side_without_loop_errors():
         return conn.close_reason
 
     assert run_async(main()) == "closed"
+
+
+TRICKY_HEADERS = {"x-h": 'q"uote \\ } {"request_id":"1"} \u2028 é 👋', "accept": "*/*"}
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["v1-plugin", "binary-plugin"])
+@pytest.mark.parametrize("body", [b"", 'hé "}'.encode(), b"\xff\x00 not utf-8"])
+def test_the_clients_http_frame_reaches_the_plugin_with_its_request_json_as_sent(binary, body):
+    """The worker's form (``http_frame``): the request's JSON at the tail's start is relayed
+    byte for byte; the body as the binary frame's tail, or spliced in as a JSON string."""
+    sent = dumps({"method": "POST", "path": "/x?q=1", "headers": TRICKY_HEADERS})
+
+    async def scenario(rig: Rig) -> Any:
+        parts = http_frame("7", "/p", "POST", "/x?q=1", TRICKY_HEADERS, body, MAX)
+        rig.control.data_received(b"".join(parts))
+        raw = b""
+        loop = asyncio.get_running_loop()
+        while len(raw) < 4 or len(raw) < 4 + (HEADER.unpack_from(raw)[0] & 0x7FFFFFFF):
+            raw += await loop.sock_recv(rig.plugin_sock, 65536)
+        (req,) = rig.plugin_dec.feed(raw)
+        await rig.send(encode({"request_id": req["request_id"], "payload": {"status": 201}}))
+        return raw, req, await rig.answered("7")
+
+    (raw, req, got), _ = relay(scenario, binary)
+    inner = req["payload"]["payload"]
+    assert (inner["method"], inner["path"], inner["headers"]) == ("POST", "/x?q=1", TRICKY_HEADERS)
+    if binary:
+        assert sent in raw and req[BODY] == body and "body" not in inner
+    else:
+        assert sent[:-1] in raw and BODY not in req
+        if body == b"\xff\x00 not utf-8":
+            assert inner["body_encoding"] == "base64"
+        else:
+            assert inner["body"] == body.decode() and "body_encoding" not in inner
+    assert reply_result(got["7"]) == {"status": 201}
+
+
+def test_an_empty_request_json_object_still_gets_its_body_and_bad_sizes_are_400():
+    def op(rid: str, size: Any, tail: bytes) -> bytes:
+        head = {"v": 1, "id": rid, "op": "http", "args": {"route": "/p", "request_json": size}}
+        return b"".join(encode_binary(dumps(head), tail, MAX))
+
+    async def scenario(rig: Rig) -> Any:
+        rig.control.data_received(op("bad-size", 99, b"{}"))
+        rig.control.data_received(op("bad-type", "2", b"{}"))
+        rig.control.data_received(op("not-object", 3, b"[1]"))
+        rig.control.data_received(op("ok", 2, b"{}body"))  # the connection still serves
+        (req,) = await rig.requests(1)
+        await rig.send(encode({"request_id": req["request_id"], "payload": {}}))
+        return req, await rig.answered("bad-size", "bad-type", "not-object", "ok")
+
+    (req, got), _ = relay(scenario)
+    assert req["payload"]["payload"] == {"body": "body"}
+    for rid in ("bad-size", "bad-type", "not-object"):
+        err = result_or_error(got[rid])
+        assert isinstance(err, ToruError) and err.status == 400 and "request_json" in err.message
+    assert reply_result(got["ok"]) == {}

@@ -21,7 +21,14 @@ from toru.errors import GatewayTimeout, Unavailable
 from .. import timing
 from ..servers import ToruServer
 from ..web.procs import find_child
-from .helpers import ROOT, SupervisorProc, enable_on_disk, make_plugin, wait_for
+from .helpers import (
+    ROOT,
+    SupervisorProc,
+    enable_on_disk,
+    make_plugin,
+    metadata_timing_out,
+    wait_for,
+)
 
 H = timing.scaled(2.0)  # health_timeout of these tests: far below the requests' durations
 
@@ -118,15 +125,7 @@ def test_metadata_timeout_is_retried_not_invalid_and_rescan_retries(home):
     make_plugin(plugins, "flaky", mode="metadata-flaky")
     make_plugin(plugins, "bad", mode="bad-metadata")
     enable_on_disk(home, "flaky")
-    # The timeout fires against the plugin's hour-long sleep, and is long enough for the
-    # answer after the marker file on a loaded machine (0.5 s was not, for a Python start).
-    env = {
-        "TORU_METADATA_TIMEOUT": str(timing.scaled(5)),
-        "TORU_RESTART_BACKOFF": str(timing.scaled(60)),
-    }
-    sup = SupervisorProc(home, env=env).start(settle=False)
-    try:
-        info = wait_for(lambda: (i := sup.info("flaky"))["error"] and i, timeout=60)
+    with metadata_timing_out(home, "flaky") as (sup, info):
         assert info["state"] == "discovering"
         assert "TORU_METADATA_TIMEOUT" in info["error"] and "retrying" in info["error"]
         assert sup.info("bad")["state"] == "invalid"  # a definite bad answer stays invalid
@@ -135,8 +134,6 @@ def test_metadata_timeout_is_retried_not_invalid_and_rescan_retries(home):
         (plugins / ".flaky.metadata-ok").touch()
         sup.call("rescan", timeout=timing.METADATA)  # retries at once, binary untouched
         assert sup.wait_state("flaky", "running")["error"] is None
-    finally:
-        sup.stop()
 
 
 def test_last_good_metadata_of_a_known_binary_survives_a_restart(home):

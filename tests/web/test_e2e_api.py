@@ -55,15 +55,7 @@ def srv(example_plugins):
     s.start()
     try:
         s.admin = s.login()
-        status, body = s.json(
-            "POST",
-            "/api/users",
-            {"username": "alice", "password": USER_PW, "role": "user"},
-            cookie=s.admin[0],
-            csrf=s.admin[1],
-        )
-        assert status == 201, body
-        s.user = s.login("alice", USER_PW)
+        s.user = s.add_user(s.admin, "alice", USER_PW)
         status, body = s.json(
             "POST", "/api/auth/tokens", {"name": "e2e"}, cookie=s.admin[0], csrf=s.admin[1]
         )

@@ -59,15 +59,7 @@ def srv():
     s.start()
     try:
         s.admin = s.login()
-        status, _ = s.json(
-            "POST",
-            "/api/users",
-            {"username": "bob", "password": USER_PW, "role": "user"},
-            cookie=s.admin[0],
-            csrf=s.admin[1],
-        )
-        assert status == 201, status
-        s.user = s.login("bob", USER_PW)
+        s.user = s.add_user(s.admin, "bob", USER_PW)
         yield s
     finally:
         s.stop()

@@ -14,20 +14,29 @@ is never read as the next call's.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toru.errors import BadGateway, SupervisorUnavailable, ToruError
 from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, encode, frame_body
+from toru_plugin_api.codec import (
+    DEFAULT_MAX_FRAME,
+    ProtocolError,
+    binary_head,
+    dumps,
+    encode,
+    frame_body,
+)
 from toru_plugin_api.messages import validate_http_reply
 
 __all__ = [
+    "ClientSettings",
     "ControlClient",
     "ProxyResponse",
-    "http_args",
-    "proxy_response",
+    "http_frame",
+    "http_result",
     "kernel_timeout",
     "reply_result",
     "restart_timeout",
@@ -66,8 +75,9 @@ def reply_result(msg: dict[str, Any]) -> Any:
     raise ToruError.from_dict(err if isinstance(err, dict) else {"message": str(err)})
 
 
-class ControlClient:
-    """Blocking client of docs/control-protocol.md. Not thread-safe: use ``for_thread``."""
+class ClientSettings:
+    """What both control clients are configured with: this module's blocking one and the
+    worker's asyncio one (toru/wsgi/control.py)."""
 
     def __init__(
         self,
@@ -83,7 +93,12 @@ class ControlClient:
         self.timeout = timeout
         self.http_timeout = http_timeout
         self.max_frame = max_frame
-        self._channel: Channel | None = None
+
+
+class ControlClient(ClientSettings):
+    """Blocking client of docs/control-protocol.md. Not thread-safe: use ``for_thread``."""
+
+    _channel: Channel | None = None
 
     @classmethod
     def for_thread(cls, socket_path: str | Path, **kwargs: Any) -> ControlClient:
@@ -121,24 +136,17 @@ class ControlClient:
         self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
         """Run one operation; its ``result``, or raises the ``ToruError`` it failed with."""
-        return reply_result(self._request(op, args, timeout))
+        t = self.timeout if timeout is None else timeout
+        return reply_result(
+            self._exchange(lambda rid: control_frame(rid, op, args, self.max_frame), t)
+        )
 
-    def _request(
-        self,
-        op: str,
-        args: dict[str, Any] | None,
-        timeout: float | None,
-        body: bytes | None = None,
-    ) -> dict[str, Any]:
-        """The whole reply message to one operation (``body``: a binary frame's tail)."""
-        timeout = self.timeout if timeout is None else timeout
-        request: dict[str, Any] = {"v": 1, "id": "", "op": op, "args": args or {}}
-        if op == "http":  # the relayed form (docs/control-protocol.md); older supervisors
-            request["reply"] = "message"  # ignore the key and answer with "result"
+    def _exchange(self, frame_for: Callable[[str], bytes], timeout: float) -> dict[str, Any]:
+        """Send the frame ``frame_for(rid)`` makes, return the whole reply message to it."""
         for attempt in (0, 1):
             channel = self._channel or self._connect(timeout)
-            rid = request["id"] = channel.next_id()
-            frame = encode(request, self.max_frame, body)
+            rid = channel.next_id()
+            frame = frame_for(rid)
             channel.expect(rid)
             try:
                 channel.send_bytes(frame, timeout)
@@ -170,31 +178,54 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        args = http_args(route, method, path, headers)
         t = self.http_timeout if timeout is None else timeout
-        msg = self._request("http", args, t, body_bytes(body))
-        return proxy_response(reply_result(msg), frame_body(msg))
+        parts = (route, method, path, headers, body, self.max_frame)
+        return http_result(self._exchange(lambda rid: b"".join(http_frame(rid, *parts)), t))
 
 
-def body_bytes(body: bytes | str | None) -> bytes:
-    """A request body as the bytes the ``http`` op's binary frame carries."""
+def control_frame(rid: str, op: str, args: dict[str, Any] | None, max_frame: int) -> bytes:
+    """Any operation but ``http`` as one frame (both clients; ``http`` is ``http_frame``)."""
+    return encode({"v": 1, "id": rid, "op": op, "args": args or {}}, max_frame)
+
+
+def http_frame(
+    rid: str,
+    route: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None,
+    body: bytes | str | None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> tuple[bytes, bytes, bytes | memoryview]:
+    """The ``http`` op as the parts of one binary frame, for both control clients (this
+    module's blocking one and the worker's asyncio one, toru/wsgi/control.py).
+
+    The frame's tail is the plugin request's JSON (``method``, ``path``, ``headers``; its
+    size is ``args.request_json``) and then the body: the supervisor relays both as they
+    come, without parsing or re-encoding them (docs/control-protocol.md). Raises
+    ``FrameTooLarge`` when it does not fit in ``max_frame``.
+    """
+    request = dumps({"method": method, "path": path, "headers": headers or {}})
     if body is None:
-        return b""
-    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        body = b""
+    elif type(body) is str:
+        body = body.encode("utf-8", "surrogatepass")
+    head = (
+        b'{"v":1,"id":"%s","op":"http","reply":"message","args":{"route":%s,"request_json":%d}}'
+        % (
+            rid.encode(),
+            dumps(route),
+            len(request),
+        )
+    )
+    return binary_head(head, len(request) + len(body), max_frame), request, body
 
 
-def http_args(route: str, method: str, path: str, headers: dict[str, str] | None) -> dict[str, Any]:
-    """The ``http`` op's args (docs/control-protocol.md); the body goes as the tail of the
-    op's binary frame. Shared by the blocking client and the worker's asyncio one
-    (toru/wsgi/control.py)."""
-    return {"route": route, "method": method, "path": path, "headers": headers or {}}
-
-
-def proxy_response(result: Any, body: bytes | None = None) -> ProxyResponse:
-    """A plugin's reply payload checked (``validate_http_reply``) as a ``ProxyResponse``;
-    ``body`` is the raw body of a binary reply. 502 naming the problem otherwise."""
+def http_result(msg: dict[str, Any]) -> ProxyResponse:
+    """A control reply to ``http`` as a ``ProxyResponse``: the plugin's reply checked with
+    ``validate_http_reply`` (502 naming the problem), or raises the ``ToruError`` it carries."""
     try:
-        reply = validate_http_reply(result, body)
+        reply = validate_http_reply(reply_result(msg), frame_body(msg))
     except ProtocolError as exc:
         raise BadGateway(str(exc)) from None
     return ProxyResponse(reply.status, reply.headers, reply.body_bytes)

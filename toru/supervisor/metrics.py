@@ -39,7 +39,12 @@ SUPERVISOR_UP = Gauge(
     "1 while a supervisor process runs (live-only: the series vanishes with the process)",
     multiprocess_mode="livemax",
 )
-PLUGIN_RESTARTS = Counter("toru_plugin_restarts", "Plugin restarts after a crash", ["plugin"])
+PLUGIN_RESTARTS = Counter(
+    "toru_plugin_restarts",
+    "The supervisor's restarts of a plugin after a crash or hang (not an admin's restart or "
+    "upgrade: docs/operations.md)",
+    ["plugin"],
+)
 PLUGIN_CRASHES = Counter("toru_plugin_crashes", "Plugin crashes and forced kills", ["plugin"])
 KV_OPERATIONS = Counter("toru_kv_operations", "Plugin KV operations", ["plugin", "action"])
 PROXY_ERRORS = Counter(

@@ -24,11 +24,10 @@ from typing import Any
 import apsw
 
 from toru.config import Config
-from toru.errors import BadGateway, BadRequest, Conflict, NotFound, ToruError, Unavailable
-from toru.session_cookie import sets_toru_cookie
+from toru.errors import BadGateway, BadRequest, Conflict, NotFound, Unavailable
 from toru.store import Store
 from toru_plugin_api.codec import ProtocolError
-from toru_plugin_api.messages import BadReply, parse_kv_op, validate_http_reply
+from toru_plugin_api.messages import parse_kv_op
 
 from . import metrics
 from .cgroups import PluginCgroups, without_cgroups
@@ -41,6 +40,7 @@ from .discovery import (
     list_binaries,
     resolve_conflicts,
 )
+from .http_relay import HttpAnswer, HttpFail, HttpRelay, request_parts
 from .identity import Identity, PluginIdentities
 from .install import check_clash, commit, is_stage, prepare, sweep_stages
 from .instance import UpgradeFailed
@@ -55,9 +55,6 @@ from .supervised import Deps, SupervisedPlugin, wall_time
 from .supervisor_state import SupervisorState
 
 S = PluginState
-# (rid, reply payload, raw message, raw body of a binary reply or None)
-HttpAnswer = Callable[[Any, dict[str, Any], bytes, bytes | None], None]
-HttpFail = Callable[[Any, ToruError], None]
 PRUNE_EVERY = 24 * 3600.0
 STAGE_MAX_AGE = 24 * 3600.0  # a staged install file older than this was abandoned
 
@@ -749,18 +746,17 @@ class Supervisor:
         rid: Any,
         answer: HttpAnswer,
         fail: HttpFail,
-        body: bytes | None = None,
+        body: bytes | memoryview | None = None,
     ) -> None:
         """Forward one request to its plugin; the outcome goes to ``answer`` or ``fail``.
 
-        ``body`` is the request's raw body when it came in a binary frame (else ``args``
-        carries it). Routing errors raise (the caller answers them); afterwards exactly one
+        ``body`` is the tail of the op's binary frame (``http_relay.request_parts``: the
+        request's JSON and body, or the body alone), None when ``args`` carries it all.
+        Routing and request errors raise (the caller answers them); afterwards exactly one
         of ``answer(rid, payload, raw, reply_body)`` (a valid reply: ``payload`` is its
         parsed payload, ``raw`` the JSON bytes of the plugin's whole reply message and
         ``reply_body`` the raw body of a binary reply, else None) or ``fail(rid, error)``
-        follows.
-        PERF: the hot path. ``args`` becomes the plugin's inner payload after popping the
-        routing keys; nothing else is copied.
+        follows (``http_relay.HttpRelay``).
         """
         route = args.pop("route", None)
         if route is not None:
@@ -777,55 +773,16 @@ class Supervisor:
                 )
             raise NotFound(f"no plugin serves route {route!r}")
         connection = plugin.admission()
-        if type(args.get("method")) is not str or type(args.get("path")) is not str:
-            raise BadRequest("http needs string method and path")
-        relay = HttpRelay(plugin, rid, answer, fail)
-        connection.relay_http(args, self.http_timeout, relay, body)
+        request, body = request_parts(args, body)
+        connection.relay_http(
+            request, self.http_timeout, HttpRelay(plugin, rid, answer, fail), body
+        )
 
     def _first_discovery_pending(self) -> bool:
         """Some binary's metadata is not known yet and is still being tried in earnest: its
         route may be the one asked for, so 503 (try again) rather than 404."""
         limit = self.policy.max_failures
         return any(d.attempts < limit for d in self.discovering.values())
-
-
-class HttpRelay:
-    """One proxied request in flight: checks the plugin's reply, records it, answers.
-
-    The reply is checked by the SDK's one ``validate_http_reply`` (a missing ``status`` is
-    200); a bad one is 502 ``bad_response`` (counted, and reported to the plugin's log and
-    events, rate-limited). A valid reply goes to ``answer`` with the raw bytes of the
-    plugin's message, already parsed and checked here.
-    """
-
-    __slots__ = ("answer", "fail", "plugin", "rid", "t0")
-
-    def __init__(
-        self, plugin: SupervisedPlugin, rid: Any, answer: HttpAnswer, fail: HttpFail
-    ) -> None:
-        self.plugin = plugin
-        self.rid = rid
-        self.answer = answer
-        self.fail = fail
-        self.t0 = time.monotonic()
-
-    def relayed(self, msg: dict[str, Any], raw: bytes, body: bytes | None) -> None:
-        payload = msg.get("payload")
-        try:
-            validate_http_reply(payload, body)
-        except BadReply as exc:
-            metrics.PROXY_ERRORS.labels(self.plugin.id, "bad_response").inc()
-            self.plugin.on_bad_reply(str(exc))
-            self.fail(self.rid, BadGateway(f"plugin {self.plugin.id} sent a bad reply: {exc}"))
-            return
-        self.plugin.stats.record(time.monotonic() - self.t0)
-        if sets_toru_cookie(payload.get("headers")):  # type: ignore[union-attr]
-            self.plugin.on_toru_cookie()
-        self.answer(self.rid, payload, raw, body)  # type: ignore[arg-type]
-
-    def __call__(self, reply: dict[str, Any] | None, err: ToruError | None) -> None:
-        """The connection's error path (504 on the deadline, 502 when it broke)."""
-        self.fail(self.rid, err or BadGateway(f"plugin {self.plugin.id} sent no reply"))
 
 
 def _int_arg(args: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from pathlib import Path
 from typing import Any, Protocol
 
 from toru.errors import PayloadTooLarge, SupervisorUnavailable, ToruError
 from toru_plugin_api.aio import FramedProtocol
-from toru_plugin_api.codec import DEFAULT_MAX_FRAME, ProtocolError, frame_body
+from toru_plugin_api.codec import ProtocolError
 
 from ..supervisor.client import (
+    ClientSettings,
     ProxyResponse,
-    body_bytes,
-    http_args,
-    proxy_response,
+    control_frame,
+    http_frame,
+    http_result,
     reply_result,
 )
 
@@ -81,27 +81,13 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-class ControlClient:
+class ControlClient(ClientSettings):
     """``call(op, args, timeout)`` and ``http(...)`` for one worker process (one event loop)."""
 
-    def __init__(
-        self,
-        socket_path: str | Path,
-        *,
-        connect_timeout: float = 2.0,
-        timeout: float = 10.0,
-        http_timeout: float = 35.0,
-        max_frame: int = DEFAULT_MAX_FRAME,
-    ) -> None:
-        self.path = str(socket_path)
-        self.connect_timeout = connect_timeout
-        self.timeout = timeout
-        self.http_timeout = http_timeout
-        self.max_frame = max_frame
-        self._conn: ControlConnection | None = None
-        self._connecting: asyncio.Task[ControlConnection] | None = None
-        self._failures = 0
-        self._retry_at = 0.0
+    _conn: ControlConnection | None = None
+    _connecting: asyncio.Task[ControlConnection] | None = None
+    _failures = 0
+    _retry_at = 0.0
 
     async def _connection(self) -> ControlConnection:
         conn = self._conn
@@ -154,25 +140,16 @@ class ControlClient:
         self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Any:
         """Run one operation: its ``result``, or raises the ``ToruError`` it failed with."""
-        return reply_result(await self._request(op, args, timeout))
-
-    async def _request(
-        self,
-        op: str,
-        args: dict[str, Any] | None,
-        timeout: float | None,
-        body: bytes | None = None,
-    ) -> dict[str, Any]:
-        """The whole reply message to one operation (``body``: a binary frame's tail)."""
-        conn = await self._connection()
-        request: dict[str, Any] = {"v": 1, "op": op, "args": args or {}}
-        if op == "http":
-            request["reply"] = "message"  # the relayed form (docs/control-protocol.md)
-        fut = conn.request(request, self.timeout if timeout is None else timeout, body)
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        rid = conn.next_id()
         try:
-            return await fut
-        except ProtocolError as exc:  # the request did not fit in a frame
+            frame = control_frame(rid, op, args, self.max_frame)
+        except ProtocolError as exc:  # the request does not fit in a frame
             raise PayloadTooLarge(str(exc)) from None
+        t = self.timeout if timeout is None else timeout
+        return reply_result(await conn.request_frame(rid, (frame,), t))
 
     async def http(
         self,
@@ -184,7 +161,13 @@ class ControlClient:
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
-        args = http_args(route, method, path, headers)
+        conn = self._conn
+        if conn is None or conn.closed:  # PERF: no coroutine call while connected
+            conn = await self._connection()
+        rid = conn.next_id()
+        try:
+            parts = http_frame(rid, route, method, path, headers, body, self.max_frame)
+        except ProtocolError as exc:  # the request does not fit in a frame
+            raise PayloadTooLarge(str(exc)) from None
         t = self.http_timeout if timeout is None else timeout
-        msg = await self._request("http", args, t, body_bytes(body))
-        return proxy_response(reply_result(msg), frame_body(msg))
+        return http_result(await conn.request_frame(rid, parts, t))

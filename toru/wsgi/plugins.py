@@ -32,12 +32,37 @@ def _plugin_id(plugin_id: str) -> str:
     return plugin_id
 
 
-class PluginsResource:
+class _ControlResource:
+    """A resource that answers through the supervisor's control socket."""
+
     auth = "user"
 
     def __init__(self, control: Control) -> None:
         self.control = control
 
+
+class _PluginOp(_ControlResource):
+    """Answers one control op about the plugin in the URL with the op's result: ``op``
+    with ``{"plugin": id, **self.args(req)}`` within ``timeout``."""
+
+    op = ""
+
+    def __init__(self, control: Control, timeout: float = CONTROL_TIMEOUT) -> None:
+        super().__init__(control)
+        self.timeout = timeout
+
+    def args(self, req: falcon.asgi.Request) -> dict[str, Any]:
+        """The op's arguments besides the plugin id, from the query (400 when bad)."""
+        return {}
+
+    async def answer(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
+    ) -> None:
+        args = {"plugin": _plugin_id(plugin_id), **self.args(req)}
+        send_json(resp, await self.control.call(self.op, args, self.timeout))
+
+
+class PluginsResource(_ControlResource):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         # PERF: both calls pipelined on the worker's one control connection
         plugins, warnings = await asyncio.gather(
@@ -62,20 +87,12 @@ async def _warnings(control: Control) -> list | None:
     return warnings if isinstance(warnings, list) and warnings else None
 
 
-class PluginResource:
-    auth = "user"
-
-    def __init__(self, control: Control) -> None:
-        self.control = control
-
-    async def on_get(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
-    ) -> None:
-        args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, await self.control.call("get", args, CONTROL_TIMEOUT))
+class PluginResource(_PluginOp):
+    op = "get"
+    on_get = _PluginOp.answer
 
 
-class PluginActionResource:
+class PluginActionResource(_PluginOp):
     """``POST /api/plugins/:id/enable``, ``/disable``, ``/restart`` and ``/approve`` (admin).
 
     ``restart`` is graceful (an upgrade to the same binary, docs/ARCHITECTURE.md): 404
@@ -85,24 +102,17 @@ class PluginActionResource:
     auth = "admin"
 
     def __init__(self, control: Control, op: str, timeout: float = ENABLE_TIMEOUT) -> None:
-        self.control = control
+        super().__init__(control, timeout)
         self.op = op
-        self.timeout = timeout
 
-    async def on_post(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
-    ) -> None:
-        args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, await self.control.call(self.op, args, self.timeout))
+    on_post = _PluginOp.answer
 
 
-class BundleResource:
+class BundleResource(_ControlResource):
     """The plugin's frontend bundle: ``GET /bundle.js`` forwarded to the plugin."""
 
-    auth = "user"
-
     def __init__(self, control: Control, timeout: float) -> None:
-        self.control = control
+        super().__init__(control)
         self.timeout = timeout
 
     async def on_get(
@@ -130,17 +140,12 @@ class BundleResource:
         resp.data = body
 
 
-class LogsResource:
-    auth = "user"
+class LogsResource(_PluginOp):
+    op = "logs"
+    on_get = _PluginOp.answer
 
-    def __init__(self, control: Control) -> None:
-        self.control = control
-
-    async def on_get(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
-    ) -> None:
+    def args(self, req: falcon.asgi.Request) -> dict[str, Any]:
         args: dict[str, Any] = {
-            "plugin": _plugin_id(plugin_id),
             "page": query_int(req, "page", 0, 0, 1_000_000),
             "page_size": query_int(req, "page_size", 100, 1, 1000),
         }
@@ -149,29 +154,22 @@ class LogsResource:
             if level.lower() not in LOG_LEVELS:
                 raise BadRequest(f"level must be one of {', '.join(LOG_LEVELS)}", code="bad_query")
             args["level"] = level.lower()
-        send_json(resp, await self.control.call("logs", args, CONTROL_TIMEOUT))
+        return args
 
 
-class EventsResource:
-    auth = "user"
+class EventsResource(_PluginOp):
+    op = "events"
+    on_get = _PluginOp.answer
 
-    def __init__(self, control: Control) -> None:
-        self.control = control
-
-    async def on_get(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
-    ) -> None:
-        args = {"plugin": _plugin_id(plugin_id), "limit": query_int(req, "limit", 50, 1, 1000)}
-        send_json(resp, await self.control.call("events", args, CONTROL_TIMEOUT))
+    def args(self, req: falcon.asgi.Request) -> dict[str, Any]:
+        return {"limit": query_int(req, "limit", 50, 1, 1000)}
 
 
-class KvResource:
+class KvResource(_ControlResource):
     """``POST /api/plugins/:id/kv`` ``{"action", "key", "value"?, "prefix"?}``."""
 
-    auth = "user"
-
     def __init__(self, control: Control, body_limit: int, body_timeout: float) -> None:
-        self.control = control
+        super().__init__(control)
         self.body_limit = body_limit
         self.body_timeout = body_timeout
 
@@ -195,14 +193,6 @@ class KvResource:
         send_json(resp, await self.control.call("kv", args, CONTROL_TIMEOUT))
 
 
-class StatsResource:
-    auth = "user"
-
-    def __init__(self, control: Control) -> None:
-        self.control = control
-
-    async def on_get(
-        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, plugin_id: str
-    ) -> None:
-        args = {"plugin": _plugin_id(plugin_id)}
-        send_json(resp, await self.control.call("stats", args, CONTROL_TIMEOUT))
+class StatsResource(_PluginOp):
+    op = "stats"
+    on_get = _PluginOp.answer

@@ -15,7 +15,9 @@ def _user_json(u) -> dict:
     return {"username": u.username, "role": u.role, "created_at": u.created_at}
 
 
-class UsersResource:
+class _UsersAdmin:
+    """Admin-only; password hashing goes to the worker's pool."""
+
     auth = "admin"
 
     def __init__(self, accounts: Accounts, pool: PasswordPool, body_timeout: float) -> None:
@@ -23,6 +25,8 @@ class UsersResource:
         self.pool = pool
         self.body_timeout = body_timeout
 
+
+class UsersResource(_UsersAdmin):
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         send_json(resp, [_user_json(u) for u in self.accounts.list_users()])
 
@@ -35,14 +39,7 @@ class UsersResource:
         send_json(resp, _user_json(user), 201)
 
 
-class UserResource:
-    auth = "admin"
-
-    def __init__(self, accounts: Accounts, pool: PasswordPool, body_timeout: float) -> None:
-        self.accounts = accounts
-        self.pool = pool
-        self.body_timeout = body_timeout
-
+class UserResource(_UsersAdmin):
     async def on_patch(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, username: str
     ) -> None:
