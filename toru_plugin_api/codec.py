@@ -29,10 +29,6 @@ try:  # PERF: ujson is ~3x faster than json for our small messages; optional for
     import ujson as _ujson
 except ImportError:  # pragma: no cover - exercised by the zipapp examples under python3 -I
     _ujson = None
-try:  # PERF: orjson again: loads ~1.5x, dumps ~6x ujson's speed on our envelopes; optional.
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - the zipapp examples again
-    _orjson = None
 
 __all__ = [
     "BINARY_FLAG",
@@ -107,28 +103,6 @@ else:
         return json.loads(data.decode("utf-8"))
 
     _JSON_ERRORS = (ValueError, UnicodeDecodeError)
-
-
-if _orjson is not None:
-    _slow_dumps, _slow_loads = dumps, _loads
-    _fast_dumps, _fast_loads, _FastError = _orjson.dumps, _orjson.loads, _orjson.JSONDecodeError
-
-    def dumps(obj: Any) -> bytes:
-        """Serialize to compact UTF-8 JSON bytes."""
-        try:
-            return _fast_dumps(obj)
-        except TypeError:  # what orjson refuses (a huge int, a lone surrogate): the old path
-            return _slow_dumps(obj)
-
-    def _loads(data: bytes) -> Any:
-        # NOTE: orjson is strict (RFC 8259, valid UTF-8 only); what it refuses the slower
-        # parser decides, so a frame is accepted exactly when it was before (a lone
-        # surrogate escape such as "\ud800" still is), at the cost of a second parse of
-        # frames that are bad anyway.
-        try:
-            return _fast_loads(data)
-        except _FastError:
-            return _slow_loads(data)
 
 
 # TypeError/OverflowError: e.g. huge integers in ujson.
