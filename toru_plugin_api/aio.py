@@ -262,6 +262,8 @@ class FramedProtocol(asyncio.Protocol):
         if not self.closed:
             if body is None:
                 self.queue_frame(encode(msg, self.max_frame))
+            elif type(body) is not list and len(body) < BIG_WRITE:  # PERF: one part
+                self.queue_frame(b"".join(encode_binary(dumps(msg), body, self.max_frame)))
             else:
                 self.queue_frame(*encode_binary(dumps(msg), body, self.max_frame))
 

@@ -6,7 +6,8 @@ every POSIX lock the process holds on it, SQLite's shared lock on the "DMS" byte
 believes it is the first and truncates and rebuilds ``-shm`` under the running workers.
 These tests read the kernel's lock table (``/proc/locks``) to check that every process
 using the database still holds that lock, and check that a change made through another
-connection is seen after ``-shm`` was deleted and recreated (the last connection closing).
+connection is seen after ``-shm`` was deleted and recreated (the last connection closing) or
+rebuilt in place (after a process was killed), and after a WAL reset.
 """
 
 from __future__ import annotations
@@ -145,6 +146,39 @@ def test_a_recreated_shm_is_mapped_anew_and_commits_elsewhere_are_seen(tmp_path)
         v1 = v2
     assert store.connection().execute("SELECT count(*) FROM t").get == 5
     other.close()
+
+
+def test_a_shm_rebuilt_in_place_is_still_watched(tmp_path):
+    """A process killed with the database open leaves ``-shm`` behind, unlocked; the next
+    first connection truncates and rebuilds it in place (same file). The mapping taken
+    before sees the rebuilt header, and commits elsewhere after it."""
+    db = fresh_db(tmp_path)
+    shm = Path(f"{db}-shm")
+    store = Store(db)
+    store.data_version()
+    store.data_version()
+    view = store._local.wal
+    code = (
+        "import apsw, sys, time; c = apsw.Connection(sys.argv[1]);"
+        " c.execute('INSERT INTO t VALUES (1)'); print('in', flush=True); time.sleep(3600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"in\n"
+        store.close()  # not the last connection: -shm stays
+    finally:
+        holder.kill()
+        holder.wait()
+    assert shm.stat().st_ino == view.ino and not shm_lock_holders(db)
+    changes = FileChanges(shm)
+    v1 = store.data_version()  # the first connection now: SQLite rebuilds -shm
+    assert changes.count() > 0  # (the premise: it was truncated and written again)
+    changes.close()
+    assert store._local.wal is view
+    assert store.data_version() == v1
+    commit_elsewhere(db, "INSERT INTO t VALUES (2)")
+    assert store.data_version() != v1
+    assert store.connection().execute("SELECT count(*) FROM t").get == 2
 
 
 def test_a_wal_reset_by_a_checkpoint_is_seen(tmp_path):
