@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadGateway, SupervisorUnavailable, ToruError
+from toru_plugin_api.aio import BIG_WRITE
 from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
 from toru_plugin_api.codec import (
     DEFAULT_MAX_FRAME,
@@ -196,7 +197,7 @@ def http_frame(
     headers: dict[str, str] | None,
     body: bytes | str | None,
     max_frame: int = DEFAULT_MAX_FRAME,
-) -> tuple[bytes, bytes, bytes | memoryview]:
+) -> tuple[bytes | memoryview, ...]:
     """The ``http`` op as the parts of one binary frame, for both control clients (this
     module's blocking one and the worker's asyncio one, toru/wsgi/control.py).
 
@@ -218,7 +219,10 @@ def http_frame(
             len(request),
         )
     )
-    return binary_head(head, len(request) + len(body), max_frame), request, body
+    start = binary_head(head, len(request) + len(body), max_frame)
+    if len(body) < BIG_WRITE:  # PERF: one part, one copy: the flush neither joins nor scans
+        return (b"".join((start, request, body)),)
+    return start, request, body
 
 
 def http_result(msg: dict[str, Any]) -> ProxyResponse:
