@@ -254,10 +254,18 @@ class FramedProtocol(asyncio.Protocol):
         if not self.closed:
             if body is None:
                 self.queue_frame(encode(msg, self.max_frame))
-            elif len(body) < BIG_WRITE:  # PERF: one part (no size scan per flush)
-                self.queue_frame(b"".join(encode_binary(dumps(msg), body, self.max_frame)))
             else:
-                self.queue_frame(*encode_binary(dumps(msg), body, self.max_frame))
+                self.queue_binary(dumps(msg), body)
+
+    def queue_binary(self, head: bytes, body: bytes | memoryview) -> None:
+        """Queue a binary frame of serialized JSON ``head`` and a raw ``body``. Raises
+        ``FrameTooLarge``. PERF: a small one as one part (the flush neither joins nor scans
+        it), a big body as a part of its own (not copied)."""
+        parts = encode_binary(head, body, self.max_frame)
+        if len(body) < BIG_WRITE:
+            self.queue_frame(b"".join(parts))
+        else:
+            self.queue_frame(*parts)
 
     def queue_frame(self, *parts: bytes) -> None:
         """Write a frame (given as one or more consecutive parts) with the rest of this batch.

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
 from toru_plugin_api.aio import BIG_WRITE, FramedProtocol
-from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, encode_binary, loads
+from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, loads
 from toru_plugin_api.endpoint import reply_key
 from toru_plugin_api.messages import encode_body, make_message, now_iso_bytes
 
@@ -205,7 +205,7 @@ class PluginConnection(FramedProtocol):
         elif body is None:  # a big JSON body (a v1 plugin's): not copied into a joined frame
             self.queue_frame(HEADER.pack(size) + head, request, b"}}")
         else:
-            self.queue_frame(*encode_binary(head + request + b"}}", body, self.max_frame))
+            self.queue_binary(head + request + b"}}", body)
 
     # ------------------------------------------------------------------ progress
 
