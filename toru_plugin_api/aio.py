@@ -8,7 +8,7 @@ Reading: ``data_received`` feeds the one codec's ``Decoder``; every message (wit
 ``parse=False``, every frame's raw JSON bytes, or ``(json, body)`` for a binary frame) goes
 to ``on_message``, a bad frame to ``on_protocol_error`` after the good frames before it. The
 rest of a big frame is received in place (``_BigFrameReader``, then back to
-``data_received``). Writing a part of 64 KiB or more uses ``writelines`` (no joined copy).
+``data_received``). Writing a batch of 64 KiB or more uses ``writelines`` (no joined copy).
 
 Writing: ``send(msg)`` / ``queue_frame(*parts)`` cork. Frames queued while a
 ``data_received`` runs go out when it returns, one ``transport.write`` per connection
@@ -44,13 +44,21 @@ import math
 import threading
 from typing import Any
 
-from .codec import DEFAULT_MAX_FRAME, Decoder, ProtocolError, dumps, encode, encode_binary
+from .codec import (
+    DEFAULT_MAX_FRAME,
+    Body,
+    Decoder,
+    ProtocolError,
+    dumps,
+    encode,
+    encode_binary,
+)
 from .endpoint import Pending
 
 __all__ = ["FramedProtocol", "WriteBatch"]
 
 _local = threading.local()
-BIG_WRITE = 64 * 1024  # a part from this size on goes out by writelines, not joined
+BIG_WRITE = 64 * 1024  # a batch from this size on goes out by writelines, not joined
 
 
 class WriteBatch:
@@ -152,7 +160,7 @@ class FramedProtocol(asyncio.Protocol):
         self.pending = Pending()
         self.closed = False
         self.close_reason = ""
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray | memoryview] = []
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -248,7 +256,7 @@ class FramedProtocol(asyncio.Protocol):
     def writable(self) -> bool:
         return self.transport is not None and not self.closed
 
-    def send(self, msg: Any, body: bytes | None = None) -> None:
+    def send(self, msg: Any, body: Body | None = None) -> None:
         """Queue one message (dropped if the connection is closed), with ``body`` as the raw
         tail of a binary frame when given. Raises ``FrameTooLarge``."""
         if not self.closed:
@@ -257,17 +265,17 @@ class FramedProtocol(asyncio.Protocol):
             else:
                 self.queue_binary(dumps(msg), body)
 
-    def queue_binary(self, head: bytes, body: bytes | memoryview) -> None:
-        """Queue a binary frame of serialized JSON ``head`` and a raw ``body``. Raises
-        ``FrameTooLarge``. PERF: a small one as one part (the flush neither joins nor scans
-        it), a big body as a part of its own (not copied)."""
+    def queue_binary(self, head: bytes, body: Body) -> None:
+        """Queue a binary frame of serialized JSON ``head`` and a raw ``body`` (bytes-like, or
+        a list of parts). Raises ``FrameTooLarge``. PERF: a small one as one part (the flush
+        neither joins nor scans it), a big body's parts as parts of their own (not copied)."""
         parts = encode_binary(head, body, self.max_frame)
-        if len(body) < BIG_WRITE:
+        if type(body) is not list and len(body) < BIG_WRITE:
             self.queue_frame(b"".join(parts))
         else:
             self.queue_frame(*parts)
 
-    def queue_frame(self, *parts: bytes) -> None:
+    def queue_frame(self, *parts: bytes | bytearray | memoryview) -> None:
         """Write a frame (given as one or more consecutive parts) with the rest of this batch.
 
         PERF: a frame passed in parts is joined once, with the whole batch, in ``_flush``.
@@ -291,8 +299,8 @@ class FramedProtocol(asyncio.Protocol):
         if t is not None and not self.closed and not t.is_closing():
             if len(out) == 1:
                 t.write(out[0])
-            elif any(len(part) >= BIG_WRITE for part in out):
-                t.writelines(out)  # PERF: a big body is not copied into a joined frame
+            elif sum(map(len, out)) >= BIG_WRITE:
+                t.writelines(out)  # PERF: a big body (in one part or many) is not joined
             else:
                 t.write(b"".join(out))
 
@@ -311,7 +319,7 @@ class FramedProtocol(asyncio.Protocol):
             self._arm()
 
     def request(
-        self, msg: dict[str, Any], timeout: float, body: bytes | None = None
+        self, msg: dict[str, Any], timeout: float, body: Body | None = None
     ) -> asyncio.Future[Any]:
         """Send ``msg`` as a request (its id set in ``msg[id_field]``), in a binary frame
         carrying ``body`` when given; the Future gets the whole reply message, or the

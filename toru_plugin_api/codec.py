@@ -25,18 +25,17 @@ import socket
 import struct
 from typing import Any
 
+from .fresh_bytes import fresh_bytes
+
 try:  # PERF: ujson is ~3x faster than json for our small messages; optional for plugins.
     import ujson as _ujson
 except ImportError:  # pragma: no cover - exercised by the zipapp examples under python3 -I
     _ujson = None
-try:  # PERF: orjson again: loads ~1.5x, dumps ~6x ujson's speed on our envelopes; optional.
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - the zipapp examples again
-    _orjson = None
 
 __all__ = [
     "BINARY_FLAG",
     "BODY",
+    "Body",
     "DEFAULT_MAX_FRAME",
     "HEADER",
     "Decoder",
@@ -61,9 +60,19 @@ _SIZE_MASK = BINARY_FLAG - 1
 _BINARY_HEADER = struct.Struct(">II")  # the length word, then the JSON's length
 # Where a decoded binary frame's body goes in its message (no JSON value is ``bytes``).
 BODY = "$body"
-# PERF: a frame from this size on that arrives in pieces is read into a buffer of its own
-# size (no regrowing, no copy out: a binary frame's body is a view of that buffer).
+# PERF: a frame from this size on that arrives in pieces is read in place: a binary frame's
+# body into a ``bytes`` of its own (``fresh_bytes``), any other frame into a buffer of its
+# size (no regrowing, no copy out: a body is then a view of that buffer).
 BIG_FRAME = 256 * 1024
+# PERF: each Decoder keeps up to this many big-frame buffers of up to SPARE_MAX bytes and
+# receives the next big frame into one nobody holds a view of any more (``_unshared``).
+SPARES = 4
+SPARE_MAX = 4 * 1024 * 1024
+# A big binary frame whose JSON part is at most this long has its body received into a
+# ``bytes`` of its own (``Decoder._start_body``); the JSON of an http message is far smaller.
+HEAD_MAX = 64 * 1024
+# A binary frame's body: bytes-like, or a list of bytes-like parts written in order.
+Body = bytes | bytearray | memoryview | list[bytes | bytearray | memoryview]
 
 
 class ProtocolError(Exception):
@@ -109,28 +118,6 @@ else:
     _JSON_ERRORS = (ValueError, UnicodeDecodeError)
 
 
-if _orjson is not None:
-    _slow_dumps, _slow_loads = dumps, _loads
-    _fast_dumps, _fast_loads, _FastError = _orjson.dumps, _orjson.loads, _orjson.JSONDecodeError
-
-    def dumps(obj: Any) -> bytes:
-        """Serialize to compact UTF-8 JSON bytes."""
-        try:
-            return _fast_dumps(obj)
-        except TypeError:  # what orjson refuses (a huge int, a lone surrogate): the old path
-            return _slow_dumps(obj)
-
-    def _loads(data: bytes) -> Any:
-        # NOTE: orjson is strict (RFC 8259, valid UTF-8 only); what it refuses the slower
-        # parser decides, so a frame is accepted exactly when it was before (a lone
-        # surrogate escape such as "\ud800" still is), at the cost of a second parse of
-        # frames that are bad anyway.
-        try:
-            return _fast_loads(data)
-        except _FastError:
-            return _slow_loads(data)
-
-
 # TypeError/OverflowError: e.g. huge integers in ujson.
 _LOAD_ERRORS = (*_JSON_ERRORS, TypeError, OverflowError)
 
@@ -151,7 +138,7 @@ def encode_payload(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(size) + body
 
 
-def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: bytes | None = None) -> bytes:
+def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: Body | None = None) -> bytes:
     """Serialize and frame one message; with ``body``, as a binary frame carrying it."""
     if body is None:
         return encode_payload(dumps(msg), max_frame)
@@ -159,14 +146,21 @@ def encode(msg: Any, max_frame: int = DEFAULT_MAX_FRAME, body: bytes | None = No
 
 
 def encode_binary(
-    head: bytes, body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME
-) -> tuple[bytes, bytes, bytes | bytearray | memoryview]:
-    """A binary frame of serialized JSON ``head`` and a raw ``body``, as the three parts to
-    write in order (PERF: the body is not copied here; ``queue_frame(*parts)`` joins once)."""
-    size = _HEADER_SIZE + len(head) + len(body)
+    head: bytes, body: Body, max_frame: int = DEFAULT_MAX_FRAME
+) -> tuple[bytes | bytearray | memoryview, ...]:
+    """A binary frame of serialized JSON ``head`` and a raw ``body`` (bytes-like, or a list
+    of bytes-like parts in order: a request body as the server handed it over), as the
+    parts to write in order. PERF: the body is not copied here; ``queue_frame(*parts)``
+    writes big parts with ``writelines`` and joins only small frames."""
+    if type(body) is list:
+        size = _HEADER_SIZE + len(head) + sum(map(len, body))
+        if size > max_frame:
+            raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
+        return (_BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, *body)
+    size = _HEADER_SIZE + len(head) + len(body)  # type: ignore[arg-type]
     if size > max_frame:
         raise FrameTooLarge(f"refusing to send a {size}-byte frame (limit {max_frame} bytes)")
-    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body
+    return _BINARY_HEADER.pack(size | BINARY_FLAG, len(head)), head, body  # type: ignore[return-value]
 
 
 def binary_head(head: bytes, tail_size: int, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
@@ -194,20 +188,39 @@ class Decoder:
     route on a little of the message and forward the rest untouched.
     """
 
-    __slots__ = ("_big", "_buf", "_failed", "_fill", "max_frame", "parse")
+    __slots__ = (
+        "_big",
+        "_body",
+        "_buf",
+        "_failed",
+        "_fill",
+        "_head",
+        "_spares",
+        "max_frame",
+        "parse",
+    )
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, *, parse: bool = True) -> None:
         self.max_frame = max_frame
         self.parse = parse
         self._buf = bytearray()
         self._failed: ProtocolError | None = None
-        self._big: bytearray | None = None  # the incomplete big frame, length word included
-        self._fill = 0  # bytes of it received
+        # The incomplete big frame: where its rest goes and how much of that is there. Either
+        # the whole frame, length word included (``_head`` None), or, for a binary frame, the
+        # storage of ``_body`` (a ``fresh_bytes`` object) after its JSON ``_head`` was read.
+        self._big: memoryview | None = None
+        self._fill = 0
+        self._head: bytes | None = None
+        self._body: bytes | None = None
+        self._spares: list[bytearray] = []  # buffers big frames were received into
 
     @property
     def buffered(self) -> int:
         """Bytes held for an incomplete frame (0 at a frame boundary)."""
-        return len(self._buf) + (self._fill if self._big is not None else 0)
+        if self._big is None:
+            return len(self._buf)
+        head = self._head
+        return len(self._buf) + self._fill + (0 if head is None else 2 * _HEADER_SIZE + len(head))
 
     @property
     def receiving_big(self) -> bool:
@@ -218,7 +231,7 @@ class Decoder:
         """Where the rest of an incomplete big frame goes, for a reader that can receive
         into it (``recv_into``, asyncio's ``BufferedProtocol``); None when there is none."""
         big = self._big
-        return None if big is None else memoryview(big)[self._fill :]
+        return None if big is None else big[self._fill :]
 
     def filled(self, count: int) -> list[Any]:
         """``count`` bytes were received into ``big_view()``: the big frame's message once it
@@ -228,10 +241,56 @@ class Decoder:
         self._fill += count
         if self._fill < len(big):
             return []
-        self._big = None
-        return [self._whole(big)]
+        return [self._complete()]
 
-    def _feed_big(self, big: bytearray, data: bytes) -> list[Any]:
+    def _complete(self) -> Any:
+        """The message of the big frame just completed (its state cleared first)."""
+        big, head, body = self._big, self._head, self._body
+        self._big = self._head = self._body = None
+        if head is None:
+            return self._whole(big)  # type: ignore[arg-type]
+        return self._message(head, body)  # type: ignore[arg-type]
+
+    def _start_body(self, view: bytes | bytearray, pos: int, end_all: int, size: int) -> bool:
+        """PERF: receive the body of the binary frame at ``pos`` (``size`` bytes after its
+        length word, ``end_all - pos`` of them here) straight into a ``bytes`` of its own
+        (``fresh_bytes``): handed on as it is, nobody downstream copies it again. False when
+        that cannot be done (no fresh bytes here, a JSON part that is not small or lies
+        about its length: the whole-frame buffer then takes it, and its checks)."""
+        (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+        body_size = size - _HEADER_SIZE - head_size
+        if head_size > HEAD_MAX or body_size < 0:
+            return False
+        fresh = fresh_bytes(body_size)
+        if fresh is None:
+            return False
+        start = pos + 2 * _HEADER_SIZE + head_size
+        with memoryview(view) as mv:
+            head = bytes(mv[pos + 2 * _HEADER_SIZE : start])
+            self._body, big = fresh
+            big[: end_all - start] = mv[start:end_all]
+        self._big, self._head, self._fill = big, head, end_all - start
+        return True
+
+    def _buffer(self, size: int) -> memoryview:
+        """A writable view of ``size`` bytes for a big frame.
+
+        PERF: ``bytearray(size)`` zero-fills memory that is about to be overwritten: in a
+        profile of the supervisor relaying 1 MiB answers, that memset of cold memory was
+        15% of its CPU. So a buffer no view points into any more is received into again.
+        """
+        spares = self._spares
+        for buf in spares:
+            if len(buf) >= size and _unshared(buf):
+                return memoryview(buf)[:size]
+        buf = bytearray(size)
+        if size <= SPARE_MAX:
+            if len(spares) >= SPARES:
+                spares.pop(0)
+            spares.append(buf)
+        return memoryview(buf)
+
+    def _feed_big(self, big: memoryview, data: bytes) -> list[Any]:
         """Fill the big frame's buffer; once complete, decode it and go on with the rest."""
         fill = self._fill
         need = len(big) - fill
@@ -241,10 +300,9 @@ class Decoder:
             return []
         with memoryview(data) as mv:
             big[fill:] = mv[:need]
-        self._big = None
         rest = data[need:]
         try:
-            out = [self._whole(big)]
+            out = [self._complete()]
         except ProtocolError:
             self._buf = bytearray(rest)  # the stream is still in step after a bad big frame
             raise
@@ -256,13 +314,12 @@ class Decoder:
                 raise
         return out
 
-    def _whole(self, big: bytearray) -> Any:
+    def _whole(self, big: memoryview) -> Any:
         """The message of the one complete frame in ``big``."""
         (size,) = HEADER.unpack_from(big)
         if size & BINARY_FLAG:
             return self._binary(big, 0, size & _SIZE_MASK, share=True)
-        with memoryview(big) as mv:
-            payload = bytes(mv[_HEADER_SIZE:])
+        payload = bytes(big[_HEADER_SIZE:])
         if not self.parse:
             return payload
         msg = loads(payload)
@@ -325,8 +382,18 @@ class Decoder:
                 raise self._failed
             end = pos + _HEADER_SIZE + size
             if end > end_all:
+                if size >= BIG_FRAME and binary:  # PERF: the body into bytes of its own
+                    have = end_all - pos
+                    if have < 2 * _HEADER_SIZE:
+                        break  # not even its JSON length yet: wait, as for any frame
+                    (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+                    if head_size <= HEAD_MAX and have < 2 * _HEADER_SIZE + head_size:
+                        break  # its JSON is not all here yet
+                    if self._start_body(view, pos, end_all, size):
+                        pos = end_all
+                        break
                 if size >= BIG_FRAME:  # PERF: read the rest into a buffer of its own size
-                    big = self._big = bytearray(_HEADER_SIZE + size)
+                    big = self._big = self._buffer(_HEADER_SIZE + size)
                     with memoryview(view) as mv:
                         big[: end_all - pos] = mv[pos:end_all]
                     self._fill = end_all - pos
@@ -363,7 +430,9 @@ class Decoder:
         self._keep(view, pos)
         return out
 
-    def _binary(self, view: bytes | bytearray, pos: int, size: int, share: bool = False) -> Any:
+    def _binary(
+        self, view: bytes | bytearray | memoryview, pos: int, size: int, share: bool = False
+    ) -> Any:
         """The binary frame of ``size`` bytes after the length word at ``pos`` (complete).
 
         ``share``: ``view`` is a big frame's own buffer, so the body is a view of it (no copy).
@@ -387,6 +456,10 @@ class Decoder:
             with memoryview(view) as mv:  # PERF: a bytearray slice would copy twice
                 head = bytes(mv[start : start + head_size])
                 body = bytes(mv[start + head_size : end])  # the one copy
+        return self._message(head, body)
+
+    def _message(self, head: bytes, body: bytes | memoryview) -> Any:
+        """A binary frame's message from its JSON ``head`` and raw ``body``."""
         if not self.parse:
             return head, body
         msg = loads(head)
@@ -401,6 +474,17 @@ class Decoder:
                 del self._buf[:pos]
         elif pos < len(view):
             self._buf = bytearray(view[pos:])
+
+
+def _unshared(buf: bytearray) -> bool:
+    """No view of ``buf`` is alive (a body handed on was dropped or copied): a bytearray
+    with live exports cannot be resized, so a pop that does not raise proves it."""
+    try:
+        last = buf.pop()
+    except BufferError:
+        return False
+    buf.append(last)  # PERF: within the allocation: no realloc, no copy
+    return True
 
 
 class FrameReader:

@@ -60,6 +60,8 @@ class FakeControl:
             raise RuntimeError("a bug in the web tier")
         if path == "/continue":
             return SimpleNamespace(status=100, headers={}, body=b"")
+        if type(body) is list:  # the chunks the server handed over (read_body_parts)
+            body = b"".join(body)
         payload = {"method": method, "path": path, "headers": headers, "body": body.hex()}
         return SimpleNamespace(
             status=201,

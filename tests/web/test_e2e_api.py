@@ -463,6 +463,42 @@ def test_t12_t13_enable_disable_via_api(srv):
     assert _route(srv, "GET", "/system-info/")[0] == 404
 
 
+def test_head_on_a_plugin_route_has_no_body_and_keeps_the_connection(srv):
+    """HEAD through gunicorn (toru/wsgi/frontend.py sends plugin routes itself): the
+    security headers and a Content-Length, no body bytes; a GET pipelined behind it on the
+    same connection is read as its own, whole answer."""
+    import re
+    import socket
+
+    host, port = srv.bind.rsplit(":", 1)
+    head = (
+        "HEAD /api/plugins/route/hello/echo HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Bearer {srv.token}\r\n\r\n"
+    )
+    get = head.replace("HEAD ", "GET ", 1)
+
+    def complete(data: bytes) -> bool:
+        parts = data.split(b"\r\n\r\n", 2)
+        if len(parts) < 3:
+            return False
+        length = re.search(rb"(?i)content-length: *(\d+)", parts[1])
+        return length is not None and len(parts[2]) >= int(length.group(1))
+
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=timing.HTTP) as sock:
+        sock.sendall((head + get).encode())
+        while not complete(data):
+            chunk = sock.recv(65536)
+            assert chunk, data[:500]  # the server closed the connection
+            data += chunk
+    head_answer, get_answer, body = data.split(b"\r\n\r\n", 2)
+    assert head_answer.startswith(b"HTTP/1.1 200"), data[:300]
+    assert b"x-content-type-options: nosniff" in head_answer.lower()
+    assert b"content-length: " in head_answer.lower()
+    assert get_answer.startswith(b"HTTP/1.1 200"), data[:300]  # no body bytes after HEAD's
+    assert json.loads(body)
+
+
 def test_64_concurrent_clients_out_of_order(srv):
     """64 clients, each request answered after a random delay: every answer is its own."""
     errors: list[str] = []

@@ -6,15 +6,18 @@ every POSIX lock the process holds on it, SQLite's shared lock on the "DMS" byte
 believes it is the first and truncates and rebuilds ``-shm`` under the running workers.
 These tests read the kernel's lock table (``/proc/locks``) to check that every process
 using the database still holds that lock, and check that a change made through another
-connection is seen after ``-shm`` was deleted and recreated (the last connection closing).
+connection is seen after ``-shm`` was deleted and recreated (the last connection closing) or
+rebuilt in place (after a process was killed), and after a WAL reset.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -147,6 +150,39 @@ def test_a_recreated_shm_is_mapped_anew_and_commits_elsewhere_are_seen(tmp_path)
     other.close()
 
 
+def test_a_shm_rebuilt_in_place_is_still_watched(tmp_path):
+    """A process killed with the database open leaves ``-shm`` behind, unlocked; the next
+    first connection truncates and rebuilds it in place (same file). The mapping taken
+    before sees the rebuilt header, and commits elsewhere after it."""
+    db = fresh_db(tmp_path)
+    shm = Path(f"{db}-shm")
+    store = Store(db)
+    store.data_version()
+    store.data_version()
+    view = store._local.wal
+    code = (
+        "import apsw, sys, time; c = apsw.Connection(sys.argv[1]);"
+        " c.execute('INSERT INTO t VALUES (1)'); print('in', flush=True); time.sleep(3600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"in\n"
+        store.close()  # not the last connection: -shm stays
+    finally:
+        holder.kill()
+        holder.wait()
+    assert shm.stat().st_ino == view.ino and not shm_lock_holders(db)
+    changes = FileChanges(shm)
+    v1 = store.data_version()  # the first connection now: SQLite rebuilds -shm
+    assert changes.count() > 0  # (the premise: it was truncated and written again)
+    changes.close()
+    assert store._local.wal is view
+    assert store.data_version() == v1
+    commit_elsewhere(db, "INSERT INTO t VALUES (2)")
+    assert store.data_version() != v1
+    assert store.connection().execute("SELECT count(*) FROM t").get == 2
+
+
 def test_a_wal_reset_by_a_checkpoint_is_seen(tmp_path):
     """A checkpoint that restarts the WAL rewrites the header (new salts): the commit that
     follows is still seen through the fast path."""
@@ -190,29 +226,49 @@ def supervisor_of(server: ToruServer) -> int | None:
     return found[0] if found else None
 
 
-def maps_shm(pid: int, db: Path) -> bool:
+def accepted_by(client: socket.socket, workers: list[int]) -> int | None:
+    """Which of ``workers`` accepted this TCP connection (the server side's socket inode,
+    from ``/proc/net/tcp``, among the workers' descriptors); None while not yet accepted."""
+    port = client.getsockname()[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] != "0":
+            inodes.add(f"socket:[{fields[9]}]")
+    for pid in workers:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        return pid
+    return None
+
+
+def use_on_every_worker(server: ToruServer, cookie: str, workers: list[int]) -> None:
+    """Keep-alive connections until each worker has accepted one, then authenticated
+    requests on each of them: every one must be 200."""
+    by_worker: dict[int, http.client.HTTPConnection] = {}
+    opened: list[http.client.HTTPConnection] = []
+
+    def one_more() -> bool:
+        conn = server.connection(timing.HTTP)
+        conn.connect()
+        opened.append(conn)
+        pid = wait_for(lambda: accepted_by(conn.sock, workers), timing.WAIT, 0.01)
+        by_worker.setdefault(pid, conn)
+        return len(by_worker) == len(workers)
+
     try:
-        return f"{db}-shm" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
-def use_on_every_worker(server: ToruServer, cookie: str, workers: list[int], db: Path) -> None:
-    """Authenticated requests (one connection each) until every worker has answered some,
-    i.e. has the database open; every one of them must be 200."""
-    statuses: list[int] = []
-
-    def every_worker_served() -> bool:
-        for _ in range(10):
-            status, _, body = server.request("GET", "/api/plugins", cookie=cookie)
-            assert status == 200, (status, body)
-            statuses.append(status)
-        return all(maps_shm(p, db) for p in workers)
-
-    wait_for(every_worker_served, timing.WAIT, 0)
-    for _ in range(20):  # and some more, now that every worker holds a view
-        status, _, body = server.request("GET", "/api/plugins", cookie=cookie)
-        assert status == 200, (status, body)
+        wait_for(one_more, timing.WAIT, 0)
+        for pid, conn in by_worker.items():
+            for _ in range(5):
+                conn.request("GET", "/api/plugins", headers={"Cookie": cookie})
+                resp = conn.getresponse()
+                body = resp.read()
+                assert resp.status == 200, (pid, resp.status, body)
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 def test_sessions_work_on_every_worker_across_a_supervisor_restart(short_home):
@@ -226,7 +282,7 @@ def test_sessions_work_on_every_worker_across_a_supervisor_restart(short_home):
         cookie, _ = s.login()
         workers = workers_of(s)
         assert len(workers) == 3, workers
-        use_on_every_worker(s, cookie, workers, db)
+        use_on_every_worker(s, cookie, workers)
         holders = shm_lock_holders(db)
         assert set(workers) <= holders, (workers, holders)
 
@@ -253,5 +309,5 @@ def test_sessions_work_on_every_worker_across_a_supervisor_restart(short_home):
         )
         for user, password in (("admin", None), ("dora", "dora-pass-123")):
             cookie, _ = s.login(user, password)
-            use_on_every_worker(s, cookie, workers, db)
+            use_on_every_worker(s, cookie, workers)
         assert set(workers) <= shm_lock_holders(db)

@@ -175,7 +175,7 @@ class ControlClient(ClientSettings):
         method: str,
         path: str,
         headers: dict[str, str] | None = None,
-        body: bytes | str | None = b"",
+        body: bytes | str | list[bytes] | None = b"",
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""
@@ -195,7 +195,7 @@ def http_frame(
     method: str,
     path: str,
     headers: dict[str, str] | None,
-    body: bytes | str | None,
+    body: bytes | str | list[bytes] | None,
     max_frame: int = DEFAULT_MAX_FRAME,
 ) -> tuple[bytes | memoryview, ...]:
     """The ``http`` op as the parts of one binary frame, for both control clients (this
@@ -203,14 +203,20 @@ def http_frame(
 
     The frame's tail is the plugin request's JSON (``method``, ``path``, ``headers``; its
     size is ``args.request_json``) and then the body: the supervisor relays both as they
-    come, without parsing or re-encoding them (docs/control-protocol.md). Raises
-    ``FrameTooLarge`` when it does not fit in ``max_frame``.
+    come, without parsing or re-encoding them (docs/control-protocol.md). ``body`` may be
+    the list of chunks it was received in (``read_body_parts``): a big body's chunks are
+    parts of their own, never joined. Raises ``FrameTooLarge`` when it does not fit in
+    ``max_frame``.
     """
     request = dumps({"method": method, "path": path, "headers": headers or {}})
     if body is None:
-        body = b""
+        chunks: list[bytes] | tuple[bytes | memoryview, ...] = (b"",)
     elif type(body) is str:
-        body = body.encode("utf-8", "surrogatepass")
+        chunks = (body.encode("utf-8", "surrogatepass"),)
+    elif type(body) is list:
+        chunks = body
+    else:
+        chunks = (body,)  # type: ignore[assignment]
     head = (
         b'{"v":1,"id":"%s","op":"http","reply":"message","args":{"route":%s,"request_json":%d}}'
         % (
@@ -219,10 +225,11 @@ def http_frame(
             len(request),
         )
     )
-    start = binary_head(head, len(request) + len(body), max_frame)
-    if len(body) < BIG_WRITE:  # PERF: one part, one copy: the flush neither joins nor scans
-        return (b"".join((start, request, body)),)
-    return start, request, body
+    body_size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
+    start = binary_head(head, len(request) + body_size, max_frame)
+    if body_size < BIG_WRITE:  # PERF: one part, one copy: the flush neither joins nor scans
+        return (b"".join((start, request, *chunks)),)
+    return (start, request, *chunks)
 
 
 def http_result(msg: dict[str, Any]) -> ProxyResponse:

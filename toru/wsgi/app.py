@@ -88,6 +88,7 @@ def create_app(
         store = Store(config.db_path)
         accounts = Accounts(store, session_ttl=config.session_ttl, login_rate=config.login_rate)
 
+    # NOTE: the Frontend runs the same middleware objects for plugin routes: add any here.
     middleware = [
         Lifecycle(control, pool),
         MetricsMiddleware(),

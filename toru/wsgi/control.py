@@ -46,7 +46,7 @@ class Control(Protocol):
         method: str,
         path: str,
         headers: dict[str, str] | None = None,
-        body: bytes | str | None = b"",
+        body: bytes | str | list[bytes] | None = b"",
         timeout: float | None = None,
     ) -> ProxyResponse: ...
 
@@ -157,7 +157,7 @@ class ControlClient(ClientSettings):
         method: str,
         path: str,
         headers: dict[str, str] | None = None,
-        body: bytes | str | None = b"",
+        body: bytes | str | list[bytes] | None = b"",
         timeout: float | None = None,
     ) -> ProxyResponse:
         """Proxy one request to the plugin serving ``route`` (``path`` below it, query kept)."""

@@ -9,8 +9,9 @@ keeps serving.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 import falcon
@@ -79,12 +80,14 @@ async def handle_unexpected(
 
 
 Handler = Callable[[falcon.asgi.Request, falcon.Response, Any, dict[str, Any]], Awaitable[None]]
-HANDLERS: dict[type[Exception], Handler] = {
-    Exception: handle_unexpected,
-    ConnectionError: handle_connection_error,
-    falcon.HTTPError: handle_http_error,
-    ToruError: handle_toru_error,
-}
+HANDLERS: Mapping[type[Exception], Handler] = MappingProxyType(
+    {
+        Exception: handle_unexpected,
+        ConnectionError: handle_connection_error,
+        falcon.HTTPError: handle_http_error,
+        ToruError: handle_toru_error,
+    }
+)
 
 
 def handler_for(ex: Exception) -> Handler:

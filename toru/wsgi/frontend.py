@@ -109,6 +109,10 @@ async def _send(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, send: Callable, media_type: str | None
 ) -> None:
     """``resp`` as ``falcon.asgi.App`` sends a response whose body is ``text``/``data``."""
+    if resp.stream is not None or resp.sse is not None:
+        # NOTE: Falcon's streaming and SSE sending is not mirrored here; a responder of this
+        # path that streams must teach this function first (or the body would be lost).
+        raise RuntimeError("frontend._send sends text/data bodies only, not resp.stream/sse")
     data = await resp.render_body()
     status = resp.status_code
     if req.method == "HEAD" or status in _BODILESS:

@@ -85,8 +85,9 @@ def _cells(metric: Any, labels: tuple[str, ...]) -> Any:
     PERF: ``labels()`` validates, stringifies and takes a lock on every call (~3 µs). Label
     values are bounded (route templates, plugin ids, status classes), so the cache is too.
     NOTE: the cells are prometheus_client's own value objects (``_value``, ``_sum``,
-    ``_buckets``: private names, stable through 0.x); tests/web/test_metrics_batch.py checks
-    every count against the exposition, so a release that renames them fails there.
+    ``_buckets``: private names, stable through 0.x); tests/web/test_e2e_api.py
+    (``test_metrics_count_every_request_once_whichever_worker_scrapes``) checks the counts
+    in the exposition, so a release that renames them fails there.
     """
     c = metric.labels(*labels)
     if isinstance(metric, Histogram):

@@ -33,7 +33,7 @@ from ..session_cookie import COOKIE, names_toru_cookie
 from . import metrics
 from .control import Control
 from .headers import PLUGIN_ROUTE_PREFIX
-from .http import client_info, read_body
+from .http import client_info, read_body_parts
 from .routes import RouteTable
 
 PREFIX = PLUGIN_ROUTE_PREFIX
@@ -255,7 +255,7 @@ class PluginRouteResource:
     ) -> None:
         """The responder of every method (Falcon's, and ``frontend.Frontend``'s)."""
         route, path = split_target(req)
-        body = await read_body(req, self.config.body_limit, self.config.client_timeout)
+        body = await read_body_parts(req, self.config.body_limit, self.config.client_timeout)
         headers = forward_headers(req, self.trusted)
         plugin = await self.routes.plugin_for(route)
         t0 = time.perf_counter()
