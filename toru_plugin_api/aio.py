@@ -262,10 +262,18 @@ class FramedProtocol(asyncio.Protocol):
         if not self.closed:
             if body is None:
                 self.queue_frame(encode(msg, self.max_frame))
-            elif type(body) is not list and len(body) < BIG_WRITE:  # PERF: one part
-                self.queue_frame(b"".join(encode_binary(dumps(msg), body, self.max_frame)))
             else:
-                self.queue_frame(*encode_binary(dumps(msg), body, self.max_frame))
+                self.queue_binary(dumps(msg), body)
+
+    def queue_binary(self, head: bytes, body: Body) -> None:
+        """Queue a binary frame of serialized JSON ``head`` and a raw ``body`` (bytes-like, or
+        a list of parts). Raises ``FrameTooLarge``. PERF: a small one as one part (the flush
+        neither joins nor scans it), a big body's parts as parts of their own (not copied)."""
+        parts = encode_binary(head, body, self.max_frame)
+        if type(body) is not list and len(body) < BIG_WRITE:
+            self.queue_frame(b"".join(parts))
+        else:
+            self.queue_frame(*parts)
 
     def queue_frame(self, *parts: bytes | bytearray | memoryview) -> None:
         """Write a frame (given as one or more consecutive parts) with the rest of this batch.

@@ -20,7 +20,6 @@ from toru_plugin_api.codec import (
     HEADER,
     ProtocolError,
     dumps,
-    encode_binary,
     encode_payload,
     frame_body,
 )
@@ -209,7 +208,7 @@ class ControlConnection(FramedProtocol):
         elif body is None:
             self.queue_frame(HEADER.pack(size) + head, raw, b"}")
         else:
-            self.queue_frame(*encode_binary(head + raw + b"}", body, self.max_frame))
+            self.queue_binary(head + raw + b"}", body)
 
     def reply(self, rid: Any, result: Any) -> None:
         self._send(rid, {"id": rid, "ok": True, "result": result})
