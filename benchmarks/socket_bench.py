@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import ToruError
-from toru.supervisor.client import reply_result
+from toru.supervisor.client import http_frame, reply_result
 from toru_plugin_api.codec import Decoder, encode
 from toru_plugin_api.messages import (
     HttpRequest,
@@ -228,18 +228,19 @@ def plugin_reply_ok(msg: dict[str, Any]) -> bool:
 
 
 def control_frame(route: str, path: str = "/json") -> Callable[[int], bytes]:
-    """Frames of control-protocol ``http`` ops, as a gunicorn worker sends them (asking for
-    the plugin's reply relayed as is, ``"reply": "message"``)."""
-    args = {"route": route, "method": "GET", "path": path, "headers": {"accept": "*/*"}, "body": ""}
+    """Frames of control-protocol ``http`` ops exactly as a gunicorn worker sends them
+    (``toru.supervisor.client.http_frame``: the request's JSON and body in the binary tail,
+    relayed unparsed; the plugin's reply relayed as is)."""
 
     def make(rid: int) -> bytes:
-        return encode({"v": 1, "id": rid, "op": "http", "args": args, "reply": "message"})
+        return b"".join(http_frame(str(rid), route, "GET", path, {"accept": "*/*"}, b""))
 
     return make
 
 
 def control_reply_id(msg: dict[str, Any]) -> Any:
-    return msg.get("id")
+    rid = msg.get("id")
+    return int(rid) if isinstance(rid, str) and rid.isdigit() else rid
 
 
 def control_reply_ok(msg: dict[str, Any]) -> bool:
