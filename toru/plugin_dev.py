@@ -4,9 +4,9 @@ Builds the plugin with its own build script (``build.sh``, ``build.py`` or ``bui
 PATH, which must leave exactly one ``*.binary`` there), installs it atomically into a dev home
 (default ``PATH/.toru-dev``: a temporary name in ``plugins/``, then a rename), and runs
 ``toru serve`` there with relaxed timeouts and the plugin enabled. It then polls the source
-tree's mtimes; after each change it rebuilds and restarts the plugin (disable, install,
-rescan, enable through the control socket), and all along it streams the plugin's log to the
-terminal. Ctrl-C (SIGINT) or SIGTERM stops the server and everything it started, exit 0.
+tree's mtimes; after each change it rebuilds and hands the new binary to the supervisor's
+``install`` op, which swaps the running plugin without downtime (the zero-downtime upgrade of
+``toru plugins install``), and all along it streams the plugin's log to the terminal. Ctrl-C (SIGINT) or SIGTERM stops the server and everything it started, exit 0.
 """
 
 from __future__ import annotations
@@ -270,9 +270,13 @@ class DevLoop:
         if self.plugin_id is not None and meta["id"] != self.plugin_id:
             (plugins_dir / f"{self.plugin_id}.binary").unlink(missing_ok=True)
         install(binary, plugins_dir, meta["id"])
-        if meta["id"] != self.plugin_id:
-            self.plugin_id = meta["id"]
-            self.tail = LogTail(load_config(self.home).plugin_log_dir / f"{meta['id']}.log")
+        self._follow(meta["id"])
+
+    def _follow(self, plugin_id: str) -> None:
+        """The plugin the loop watches (and whose log it streams) is now ``plugin_id``."""
+        if plugin_id != self.plugin_id:
+            self.plugin_id = plugin_id
+            self.tail = LogTail(load_config(self.home).plugin_log_dir / f"{plugin_id}.log")
 
     def start_server(self, meta: dict[str, Any]) -> None:
         from toru.supervisor.plugin_state_file import set_enabled
@@ -319,24 +323,29 @@ class DevLoop:
         self.say("saving a file under the source rebuilds and restarts it; Ctrl-C stops")
 
     def rebuild(self) -> None:
-        """Build; if that worked, swap the running plugin for the new binary (until a restart
-        op exists: disable, install atomically, rescan, enable). A failed build or a
-        metadata error leaves the old version running."""
+        """Build; if that worked, hand the new binary to the running supervisor's ``install``
+        op (the path of ``toru plugins install``: staged copy, ``--metadata`` check, atomic
+        rename), which swaps a running plugin without downtime: the new process starts beside
+        the old one and takes over once it answers. A failed build or metadata error leaves
+        the old version running."""
         self.say("change seen: rebuilding")
         try:
             binary, meta = self.build()
-            if self.plugin_id is not None:
+            old = self.plugin_id
+            if old is not None and old != meta["id"]:  # the author renamed the plugin
                 with contextlib.suppress(ToruError):  # already gone is fine
-                    self.control("disable", {"plugin": self.plugin_id})
-            self.install(binary, meta)
-            self.control("rescan")
-            info = self.control("enable", {"plugin": meta["id"]})
+                    self.control("disable", {"plugin": old})
+                (load_config(self.home).plugins_dir / f"{old}.binary").unlink(missing_ok=True)
+                self.control("rescan")  # forget it, or its route would clash with the new one
+            result = self.control("install", {"path": str(binary.resolve()), "enable": True})
         except DevError as exc:
             self.say(f"{exc}\n[dev] the running version stays; fix it and save")
             return
         except ToruError as exc:
             self.say(f"could not restart the plugin: {exc.message}")
             return
+        self._follow(meta["id"])
+        info = result.get("plugin") or {}
         self.say(f"restarted {meta['id']} {meta['version']}: {info.get('state')}")
 
     # ------------------------------------------------------------------ driver
