@@ -1,7 +1,7 @@
 """Measure: control-socket ping latency while the supervisor hashes a replaced 50 MB binary.
 
-Run from the checkout: ``TORU_TEST_TIME_SCALE=3 .venv/bin/python -m tests.supervisor.measure_pin_hash``.
-Not a test (pytest does not collect it): it prints numbers. With the hash in a worker thread
+Run from the checkout: ``TORU_TEST_TIME_SCALE=3 .venv/bin/python -m benchmarks.tools.pin_hash``.
+It prints numbers. With the hash in a worker thread
 (supervisor/pins.py) the loop keeps answering while the file is read; compare by making
 ``BinaryHasher.hash`` call ``sha256_file`` inline.
 """
@@ -15,9 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.supervisor.helpers import MISBEHAVE, SupervisorProc
 from toru.supervisor.client import ControlClient
-
-from .helpers import MISBEHAVE, SupervisorProc
 
 PAD = b"#" * (50 << 20) + b"\n"
 
