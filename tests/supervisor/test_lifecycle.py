@@ -235,6 +235,37 @@ def test_a_connection_reset_just_before_the_exit_reports_the_exit(home):
         assert crash["details"]["exit_code"] == 4, crash
 
 
+def test_a_connection_reset_by_a_plugin_that_keeps_running_gets_a_new_connection(home):
+    """An original plugin that closes its connection while the next request is already on its
+    way resets it (bytes unread); it still runs, so it gets a new connection, not a restart.
+    Only the requests that were on the old connection fail (502)."""
+    make_plugin(home / "plugins", "alpha")
+    enable_on_disk(home, "alpha")
+    with SupervisorProc(home, env={"TORU_HEALTH_INTERVAL": "30"}) as sup:
+        pid = sup.wait_state("alpha", "running")["pid"]
+        other = ControlClient(sup.socket, timeout=timing.WAIT, http_timeout=timing.HTTP)
+        outcomes: list[BaseException] = []
+
+        def reset_stay() -> None:
+            try:
+                sup.client.http("/alpha", "GET", "/reset-stay")
+            except BadGateway as exc:
+                outcomes.append(exc)
+
+        first = threading.Thread(target=reset_stay)
+        first.start()
+        log = home / "var" / "log" / "plugins" / "alpha.log"
+        wait_for(lambda: "reset-stay: waiting" in log.read_text(), timing.WAIT)
+        with pytest.raises(BadGateway):  # left unread: the plugin closes on it
+            other.http("/alpha", "GET", "/echo")
+        first.join(timing.WAIT)
+        assert len(outcomes) == 1, outcomes
+        wait_for(lambda: other.http("/alpha", "GET", "/echo").status == 200, timing.WAIT)
+        info = sup.info("alpha")
+        assert (info["pid"], info["restarts"], info["state"]) == (pid, 0, "running"), info
+        assert "crashed" not in [e["event_type"] for e in info["events"]], info["events"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_stops_plugins_removes_sockets_exit_0(home, sig):
     make_plugin(home / "plugins", "alpha")

@@ -33,7 +33,7 @@ from .instance import Candidate, UpgradeFailed, probe_request, release, stop_ins
 from .launcher import LaunchAborted, Launched, Launcher, LaunchError, LaunchSpec
 from .logs import LogWriter, StderrLevels, SupervisorLog, plugin_line_entry
 from .pins import BinaryChange
-from .process import describe_exit, exit_reason
+from .process import PluginProcess, describe_exit, exit_reason
 from .restart_policy import RestartPolicy
 from .states import ACTIVE, TRANSITIONS, PluginState, check_transition
 from .stats import PluginStats
@@ -460,43 +460,53 @@ class SupervisedPlugin:
                 return None
             if self.launched is not launched:
                 continue  # upgraded: the new instance is the one to watch
-            if proc.exited.done():
-                code = proc.exited.result()
-                why = exit_reason(proc)  # "memory limit" after an OOM kill in its cgroup
-                launched.connection.close("plugin exited")
-                await self._reap()
-                return {"reason": why, **describe_exit(code)}
-            reason = self._wake.result()
-            if not await self._reconnect(launched, reason):
-                break
-        if reason.startswith("connection lost (") and "protocol error" not in reason:
-            # The socket often reports a dead plugin before its pidfd does (kill -9 on a
-            # busy machine): give the exit a moment, so the crash names the signal or exit
-            # code rather than "connection reset by peer".
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.exited), EXIT_AFTER_LOSS)
-            except TimeoutError:
-                pass
-            if proc.exited.done():
-                why = exit_reason(proc)
-                launched.connection.close("plugin exited")
-                await self._reap()
-                return {"reason": why, **describe_exit(proc.exited.result())}
+            if not proc.exited.done():
+                reason = self._wake.result()
+                if await self._outlives_loss(proc, reason):
+                    if await self._reconnect(launched, reason):
+                        continue
+                    break
+            why = exit_reason(proc)  # "memory limit" after an OOM kill in its cgroup
+            launched.connection.close("plugin exited")
+            await self._reap()
+            return {"reason": why, **describe_exit(proc.exited.result())}
         proc.signal_group(9)
         code = await asyncio.shield(proc.exited)
         await self._reap()
         return {"reason": reason, **describe_exit(code)}
 
+    async def _outlives_loss(self, proc: PluginProcess, reason: str) -> bool:
+        """False when a broken connection turns out to be the plugin's exit.
+
+        The socket often reports a dead plugin before its pidfd does (kill -9 on a busy
+        machine): a reset gets ``EXIT_AFTER_LOSS`` to show the exit, so the crash names the
+        signal or exit code rather than "connection reset by peer". A clean EOF, a protocol
+        error (ours to punish) and a failed probe are not waited for.
+        """
+        if not reason.startswith("connection lost (") or "protocol error" in reason:
+            return True
+        if reason != f"connection lost ({CLEAN_EOF})":
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.exited), EXIT_AFTER_LOSS)
+            except TimeoutError:
+                pass
+        return not proc.exited.done()
+
     async def _reconnect(self, launched: Launched, reason: str) -> bool:
-        """A plugin that closed its connection cleanly but still runs gets a new one.
+        """A plugin that closed its connection but still runs gets a new one.
 
         Original plugins serve one connection at a time; one that closes after a while is
-        not dead. At most one reconnect per second, else it counts as a crash.
+        not dead. When the next request was already on its way, that close resets the
+        connection (bytes unread) instead of a clean EOF; a plugin still running after it
+        (``_outlives_loss``) is not dead either. At most one reconnect per second, else it
+        counts as a crash.
         """
         reconnect = getattr(self.deps.launcher, "reconnect", None)
-        now = self.deps.clock()
-        if reason != f"connection lost ({CLEAN_EOF})" or reconnect is None:
+        if reconnect is None or not reason.startswith("connection lost ("):
             return False
+        if "protocol error" in reason:
+            return False  # the connection is ours to close and the plugin ours to restart
+        now = self.deps.clock()
         if now - self._last_reconnect < 1.0 or self.stopping:
             return False
         self._last_reconnect = now

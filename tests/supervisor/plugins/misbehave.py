@@ -14,7 +14,9 @@ HTTP paths (good/ooo/flood/ignore-shutdown): /echo, /pid, /sleep?s=F, /crash, /r
 /fork[?escape=1|setsid=1] (/pid and /sleep also say MISBEHAVE_VERSION), /kv/get?key=K, /kv/set?key=K&value=V, /kv/list, /stderr?n=N,
 /say?msg=M (one stderr line), /alloc?mb=N (allocate and keep N MiB), /health.
 /reset-exit closes its connection with bytes unread (the host reads ECONNRESET), then exits 4
-0.5 s later, as a kill -9 looks on a busy machine. /no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
+0.5 s later, as a kill -9 looks on a busy machine; /reset-stay does the same and keeps running
+(waiting for a new connection), as a one-connection plugin closing while a request was
+already on its way does. /no-status answers without ``status`` (which means 200), /bad-status with the status "teapot".
 """
 
 import fcntl
@@ -186,13 +188,17 @@ def handle_http(msg):
     return {"type": "http", "request_id": msg.get("request_id"), "payload": payload}
 
 
-def reset_then_exit(conn):
+def reset_connection(conn, what):
     # Wait until the host sent more (the next request): closing a Unix socket with bytes
     # unread makes the other side read ECONNRESET.
-    print("reset-exit: waiting for the next request", file=sys.stderr, flush=True)
+    print(f"{what}: waiting for the next request", file=sys.stderr, flush=True)
     while struct.unpack("i", fcntl.ioctl(conn, termios.FIONREAD, b"\0\0\0\0"))[0] == 0:
         time.sleep(0.01)
     conn.close()
+
+
+def reset_then_exit(conn):
+    reset_connection(conn, "reset-exit")
     time.sleep(0.5)
     os._exit(4)
 
@@ -211,6 +217,9 @@ def serve_connection(conn):
             continue
         if msg["payload"]["payload"]["path"] == "/reset-exit":
             reset_then_exit(conn)
+        if msg["payload"]["payload"]["path"] == "/reset-stay":
+            reset_connection(conn, "reset-stay")
+            return
         if MODE == "hang":
             continue
         if MODE == "garbage":
