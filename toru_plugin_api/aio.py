@@ -267,20 +267,20 @@ class FramedProtocol(asyncio.Protocol):
 
     def queue_binary(self, head: bytes, body: Body) -> None:
         """Queue a binary frame of serialized JSON ``head`` and a raw ``body`` (bytes-like, or
-        a list of parts). Raises ``FrameTooLarge``. PERF: a small one as one part (the flush
-        neither joins nor scans it), a big body's parts as parts of their own (not copied)."""
-        parts = encode_binary(head, body, self.max_frame)
-        if type(body) is not list and len(body) < BIG_WRITE:
-            self.queue_frame(b"".join(parts))
-        else:
-            self.queue_frame(*parts)
+        a list of parts: a big body's parts stay parts of their own). Raises ``FrameTooLarge``."""
+        self.queue_frame(*encode_binary(head, body, self.max_frame))
 
     def queue_frame(self, *parts: bytes | bytearray | memoryview) -> None:
         """Write a frame (given as one or more consecutive parts) with the rest of this batch.
 
-        PERF: a frame passed in parts is joined once, with the whole batch, in ``_flush``.
+        PERF: a frame under ``BIG_WRITE`` given in parts is joined here, so a batch of one
+        frame (the common case) is written as it is; a bigger one keeps its parts, which
+        ``_flush`` writes with ``writelines`` (a big body is never copied into a frame).
         """
-        self._out.extend(parts)
+        if len(parts) > 1 and sum(map(len, parts)) < BIG_WRITE:
+            self._out.append(b"".join(parts))
+        else:
+            self._out.extend(parts)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             batch = self._batch

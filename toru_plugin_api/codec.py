@@ -251,13 +251,15 @@ class Decoder:
             return self._whole(big)  # type: ignore[arg-type]
         return self._message(head, body)  # type: ignore[arg-type]
 
-    def _start_body(self, view: bytes | bytearray, pos: int, end_all: int, size: int) -> bool:
+    def _start_body(
+        self, view: bytes | bytearray, pos: int, end_all: int, size: int, head_size: int
+    ) -> bool:
         """PERF: receive the body of the binary frame at ``pos`` (``size`` bytes after its
-        length word, ``end_all - pos`` of them here) straight into a ``bytes`` of its own
-        (``fresh_bytes``): handed on as it is, nobody downstream copies it again. False when
-        that cannot be done (no fresh bytes here, a JSON part that is not small or lies
-        about its length: the whole-frame buffer then takes it, and its checks)."""
-        (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
+        length word, ``end_all - pos`` of them here, ``head_size`` its JSON's length)
+        straight into a ``bytes`` of its own (``fresh_bytes``): handed on as it is, nobody
+        downstream copies it again. False when that cannot be done (no fresh bytes here, a
+        JSON part that is not small or lies about its length: the whole-frame buffer then
+        takes it, and its checks)."""
         body_size = size - _HEADER_SIZE - head_size
         if head_size > HEAD_MAX or body_size < 0:
             return False
@@ -389,7 +391,7 @@ class Decoder:
                     (head_size,) = HEADER.unpack_from(view, pos + _HEADER_SIZE)
                     if head_size <= HEAD_MAX and have < 2 * _HEADER_SIZE + head_size:
                         break  # its JSON is not all here yet
-                    if self._start_body(view, pos, end_all, size):
+                    if self._start_body(view, pos, end_all, size, head_size):
                         pos = end_all
                         break
                 if size >= BIG_FRAME:  # PERF: read the rest into a buffer of its own size

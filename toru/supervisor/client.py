@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadGateway, SupervisorUnavailable, ToruError
-from toru_plugin_api.aio import BIG_WRITE
 from toru_plugin_api.blocking import Channel, connect_unix, kernel_timeout
 from toru_plugin_api.codec import (
     DEFAULT_MAX_FRAME,
@@ -226,10 +225,7 @@ def http_frame(
         )
     )
     body_size = len(chunks[0]) if len(chunks) == 1 else sum(map(len, chunks))
-    start = binary_head(head, len(request) + body_size, max_frame)
-    if body_size < BIG_WRITE:  # PERF: one part, one copy: the flush neither joins nor scans
-        return (b"".join((start, request, *chunks)),)
-    return (start, request, *chunks)
+    return (binary_head(head, len(request) + body_size, max_frame), request, *chunks)
 
 
 def http_result(msg: dict[str, Any]) -> ProxyResponse:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from toru.errors import BadGateway, GatewayTimeout, ToruError
-from toru_plugin_api.aio import BIG_WRITE, FramedProtocol
+from toru_plugin_api.aio import FramedProtocol
 from toru_plugin_api.codec import HEADER, ProtocolError, dumps, encode, loads
 from toru_plugin_api.endpoint import reply_key
 from toru_plugin_api.messages import encode_body, make_message, now_iso_bytes
@@ -173,7 +173,7 @@ class PluginConnection(FramedProtocol):
         tail of a binary frame for a binary plugin, else spliced into ``request`` as a JSON
         string. Exactly one of ``target.relayed(msg, raw, body)`` or ``target(None, error)``
         follows. PERF: the envelope is concatenated around ``request``, which is neither
-        parsed nor re-encoded here; a small frame is queued as one part (one write, no join).
+        parsed nor re-encoded here.
         """
         if self.closed:
             target(None, self.lost_error(""))
@@ -208,9 +208,7 @@ class PluginConnection(FramedProtocol):
         self.expect(rid, timeout, target, target.relayed)
         if body is not None:
             self.queue_binary(b"".join((head, *parts)), body)
-        elif json_size < BIG_WRITE:
-            self.queue_frame(b"".join((HEADER.pack(size), head, *parts)))
-        else:  # a big JSON body (a v1 plugin's): its parts are written as they are
+        else:  # a big JSON body (a v1 plugin's) keeps its parts (``queue_frame``)
             self.queue_frame(HEADER.pack(size) + head, *parts)
 
     # ------------------------------------------------------------------ progress

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toru.errors import BadRequest, ToruError
-from toru_plugin_api.aio import BIG_WRITE, FramedProtocol
+from toru_plugin_api.aio import FramedProtocol
 from toru_plugin_api.codec import (
     HEADER,
     ProtocolError,
@@ -203,9 +203,7 @@ class ControlConnection(FramedProtocol):
             )
             self.fail(rid, err)
             return
-        if body is None and len(raw) < BIG_WRITE:  # PERF: one part, one write, no join
-            self.queue_frame(b"%s%s%s}" % (HEADER.pack(size), head, raw))
-        elif body is None:
+        if body is None:
             self.queue_frame(HEADER.pack(size) + head, raw, b"}")
         else:
             self.queue_binary(head + raw + b"}", body)

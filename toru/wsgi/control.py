@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from toru.errors import PayloadTooLarge, SupervisorUnavailable, ToruError
@@ -73,6 +74,19 @@ class ControlConnection(FramedProtocol):
         self.fail_connection(
             f"lost the supervisor: {exc}" if exc else "the supervisor closed the connection"
         )
+
+
+def _request(
+    conn: ControlConnection, frame_for: Callable[[str], tuple[Any, ...]], timeout: float
+) -> asyncio.Future[Any]:
+    """Send the frame ``frame_for(rid)`` builds for a fresh id; the Future of its reply.
+    A request too big for a frame is 413."""
+    rid = conn.next_id()
+    try:
+        parts = frame_for(rid)
+    except ProtocolError as exc:
+        raise PayloadTooLarge(str(exc)) from None
+    return conn.request_frame(rid, parts, timeout)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:
@@ -143,13 +157,10 @@ class ControlClient(ClientSettings):
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        rid = conn.next_id()
-        try:
-            frame = control_frame(rid, op, args, self.max_frame)
-        except ProtocolError as exc:  # the request does not fit in a frame
-            raise PayloadTooLarge(str(exc)) from None
         t = self.timeout if timeout is None else timeout
-        return reply_result(await conn.request_frame(rid, (frame,), t))
+        return reply_result(
+            await _request(conn, lambda rid: (control_frame(rid, op, args, self.max_frame),), t)
+        )
 
     async def http(
         self,
@@ -164,10 +175,11 @@ class ControlClient(ClientSettings):
         conn = self._conn
         if conn is None or conn.closed:  # PERF: no coroutine call while connected
             conn = await self._connection()
-        rid = conn.next_id()
-        try:
-            parts = http_frame(rid, route, method, path, headers, body, self.max_frame)
-        except ProtocolError as exc:  # the request does not fit in a frame
-            raise PayloadTooLarge(str(exc)) from None
         t = self.http_timeout if timeout is None else timeout
-        return http_result(await conn.request_frame(rid, parts, t))
+        return http_result(
+            await _request(
+                conn,
+                lambda rid: http_frame(rid, route, method, path, headers, body, self.max_frame),
+                t,
+            )
+        )

@@ -113,27 +113,17 @@ async def _send(
         # NOTE: Falcon's streaming and SSE sending is not mirrored here; a responder of this
         # path that streams must teach this function first (or the body would be lost).
         raise RuntimeError("frontend._send sends text/data bodies only, not resp.stream/sse")
-    data = await resp.render_body()
+    data = await resp.render_body() or b""
     status = resp.status_code
-    if req.method == "HEAD" or status in _BODILESS:
-        if status in _TYPELESS:
-            media_type = None
-        elif status not in _BODILESS and resp.get_header("Content-Length") is None:
-            resp.set_header("Content-Length", str(len(data)) if data else "0")
-        # NOTE: Falcon's own rendering of the header list (cookies and appended headers
-        # included); ``_asgi_headers`` is what ``App.__call__`` calls.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": resp._asgi_headers(media_type),
-            }
-        )
-        await send({"type": "http.response.body"})
-        return
-    data = data or b""
-    resp.set_header("Content-Length", str(len(data)))
+    bodiless = req.method == "HEAD" or status in _BODILESS
+    if status in _TYPELESS:
+        media_type = None
+    # HEAD keeps a Content-Length the responder set; 1xx/204/304 get none
+    if status not in _BODILESS and not (bodiless and resp.get_header("Content-Length") is not None):
+        resp.set_header("Content-Length", str(len(data)))
+    # NOTE: Falcon's own rendering of the header list (cookies and appended headers
+    # included); ``_asgi_headers`` is what ``App.__call__`` calls.
     await send(
         {"type": "http.response.start", "status": status, "headers": resp._asgi_headers(media_type)}
     )
-    await send({"type": "http.response.body", "body": data})
+    await send({"type": "http.response.body", "body": b"" if bodiless else data})
