@@ -8,7 +8,9 @@ a protocol error: 502, the plugin's log and events say so, and the plugin is ser
 from __future__ import annotations
 
 import http.client
+import re
 import socket
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests import timing
 from tests.servers import ToruServer
 from tests.web.bodies_plugins import install, pattern
 from tests.web.procs import poll
+from toru_plugin_api.aio import SEND_BUFFER
 
 MIB = 1024 * 1024
 LIMIT = 6 * MIB
@@ -165,3 +168,49 @@ def test_large_bodies_on_one_keep_alive_connection(srv):
             assert (i, resp.status, resp.read() == data) == (i, 200, True)
     finally:
         conn.close()
+
+
+# ``ss -xm``: local address, its inode, the peer's inode, and the send buffer (``tb``).
+_SS_LINE = re.compile(r"^u_str\s+\S+\s+\d+\s+\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)\s.*\btb(\d+)")
+
+
+def _unix_send_buffers() -> tuple[dict[str, int], dict[str, str], dict[str, list[str]]]:
+    """Every connected Unix stream socket of the machine: its send buffer, its peer, and
+    the inodes of the connections accepted on each listening path."""
+    out = subprocess.run(["ss", "-xmH"], capture_output=True, text=True, check=True).stdout
+    tb: dict[str, int] = {}
+    peer: dict[str, str] = {}
+    at: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        m = _SS_LINE.match(line)
+        if m:
+            path, inode, peer_inode, size = m.groups()
+            tb[inode], peer[inode] = int(size), peer_inode
+            at.setdefault(path, []).append(inode)
+    return tb, peer, at
+
+
+def test_framed_connections_have_room_for_a_big_frame(srv):
+    """Both ends of the worker's control connection and of the supervisor's connection to
+    the SDK plugin ask for ``SEND_BUFFER`` (the kernel doubles it, up to wmem_max): a 1 MiB
+    frame is one write, not ~6 of the default 208 KiB (docs/ARCHITECTURE.md, big frames)."""
+    status, _, body = _call(srv, "GET", f"bsdk/bytes/{MIB}")
+    assert status == 200, body[:200]
+    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    want = 2 * min(SEND_BUFFER, wmem_max)
+    tb, peer, at = _unix_send_buffers()
+    run = srv.home / "run"
+    ends = {
+        "supervisor's end of a worker's control connection": at.get(str(run / "supervisor.sock")),
+        "SDK plugin's end of the supervisor's connection": [
+            inode
+            for path, inodes in at.items()
+            if path.startswith(str(run / "p" / "bodies-sdk") + "/")
+            for inode in inodes
+        ],
+    }
+    for what, inodes in ends.items():
+        assert inodes, f"no {what} in ss -xm"
+        for inode in inodes:
+            assert tb[inode] >= want, (what, tb[inode])
+            assert tb.get(peer[inode], 0) >= want, ("the other end of the " + what, tb[peer[inode]])
