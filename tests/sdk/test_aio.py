@@ -8,8 +8,11 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import subprocess
+import sys
 from typing import Any
 
+import pytest
 import uvloop
 
 from tests import timing
@@ -213,3 +216,70 @@ def test_big_frames_are_read_in_place_on_uvloop():
 
 def test_big_frames_are_read_in_place_on_the_stdlib_loop():  # the SDK without uvloop
     _big_frames_in_place(asyncio.new_event_loop)
+
+
+# A real writer process: N big binary frames back to back, then a small one, in one sendall
+# (the way a plugin's answers or a worker's request bodies follow each other on a connection).
+_WRITER = """
+import socket, sys
+from toru_plugin_api.codec import encode
+n, size = int(sys.argv[2]), int(sys.argv[3])
+body = bytes(range(256)) * (size // 256)
+stream = b"".join([encode({"n": i}, body=body) for i in range(n)] + [encode({"n": n})])
+sock = socket.socket(fileno=int(sys.argv[1]))
+sock.sendall(stream)
+sys.stdin.read()  # the socket stays open (no EOF) until the test is done
+"""
+
+
+class CountsPlainReads(Big):
+    """Counts the reads that went through ``data_received`` (a 256 KiB ``bytes`` each)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plain_reads = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.plain_reads += 1
+        super().data_received(data)
+
+
+@pytest.mark.parametrize(
+    "loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "stdlib"]
+)
+def test_big_frames_back_to_back_stay_on_the_in_place_reader(loop_factory):
+    """After a big frame the next frame's start is read into the big-frame reader's small
+    head buffer: consecutive big frames never go through ``data_received`` (whose chunk the
+    decoder would copy into the body once more); a read of small frames only goes back."""
+    n, size = 4, 1024 * 1024
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[Any] = []
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        mine, peer = socket.socketpair()
+        transport, conn = await loop.create_unix_connection(CountsPlainReads, sock=mine)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(peer.fileno()), str(n), str(size)],
+            pass_fds=[peer.fileno()],
+            stdin=subprocess.PIPE,
+        )
+        peer.close()
+        try:
+            async with asyncio.timeout(timing.WAIT):
+                while len(conn.got) < n + 1:
+                    await asyncio.sleep(0.01)
+            body = bytes(range(256)) * (size // 256)
+            assert [m["n"] for m in conn.got] == list(range(n + 1))
+            assert all(frame_body(m) == body for m in conn.got[:n])
+            # the first big frame's start comes by data_received, the others' by the head
+            # buffer (2: a read that ended inside a frame's 8-byte header hands one back)
+            assert conn.plain_reads <= 2, conn.plain_reads
+            assert transport.get_protocol() is conn  # the small frame: back to data_received
+        finally:
+            writer.communicate(timeout=timing.WAIT)
+        transport.close()
+        assert not errors, errors
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
