@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -205,6 +206,30 @@ def test_crash_mid_request_gives_502_and_restarts(home):
         assert "restarted" in [e["event_type"] for e in info["events"]]
 
 
+def reset_by_the_next_request(home: Path, sup: SupervisorProc, path: str) -> ControlClient:
+    """Ask misbehave's ``path`` (/reset-exit, /reset-stay), which waits until the next request
+    is in its socket and closes it unread: the host reads ECONNRESET. Both requests get 502.
+    Returns the second request's client, still usable."""
+    other = ControlClient(sup.socket, timeout=timing.WAIT, http_timeout=timing.HTTP)
+    outcomes: list[BaseException] = []
+
+    def first_request() -> None:
+        try:
+            sup.client.http("/alpha", "GET", path)
+        except BadGateway as exc:
+            outcomes.append(exc)
+
+    first = threading.Thread(target=first_request)
+    first.start()
+    log = home / "var" / "log" / "plugins" / "alpha.log"
+    wait_for(lambda: f"{path[1:]}: waiting" in log.read_text(), timing.WAIT)
+    with pytest.raises(BadGateway):  # left unread: the plugin closes on it
+        other.http("/alpha", "GET", "/echo")
+    first.join(timing.WAIT)
+    assert len(outcomes) == 1, outcomes
+    return other
+
+
 def test_a_connection_reset_just_before_the_exit_reports_the_exit(home):
     """The socket often breaks a moment before the exit is seen (a kill -9 on a busy
     machine): the crash names the exit, not "connection reset by peer"."""
@@ -212,23 +237,7 @@ def test_a_connection_reset_just_before_the_exit_reports_the_exit(home):
     enable_on_disk(home, "alpha")
     with SupervisorProc(home) as sup:
         pid = sup.wait_state("alpha", "running")["pid"]
-        other = ControlClient(sup.socket, timeout=timing.WAIT, http_timeout=timing.HTTP)
-        outcomes: list[BaseException] = []
-
-        def reset_exit() -> None:
-            try:
-                sup.client.http("/alpha", "GET", "/reset-exit")
-            except BadGateway as exc:
-                outcomes.append(exc)
-
-        first = threading.Thread(target=reset_exit)
-        first.start()
-        log = home / "var" / "log" / "plugins" / "alpha.log"
-        wait_for(lambda: "reset-exit: waiting" in log.read_text(), timing.WAIT)
-        with pytest.raises(BadGateway):  # left unread: the plugin closes on it
-            other.http("/alpha", "GET", "/echo")
-        first.join(timing.WAIT)
-        assert len(outcomes) == 1, outcomes
+        reset_by_the_next_request(home, sup, "/reset-exit")
         info = wait_for(lambda: (i := sup.info("alpha"))["pid"] not in (None, pid) and i)
         crash = next(e for e in info["events"] if e["event_type"] == "crashed")
         assert crash["details"]["reason"] == "exited", crash
@@ -243,23 +252,7 @@ def test_a_connection_reset_by_a_plugin_that_keeps_running_gets_a_new_connection
     enable_on_disk(home, "alpha")
     with SupervisorProc(home, env={"TORU_HEALTH_INTERVAL": "30"}) as sup:
         pid = sup.wait_state("alpha", "running")["pid"]
-        other = ControlClient(sup.socket, timeout=timing.WAIT, http_timeout=timing.HTTP)
-        outcomes: list[BaseException] = []
-
-        def reset_stay() -> None:
-            try:
-                sup.client.http("/alpha", "GET", "/reset-stay")
-            except BadGateway as exc:
-                outcomes.append(exc)
-
-        first = threading.Thread(target=reset_stay)
-        first.start()
-        log = home / "var" / "log" / "plugins" / "alpha.log"
-        wait_for(lambda: "reset-stay: waiting" in log.read_text(), timing.WAIT)
-        with pytest.raises(BadGateway):  # left unread: the plugin closes on it
-            other.http("/alpha", "GET", "/echo")
-        first.join(timing.WAIT)
-        assert len(outcomes) == 1, outcomes
+        other = reset_by_the_next_request(home, sup, "/reset-stay")
         wait_for(lambda: other.http("/alpha", "GET", "/echo").status == 200, timing.WAIT)
         info = sup.info("alpha")
         assert (info["pid"], info["restarts"], info["state"]) == (pid, 0, "running"), info
