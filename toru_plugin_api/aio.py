@@ -63,11 +63,13 @@ __all__ = ["FramedProtocol", "WriteBatch"]
 _local = threading.local()
 BIG_WRITE = 64 * 1024  # a batch from this size on goes out by writelines, not joined
 # PERF: the send buffer every framed Unix-socket connection asks for (``connection_made``).
-# Linux doubles it (so 2 MiB of data in flight) and caps it at ``net.core.wmem_max``; the
+# Linux doubles it (4 MiB in flight: a 1 MiB frame is one write, and a few of them queued
+# to one worker do not wait for each other) and caps it at ``net.core.wmem_max``. The
 # default (``wmem_default``, 208 KiB) cut each 1 MiB frame into ~6 writes and as many reads
-# and wake-ups on the other side. A stream socket's memory is charged only while data sits
-# in it, so an idle connection costs nothing more (docs/ARCHITECTURE.md, "Big frames").
-SEND_BUFFER = 1024 * 1024
+# and wake-ups on the other side; 2 MiB measured a little cheaper than 1 MiB (benchmarks/
+# RESULTS.md, "Large payloads"). A stream socket's memory is charged only while data sits
+# in it, so an idle connection costs nothing more (docs/ARCHITECTURE.md).
+SEND_BUFFER = 2 * 1024 * 1024
 
 
 class WriteBatch:
