@@ -16,6 +16,9 @@ class _Transport:
     def is_closing(self) -> bool:
         return False
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no socket: FramedProtocol.connection_made sizes none
+
     def write(self, data: bytes) -> None:
         if self.fail:
             raise RuntimeError("unable to perform operation: the handler is closed")
