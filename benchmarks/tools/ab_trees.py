@@ -1,7 +1,7 @@
 """A/B of two source trees on the body scenarios: one Toru stack per tree, wrk alternating.
 
     python -m benchmarks.tools.ab_trees --base /tmp/base [--base /tmp/other ...] [--rounds 3]
-        [--duration 3] [--paths 1m,1mpost,json]
+        [--duration 3] [--paths 1m,1mpost,json] [--connections 16]
 
 ``--base`` is another checkout (``git archive HEAD | tar -x -C /tmp/base``), A; more
 ``--base`` trees are B, C, ... and this tree comes last. Each tree serves its
@@ -69,7 +69,9 @@ def serve(tree: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     return proc, json.loads(line)
 
 
-def measure(where: dict[str, Any], key: str, duration: float, direct: bool) -> dict[str, float]:
+def measure(
+    where: dict[str, Any], key: str, duration: float, direct: bool, connections: int = 16
+) -> dict[str, float]:
     """One wrk run on ``key``'s path: req/s and CPU µs per request by role."""
     method, path = PATHS[key]
     url = (where["asgi_url"] if direct else where["url"]) + path
@@ -78,7 +80,7 @@ def measure(where: dict[str, Any], key: str, duration: float, direct: bool) -> d
     meter.start()
     r = run_wrk(
         url,
-        connections=16,
+        connections=connections,
         duration=duration,
         token=None if direct else where["token"],
         method=method,
@@ -89,6 +91,7 @@ def measure(where: dict[str, Any], key: str, duration: float, direct: bool) -> d
     out = {
         "rps": r.rps,
         "p50": r.latency_us["p50"] / 1000,
+        "p99": r.latency_us["p99"] / 1000,
         "cpu": total / n * 1e6,
         "errors": float(r.error_count),
     }
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--paths", default="1m,1mpost")
+    ap.add_argument("--connections", type=int, default=16, help="wrk's connections")
     a = ap.parse_args(argv)
     keys = [k for k in a.paths.split(",") if k]
     helpers = []
@@ -119,10 +123,18 @@ def main(argv: list[str] | None = None) -> int:
         direct = stacks[-1][1]
         for key in keys:
             variants.append(
-                Variant("asgi direct", lambda k=key: measure(direct, k, a.duration, True), key)
+                Variant(
+                    "asgi direct",
+                    lambda k=key: measure(direct, k, a.duration, True, a.connections),
+                    key,
+                )
             )
             variants += [
-                Variant(name, lambda k=key, w=where: measure(w, k, a.duration, False), key)
+                Variant(
+                    name,
+                    lambda k=key, w=where: measure(w, k, a.duration, False, a.connections),
+                    key,
+                )
                 for name, where in stacks
             ]
         results = alternate(variants, a.rounds)
@@ -135,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = [
         ("rps", "req/s", "{:.0f}"),
         ("p50", "p50 ms", "{:.2f}"),
+        ("p99", "p99 ms", "{:.2f}"),
         ("cpu", "CPU µs/req", "{:.0f}"),
     ]
     for role in roles:
