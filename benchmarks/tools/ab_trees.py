@@ -47,6 +47,7 @@ finally:
 
 PATHS = {
     "1m": ("GET", "/api/plugins/route/bench-sdk/size/1048576"),
+    "5m": ("GET", "/api/plugins/route/bench-sdk/size/5242880"),  # more than one send buffer
     "1mpost": ("POST", "/api/plugins/route/bench-sdk/echo"),
     "json": ("GET", "/api/plugins/route/bench-sdk/json"),
 }
