@@ -126,7 +126,7 @@ class _BigFrameReader(asyncio.BufferedProtocol):
     (the always-buffered protocol measured 15-25% slower there). Everything else is the
     owner's."""
 
-    __slots__ = ("head", "into_head", "owner")
+    __slots__ = ("head", "owner")
 
     # PERF: the start of the frame after a big one is read into this much; a big frame's
     # JSON part is far smaller, and what it brings of the body is copied once, not twice.
@@ -135,17 +135,15 @@ class _BigFrameReader(asyncio.BufferedProtocol):
     def __init__(self, owner: FramedProtocol) -> None:
         self.owner = owner
         self.head = memoryview(bytearray(self.HEAD_READ))
-        self.into_head = False
 
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self.owner.decoder.big_view()
-        self.into_head = view is None
         return self.head if view is None else view
 
     def buffer_updated(self, nbytes: int) -> None:
         owner = self.owner
         decoder = owner.decoder
-        into_head = self.into_head
+        into_head = not decoder.receiving_big  # what get_buffer saw: nothing ran between
         try:
             if into_head:
                 owner._received(decoder.feed, bytes(self.head[:nbytes]))
