@@ -247,13 +247,24 @@ def test_a_connection_reset_just_before_the_exit_reports_the_exit(home):
 def test_a_connection_reset_by_a_plugin_that_keeps_running_gets_a_new_connection(home):
     """An original plugin that closes its connection while the next request is already on its
     way resets it (bytes unread); it still runs, so it gets a new connection, not a restart.
-    Only the requests that were on the old connection fail (502)."""
+    Only the requests that were on the old connection fail (502); until the new connection is
+    up, requests get 503 with Retry-After, never a 502."""
     make_plugin(home / "plugins", "alpha")
     enable_on_disk(home, "alpha")
     with SupervisorProc(home, env={"TORU_HEALTH_INTERVAL": "30"}) as sup:
         pid = sup.wait_state("alpha", "running")["pid"]
         other = reset_by_the_next_request(home, sup, "/reset-stay")
-        wait_for(lambda: other.http("/alpha", "GET", "/echo").status == 200, timing.WAIT)
+        meanwhile: list[Exception] = []
+
+        def answered() -> bool:
+            try:
+                return other.http("/alpha", "GET", "/echo").status == 200
+            except (Unavailable, BadGateway) as exc:
+                meanwhile.append(exc)
+                return False
+
+        wait_for(answered, timing.WAIT, interval=0.005)
+        assert all(isinstance(e, Unavailable) and e.retry_after for e in meanwhile), meanwhile
         info = sup.info("alpha")
         assert (info["pid"], info["restarts"], info["state"]) == (pid, 0, "running"), info
         assert "crashed" not in [e["event_type"] for e in info["events"]], info["events"]

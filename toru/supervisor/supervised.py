@@ -324,7 +324,10 @@ class SupervisedPlugin:
             if not connection.closed:
                 return connection  # type: ignore[no-any-return]
             # died or reconnecting; the state catches up in a moment
-            raise Unavailable(f"plugin {self.id} is restarting, try again shortly", retry_after=1)
+            raise Unavailable(
+                f"plugin {self.id} has no connection (restarting or reconnecting), try again shortly",
+                retry_after=1,
+            )
         if state in ACTIVE:
             raise Unavailable(
                 f"plugin {self.id} is {state.value}, try again shortly",
