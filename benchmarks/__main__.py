@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import sys
 from pathlib import Path
 
@@ -125,7 +126,22 @@ def main(argv: list[str] | None = None) -> int:
         o.only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "build" / "bench" / f"{o.mode}-{stamp}"
+    exit_on_termination()
     return publish(BenchmarkRun(o).run(), out)
+
+
+def exit_on_termination() -> None:
+    """SIGTERM or SIGHUP (a CI timeout, ``kill``, a closed terminal) unwinds like Ctrl-C, so the
+    run stops every server it started (they run in sessions of their own and would outlive
+    it). A second signal during that cleanup is ignored."""
+
+    def unwind(signum: int, _frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, unwind)
 
 
 def publish(doc: dict, out: Path) -> int:

@@ -134,3 +134,22 @@ class CpuMeter:
         self.by_role = {r: t / _TICKS for r, t in roles.items()}
         self.sys_by_role = {r: t / _TICKS for r, t in sys_roles.items()}
         return sum(roles.values()) / _TICKS
+
+
+def tagged(run_dir: str) -> list[str]:
+    """``"pid: command"`` of every live process of the benchmark run ``run_dir``: they inherit
+    ``TORU_BENCH_RUN=<run_dir>``, except plugins, which the supervisor starts with a clean
+    environment and whose path names the run. This process is never one of them."""
+    needle = f"TORU_BENCH_RUN={run_dir}\0".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes() + b"\0"
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in env or run_dir in cmd:
+            found.append(f"{entry}: {cmd}")
+    return found

@@ -77,7 +77,7 @@ def scenario_table(doc: dict[str, Any], scenarios: list[dict[str, Any]]) -> str:
 
 
 SUMMARY_ROWS = (
-    "a_sync", "a_asgi", "p_one_hop", "h_app_only", "b_toru_sdk", "c_toru_raw", "b_toru_sdk_slow", "b_toru_sdk_c64",
+    "a_sync", "a_asgi", "p_one_hop", "p_one_hop_sdk", "h_app_only", "b_toru_sdk", "c_toru_raw", "b_toru_sdk_slow", "b_toru_sdk_c64",
     "a_sync_1m", "a_asgi_1m", "b_toru_sdk_1m", "a_sync_1mpost", "a_asgi_1mpost", "b_toru_sdk_1mpost",
 )  # fmt: skip
 

@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from typing import Any
 
 from . import socket_bench as sb
 from .plugins.build import build_bench_plugin
-from .procstat import cmdline, descendants, rss_bytes
+from .procstat import cmdline, descendants, rss_bytes, tagged
 from .scenarios import Scenario, http_scenario, socket_scenario
 from .slow_clients import slow_clients
 from .stack import (
@@ -304,7 +305,10 @@ class BenchmarkRun:
         ]  # fmt: skip
         if o.compare:
             self.scenarios += self._compare_scenarios(toru)
-            self.scenarios.append(self._floor_scenario())
+            self.scenarios += [
+                self._floor_scenario("p_one_hop", "minimal plugin", self.minimal_floor),
+                self._floor_scenario("p_one_hop_sdk", "SDK plugin", floor),
+            ]
         if o.nginx:
             self.scenarios.append(self._nginx_scenario(plugins))
         self.scenarios += self._socket_scenarios(toru, floor)
@@ -329,15 +333,16 @@ class BenchmarkRun:
             cpu_roots=lambda: [toru.pid, web.pid],
         )]  # fmt: skip
 
-    def _floor_scenario(self) -> Scenario:
-        """(p): the lean one-hop floor (``benchmarks/one_hop_app.py``) to the minimal plugin."""
+    def _floor_scenario(self, sid: str, name: str, plugin: sb.StandalonePlugin) -> Scenario:
+        """(p): the lean one-hop floor (``benchmarks/one_hop_app.py``) to a plugin started
+        alone. To the minimal plugin it is the least a hop costs; to the SDK plugin it is the
+        most any Toru route to that plugin could do (no supervisor, no Toru app)."""
         c = self.opts.connections
-        sid, what = "p_one_hop", "lean one-hop proxy"
-        label = f"(p) one-hop floor: plain ASGI -> minimal plugin, no supervisor, no Toru app, {c} conns"
-        plugin = self.minimal_floor
-        proxy = self._optional(
-            what, OneHopProxy(self.workdir / "one-hop", self.workers, plugin.socket_path)
-        )
+        what = f"lean one-hop proxy to the {name}"
+        label = f"(p) one-hop floor: plain ASGI -> {name}, no supervisor, no Toru app, {c} conns"
+        workdir = self.workdir / sid
+        workdir.mkdir(exist_ok=True)
+        proxy = self._optional(what, OneHopProxy(workdir, self.workers, plugin.socket_path))
         if proxy is None:
             return self._failed(sid, label, what)
         return http_scenario(
@@ -571,8 +576,21 @@ class BenchmarkRun:
         return self.document()
 
     def close(self) -> None:
-        """Stop every server this run started and remove its work directory."""
+        """Stop every server this run started and remove its work directory.
+
+        Then kill whatever of this run still lives: a process spawned just as a SIGTERM
+        arrived has no handle to stop it by (wrk between fork and ``Popen`` returning). What
+        had to be killed is recorded (``reaped``): stopping normally leaves nothing."""
         self.stack.close()
+        deadline = time.monotonic() + 10  # the workers of a stopped master may still exit
+        while (left := tagged(str(self.workdir))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for line in left:
+            with contextlib.suppress(OSError):
+                os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+        if left:
+            self.say(f"killed {len(left)} processes left running: {left}")
+            self.extra["reaped"] = left
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def document(self) -> dict[str, Any]:
@@ -606,6 +624,7 @@ class BenchmarkRun:
             "scenarios": scen,
             "leak": self.extra.get("leak"),
             "start_errors": self.extra.get("start_errors", {}),
+            "reaped": self.extra.get("reaped", []),
         }
         doc["targets"] = evaluate(doc)
         return doc

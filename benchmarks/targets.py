@@ -82,6 +82,15 @@ def ratio_detail(doc: dict[str, Any], sid: str) -> str:
     return ", ".join(parts)
 
 
+def _ceiling(doc: dict[str, Any]) -> str:
+    """What (p) to the same SDK plugin did: the most any route to that plugin could do here
+    with no supervisor and none of Toru's rules."""
+    r = rps_ratio(doc, "p_one_hop_sdk", "a_asgi")
+    if r is None:
+        return ""
+    return f"; the plain one-hop proxy to the same SDK plugin, (p), did {r:.2f}x"
+
+
 def evaluate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """All targets computable from ``doc``: issue 12's first, then issue 6's."""
     return issue12(doc) + issue6(doc)
@@ -96,7 +105,7 @@ def issue12(doc: dict[str, Any]) -> list[dict[str, Any]]:
     b, raw = m("b_toru_sdk", "rps"), m("c_toru_raw", "rps")
     out.append(_target(
         "sdk_vs_asgi", f"(b) Toru -> SDK plugin, {c} conns, >= 0.75x asgi direct", rps_ratio(doc, "b_toru_sdk", "a_asgi"), ">=", 0.75, "ratio",
-        f"{b:.0f} vs {asgi_:.0f} req/s; {cpu_detail(doc, 'b_toru_sdk', 'a_asgi')}" if b and asgi_ else "",
+        f"{b:.0f} vs {asgi_:.0f} req/s; {cpu_detail(doc, 'b_toru_sdk', 'a_asgi')}{_ceiling(doc)}" if b and asgi_ else "",
     ))  # fmt: skip
     out.append(_target(
         "sdk_vs_sync", f"(b) Toru -> SDK plugin, {c} conns, >= 2.0x sync direct", rps_ratio(doc, "b_toru_sdk", "a_sync"), ">=", 2.0, "ratio",

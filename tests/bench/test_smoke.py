@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +22,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.plugins.bench_sdk import body_of_size, plugin_id_from_argv
+from benchmarks.procstat import tagged
 from benchmarks.report import markdown, summary
 from benchmarks.slow_clients import SlowClients
 from benchmarks.stack import BaselineServer, nginx_config
 from benchmarks.targets import evaluate, rps_ratio
 from benchmarks.wrk import parse_output
+
+from .. import timing
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE = [
@@ -47,6 +51,7 @@ CORE = [
     "f_nginx_sdk",
     "h_app_only",
     "p_one_hop",
+    "p_one_hop_sdk",
     "d_floor_seq",
     "d_floor_32",
     "e_hop_seq",
@@ -59,30 +64,12 @@ METRICS = ["rps", "p50_us", "p90_us", "p99_us", "max_us", "cpu_us_per_request"]
 
 
 def _leftovers(run_dir: str, wait: float = 10.0) -> list[str]:
-    """Processes of one benchmark run still alive after giving exiting ones ``wait`` s.
-
-    Every process a run starts inherits ``TORU_BENCH_RUN=<its directory>``, so another run
-    going on in parallel (another engineer's suite) is not counted.
-    """
-    needle = f"TORU_BENCH_RUN={run_dir}\0".encode()
+    """Processes of one benchmark run still alive after giving exiting ones ``wait`` s
+    (``procstat.tagged``: another run going on in parallel is not counted)."""
     deadline = time.monotonic() + wait
-    while True:
-        found = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            try:
-                env = Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            # Plugins may get a clean environment from the supervisor: their path names the run.
-            if needle not in env and run_dir not in cmd:
-                continue
-            found.append(f"{pid}: {cmd}")
-        if not found or time.monotonic() > deadline:
-            return found
+    while (found := tagged(run_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    return found
 
 
 @pytest.mark.nginx
@@ -142,6 +129,7 @@ def test_smoke_mode_writes_every_scenario(tmp_path: Path, test_output: Path) -> 
     # Every process the run started is gone.
     assert doc["config"]["workdir"].startswith("/tmp/tb-")
     assert _leftovers(doc["config"]["workdir"]) == []
+    assert doc["reaped"] == []  # every server stopped on its own, none had to be killed
 
 
 def test_wrk_output_parsing() -> None:
@@ -348,3 +336,65 @@ def test_render_rewrites_a_run_from_its_json(tmp_path: Path) -> None:
     assert met["sdk_vs_asgi"] is True  # 1300 / 1600 = 0.81
     assert (tmp_path / "results.md").read_text().startswith("# Toru benchmark")
     assert cp.stdout.startswith("# Toru benchmark")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _run_dir_of(pid: int) -> str | None:
+    """The run's work directory, from the environment of one of its servers."""
+    for child in _children(pid):
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for var in env:
+            if var.startswith(b"TORU_BENCH_RUN="):
+                return var.split(b"=", 1)[1].decode()
+    return None
+
+
+def test_sigterm_in_the_middle_of_a_run_stops_every_server(test_output: Path) -> None:
+    """A run killed with SIGTERM (a CI timeout, an operator's kill) unwinds as Ctrl-C does:
+    its servers run in sessions of their own, so without that they would all outlive it."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "benchmarks", "--quick", "--no-nginx", "--no-compare"),
+            *("--only", "a_asgi", "--duration", "60"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = []
+        for line in proc.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            if line.startswith("measuring"):
+                break
+        assert proc.poll() is None, "".join(seen)
+        run_dir = _run_dir_of(proc.pid)
+        assert run_dir is not None and run_dir.startswith("/tmp/tb-"), run_dir
+        assert _leftovers(run_dir, wait=0)  # its servers are up
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()  # type: ignore[union-attr]
+        code = proc.wait(timing.WAIT)
+        (test_output / "bench-sigterm.log").write_text("".join(seen) + rest)
+        assert code == 128 + signal.SIGTERM, rest[-2000:]
+        assert _leftovers(run_dir) == []
+        assert not Path(run_dir).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
