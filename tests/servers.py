@@ -282,3 +282,49 @@ class ToruServer:
         if status != 201:
             raise RuntimeError(f"creating user {username} failed: {status} {answer!r}")
         return self.login(username, password)
+
+
+NGINX_DEPLOY = ROOT / "deploy" / "nginx"
+
+
+def shipped_nginx_conf(
+    prefix: Path, port: int, sock: str, keepalive_timeout: str | None = None
+) -> Path:
+    """The shipped site (deploy/nginx/toru.conf and toru_proxy_params) with local paths, in a
+    minimal nginx.conf whose temp dirs are under ``prefix``: what the nginx tests and the
+    benchmark's scenario (f) run, so both measure the deployment operators get."""
+    site = (NGINX_DEPLOY / "toru.conf").read_text()
+    if keepalive_timeout is not None:
+        assert site.count("keepalive_timeout 1s;") == 1
+        site = site.replace("keepalive_timeout 1s;", f"keepalive_timeout {keepalive_timeout};")
+    site = site.replace("unix:/run/toru/web.sock", f"unix:{sock}")
+    site = site.replace("/opt/toru/webapp", str(ROOT / "webapp"))
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = site.replace("listen [::]:80;", "")
+    site = site.replace("/etc/nginx/toru_proxy_params", str(NGINX_DEPLOY / "toru_proxy_params"))
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / "tmp" / d).mkdir(parents=True, exist_ok=True)
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""
+daemon off;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    {site}
+}}
+"""
+    )
+    return conf

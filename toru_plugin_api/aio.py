@@ -67,7 +67,7 @@ BIG_WRITE = 64 * 1024  # a batch from this size on goes out by writelines, not j
 # to one worker do not wait for each other) and caps it at ``net.core.wmem_max``. The
 # default (``wmem_default``, 208 KiB) cut each 1 MiB frame into ~6 writes and as many reads
 # and wake-ups on the other side; 2 MiB measured a little cheaper than 1 MiB (benchmarks/
-# RESULTS.md, "Large payloads"). A stream socket's memory is charged only while data sits
+# RESULTS.md, "Large bodies"). A stream socket's memory is charged only while data sits
 # in it, so an idle connection costs nothing more (docs/ARCHITECTURE.md).
 SEND_BUFFER = 2 * 1024 * 1024
 

@@ -25,9 +25,10 @@ from benchmarks.plugins.bench_sdk import body_of_size, plugin_id_from_argv
 from benchmarks.procstat import tagged
 from benchmarks.report import markdown, summary
 from benchmarks.slow_clients import SlowClients
-from benchmarks.stack import BaselineServer, nginx_config
+from benchmarks.stack import BaselineServer
 from benchmarks.targets import evaluate, rps_ratio
 from benchmarks.wrk import parse_output
+from tests.servers import shipped_nginx_conf
 
 from .. import timing
 
@@ -156,9 +157,10 @@ def test_bench_plugin_bodies_and_ids() -> None:
 
 
 def test_nginx_config_and_empty_report(tmp_path: Path) -> None:
-    conf = nginx_config(tmp_path, "/tmp/tb-x/web.sock", 12345)
-    assert "server unix:/tmp/tb-x/web.sock;" in conf
-    assert "listen 127.0.0.1:12345" in conf
+    conf = shipped_nginx_conf(tmp_path, 12345, "/tmp/tb-x/web.sock").read_text()
+    assert "server unix:/tmp/tb-x/web.sock fail_timeout=0;" in conf
+    assert "listen 127.0.0.1:12345;" in conf
+    assert "keepalive 32;" in conf  # the shipped site's upstream keep-alive, not a copy of it
     doc = {
         "schema": "toru-bench/1",
         "mode": "smoke",

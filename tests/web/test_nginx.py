@@ -20,7 +20,7 @@ import apsw
 import pytest
 
 from tests import timing
-from tests.servers import ROOT, ToruServer, free_port
+from tests.servers import ToruServer, free_port, shipped_nginx_conf
 from toru.doctor import GUNICORN_CONF, literal_settings
 from toru.wsgi.headers import CSP
 
@@ -28,47 +28,6 @@ pytestmark = [
     pytest.mark.nginx,
     pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed"),
 ]
-
-DEPLOY = ROOT / "deploy" / "nginx"
-
-
-def nginx_conf(prefix: Path, port: int, sock: str, keepalive_timeout: str | None = None) -> Path:
-    """The shipped site with test paths, wrapped in a minimal nginx.conf using temp dirs."""
-    site = (DEPLOY / "toru.conf").read_text()
-    if keepalive_timeout is not None:
-        assert site.count("keepalive_timeout 1s;") == 1
-        site = site.replace("keepalive_timeout 1s;", f"keepalive_timeout {keepalive_timeout};")
-    site = site.replace("unix:/run/toru/web.sock", f"unix:{sock}")
-    site = site.replace("/opt/toru/webapp", str(ROOT / "webapp"))
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    site = site.replace("listen [::]:80;", "")
-    site = site.replace("/etc/nginx/toru_proxy_params", str(DEPLOY / "toru_proxy_params"))
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (prefix / "tmp" / d).mkdir(parents=True, exist_ok=True)
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-worker_processes 1;
-{user}
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    {site}
-}}
-"""
-    )
-    return conf
 
 
 def req(port, method, path, body=None, headers=None):
@@ -93,7 +52,7 @@ class Nginx:
         prefix.mkdir()
         self.prefix = prefix
         self.port = free_port()
-        self.conf = nginx_conf(prefix, self.port, sock, keepalive_timeout)
+        self.conf = shipped_nginx_conf(prefix, self.port, sock, keepalive_timeout)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Nginx:
