@@ -136,12 +136,12 @@ class CpuMeter:
         return sum(roles.values()) / _TICKS
 
 
-def tagged(run_dir: str) -> list[str]:
-    """``"pid: command"`` of every live process of the benchmark run ``run_dir``: they inherit
+def tagged(run_dir: str) -> dict[int, str]:
+    """pid -> command of every live process of the benchmark run ``run_dir``: they inherit
     ``TORU_BENCH_RUN=<run_dir>``, except plugins, which the supervisor starts with a clean
     environment and whose path names the run. This process is never one of them."""
     needle = f"TORU_BENCH_RUN={run_dir}\0".encode()
-    found = []
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -151,5 +151,5 @@ def tagged(run_dir: str) -> list[str]:
         except OSError:
             continue
         if needle in env or run_dir in cmd:
-            found.append(f"{entry}: {cmd}")
+            found[int(entry)] = cmd
     return found

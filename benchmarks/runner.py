@@ -585,12 +585,13 @@ class BenchmarkRun:
         deadline = time.monotonic() + 10  # the workers of a stopped master may still exit
         while (left := tagged(str(self.workdir))) and time.monotonic() < deadline:
             time.sleep(0.1)
-        for line in left:
+        for pid in left:
             with contextlib.suppress(OSError):
-                os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         if left:
-            self.say(f"killed {len(left)} processes left running: {left}")
-            self.extra["reaped"] = left
+            reaped = [f"{pid}: {cmd}" for pid, cmd in left.items()]
+            self.say(f"killed {len(reaped)} processes left running: {reaped}")
+            self.extra["reaped"] = reaped
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def document(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ stops everything; this test checks the output's shape and that nothing is left r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.plugins.bench_sdk import body_of_size, plugin_id_from_argv
-from benchmarks.procstat import tagged
+from benchmarks.procstat import descendants, tagged
 from benchmarks.report import markdown, summary
 from benchmarks.slow_clients import SlowClients
 from benchmarks.stack import BaselineServer
@@ -69,7 +68,7 @@ def _leftovers(run_dir: str, wait: float = 10.0) -> list[str]:
     deadline = time.monotonic() + wait
     while (found := tagged(run_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return found
+    return [f"{pid}: {cmd}" for pid, cmd in found.items()]
 
 
 @pytest.mark.nginx
@@ -339,22 +338,9 @@ def test_render_rewrites_a_run_from_its_json(tmp_path: Path) -> None:
     assert cp.stdout.startswith("# Toru benchmark")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
 def _run_dir_of(pid: int) -> str | None:
     """The run's work directory, from the environment of one of its servers."""
-    for child in _children(pid):
+    for child in descendants(pid):
         try:
             env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
         except OSError:
